@@ -1,0 +1,56 @@
+"""Runtime settings stored in the database: get, set, list."""
+
+import typer
+
+from .. import service
+from ..config import CONFIG_KEYS
+from ..errors import InvalidInput
+from .context import context_of, store_of
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command()
+def get(ctx: typer.Context, key: str = typer.Argument(...)) -> None:
+    """Print one setting.
+
+    Example: queuectl config get max-retries
+    """
+    for name, value, _, _ in service.config_items(store_of(ctx)):
+        if name == key:
+            print(value)
+            return
+    raise InvalidInput(f"unknown config key {key!r}; valid keys: {', '.join(CONFIG_KEYS)}")
+
+
+@app.command("set")
+def set_(ctx: typer.Context, key: str = typer.Argument(...), value: str = typer.Argument(...)) -> None:
+    """Change one setting for every worker (they pick it up at their next heartbeat).
+
+    Example: queuectl config set max-retries 5
+    """
+    stored = service.set_config(store_of(ctx), key, value)
+    print(f"{key} = {stored}")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
+    """Every setting with its value and meaning.
+
+    Example: queuectl config list
+    """
+    from ..store import redact_url
+    from .render import key_value_table, print_json
+
+    items = service.config_items(store_of(ctx))
+    database = redact_url(context_of(ctx).db_url)
+    if as_json:
+        print_json({"database": database, **{name: value for name, value, _, _ in items}})
+        return
+    key_value_table(
+        f"config (database: {database})", ("key", "value", "meaning"),
+        [(name, value + (" (default)" if default else ""), meaning)
+         for name, value, default, meaning in items],
+    )

@@ -1,0 +1,62 @@
+"""Dead letter queue commands: list, retry, purge."""
+
+import time
+from typing import Optional
+
+import typer
+
+from ..errors import InvalidInput
+from ..models import DEAD
+from .context import store_of
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("list")
+def list_dead(
+    ctx: typer.Context,
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Jobs that ran out of retries.
+
+    Example: queuectl dlq list
+    """
+    jobs = store_of(ctx).list_jobs(state=DEAD, limit=limit)
+    from .render import jobs_table, print_json
+
+    if as_json:
+        print_json([job.to_dict() for job in jobs])
+    else:
+        jobs_table(jobs, f"dead letter queue: {len(jobs)} shown")
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    job_id: Optional[str] = typer.Argument(None, metavar="ID"),
+    all_jobs: bool = typer.Option(False, "--all", help="Retry every job in the DLQ."),
+) -> None:
+    """Put a dead job (or all of them) back to pending, attempts reset.
+
+    Example: queuectl dlq retry job1
+    """
+    if (job_id is None) == (not all_jobs):
+        raise InvalidInput("give a job id or --all (not both)")
+    count = store_of(ctx).retry_dead(job_id, time.time())
+    print(f"requeued {job_id}" if job_id else f"requeued {count} job(s)")
+
+
+@app.command()
+def purge(
+    ctx: typer.Context,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete every job in the DLQ.
+
+    Example: queuectl dlq purge --yes
+    """
+    store = store_of(ctx)
+    if not yes and not typer.confirm("Delete every job in the dead letter queue?", default=False):
+        raise typer.Exit(1)
+    print(f"deleted {store.purge([DEAD])} job(s)")

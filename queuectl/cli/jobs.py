@@ -1,0 +1,159 @@
+"""Job commands: enqueue, list, show, status, cancel."""
+
+import sys
+import time
+from typing import Any, List, Optional
+
+import typer
+
+from .. import service
+from ..errors import InvalidInput
+from ..models import STATES
+from .context import store_of
+
+
+def enqueue(
+    ctx: typer.Context,
+    spec: Optional[str] = typer.Argument(
+        None, metavar="COMMAND|JSON",
+        help='A shell command ("echo hi") or a JSON job ({"command": "...", "max_retries": 5}).',
+    ),
+    file: Optional[str] = typer.Option(
+        None, "--file", "-f", help="Enqueue one job per line of FILE (- for stdin), all or nothing."
+    ),
+    job_id: Optional[str] = typer.Option(None, "--id", help="Your own job id (default: generated)."),
+    max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Retries before the DLQ."),
+    priority: Optional[int] = typer.Option(None, "--priority", "-p", help="Higher runs first (default 0)."),
+    queue: Optional[str] = typer.Option(None, "--queue", "-q", help="Queue name (default: default)."),
+    delay: Optional[str] = typer.Option(None, "--delay", help="Run no sooner than this: 30s, 15m, 2h, 1d."),
+    run_at: Optional[str] = typer.Option(None, "--run-at", help="Run no sooner than this ISO-8601 time."),
+    timeout: Optional[str] = typer.Option(None, "--timeout", help="Kill the job after this long: 10m."),
+    cwd: Optional[str] = typer.Option(None, "--cwd", help="Working directory for the command."),
+    env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="KEY=VALUE for the job; repeatable."),
+) -> None:
+    """Add a job; prints its id.
+
+    Example: queuectl enqueue "echo hi" --priority 5 --delay 30s
+    """
+    options: dict[str, Any] = {
+        "id": job_id, "max_retries": max_retries, "priority": priority, "queue": queue,
+        "delay": delay, "run_at": run_at, "timeout": timeout, "cwd": cwd, "env": env or None,
+    }
+    options = {key: value for key, value in options.items() if value is not None}
+    store = store_of(ctx)
+    if file is not None:
+        if spec is not None:
+            raise InvalidInput("give either a command or --file, not both")
+        if "id" in options:
+            raise InvalidInput("--id cannot apply to a whole file; put ids in the JSON lines")
+        count = _enqueue_file(store, file, options)
+        print(f"enqueued {count} job(s)")
+        return
+    if spec is None:
+        raise InvalidInput('nothing to enqueue: give a command, e.g. queuectl enqueue "echo hi", or --file FILE')
+    parsed = service.parse_spec(spec)
+    ids = service.enqueue(store, [{**parsed, **options}])
+    print(ids[0])
+
+
+def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
+    if path == "-":
+        return service.enqueue_lines(store, sys.stdin, options)
+    try:
+        with open(path, encoding="utf-8", errors="strict") as handle:
+            return service.enqueue_lines(store, handle, options)
+    except FileNotFoundError:
+        raise InvalidInput(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path} is a directory, not a file of jobs") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path} is not UTF-8 text; nothing was enqueued") from None
+
+
+def list_jobs(
+    ctx: typer.Context,
+    state: Optional[str] = typer.Option(None, "--state", "-s", help=f"One of: {', '.join(STATES)}."),
+    queue: Optional[str] = typer.Option(None, "--queue", "-q", help="Only this queue."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=100000, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List jobs, newest first.
+
+    Example: queuectl list --state failed --limit 20
+    """
+    service.check_state(state)
+    jobs = store_of(ctx).list_jobs(state=state, queue=queue, limit=limit)
+    if as_json:
+        from .render import print_json
+
+        print_json([job.to_dict() for job in jobs])
+        return
+    from .render import jobs_table
+
+    jobs_table(jobs, f"jobs{f' ({state})' if state else ''}: {len(jobs)} shown")
+
+
+def show(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., metavar="ID"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Everything about one job, with its output tail and last error.
+
+    Example: queuectl show job1
+    """
+    job = service.get_job(store_of(ctx), job_id)
+    if as_json:
+        from .render import print_json
+
+        print_json(job.to_dict())
+        return
+    from .render import job_detail
+
+    job_detail(job)
+
+
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Counts per state and queue, and how many workers are alive.
+
+    Example: queuectl status
+    """
+    now = time.time()
+    summary = service.status(store_of(ctx), now)
+    if as_json:
+        from .render import print_json
+
+        print_json({
+            "states": summary.states, "queues": summary.queues, "paused": sorted(summary.paused),
+            "workers": {"alive": summary.workers_alive, "registered": summary.workers_total},
+        })
+        return
+    from .render import STATE_STYLES, key_value_table
+
+    key_value_table(
+        "jobs", ("state", "count"),
+        [(f"[{STATE_STYLES[s]}]{s}[/]", str(summary.states.get(s, 0))) for s in STATES],
+    )
+    print(f"workers alive: {summary.workers_alive}")
+    if summary.paused:
+        print(f"paused queues: {', '.join(sorted(summary.paused))}")
+
+
+def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="ID")) -> None:
+    """Cancel a job: a waiting one never runs; a running one is killed within a heartbeat.
+
+    Example: queuectl cancel job1
+    """
+    job = store_of(ctx).cancel(job_id, time.time())
+    print(f"cancelled {job.id}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(enqueue)
+    app.command("list")(list_jobs)
+    app.command()(show)
+    app.command()(status)
+    app.command()(cancel)

@@ -1,0 +1,118 @@
+"""Worker commands: start (foreground or --detach), stop (through the database), list."""
+
+import os
+import subprocess
+import sys
+import time
+from typing import Optional
+
+import typer
+
+from .. import service
+from ..config import ENV_DB, default_data_dir
+from ..errors import InvalidInput
+from .context import context_of, store_of
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def _parse_queues(text: Optional[str]) -> Optional[list[str]]:
+    if not text or text.strip() in ("*", "all"):
+        return None
+    return [service.check_queue_name(name.strip()) for name in text.split(",") if name.strip()]
+
+
+@app.command()
+def start(
+    ctx: typer.Context,
+    count: int = typer.Option(1, "--count", "-c", min=1, max=256, help="Worker processes."),
+    queue: Optional[str] = typer.Option(
+        None, "--queue", "-q", help="Queues to serve, in priority order: builds,default (default: all)."
+    ),
+    concurrency: int = typer.Option(1, "--concurrency", "-k", min=1, max=1024, help="Jobs per worker at once."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and return."),
+    log_file: Optional[str] = typer.Option(None, "--log", help="With --detach: log file."),
+) -> None:
+    """Run workers under a supervisor; Ctrl-C or SIGTERM stops them gracefully.
+
+    Example: queuectl worker start --count 3
+    """
+    queues = _parse_queues(queue)
+    app_ctx = context_of(ctx)
+    store_of(ctx)  # fail now, clearly, if the database cannot be opened
+    if detach:
+        _detach(app_ctx.db_url, count, queue, concurrency, log_file)
+        return
+    from ..supervisor import Supervisor
+
+    code = Supervisor(app_ctx.db_url, count, queues, concurrency).run()
+    raise typer.Exit(code)
+
+
+def _detach(db_url: str, count: int, queue: Optional[str], concurrency: int, log_file: Optional[str]) -> None:
+    log_path = log_file or str(default_data_dir() / "workers.log")
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), mode=0o700, exist_ok=True)
+    cmd = [sys.executable, "-m", "queuectl", "worker", "start", "--count", str(count),
+           "--concurrency", str(concurrency)]
+    if queue:
+        cmd += ["--queue", queue]
+    try:
+        log = open(log_path, "ab")
+    except OSError as exc:
+        raise InvalidInput(f"cannot open log file {log_path}: {exc.strerror}") from None
+    with log:
+        proc = subprocess.Popen(
+            cmd, env=dict(os.environ, **{ENV_DB: db_url}), stdin=subprocess.DEVNULL,
+            stdout=log, stderr=log, start_new_session=True,
+        )
+    print(f"started {count} worker(s) in the background (supervisor pid {proc.pid}); "
+          f"log: {log_path}; stop with: queuectl worker stop")
+
+
+@app.command()
+def stop(
+    ctx: typer.Context,
+    wait: bool = typer.Option(False, "--wait", help="Wait until they have stopped."),
+    timeout: float = typer.Option(120.0, "--timeout", min=0, help="With --wait: give up after this many seconds."),
+) -> None:
+    """Ask every worker of this queue, on every host, to stop gracefully.
+
+    Example: queuectl worker stop --wait
+    """
+    store = store_of(ctx)
+    asked = store.request_stop()
+    print(f"asked {asked} worker(s) to stop; running jobs finish first")
+    if not wait or not asked:
+        return
+    config = service.load_config(store)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = time.time()
+        alive = [w for w in store.list_workers()
+                 if service.worker_is_alive(w.last_heartbeat, w.state, config, now)]
+        if not alive:
+            print("all workers stopped")
+            return
+        time.sleep(0.2)
+    raise InvalidInput(f"workers still running after {timeout:g}s")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    show_all: bool = typer.Option(False, "--all", "-a", help="Include stopped workers."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Workers with host, pid, state, current jobs and last heartbeat.
+
+    Example: queuectl worker list
+    """
+    store = store_of(ctx)
+    config = service.load_config(store)
+    workers = [w for w in store.list_workers() if show_all or w.state != "stopped"]
+    from .render import print_json, workers_table
+
+    if as_json:
+        print_json([w.to_dict() for w in workers])
+    else:
+        workers_table(workers, config.lease)

@@ -1,0 +1,163 @@
+"""Settings: where the queue lives (URL precedence) and the runtime keys every worker shares.
+
+Precedence for the database URL: ``--db`` > ``QUEUECTL_DB`` in the environment > ``.env`` in the
+working directory > a SQLite file in the user's data directory. Runtime keys live in the
+database itself so that every worker, on every host, reads the same values.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+from .durations import parse_duration
+from .errors import InvalidInput
+
+ENV_DB = "QUEUECTL_DB"
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/queuectl``, else ``~/.local/share/queuectl``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "queuectl"
+
+
+def default_db_url() -> str:
+    """The queue a user gets with no configuration at all: a private SQLite file."""
+    return f"sqlite:///{default_data_dir() / 'queue.db'}"
+
+
+def _dotenv_value(key: str) -> str | None:
+    """Read one key from ``./.env`` without touching ``os.environ`` (python-dotenv, imported lazily)."""
+    if not os.path.isfile(".env"):
+        return None
+    from dotenv import dotenv_values
+
+    return dotenv_values(".env").get(key) or None
+
+
+def resolve_db_url(option: str | None = None) -> str:
+    """The database URL by precedence: option, environment, ``.env``, default."""
+    return option or os.environ.get(ENV_DB) or _dotenv_value(ENV_DB) or default_db_url()
+
+
+# --- runtime keys shared through the database -------------------------------------------------
+
+
+def _int_between(low: int, high: int) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            raise InvalidInput(f"expected a whole number from {low} to {high}, got {text!r}") from None
+        if not low <= value <= high:
+            raise InvalidInput(f"{value} is out of range: use a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _float_between(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            raise InvalidInput(f"expected a number from {low:g} to {high:g}, got {text!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise InvalidInput(f"{text} is out of range: use a number from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def _seconds_between(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = parse_duration(text, "value")
+        if not low <= value <= high:
+            raise InvalidInput(f"{text} is out of range: use {low:g}s to {high:g}s")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One runtime setting: its name on the command line, default, parser and meaning."""
+
+    name: str
+    default: str
+    parse: Callable[[str], float]
+    help: str
+
+
+CONFIG_KEYS: dict[str, ConfigKey] = {
+    key.name: key
+    for key in (
+        ConfigKey("max-retries", "3", _int_between(0, 1000),
+                  "retries after the first attempt before a job goes to the DLQ"),
+        ConfigKey("backoff-base", "2", _float_between(1, 100),
+                  "retry delay is backoff-base ** attempts seconds"),
+        ConfigKey("backoff-max", "3600", _seconds_between(0, 30 * 86400),
+                  "upper bound of one retry delay, in seconds"),
+        ConfigKey("lease", "30", _seconds_between(1, 86400),
+                  "how long a claim holds without a heartbeat before the job is recovered"),
+        ConfigKey("heartbeat", "5", _seconds_between(0.1, 3600),
+                  "how often a worker renews its leases and saves output; at most lease/2"),
+        ConfigKey("job-timeout", "0", _seconds_between(0, 30 * 86400),
+                  "default per-job timeout in seconds; 0 means none"),
+        ConfigKey("shutdown-grace", "30", _seconds_between(0, 86400),
+                  "on graceful stop, how long running jobs may finish before they are killed"),
+        ConfigKey("kill-grace", "5", _seconds_between(0, 3600),
+                  "between SIGTERM and SIGKILL when a job is stopped"),
+        ConfigKey("poll-interval", "1", _seconds_between(0.01, 60),
+                  "how often an idle worker looks for due jobs when nothing woke it"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """The parsed runtime keys, as a worker or a service function uses them."""
+
+    max_retries: int = 3
+    backoff_base: float = 2.0
+    backoff_max: float = 3600.0
+    lease: float = 30.0
+    heartbeat: float = 5.0
+    job_timeout: float = 0.0
+    shutdown_grace: float = 30.0
+    kill_grace: float = 5.0
+    poll_interval: float = 1.0
+
+    @classmethod
+    def from_strings(cls, values: dict[str, str]) -> RuntimeConfig:
+        """Build from the raw strings stored in the database; unknown keys are ignored."""
+        parsed: dict[str, float] = {}
+        for field in fields(cls):
+            key = CONFIG_KEYS[field.name.replace("_", "-")]
+            raw = values.get(key.name, key.default)
+            try:
+                parsed[field.name] = key.parse(raw)
+            except InvalidInput:  # a value written by hand into the database: fall back safely
+                parsed[field.name] = key.parse(key.default)
+        return cls(**parsed)  # type: ignore[arg-type]
+
+
+def validate_config_value(key: str, raw: str, current: dict[str, str]) -> str:
+    """Check one ``config set``; returns the normalised string to store or raises InvalidInput."""
+    if key not in CONFIG_KEYS:
+        raise InvalidInput(f"unknown config key {key!r}; valid keys: {', '.join(CONFIG_KEYS)}")
+    try:
+        value = CONFIG_KEYS[key].parse(raw)
+    except InvalidInput as exc:
+        raise InvalidInput(f"config {key}: {exc}") from None
+    merged = RuntimeConfig.from_strings({**current, key: str(value)})
+    if merged.heartbeat * 2 > merged.lease:
+        raise InvalidInput(
+            f"config {key}: heartbeat ({merged.heartbeat:g}s) must be at most half the lease "
+            f"({merged.lease:g}s), or live workers would look dead"
+        )
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,51 @@
+"""One exception family; each class carries the process exit code the CLI uses for it.
+
+Exit codes are part of the interface (scripts branch on them), so they are named here once
+and documented in the README.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_CONFLICT = 4
+EXIT_UNAVAILABLE = 5
+EXIT_READ_ONLY = 6
+
+
+class QueuectlError(Exception):
+    """Base of every error queuectl raises on purpose; the message is shown to the user as is."""
+
+    exit_code = EXIT_ERROR
+
+
+class InvalidInput(QueuectlError):
+    """The user gave a value queuectl cannot accept (bad JSON, empty command, bad duration...)."""
+
+    exit_code = EXIT_USAGE
+
+
+class NotFound(QueuectlError):
+    """The job, worker or queue named does not exist."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class Conflict(QueuectlError):
+    """The request clashes with the current state: a duplicate id, a job that is not in the DLQ..."""
+
+    exit_code = EXIT_CONFLICT
+
+
+class StoreUnavailable(QueuectlError):
+    """The database cannot be reached or opened (server down, file locked past the busy timeout)."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class StoreReadOnly(QueuectlError):
+    """The database refuses writes (read-only file, full disk); reads may still work."""
+
+    exit_code = EXIT_READ_ONLY

@@ -1,0 +1,131 @@
+"""Run one shell command: ``sh -c`` in its own process group, output kept as a bounded tail.
+
+The worker multiplexes many runs on one thread, so nothing here blocks: output is read when the
+pipe is readable, and at most ``limit`` bytes of it are ever held, however much a job writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+
+from .models import OUTPUT_LIMIT
+
+_READ_CHUNK = 65536
+
+
+def job_environment(base: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
+    """The worker's environment without queuectl's own variables (the database URL), plus the job's."""
+    env = {key: value for key, value in base.items() if not key.startswith("QUEUECTL_")}
+    env.update(extra)
+    return env
+
+
+class StartError(Exception):
+    """The command could not be started at all (its cwd is missing, say)."""
+
+
+class Run:
+    """One running command. Call :meth:`read` when :meth:`fileno` is readable."""
+
+    def __init__(
+        self, command: str, cwd: str | None, env: dict[str, str], limit: int = OUTPUT_LIMIT
+    ) -> None:
+        self.limit = limit
+        self.started = time.monotonic()
+        self._tail = bytearray()
+        self._dropped = 0
+        self._dirty = True
+        try:
+            self.proc = subprocess.Popen(
+                ["/bin/sh", "-c", command],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except FileNotFoundError as exc:
+            if cwd and exc.filename in (cwd, None) and not os.path.isdir(cwd):
+                raise StartError(f"working directory {cwd} does not exist") from None
+            raise StartError(f"cannot start /bin/sh: {exc.strerror}") from None
+        except NotADirectoryError:
+            raise StartError(f"working directory {cwd} is not a directory") from None
+        except PermissionError:
+            raise StartError(f"permission denied entering working directory {cwd}") from None
+        except OSError as exc:
+            raise StartError(f"cannot start the command: {exc.strerror}") from None
+        assert self.proc.stdout is not None
+        self._pipe = self.proc.stdout
+        self._fd: int | None = self._pipe.fileno()
+        os.set_blocking(self._fd, False)
+        self.pid = self.proc.pid
+
+        self.eof = False
+
+    def fileno(self) -> int:
+        return self._fd if self._fd is not None else -1
+
+    def read(self) -> None:
+        """Take what the pipe holds now and keep the last ``limit`` bytes; sets ``eof`` at the end.
+
+        The pipe is closed only by :meth:`finish`, so a selector can unregister it first.
+        """
+        if self._fd is None or self.eof:
+            return
+        while True:
+            try:
+                chunk = os.read(self._fd, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                return
+            self._dirty = True
+            self._tail += chunk
+            excess = len(self._tail) - self.limit
+            if excess > 0:
+                del self._tail[:excess]
+                self._dropped += excess
+
+    def _close_pipe(self) -> None:
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+        self._fd = None
+        self.eof = True
+
+    def poll(self) -> int | None:
+        """The exit status once the shell ended (negative: killed by that signal), else None."""
+        return self.proc.poll()
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to the whole process group: the shell and everything it started."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+    def finish(self) -> None:
+        """After the shell exited: drain the pipe, end leftover background processes, close."""
+        self.read()
+        self.signal(signal.SIGKILL)
+        self._close_pipe()
+
+    def output(self, only_if_changed: bool = False) -> str | None:
+        """The output tail as text: invalid UTF-8 replaced, NUL bytes made visible, a marker if cut."""
+        if only_if_changed and not self._dirty:
+            return None
+        self._dirty = False
+        text = bytes(self._tail).decode("utf-8", errors="replace").replace("\x00", "\\0")
+        if self._dropped:
+            text = f"[... {self._dropped} earlier bytes of output dropped ...]\n{text}"
+        return text
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started

@@ -1,0 +1,111 @@
+"""The job record, its states and the small value types passed between worker, service and store."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PENDING = "pending"
+PROCESSING = "processing"
+COMPLETED = "completed"
+FAILED = "failed"  # waiting for its retry at run_at
+DEAD = "dead"  # the dead letter queue
+CANCELLED = "cancelled"
+
+STATES = (PENDING, PROCESSING, COMPLETED, FAILED, DEAD, CANCELLED)
+CLAIMABLE = (PENDING, FAILED)
+FINISHED = (COMPLETED, DEAD, CANCELLED)
+
+DEFAULT_QUEUE = "default"
+OUTPUT_LIMIT = 64 * 1024  # bytes of output kept per job: the tail
+
+_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32: no i, l, o, u to misread
+
+
+def new_job_id() -> str:
+    """Ten base32 characters (50 random bits): short enough to type, unique at millions of jobs."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+
+
+@dataclass
+class Job:
+    """One queued shell command and everything known about its runs."""
+
+    id: str
+    command: str
+    state: str = PENDING
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    attempts: int = 0
+    max_retries: int = 3
+    timeout: float | None = None
+    cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    run_at: float = 0.0
+    locked_by: str | None = None
+    lease_expires_at: float | None = None
+    exit_code: int | None = None
+    last_error: str | None = None
+    output: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        if known.get("env") is None:
+            known["env"] = {}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof that a worker holds a job: the fencing token every later write must match."""
+
+    job_id: str
+    worker_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to write when an attempt ends, at time ``at``.
+
+    ``finished_at`` is set to ``at`` for a finished state; ``attempts`` is given only to undo the
+    claim's count (a job handed back on shutdown did not fail).
+    """
+
+    state: str
+    at: float
+    run_at: float | None = None
+    exit_code: int | None = None
+    last_error: str | None = None
+    output: str | None = None
+    duration: float | None = None
+    attempts: int | None = None
+
+
+@dataclass
+class WorkerInfo:
+    """A worker process as the registry knows it."""
+
+    id: str
+    host: str
+    pid: int
+    state: str  # running | stopping | stopped
+    started_at: float
+    last_heartbeat: float
+    queues: str = "*"
+    concurrency: int = 1
+    current_jobs: list[str] = field(default_factory=list)
+    stop_requested: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,37 @@
+"""Open the store a URL names: ``sqlite:///path`` (default) or ``mongodb://`` / ``mongodb+srv://``."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import InvalidInput
+from .base import Store
+
+__all__ = ["Store", "open_store", "redact_url"]
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe to print or log."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def open_store(url: str) -> Store:
+    """Connect to the queue at ``url``, creating tables or indexes on first use."""
+    if url.startswith("sqlite:///"):
+        from .sqlite import SqliteStore
+
+        path, _, query = url[len("sqlite:///"):].partition("?")
+        if not path:
+            raise InvalidInput("sqlite URL without a file: use sqlite:///path/to/queue.db")
+        synchronous = parse_qs(query).get("synchronous", ["NORMAL"])[0]
+        # sqlite:////abs/path and sqlite:///rel/path, as SQLAlchemy spells them
+        return SqliteStore(path, synchronous=synchronous)
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from .mongo import MongoStore
+
+        return MongoStore.connect(url)
+    scheme = urlsplit(url).scheme or url
+    raise InvalidInput(
+        f"unsupported database URL scheme {scheme!r}: use sqlite:///path, mongodb:// or mongodb+srv://"
+    )

@@ -1,0 +1,463 @@
+"""MongoDB backend: one queue shared by workers on many hosts; a claim is one ``find_one_and_update``.
+
+pymongo is imported only here, so the SQLite path never pays for it. Tests drive this class with
+mongomock (``MongoStore(client)``), and a real server when ``QUEUECTL_TEST_MONGODB_URL`` is set.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import threading
+from typing import Any, Callable, Iterable, TypeVar
+
+from ..errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable
+from ..models import (
+    CANCELLED,
+    CLAIMABLE,
+    DEAD,
+    FINISHED,
+    PENDING,
+    PROCESSING,
+    Job,
+    Lease,
+    Outcome,
+    WorkerInfo,
+)
+from .base import Store, Waker
+
+CONNECT_TIMEOUT_MS = 5000
+BATCH = 1000
+STAGING = "enqueuing"  # a bulk insert's jobs stay invisible to claims until the whole file is in
+
+T = TypeVar("T")
+
+
+def _translate_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """pymongo's exceptions become queuectl's, with the URL's password redacted."""
+
+    @functools.wraps(method)
+    def wrapper(self: MongoStore, *args: Any, **kwargs: Any) -> T:
+        import pymongo.errors as perr
+
+        try:
+            return method(self, *args, **kwargs)
+        except (perr.ServerSelectionTimeoutError, perr.ConnectionFailure) as exc:
+            raise StoreUnavailable(f"cannot reach MongoDB at {self.safe_url}: {_first_line(exc)}") from None
+        except perr.OperationFailure as exc:
+            if exc.code in (13, 18):  # Unauthorized, AuthenticationFailed
+                raise StoreUnavailable(f"MongoDB at {self.safe_url} refused the credentials") from None
+            if exc.code in (14031, 12):  # out of disk space / write conflict on a full disk
+                raise StoreReadOnly(f"MongoDB at {self.safe_url} refuses writes: {_first_line(exc)}") from None
+            raise StoreUnavailable(f"MongoDB at {self.safe_url}: {_first_line(exc)}") from None
+
+    return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).split("\n")[0].split(", Timeout:")[0][:200]
+
+
+class MongoStore(Store):
+    """Jobs, config, queues and workers as four collections of one database."""
+
+    def __init__(self, client: Any, db_name: str = "queuectl", url: str = "mongodb://") -> None:
+        from . import redact_url
+
+        self.url = url
+        self.safe_url = redact_url(url)
+        self._client = client
+        db = client[db_name]
+        self._jobs = db["jobs"]
+        self._config = db["config"]
+        self._queues = db["queues"]
+        self._workers = db["workers"]
+        self._ensure_indexes()
+
+    @classmethod
+    def connect(cls, url: str) -> MongoStore:
+        """Connect with short timeouts (a dead server is reported in seconds, not 30)."""
+        import warnings
+
+        import pymongo
+        from pymongo.uri_parser import parse_uri
+
+        from . import redact_url
+
+        try:
+            parsed = parse_uri(url)
+        except Exception as exc:  # pymongo raises InvalidURI, ConfigurationError, ValueError
+            from ..errors import InvalidInput
+
+            raise InvalidInput(f"invalid MongoDB URL {redact_url(url)}: {_first_line(exc)}") from None
+        hosts = [host for host, _ in parsed.get("nodelist", [])]
+        tls = parsed.get("options", {}).get("tls") or url.startswith("mongodb+srv://")
+        if not tls and any(h not in ("localhost", "127.0.0.1", "::1") for h in hosts):
+            warnings.warn(
+                f"MongoDB at {redact_url(url)} is reached without TLS; add tls=true to the URL",
+                stacklevel=2,
+            )
+        client = pymongo.MongoClient(
+            url, serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS, connectTimeoutMS=CONNECT_TIMEOUT_MS,
+            tz_aware=True,
+        )
+        try:
+            client.admin.command("ping")
+        except Exception as exc:
+            client.close()
+            raise StoreUnavailable(f"cannot reach MongoDB at {redact_url(url)}: {_first_line(exc)}") from None
+        return cls(client, parsed.get("database") or "queuectl", url)
+
+    @_translate_errors
+    def _ensure_indexes(self) -> None:
+        ready = [("state", 1), ("queue", 1), ("priority", -1), ("created_at", 1)]
+        self._jobs.create_index(ready, name="ready_queue")
+        self._jobs.create_index([("state", 1), ("priority", -1), ("created_at", 1)], name="ready_any")
+        self._jobs.create_index([("state", 1), ("run_at", 1)], name="due")
+        self._jobs.create_index([("state", 1), ("lease_expires_at", 1)], name="lease")
+        self._jobs.create_index([("state", 1), ("created_at", -1)], name="by_state")
+        self._jobs.create_index([("queue", 1), ("created_at", -1)], name="by_queue")
+        self._jobs.create_index([("created_at", -1)], name="by_created")
+        self._jobs.create_index([("batch", 1)], name="batch", sparse=True)
+
+    # --- jobs: writing ----------------------------------------------------------------------
+
+    @_translate_errors
+    def enqueue_many(self, jobs: Iterable[Job]) -> int:
+        import pymongo.errors as perr
+
+        token = secrets.token_hex(8)
+        buffer: list[dict[str, Any]] = []
+        count = 0
+        staged = False
+
+        def flush() -> None:
+            nonlocal staged
+            try:
+                self._jobs.insert_many(buffer, ordered=True)
+            except perr.BulkWriteError as exc:
+                details = exc.details.get("writeErrors", [{}])[0]
+                if details.get("code") == 11000:
+                    bad = details.get("op", {}).get("_id", "?")
+                    raise Conflict(f"a job with id {bad!r} already exists") from None
+                raise
+            staged = True
+            buffer.clear()
+
+        try:
+            for job in jobs:
+                doc = _job_doc(job)
+                doc["final_state"], doc["state"], doc["batch"] = doc["state"], STAGING, token
+                buffer.append(doc)
+                count += 1
+                if len(buffer) >= BATCH:
+                    flush()
+            if buffer:
+                flush()
+        except BaseException:
+            if staged or count:
+                self._jobs.delete_many({"batch": token})
+            raise
+        if count:
+            # every job becomes claimable at once; a staged job keeps its intended state
+            self._jobs.update_many(
+                {"batch": token}, [{"$set": {"state": "$final_state"}},
+                                   {"$unset": ["batch", "final_state"]}]
+            ) if _supports_pipeline_updates(self._jobs) else self._publish_slow(token)
+            self.notify()
+        return count
+
+    def _publish_slow(self, token: str) -> None:
+        """For servers (or mongomock) without update pipelines: one update per distinct state."""
+        for state in self._jobs.distinct("final_state", {"batch": token}):
+            self._jobs.update_many(
+                {"batch": token, "final_state": state},
+                {"$set": {"state": state}, "$unset": {"batch": "", "final_state": ""}},
+            )
+
+    @_translate_errors
+    def claim(
+        self, worker_id: str, queues: list[str] | None, now: float, lease: float, limit: int = 1
+    ) -> list[Job]:
+        from pymongo import ReturnDocument
+
+        paused = self.paused_queues()
+        claimed: list[Job] = []
+        for queue in queues if queues else [None]:
+            if queue in paused:
+                continue
+            query: dict[str, Any] = {"state": {"$in": list(CLAIMABLE)}, "run_at": {"$lte": now}}
+            if queue is not None:
+                query["queue"] = queue
+            elif paused:
+                query["queue"] = {"$nin": sorted(paused)}
+            while len(claimed) < limit:
+                doc = self._jobs.find_one_and_update(
+                    query,
+                    {"$set": {"state": PROCESSING, "locked_by": worker_id,
+                              "lease_expires_at": now + lease, "started_at": now, "updated_at": now},
+                     "$inc": {"attempts": 1}},
+                    sort=[("priority", -1), ("created_at", 1)],
+                    return_document=ReturnDocument.AFTER,
+                )
+                if doc is None:
+                    break
+                claimed.append(_doc_job(doc))
+        return claimed
+
+    @_translate_errors
+    def heartbeat(
+        self, worker_id: str, beats: list[tuple[Lease, str | None]], now: float, lease: float
+    ) -> set[str]:
+        lost: set[str] = set()
+        for held, output in beats:
+            update: dict[str, Any] = {"lease_expires_at": now + lease}
+            if output is not None:
+                update["output"] = output
+            result = self._jobs.update_one(_fence(held), {"$set": update})
+            if result.matched_count == 0:
+                lost.add(held.job_id)
+        return lost
+
+    @_translate_errors
+    def finish(self, lease: Lease, outcome: Outcome, expired_before: float | None = None) -> bool:
+        query = _fence(lease)
+        if expired_before is not None:
+            query["lease_expires_at"] = {"$lte": expired_before}
+        update: dict[str, Any] = {
+            "state": outcome.state, "exit_code": outcome.exit_code, "last_error": outcome.last_error,
+            "finished_at": outcome.at if outcome.state in FINISHED else None,
+            "duration": outcome.duration, "updated_at": outcome.at, "locked_by": None,
+            "lease_expires_at": None,
+        }
+        for name in ("run_at", "output", "attempts"):
+            value = getattr(outcome, name)
+            if value is not None:
+                update[name] = value
+        return self._jobs.update_one(query, {"$set": update}).matched_count == 1
+
+    @_translate_errors
+    def expired(self, now: float, limit: int = 100) -> list[Job]:
+        cursor = self._jobs.find({"state": PROCESSING, "lease_expires_at": {"$lt": now}}).limit(limit)
+        return [_doc_job(doc) for doc in cursor]
+
+    @_translate_errors
+    def cancel(self, job_id: str, now: float) -> Job:
+        from pymongo import ReturnDocument
+
+        doc = self._jobs.find_one_and_update(
+            {"_id": job_id, "state": {"$in": [PENDING, "failed", PROCESSING]}},
+            {"$set": {"state": CANCELLED, "finished_at": now, "updated_at": now,
+                      "locked_by": None, "lease_expires_at": None}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            existing = self._jobs.find_one({"_id": job_id}, {"state": 1})
+            if existing is None:
+                raise NotFound(f"no job with id {job_id!r}")
+            raise Conflict(f"job {job_id} already finished ({existing['state']}); nothing to cancel")
+        return _doc_job(doc)
+
+    @_translate_errors
+    def retry_dead(self, job_id: str | None, now: float) -> int:
+        reset = {"$set": {"state": PENDING, "attempts": 0, "run_at": now, "updated_at": now,
+                          "finished_at": None, "locked_by": None, "lease_expires_at": None}}
+        if job_id is None:
+            count = self._jobs.update_many({"state": DEAD}, reset).modified_count
+        else:
+            count = self._jobs.update_one({"_id": job_id, "state": DEAD}, reset).modified_count
+            if count == 0:
+                existing = self._jobs.find_one({"_id": job_id}, {"state": 1})
+                if existing is None:
+                    raise NotFound(f"no job with id {job_id!r}")
+                raise Conflict(f"job {job_id} is {existing['state']}, not in the dead letter queue")
+        if count:
+            self.notify()
+        return count
+
+    @_translate_errors
+    def purge(self, states: list[str], finished_before: float | None = None) -> int:
+        query: dict[str, Any] = {"state": {"$in": states}}
+        if finished_before is not None:
+            query["updated_at"] = {"$lt": finished_before}
+        return self._jobs.delete_many(query).deleted_count
+
+    # --- jobs: reading ----------------------------------------------------------------------
+
+    @_translate_errors
+    def get(self, job_id: str) -> Job | None:
+        doc = self._jobs.find_one({"_id": job_id})
+        return _doc_job(doc) if doc else None
+
+    @_translate_errors
+    def list_jobs(
+        self, state: str | None = None, queue: str | None = None, limit: int = 50
+    ) -> list[Job]:
+        query: dict[str, Any] = {"state": {"$ne": STAGING}}
+        if state:
+            query["state"] = state
+        if queue:
+            query["queue"] = queue
+        cursor = self._jobs.find(query).sort("created_at", -1).limit(limit)
+        return [_doc_job(doc) for doc in cursor]
+
+    @_translate_errors
+    def counts(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        pipeline = [{"$group": {"_id": {"state": "$state", "queue": "$queue"}, "n": {"$sum": 1}}}]
+        for row in self._jobs.aggregate(pipeline):
+            if row["_id"]["state"] != STAGING:
+                result.setdefault(row["_id"]["queue"], {})[row["_id"]["state"]] = row["n"]
+        return result
+
+    @_translate_errors
+    def next_due(self, queues: list[str] | None) -> float | None:
+        query: dict[str, Any] = {"state": {"$in": list(CLAIMABLE)}}
+        if queues:
+            query["queue"] = {"$in": queues}
+        doc = self._jobs.find_one(query, {"run_at": 1}, sort=[("run_at", 1)])
+        return doc["run_at"] if doc else None
+
+    # --- queues, config, workers ------------------------------------------------------------
+
+    @_translate_errors
+    def set_paused(self, queue: str, paused: bool) -> None:
+        self._queues.update_one({"_id": queue}, {"$set": {"paused": paused}}, upsert=True)
+        if not paused:
+            self.notify()
+
+    @_translate_errors
+    def paused_queues(self) -> set[str]:
+        return {doc["_id"] for doc in self._queues.find({"paused": True}, {"_id": 1})}
+
+    @_translate_errors
+    def config_values(self) -> dict[str, str]:
+        return {doc["_id"]: doc["value"] for doc in self._config.find()}
+
+    @_translate_errors
+    def set_config(self, key: str, value: str) -> None:
+        self._config.update_one({"_id": key}, {"$set": {"value": value}}, upsert=True)
+
+    @_translate_errors
+    def register_worker(self, info: WorkerInfo) -> None:
+        doc = info.to_dict()
+        doc["_id"] = doc.pop("id")
+        self._workers.replace_one({"_id": info.id}, doc, upsert=True)
+
+    @_translate_errors
+    def beat_worker(self, worker_id: str, now: float, state: str, current_jobs: list[str]) -> bool:
+        doc = self._workers.find_one_and_update(
+            {"_id": worker_id},
+            {"$set": {"last_heartbeat": now, "state": state, "current_jobs": current_jobs}},
+            projection={"stop_requested": 1},
+        )
+        return bool(doc and doc.get("stop_requested"))
+
+    @_translate_errors
+    def list_workers(self) -> list[WorkerInfo]:
+        docs = self._workers.find().sort("started_at", -1)
+        return [WorkerInfo(id=d.pop("_id"), **d) for d in docs]
+
+    @_translate_errors
+    def request_stop(self, worker_ids: list[str] | None = None) -> int:
+        query: dict[str, Any] = {"state": {"$ne": "stopped"}}
+        if worker_ids:
+            query["_id"] = {"$in": worker_ids}
+        return self._workers.update_many(query, {"$set": {"stop_requested": True}}).modified_count
+
+    @_translate_errors
+    def prune_workers(self, seen_before: float) -> int:
+        query = {"$or": [{"state": "stopped"}, {"last_heartbeat": {"$lt": seen_before}}]}
+        return self._workers.delete_many(query).deleted_count
+
+    # --- waking -----------------------------------------------------------------------------
+
+    def waker(self, worker_id: str) -> Waker | None:
+        """A change-stream watcher where the server offers one (replica sets); else None: poll."""
+        try:
+            stream = self._jobs.watch(
+                [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}],
+                max_await_time_ms=1000,
+            )
+        except Exception:
+            return None
+        return _ChangeStreamWaker(stream)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def explain_claim(self, queue: str | None, now: float) -> dict[str, Any]:
+        """The server's query plan for a claim's search (used to prove index use)."""
+        query: dict[str, Any] = {"state": {"$in": list(CLAIMABLE)}, "run_at": {"$lte": now}}
+        if queue:
+            query["queue"] = queue
+        return self._jobs.find(query).sort([("priority", -1), ("created_at", 1)]).limit(1).explain()
+
+
+class _ChangeStreamWaker:
+    """A thread turns change-stream events into bytes on a pipe the worker can select on."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._closed = False
+        threading.Thread(target=self._pump, daemon=True, name="queuectl-change-stream").start()
+
+    def _pump(self) -> None:
+        try:
+            while not self._closed and self._stream.alive:
+                if self._stream.try_next() is not None:
+                    try:
+                        os.write(self._write, b"!")
+                    except BlockingIOError:
+                        pass
+        except Exception:
+            pass  # the worker falls back on its poll interval
+
+    def fileno(self) -> int:
+        return self._read
+
+    def drain(self) -> bytes:
+        received = b""
+        try:
+            while chunk := os.read(self._read, 4096):
+                received += chunk
+        except BlockingIOError:
+            pass
+        return received
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            self._stream.close()
+        except Exception:
+            pass
+        for fd in (self._read, self._write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _fence(lease: Lease) -> dict[str, Any]:
+    return {"_id": lease.job_id, "state": PROCESSING, "locked_by": lease.worker_id,
+            "attempts": lease.attempt}
+
+
+def _supports_pipeline_updates(collection: Any) -> bool:
+    return type(collection).__module__.startswith("pymongo")
+
+
+def _job_doc(job: Job) -> dict[str, Any]:
+    doc = job.to_dict()
+    doc["_id"] = doc.pop("id")
+    return doc
+
+
+def _doc_job(doc: dict[str, Any]) -> Job:
+    data = dict(doc)
+    data["id"] = data.pop("_id")
+    return Job.from_dict(data)

@@ -1,0 +1,378 @@
+"""One worker process: claim → run → heartbeat → record, for up to ``concurrency`` jobs at once.
+
+A single thread multiplexes everything with a selector: job output pipes, a wake-up socket (new
+work), and a self-pipe for signals (SIGCHLD: a job ended; SIGTERM: stop). Nothing polls in a
+tight loop, so an idle worker costs next to nothing.
+
+Run as ``python -m queuectl.worker`` by the supervisor; the database URL comes in ``QUEUECTL_DB``
+(never on the command line, where ``ps`` would show a password).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import selectors
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from . import service
+from .config import ENV_DB, RuntimeConfig, resolve_db_url
+from .errors import QueuectlError, StoreUnavailable
+from .executor import Run, StartError, job_environment
+from .models import COMPLETED, PENDING, Job, Lease, Outcome, WorkerInfo
+from .store import Store, open_store
+
+FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
+_RETRY_WRITE_S = 0.5
+
+
+@dataclass
+class Slot:
+    """A job this worker holds: its lease, its run, and why we stopped it (if we did)."""
+
+    job: Job
+    lease: Lease
+    run: Run | None
+    deadline: float | None = None  # monotonic time the job's timeout ends
+    stop_reason: str | None = None  # timeout | shutdown | lost
+    kill_at: float | None = None  # monotonic time SIGTERM turns into SIGKILL
+    start_error: str | None = None
+
+
+@dataclass
+class WorkerOptions:
+    queues: list[str] | None = None
+    concurrency: int = 1
+    worker_id: str = field(default_factory=lambda: f"w{os.getpid()}-{secrets.token_hex(2)}")
+
+
+def log(worker_id: str, message: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"{stamp} [{worker_id}] {message}", file=sys.stderr, flush=True)
+
+
+class Worker:
+    """The loop of one worker process; :meth:`run` returns its exit code."""
+
+    def __init__(self, store: Store, options: WorkerOptions) -> None:
+        self.store = store
+        self.opts = options
+        self.id = options.worker_id
+        self.config: RuntimeConfig = service.load_config(store)
+        self.slots: dict[str, Slot] = {}
+        self.unsent: list[tuple[Lease, Outcome]] = []
+        self.stop_signals = 0
+        self.stopping = False
+        self.grace_deadline: float | None = None
+        self.fault = os.environ.get(FAULT_ENV, "")
+        self.selector = selectors.DefaultSelector()
+        self.last_ok_beat = time.monotonic()
+        self.want_claim = True
+        self.idle_until = 0.0
+        self.next_write_try = 0.0
+        self.base_env = dict(os.environ)
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        sig_read = self._install_signals()
+        self.selector.register(sig_read, selectors.EVENT_READ, "signal")
+        waker = None
+        try:
+            waker = self.store.waker(self.id)
+        except OSError:
+            waker = None
+        if waker is not None:
+            self.selector.register(waker, selectors.EVENT_READ, "wake")
+        now = time.time()
+        self.store.register_worker(WorkerInfo(
+            id=self.id, host=socket.gethostname(), pid=os.getpid(), state="running",
+            started_at=now, last_heartbeat=now, queues=",".join(self.opts.queues or ["*"]),
+            concurrency=self.opts.concurrency,
+        ))
+        log(self.id, f"started (queues: {','.join(self.opts.queues or ['*'])}, "
+                     f"concurrency {self.opts.concurrency})")
+        next_beat = time.monotonic()
+        try:
+            while True:
+                mono = time.monotonic()
+                if self._may_claim(mono):
+                    self._claim()
+                if self.stopping and not self.slots and not self.unsent:
+                    break
+                events = self.selector.select(self._wait_seconds(next_beat))
+                for key, _ in events:
+                    if key.data == "signal":
+                        self._on_signals(sig_read)
+                    elif key.data == "wake":
+                        if b"s" in waker.drain():  # type: ignore[union-attr]
+                            next_beat = 0.0  # a stop request: look at it now
+                        self.want_claim = True
+                    else:
+                        key.data.read()
+                self._reap()
+                self._enforce_deadlines()
+                if time.monotonic() >= next_beat:
+                    self._heartbeat()
+                    next_beat = time.monotonic() + self.config.heartbeat
+                self._send_outcomes()
+        finally:
+            if waker is not None:
+                waker.close()
+        try:
+            self.store.beat_worker(self.id, time.time(), "stopped", [])
+        except QueuectlError:
+            pass
+        log(self.id, "stopped")
+        return 0
+
+    def _install_signals(self) -> int:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, lambda *_: None)
+        # Ctrl-C reaches the whole terminal group; the supervisor turns it into one SIGTERM each
+        signal.signal(signal.SIGINT, signal.SIG_IGN if os.environ.get("QUEUECTL_SUPERVISED") else
+                      (lambda *_: None))
+        return read_fd
+
+    def _on_signals(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 512)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                self.request_stop("signal")
+
+    def request_stop(self, why: str) -> None:
+        """First call: stop claiming, let running jobs finish within the grace. Second: hurry."""
+        self.stop_signals += 1
+        mono = time.monotonic()
+        if not self.stopping:
+            self.stopping = True
+            self.grace_deadline = mono + self.config.shutdown_grace
+            log(self.id, f"stopping ({why}): {len(self.slots)} running job(s) may finish "
+                         f"within {self.config.shutdown_grace:g}s")
+        elif why == "signal" and self.stop_signals > 1:
+            self.grace_deadline = mono
+            log(self.id, "stopping now: running jobs are stopped and requeued")
+
+    # --- claiming and starting --------------------------------------------------------------
+
+    def _may_claim(self, mono: float) -> bool:
+        if self.stopping or len(self.slots) >= self.opts.concurrency:
+            return False
+        return self.want_claim or mono >= self.idle_until
+
+    def _claim(self) -> None:
+        free = self.opts.concurrency - len(self.slots)
+        now = time.time()
+        try:
+            jobs = self.store.claim(self.id, self.opts.queues, now, self.config.lease, free)
+        except StoreUnavailable as exc:
+            log(self.id, f"cannot claim: {exc}")
+            self._go_idle(now)
+            return
+        if self.fault == "die-after-claim" and jobs:
+            os.kill(os.getpid(), signal.SIGKILL)
+        for job in jobs:
+            self._start(job)
+        if len(jobs) < free:
+            self._go_idle(now)
+        else:
+            self.want_claim = True
+
+    def _go_idle(self, now: float) -> None:
+        """Nothing to claim: sleep until woken, the poll interval, or the next delayed job."""
+        self.want_claim = False
+        wait = self.config.poll_interval
+        try:
+            due = self.store.next_due(self.opts.queues)
+        except QueuectlError:
+            due = None
+        if due is not None and due > now:
+            wait = min(wait, due - now + 0.001)
+        self.idle_until = time.monotonic() + wait
+
+    def _start(self, job: Job) -> None:
+        lease = Lease(job.id, self.id, job.attempts)
+        slot = Slot(job, lease, None)
+        env = job_environment(self.base_env, job.env)
+        try:
+            slot.run = Run(job.command, job.cwd, env)
+        except StartError as exc:
+            slot.start_error = str(exc)
+        else:
+            self.selector.register(slot.run, selectors.EVENT_READ, slot.run)
+            if job.timeout:
+                slot.deadline = time.monotonic() + job.timeout
+        self.slots[job.id] = slot
+
+    # --- watching runs ----------------------------------------------------------------------
+
+    def _wait_seconds(self, next_beat: float) -> float:
+        mono = time.monotonic()
+        moments = [next_beat]
+        if not self.stopping and len(self.slots) < self.opts.concurrency:
+            moments.append(mono if self.want_claim else self.idle_until)
+        if self.unsent:
+            moments.append(self.next_write_try)
+        if self.stopping and self.grace_deadline is not None:
+            moments.append(self.grace_deadline)
+        for slot in self.slots.values():
+            if slot.start_error is not None:
+                moments.append(mono)
+            moments.extend(t for t in (slot.deadline, slot.kill_at) if t is not None)
+        return max(0.0, min(moments) - mono)
+
+    def _reap(self) -> None:
+        for job_id, slot in list(self.slots.items()):
+            if slot.run is not None:
+                code = slot.run.poll()
+                if code is None:
+                    continue
+                if not slot.run.eof:
+                    slot.run.read()
+                self.selector.unregister(slot.run)
+                slot.run.finish()
+            else:
+                code = None
+            del self.slots[job_id]
+            outcome = self._outcome(slot, code)
+            if outcome is not None:
+                if self.fault == "die-before-record":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                self.unsent.append((slot.lease, outcome))
+                self.next_write_try = 0.0
+            self.want_claim = True
+
+    def _outcome(self, slot: Slot, code: int | None) -> Outcome | None:
+        now = time.time()
+        job = slot.job
+        if slot.stop_reason == "lost":
+            return None  # somebody else owns the job now: write nothing
+        if slot.start_error is not None:
+            return service.failure_outcome(job, self.config, now, slot.start_error)
+        assert slot.run is not None and code is not None
+        output, duration = slot.run.output(), slot.run.elapsed
+        if slot.stop_reason == "shutdown":
+            return Outcome(PENDING, now, run_at=now, attempts=job.attempts - 1, output=output,
+                           last_error="interrupted by a worker shutdown; requeued",
+                           duration=duration)
+        if slot.stop_reason == "timeout":
+            error = f"timeout: still running after {job.timeout:g}s, process group killed"
+            return service.failure_outcome(job, self.config, now, error, code, output, duration)
+        if code == 0:
+            return Outcome(COMPLETED, now, exit_code=0, output=output, duration=duration)
+        error = f"exit code {code}" if code > 0 else f"killed by {signal.Signals(-code).name}"
+        return service.failure_outcome(job, self.config, now, error, code, output, duration)
+
+    def _stop_run(self, slot: Slot, reason: str, mono: float) -> None:
+        slot.stop_reason = reason
+        if slot.run is not None:
+            slot.run.signal(signal.SIGTERM)
+            slot.kill_at = mono + self.config.kill_grace
+
+    def _enforce_deadlines(self) -> None:
+        mono = time.monotonic()
+        shutdown_due = self.stopping and self.grace_deadline is not None and mono >= self.grace_deadline
+        for slot in self.slots.values():
+            if slot.run is None:
+                continue
+            if slot.kill_at is not None and mono >= slot.kill_at:
+                slot.run.signal(signal.SIGKILL)
+                slot.kill_at = None
+            elif slot.stop_reason is None:
+                if slot.deadline is not None and mono >= slot.deadline:
+                    log(self.id, f"job {slot.job.id} timed out after {slot.job.timeout:g}s")
+                    self._stop_run(slot, "timeout", mono)
+                elif shutdown_due:
+                    self._stop_run(slot, "shutdown", mono)
+
+    # --- talking to the store ---------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        now, mono = time.time(), time.monotonic()
+        beats = [(slot.lease, slot.run.output(only_if_changed=True) if slot.run else None)
+                 for slot in self.slots.values() if slot.stop_reason != "lost"]
+        beats += [(lease, None) for lease, _ in self.unsent]
+        try:
+            lost = self.store.heartbeat(self.id, beats, now, self.config.lease)
+            state = "stopping" if self.stopping else "running"
+            if self.store.beat_worker(self.id, now, state, sorted(self.slots)):
+                self.request_stop("stop requested through the database")
+            self.config = service.load_config(self.store)
+            service.recover_expired(self.store, self.config, now)
+        except StoreUnavailable as exc:
+            self._on_store_down(exc, mono)
+            return
+        self.last_ok_beat = mono
+        for job_id in lost:
+            slot = self.slots.get(job_id)
+            if slot is not None and slot.stop_reason != "lost":
+                log(self.id, f"lost the lease on job {job_id} (cancelled or taken over): killing it")
+                slot.stop_reason = "lost"
+                if slot.run is not None:
+                    slot.run.signal(signal.SIGKILL)
+            self.unsent = [(lease, out) for lease, out in self.unsent if lease.job_id != job_id]
+
+    def _on_store_down(self, exc: Exception, mono: float) -> None:
+        """Keep jobs running through a short outage; kill them before their leases could lapse."""
+        silent_for = mono - self.last_ok_beat
+        margin = min(self.config.heartbeat, self.config.lease / 4)
+        log(self.id, f"heartbeat failed ({exc}); no contact for {silent_for:.1f}s")
+        if silent_for >= self.config.lease - margin:
+            for slot in self.slots.values():
+                if slot.stop_reason != "lost":
+                    log(self.id, f"killing job {slot.job.id}: its lease may be taken over")
+                    slot.stop_reason = "lost"
+                    if slot.run is not None:
+                        slot.run.signal(signal.SIGKILL)
+
+    def _send_outcomes(self) -> None:
+        """Write finished attempts; on an outage keep them and retry (fenced: at most once)."""
+        if not self.unsent or time.monotonic() < self.next_write_try:
+            return
+        while self.unsent:
+            lease, outcome = self.unsent[0]
+            try:
+                written = self.store.finish(lease, outcome)
+            except StoreUnavailable as exc:
+                log(self.id, f"cannot record job {lease.job_id} yet ({exc}); will retry")
+                self.next_write_try = time.monotonic() + _RETRY_WRITE_S
+                return
+            self.unsent.pop(0)
+            if not written:
+                log(self.id, f"job {lease.job_id}: lease lost before its outcome was written")
+            elif outcome.state == PENDING and outcome.attempts is not None:
+                self.store.notify()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m queuectl.worker")
+    parser.add_argument("--queue", default="", help="comma-separated queues, in priority order")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--id", default=None)
+    args = parser.parse_args(argv)
+    queues = [q for q in args.queue.split(",") if q] or None
+    options = WorkerOptions(queues=queues, concurrency=max(1, args.concurrency))
+    if args.id:
+        options.worker_id = args.id
+    try:
+        store = open_store(os.environ.get(ENV_DB) or resolve_db_url())
+        return Worker(store, options).run()
+    except QueuectlError as exc:
+        print(f"queuectl worker: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
