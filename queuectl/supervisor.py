@@ -48,11 +48,14 @@ class WorkerProcess:
 class Supervisor:
     """Keeps ``count`` workers alive until told to stop."""
 
-    def __init__(self, db_url: str, count: int, queues: list[str] | None, concurrency: int) -> None:
+    def __init__(
+        self, db_url: str, count: int, queues: list[str] | None, concurrency: int, burst: bool = False
+    ) -> None:
         self.db_url = db_url
         self.count = count
         self.queues = queues
         self.concurrency = concurrency
+        self.burst = burst
         self.workers: dict[int, WorkerProcess] = {}
         self.stopping = False
         self.restart_at: dict[int, float] = {}
@@ -63,6 +66,8 @@ class Supervisor:
         cmd = [sys.executable, "-m", "queuectl.worker", "--concurrency", str(self.concurrency)]
         if self.queues:
             cmd += ["--queue", ",".join(self.queues)]
+        if self.burst:
+            cmd.append("--burst")
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         self.workers[proc.pid] = WorkerProcess(index, proc, time.monotonic())
 

@@ -48,6 +48,7 @@ class Slot:
 class WorkerOptions:
     queues: list[str] | None = None
     concurrency: int = 1
+    burst: bool = False  # stop once nothing is eligible and nothing runs
     worker_id: str = field(default_factory=lambda: f"w{os.getpid()}-{secrets.token_hex(2)}")
 
 
@@ -186,6 +187,9 @@ class Worker:
         for job in jobs:
             self._start(job)
         if len(jobs) < free:
+            if self.opts.burst and not jobs and not self.slots and not self.unsent:
+                self.request_stop("burst mode: the queue is empty")
+                return
             self._go_idle(now)
         else:
             self.want_claim = True
@@ -361,9 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue", default="", help="comma-separated queues, in priority order")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--id", default=None)
+    parser.add_argument("--burst", action="store_true")
     args = parser.parse_args(argv)
     queues = [q for q in args.queue.split(",") if q] or None
-    options = WorkerOptions(queues=queues, concurrency=max(1, args.concurrency))
+    options = WorkerOptions(queues=queues, concurrency=max(1, args.concurrency), burst=args.burst)
     if args.id:
         options.worker_id = args.id
     try:

@@ -51,18 +51,32 @@ def jobs_table(jobs: Iterable[Job], title: str, now: Optional[float] = None) -> 
     from rich.table import Table
 
     now = now or time.time()
-    table = Table(title=title, title_justify="left")
-    for column in ("id", "state", "queue", "pri", "tries", "command", "eligible", "updated", "last error"):
-        table.add_column(column, overflow="fold" if column == "command" else "ellipsis",
-                         no_wrap=column != "command")
+    out = console()
+    wide = out.width >= 120
+    table = Table(title=title, title_justify="left", expand=True)
+    table.add_column("id", no_wrap=True, min_width=10)
+    table.add_column("state", no_wrap=True, min_width=10)
+    table.add_column("queue", no_wrap=True, max_width=12)
+    table.add_column("pri", justify="right", no_wrap=True)
+    table.add_column("tries", justify="right", no_wrap=True)
+    table.add_column("command", ratio=3, no_wrap=True, overflow="ellipsis", min_width=12)
+    table.add_column("when", no_wrap=True)
+    if wide:
+        table.add_column("last error", ratio=2, no_wrap=True, overflow="ellipsis")
     for job in jobs:
-        eligible = ago(job.run_at, now) if job.state in ("pending", "failed") else "-"
-        table.add_row(
+        if job.state in ("pending", "failed"):
+            moment = "due " + ago(job.run_at, now) if job.run_at > now else "ready"
+        else:
+            moment = ago(job.finished_at or job.updated_at, now)
+        row = [
             job.id, f"[{STATE_STYLES.get(job.state, '')}]{job.state}[/]", job.queue,
-            str(job.priority), f"{job.attempts}/{job.max_retries + 1}", first_line(job.command, 50),
-            eligible, ago(job.updated_at, now), first_line(job.last_error, 40),
-        )
-    console().print(table)
+            str(job.priority), f"{job.attempts}/{job.max_retries + 1}", first_line(job.command, 200),
+            moment,
+        ]
+        if wide:
+            row.append(first_line(job.last_error, 200))
+        table.add_row(*row)
+    out.print(table)
 
 
 def job_detail(job: Job) -> None:

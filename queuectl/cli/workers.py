@@ -32,6 +32,7 @@ def start(
     concurrency: int = typer.Option(1, "--concurrency", "-k", min=1, max=1024, help="Jobs per worker at once."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and return."),
     log_file: Optional[str] = typer.Option(None, "--log", help="With --detach: log file."),
+    burst: bool = typer.Option(False, "--burst", help="Exit once the queue has no eligible job left."),
 ) -> None:
     """Run workers under a supervisor; Ctrl-C or SIGTERM stops them gracefully.
 
@@ -41,21 +42,25 @@ def start(
     app_ctx = context_of(ctx)
     store_of(ctx)  # fail now, clearly, if the database cannot be opened
     if detach:
-        _detach(app_ctx.db_url, count, queue, concurrency, log_file)
+        _detach(app_ctx.db_url, count, queue, concurrency, log_file, burst)
         return
     from ..supervisor import Supervisor
 
-    code = Supervisor(app_ctx.db_url, count, queues, concurrency).run()
+    code = Supervisor(app_ctx.db_url, count, queues, concurrency, burst).run()
     raise typer.Exit(code)
 
 
-def _detach(db_url: str, count: int, queue: Optional[str], concurrency: int, log_file: Optional[str]) -> None:
+def _detach(
+    db_url: str, count: int, queue: Optional[str], concurrency: int, log_file: Optional[str], burst: bool
+) -> None:
     log_path = log_file or str(default_data_dir() / "workers.log")
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), mode=0o700, exist_ok=True)
     cmd = [sys.executable, "-m", "queuectl", "worker", "start", "--count", str(count),
            "--concurrency", str(concurrency)]
     if queue:
         cmd += ["--queue", queue]
+    if burst:
+        cmd.append("--burst")
     try:
         log = open(log_path, "ab")
     except OSError as exc:
