@@ -15,6 +15,7 @@ import time
 from .models import OUTPUT_LIMIT
 
 _READ_CHUNK = 65536
+_READ_BUDGET = 16 * _READ_CHUNK  # per call: a flood of output must not starve the other jobs
 
 
 def job_environment(base: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
@@ -78,7 +79,7 @@ class Run:
         """
         if self._fd is None or self.eof:
             return
-        while True:
+        for _ in range(_READ_BUDGET // _READ_CHUNK):
             try:
                 chunk = os.read(self._fd, _READ_CHUNK)
             except BlockingIOError:

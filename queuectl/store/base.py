@@ -116,6 +116,23 @@ class Store(abc.ABC):
         """``{queue: {state: count}}`` for every queue with at least one job."""
 
     @abc.abstractmethod
+    def throughput(self, since: float, bucket: float = 60.0) -> dict[str, dict[int, int]]:
+        """Attempts that ended since ``since``, per state and time bucket.
+
+        ``{"completed": {b: n}, "failed": {b: n}}`` where ``b = int(time // bucket)``: completed
+        jobs by ``finished_at``; failed and dead jobs by their last update (a job counts once,
+        for its latest failure). Served by indexes on (state, time).
+        """
+
+    @abc.abstractmethod
+    def recent_failures(self, limit: int = 5) -> list[Job]:
+        """Failed and dead jobs, the most recently updated first."""
+
+    @abc.abstractmethod
+    def duration_totals(self) -> tuple[int, float]:
+        """``(count, sum of durations)`` of the completed jobs, for a metrics summary."""
+
+    @abc.abstractmethod
     def next_due(self, queues: list[str] | None) -> float | None:
         """The earliest ``run_at`` of a pending or failed job in ``queues``, or None."""
 

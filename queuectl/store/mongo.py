@@ -119,6 +119,8 @@ class MongoStore(Store):
         self._jobs.create_index([("state", 1), ("created_at", -1)], name="by_state")
         self._jobs.create_index([("queue", 1), ("created_at", -1)], name="by_queue")
         self._jobs.create_index([("created_at", -1)], name="by_created")
+        self._jobs.create_index([("state", 1), ("finished_at", 1)], name="finished")
+        self._jobs.create_index([("state", 1), ("updated_at", -1)], name="updated")
         self._jobs.create_index([("batch", 1)], name="batch", sparse=True)
 
     # --- jobs: writing ----------------------------------------------------------------------
@@ -310,6 +312,30 @@ class MongoStore(Store):
             if row["_id"]["state"] != STAGING:
                 result.setdefault(row["_id"]["queue"], {})[row["_id"]["state"]] = row["n"]
         return result
+
+    @_translate_errors
+    def throughput(self, since: float, bucket: float = 60.0) -> dict[str, dict[int, int]]:
+        result: dict[str, dict[int, int]] = {"completed": {}, "failed": {}}
+        for name, states, field in (("completed", ["completed"], "finished_at"),
+                                    ("failed", ["failed", DEAD], "updated_at")):
+            for state in states:
+                cursor = self._jobs.find({"state": state, field: {"$gte": since}}, {field: 1, "_id": 0})
+                for doc in cursor:
+                    slot = int(doc[field] // bucket)
+                    result[name][slot] = result[name].get(slot, 0) + 1
+        return result
+
+    @_translate_errors
+    def recent_failures(self, limit: int = 5) -> list[Job]:
+        cursor = self._jobs.find({"state": {"$in": ["failed", DEAD]}}).sort("updated_at", -1).limit(limit)
+        return [_doc_job(doc) for doc in cursor]
+
+    @_translate_errors
+    def duration_totals(self) -> tuple[int, float]:
+        pipeline = [{"$match": {"state": "completed", "duration": {"$ne": None}}},
+                    {"$group": {"_id": None, "n": {"$sum": 1}, "total": {"$sum": "$duration"}}}]
+        rows = list(self._jobs.aggregate(pipeline))
+        return (int(rows[0]["n"]), float(rows[0]["total"])) if rows else (0, 0.0)
 
     @_translate_errors
     def next_due(self, queues: list[str] | None) -> float | None:

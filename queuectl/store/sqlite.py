@@ -28,7 +28,7 @@ from .base import Store, Waker
 from .wake import SocketWaker, notify_all, wake_dir_for
 
 BUSY_TIMEOUT_S = 30.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -64,6 +64,8 @@ CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_expires_at) WHERE state = 'p
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, queue, created_at);
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(queue, created_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
+CREATE INDEX IF NOT EXISTS jobs_updated ON jobs(state, updated_at);
 CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS workers (
@@ -364,6 +366,36 @@ class SqliteStore(Store):
         ):
             result.setdefault(queue, {})[state] = count
         return result
+
+    @_translate_errors
+    def throughput(self, since: float, bucket: float = 60.0) -> dict[str, dict[int, int]]:
+        result: dict[str, dict[int, int]] = {"completed": {}, "failed": {}}
+        queries = (
+            ("completed", "SELECT CAST(finished_at / ? AS INTEGER), count(*) FROM jobs "
+                          "WHERE state = 'completed' AND finished_at >= ? GROUP BY 1"),
+            ("failed", "SELECT CAST(updated_at / ? AS INTEGER), count(*) FROM jobs "
+                       "WHERE state IN ('failed', 'dead') AND updated_at >= ? GROUP BY 1"),
+        )
+        for name, sql in queries:
+            for slot, count in self._conn.execute(sql, (bucket, since)):
+                result[name][slot] = result[name].get(slot, 0) + count
+        return result
+
+    @_translate_errors
+    def recent_failures(self, limit: int = 5) -> list[Job]:
+        rows = self._conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ('failed', 'dead') "
+            "ORDER BY updated_at DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [_row_job(row) for row in rows]
+
+    @_translate_errors
+    def duration_totals(self) -> tuple[int, float]:
+        count, total = self._conn.execute(
+            "SELECT count(duration), coalesce(sum(duration), 0) FROM jobs WHERE state = 'completed'"
+        ).fetchone()
+        return int(count), float(total)
 
     @_translate_errors
     def next_due(self, queues: list[str] | None) -> float | None:
