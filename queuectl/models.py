@@ -6,16 +6,24 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import Conflict, InvalidInput
+
 PENDING = "pending"
+WAITING = "waiting"  # for its parent jobs (--after, --on-failure-of)
 PROCESSING = "processing"
 COMPLETED = "completed"
 FAILED = "failed"  # waiting for its retry at run_at
 DEAD = "dead"  # the dead letter queue
 CANCELLED = "cancelled"
 
-STATES = (PENDING, PROCESSING, COMPLETED, FAILED, DEAD, CANCELLED)
+STATES = (PENDING, WAITING, PROCESSING, COMPLETED, FAILED, DEAD, CANCELLED)
 CLAIMABLE = (PENDING, FAILED)
 FINISHED = (COMPLETED, DEAD, CANCELLED)
+ACTIVE = (PENDING, WAITING, PROCESSING, FAILED)  # a unique key is taken while its job is in these
+
+HOOK_DUE = "due"  # the on-finish hook waits for a worker to run it
+HOOK_DONE = "done"
+HOOK_FAILED = "failed"
 
 DEFAULT_QUEUE = "default"
 OUTPUT_LIMIT = 64 * 1024  # bytes of output kept per job: the tail
@@ -26,6 +34,31 @@ _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32: no i, l, 
 def new_job_id() -> str:
     """Ten base32 characters (50 random bits): short enough to type, unique at millions of jobs."""
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+
+
+def dependency_state(
+    job_id: str, after: dict[str, str | None], failure_parent: tuple[str, str | None] | None
+) -> str:
+    """The state a new job with parents starts in (``waiting`` or ``pending``), or why it can't exist.
+
+    ``after`` maps each parent id to its state (None: no such job); ``failure_parent`` is the
+    ``--on-failure-of`` parent and its state. A job can only name parents that already exist, so
+    a cycle can never be built.
+    """
+    for parent, state in after.items():
+        if state is None:
+            raise InvalidInput(f"--after {parent}: no such job (a job can only wait for existing jobs)")
+        if state in (DEAD, CANCELLED):
+            raise Conflict(f"parent job {parent} already ended {state}, so job {job_id} could never run")
+    waiting = any(state != COMPLETED for state in after.values())
+    if failure_parent is not None:
+        parent, state = failure_parent
+        if state is None:
+            raise InvalidInput(f"--on-failure-of {parent}: no such job")
+        if state == COMPLETED:
+            raise Conflict(f"job {parent} already completed, so its compensation step would never run")
+        waiting = waiting or state not in (DEAD, CANCELLED)
+    return WAITING if waiting else PENDING
 
 
 @dataclass
@@ -53,6 +86,13 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     duration: float | None = None
+    after: list[str] = field(default_factory=list)  # parents that must complete first
+    on_failure_of: str | None = None  # compensation: runs only if this parent ends dead/cancelled
+    unique_key: str | None = None
+    on_finish: str | None = None  # hook command run after the final outcome
+    hook_state: str | None = None
+    hook_error: str | None = None
+    schedule: str | None = None  # the cron schedule that enqueued it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +102,8 @@ class Job:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         if known.get("env") is None:
             known["env"] = {}
+        if known.get("after") is None:
+            known["after"] = []
         return cls(**known)
 
 
@@ -90,6 +132,23 @@ class Outcome:
     output: str | None = None
     duration: float | None = None
     attempts: int | None = None
+
+
+@dataclass
+class Schedule:
+    """A cron schedule: at each fire time it enqueues one job made from ``spec``."""
+
+    name: str
+    cron: str
+    tz: str
+    spec: dict[str, Any]  # the job fields: command, queue, priority, ...
+    next_fire_at: float
+    last_fire_at: float | None = None
+    paused: bool = False
+    created_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from typing import Iterable, Protocol
 
-from ..models import Job, Lease, Outcome, WorkerInfo
+from ..models import Job, Lease, Outcome, Schedule, WorkerInfo
 
 
 class Waker(Protocol):
@@ -96,8 +96,23 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def purge(self, states: list[str], finished_before: float | None = None) -> int:
-        """Delete jobs in ``states`` (finished before the given time, when given); returns the count."""
+    def purge(self, states: list[str], finished_before: float | None = None, limit: int | None = None) -> int:
+        """Delete up to ``limit`` jobs in ``states`` finished before the given time; returns the count.
+
+        Callers purging many jobs pass a limit and repeat, so no transaction holds the lock long.
+        """
+
+    @abc.abstractmethod
+    def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
+        """How many jobs :meth:`purge` would delete (for ``--dry-run``)."""
+
+    @abc.abstractmethod
+    def claim_hook(self, now: float) -> Job | None:
+        """Take one job whose on-finish hook is due (it then runs at most once) and return it."""
+
+    @abc.abstractmethod
+    def finish_hook(self, job_id: str, error: str | None, now: float) -> None:
+        """Record a hook's result: done, or failed with ``error``. Never changes the job's state."""
 
     # --- jobs: reading ----------------------------------------------------------------------
 
@@ -135,6 +150,36 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def next_due(self, queues: list[str] | None) -> float | None:
         """The earliest ``run_at`` of a pending or failed job in ``queues``, or None."""
+
+    # --- cron schedules ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_schedule(self, schedule: Schedule) -> None:
+        """Create a schedule; Conflict if the name is taken."""
+
+    @abc.abstractmethod
+    def list_schedules(self) -> list[Schedule]:
+        """Every schedule, by name."""
+
+    @abc.abstractmethod
+    def remove_schedule(self, name: str) -> None:
+        """Delete a schedule (its jobs stay); NotFound if there is none by that name."""
+
+    @abc.abstractmethod
+    def set_schedule_paused(self, name: str, paused: bool, next_fire_at: float | None = None) -> None:
+        """Pause or resume a schedule (resuming sets its next fire time); NotFound if unknown."""
+
+    @abc.abstractmethod
+    def due_schedules(self, now: float) -> list[Schedule]:
+        """Unpaused schedules whose next fire time has come."""
+
+    @abc.abstractmethod
+    def fire_schedule(self, name: str, slot: float, next_fire_at: float, job: Job) -> bool:
+        """Claim the fire slot ``slot`` (the schedule's current next_fire_at) and enqueue ``job``.
+
+        Atomic: of any number of workers firing the same slot, exactly one moves the schedule
+        on to ``next_fire_at`` and enqueues the job; the others get False and change nothing.
+        """
 
     # --- queues, config, workers ------------------------------------------------------------
 

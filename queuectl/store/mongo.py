@@ -14,16 +14,24 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from ..errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable
 from ..models import (
+    ACTIVE,
     CANCELLED,
     CLAIMABLE,
+    COMPLETED,
     DEAD,
     FINISHED,
+    HOOK_DONE,
+    HOOK_DUE,
+    HOOK_FAILED,
     PENDING,
     PROCESSING,
+    WAITING,
     Job,
     Lease,
     Outcome,
+    Schedule,
     WorkerInfo,
+    dependency_state,
 )
 from .base import Store, Waker
 
@@ -73,6 +81,7 @@ class MongoStore(Store):
         self._config = db["config"]
         self._queues = db["queues"]
         self._workers = db["workers"]
+        self._schedules = db["schedules"]
         self._ensure_indexes()
 
     @classmethod
@@ -122,6 +131,11 @@ class MongoStore(Store):
         self._jobs.create_index([("state", 1), ("finished_at", 1)], name="finished")
         self._jobs.create_index([("state", 1), ("updated_at", -1)], name="updated")
         self._jobs.create_index([("batch", 1)], name="batch", sparse=True)
+        self._jobs.create_index([("active_key", 1)], name="unique_active", unique=True, sparse=True)
+        self._jobs.create_index([("after", 1)], name="after", sparse=True)
+        self._jobs.create_index([("on_failure_of", 1)], name="on_failure_of", sparse=True)
+        self._jobs.create_index([("hook_state", 1), ("updated_at", 1)], name="hooks", sparse=True)
+        self._schedules.create_index([("paused", 1), ("next_fire_at", 1)], name="due")
 
     # --- jobs: writing ----------------------------------------------------------------------
 
@@ -141,14 +155,17 @@ class MongoStore(Store):
             except perr.BulkWriteError as exc:
                 details = exc.details.get("writeErrors", [{}])[0]
                 if details.get("code") == 11000:
-                    bad = details.get("op", {}).get("_id", "?")
-                    raise Conflict(f"a job with id {bad!r} already exists") from None
+                    raise self._insert_conflict(details.get("op", {})) from None
                 raise
             staged = True
             buffer.clear()
 
+        in_batch: dict[str, str] = {}
         try:
             for job in jobs:
+                if job.after or job.on_failure_of:
+                    job.state = self._dependency_state(job, in_batch)
+                in_batch[job.id] = job.state
                 doc = _job_doc(job)
                 doc["final_state"], doc["state"], doc["batch"] = doc["state"], STAGING, token
                 buffer.append(doc)
@@ -169,6 +186,58 @@ class MongoStore(Store):
             ) if _supports_pipeline_updates(self._jobs) else self._publish_slow(token)
             self.notify()
         return count
+
+    def _dependency_state(self, job: Job, in_batch: dict[str, str]) -> str:
+        parents = [*job.after, *([job.on_failure_of] if job.on_failure_of else [])]
+        states = {doc["_id"]: doc.get("final_state") or doc["state"]
+                  for doc in self._jobs.find({"_id": {"$in": parents}}, {"state": 1, "final_state": 1})}
+        states.update({p: in_batch[p] for p in parents if p in in_batch})
+        failure = (job.on_failure_of, states.get(job.on_failure_of)) if job.on_failure_of else None
+        return dependency_state(job.id, {p: states.get(p) for p in job.after}, failure)
+
+    def _insert_conflict(self, doc: dict[str, Any]) -> Conflict:
+        if doc.get("active_key") is not None and self._jobs.find_one({"_id": doc.get("_id")}) is None:
+            holder = self._jobs.find_one({"active_key": doc["active_key"]}, {"state": 1})
+            held = f"job {holder['_id']} ({holder['state']})" if holder else "another active job"
+            return Conflict(f"unique key {doc['active_key']!r} is taken by {held}; "
+                            "enqueue again once it has finished")
+        return Conflict(f"a job with id {doc.get('_id', '?')!r} already exists")
+
+    def _settle(self, job_id: str, state: str, now: float) -> int:
+        """Release or cancel (transitively) the jobs waiting on a job that just finished."""
+        released = 0
+        todo = [(job_id, state)]
+        while todo:
+            parent, parent_state = todo.pop()
+            for child in self._jobs.find({"state": WAITING, "$or": [{"after": parent}, {"on_failure_of": parent}]}):
+                kind = "on_failure" if child.get("on_failure_of") == parent else "after"
+                if (kind == "after") != (parent_state == COMPLETED):
+                    reason = (f"not needed: {parent} completed" if kind == "on_failure"
+                              else f"parent job {parent} ended {parent_state}")
+                    if self._end(child["_id"], {"state": WAITING}, CANCELLED, now, reason):
+                        todo.append((child["_id"], CANCELLED))
+                    continue
+                parents = [*child.get("after", []), *([child["on_failure_of"]] if child.get("on_failure_of") else [])]
+                states = {d["_id"]: d["state"] for d in self._jobs.find({"_id": {"$in": parents}}, {"state": 1})}
+                ready = all(states.get(p) == COMPLETED for p in child.get("after", [])) and (
+                    not child.get("on_failure_of") or states.get(child["on_failure_of"]) in (DEAD, CANCELLED))
+                if ready:
+                    released += self._jobs.update_one(
+                        {"_id": child["_id"], "state": WAITING},
+                        {"$set": {"state": PENDING, "updated_at": now}, "$max": {"run_at": now}},
+                    ).modified_count
+        return released
+
+    def _end(self, job_id: str, match: dict[str, Any], state: str, now: float, error: str | None) -> bool:
+        """Move a job to a finished state: frees its unique key and makes its hook due."""
+        update: dict[str, Any] = {"state": state, "finished_at": now, "updated_at": now,
+                                  "locked_by": None, "lease_expires_at": None}
+        if error is not None:
+            update["last_error"] = error
+        done = self._jobs.update_one({"_id": job_id, **match}, {"$set": update, "$unset": {"active_key": ""}})
+        if done.matched_count:
+            self._jobs.update_one({"_id": job_id, "on_finish": {"$ne": None}}, {"$set": {"hook_state": HOOK_DUE}})
+        return done.matched_count == 1
 
     def _publish_slow(self, token: str) -> None:
         """For servers (or mongomock) without update pipelines: one update per distinct state."""
@@ -237,7 +306,17 @@ class MongoStore(Store):
             value = getattr(outcome, name)
             if value is not None:
                 update[name] = value
-        return self._jobs.update_one(query, {"$set": update}).matched_count == 1
+        final = outcome.state in FINISHED
+        changes: dict[str, Any] = {"$set": update}
+        if final:
+            changes["$unset"] = {"active_key": ""}
+        written = self._jobs.update_one(query, changes).matched_count == 1
+        if written and final:
+            self._jobs.update_one({"_id": lease.job_id, "on_finish": {"$ne": None}},
+                                  {"$set": {"hook_state": HOOK_DUE}})
+            if self._settle(lease.job_id, outcome.state, outcome.at):
+                self.notify()
+        return written
 
     @_translate_errors
     def expired(self, now: float, limit: int = 100) -> list[Job]:
@@ -249,9 +328,9 @@ class MongoStore(Store):
         from pymongo import ReturnDocument
 
         doc = self._jobs.find_one_and_update(
-            {"_id": job_id, "state": {"$in": [PENDING, "failed", PROCESSING]}},
+            {"_id": job_id, "state": {"$in": [PENDING, WAITING, "failed", PROCESSING]}},
             {"$set": {"state": CANCELLED, "finished_at": now, "updated_at": now,
-                      "locked_by": None, "lease_expires_at": None}},
+                      "locked_by": None, "lease_expires_at": None}, "$unset": {"active_key": ""}},
             return_document=ReturnDocument.AFTER,
         )
         if doc is None:
@@ -259,31 +338,129 @@ class MongoStore(Store):
             if existing is None:
                 raise NotFound(f"no job with id {job_id!r}")
             raise Conflict(f"job {job_id} already finished ({existing['state']}); nothing to cancel")
+        if doc.get("on_finish"):
+            self._jobs.update_one({"_id": job_id}, {"$set": {"hook_state": HOOK_DUE}})
+            doc["hook_state"] = HOOK_DUE
+        if self._settle(job_id, CANCELLED, now):
+            self.notify()
         return _doc_job(doc)
 
     @_translate_errors
     def retry_dead(self, job_id: str | None, now: float) -> int:
-        reset = {"$set": {"state": PENDING, "attempts": 0, "run_at": now, "updated_at": now,
-                          "finished_at": None, "locked_by": None, "lease_expires_at": None}}
-        if job_id is None:
-            count = self._jobs.update_many({"state": DEAD}, reset).modified_count
-        else:
-            count = self._jobs.update_one({"_id": job_id, "state": DEAD}, reset).modified_count
-            if count == 0:
-                existing = self._jobs.find_one({"_id": job_id}, {"state": 1})
-                if existing is None:
-                    raise NotFound(f"no job with id {job_id!r}")
-                raise Conflict(f"job {job_id} is {existing['state']}, not in the dead letter queue")
+        import pymongo.errors as perr
+
+        reset = {"state": PENDING, "attempts": 0, "run_at": now, "updated_at": now,
+                 "finished_at": None, "locked_by": None, "lease_expires_at": None}
+        query: dict[str, Any] = {"state": DEAD}
+        if job_id is not None:
+            query["_id"] = job_id
+        count = 0
+        for doc in self._jobs.find(query, {"unique_key": 1}):
+            update = dict(reset)
+            if doc.get("unique_key") is not None:
+                update["active_key"] = doc["unique_key"]  # the key is taken again
+            try:
+                count += self._jobs.update_one({"_id": doc["_id"], "state": DEAD}, {"$set": update}).modified_count
+            except perr.DuplicateKeyError:
+                raise Conflict(f"job {doc['_id']}'s unique key is taken by an active job; "
+                               "retry it once that one has finished") from None
+        if count == 0 and job_id is not None:
+            existing = self._jobs.find_one({"_id": job_id}, {"state": 1})
+            if existing is None:
+                raise NotFound(f"no job with id {job_id!r}")
+            raise Conflict(f"job {job_id} is {existing['state']}, not in the dead letter queue")
         if count:
             self.notify()
         return count
 
     @_translate_errors
-    def purge(self, states: list[str], finished_before: float | None = None) -> int:
+    def purge(self, states: list[str], finished_before: float | None = None, limit: int | None = None) -> int:
+        query = self._purge_query(states, finished_before)
+        if limit is not None:
+            ids = [doc["_id"] for doc in self._jobs.find(query, {"_id": 1}).limit(limit)]
+            query = {"_id": {"$in": ids}}
+        return self._jobs.delete_many(query).deleted_count
+
+    @_translate_errors
+    def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
+        return self._jobs.count_documents(self._purge_query(states, finished_before))
+
+    @staticmethod
+    def _purge_query(states: list[str], finished_before: float | None) -> dict[str, Any]:
         query: dict[str, Any] = {"state": {"$in": states}}
         if finished_before is not None:
-            query["updated_at"] = {"$lt": finished_before}
-        return self._jobs.delete_many(query).deleted_count
+            query["finished_at"] = {"$lt": finished_before}
+        return query
+
+    @_translate_errors
+    def claim_hook(self, now: float) -> Job | None:
+        from pymongo import ReturnDocument
+
+        doc = self._jobs.find_one_and_update(
+            {"hook_state": HOOK_DUE}, {"$set": {"hook_state": "running"}},
+            sort=[("updated_at", 1)], return_document=ReturnDocument.AFTER,
+        )
+        return _doc_job(doc) if doc else None
+
+    @_translate_errors
+    def finish_hook(self, job_id: str, error: str | None, now: float) -> None:
+        self._jobs.update_one({"_id": job_id}, {"$set": {"hook_state": HOOK_FAILED if error else HOOK_DONE,
+                                                         "hook_error": error}})
+
+    # --- cron schedules ---------------------------------------------------------------------
+
+    @_translate_errors
+    def add_schedule(self, schedule: Schedule) -> None:
+        import pymongo.errors as perr
+
+        doc = schedule.to_dict()
+        doc["_id"] = doc.pop("name")
+        try:
+            self._schedules.insert_one(doc)
+        except perr.DuplicateKeyError:
+            raise Conflict(f"a schedule named {schedule.name!r} already exists") from None
+
+    def _find_schedules(self, query: dict[str, Any]) -> list[Schedule]:
+        docs = self._schedules.find(query).sort("_id", 1)
+        return [Schedule(name=d.pop("_id"), **d) for d in docs]
+
+    @_translate_errors
+    def list_schedules(self) -> list[Schedule]:
+        return self._find_schedules({})
+
+    @_translate_errors
+    def remove_schedule(self, name: str) -> None:
+        if self._schedules.delete_one({"_id": name}).deleted_count == 0:
+            raise NotFound(f"no schedule named {name!r}; see queuectl schedule list")
+
+    @_translate_errors
+    def set_schedule_paused(self, name: str, paused: bool, next_fire_at: float | None = None) -> None:
+        update: dict[str, Any] = {"paused": paused}
+        if next_fire_at is not None:
+            update["next_fire_at"] = next_fire_at
+        if self._schedules.update_one({"_id": name}, {"$set": update}).matched_count == 0:
+            raise NotFound(f"no schedule named {name!r}; see queuectl schedule list")
+
+    @_translate_errors
+    def due_schedules(self, now: float) -> list[Schedule]:
+        return self._find_schedules({"paused": False, "next_fire_at": {"$lte": now}})
+
+    @_translate_errors
+    def fire_schedule(self, name: str, slot: float, next_fire_at: float, job: Job) -> bool:
+        import pymongo.errors as perr
+
+        moved = self._schedules.update_one(
+            {"_id": name, "next_fire_at": slot, "paused": False},
+            {"$set": {"next_fire_at": next_fire_at, "last_fire_at": slot}},
+        ).modified_count
+        if not moved:
+            return False
+        try:
+            self._jobs.insert_one(_job_doc(job))
+        except perr.DuplicateKeyError:
+            return False  # the slot's job exists already, or its unique key is still held
+        self.notify()
+        return True
 
     # --- jobs: reading ----------------------------------------------------------------------
 
@@ -480,10 +657,13 @@ def _supports_pipeline_updates(collection: Any) -> bool:
 def _job_doc(job: Job) -> dict[str, Any]:
     doc = job.to_dict()
     doc["_id"] = doc.pop("id")
+    if job.unique_key is not None and job.state in ACTIVE:
+        doc["active_key"] = job.unique_key  # held while active: a unique sparse index enforces it
     return doc
 
 
 def _doc_job(doc: dict[str, Any]) -> Job:
     data = dict(doc)
+    data.pop("active_key", None)
     data["id"] = data.pop("_id")
     return Job.from_dict(data)

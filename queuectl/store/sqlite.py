@@ -18,17 +18,22 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 from ..errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable
 from ..models import (
     CANCELLED,
+    COMPLETED,
     FINISHED,
+    HOOK_DONE,
+    HOOK_FAILED,
     Job,
     Lease,
     Outcome,
+    Schedule,
     WorkerInfo,
+    dependency_state,
 )
 from .base import Store, Waker
 from .wake import SocketWaker, notify_all, wake_dir_for
 
 BUSY_TIMEOUT_S = 30.0
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -52,7 +57,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
-    duration REAL
+    duration REAL,
+    after_ids TEXT,
+    on_failure_of TEXT,
+    unique_key TEXT,
+    on_finish TEXT,
+    hook_state TEXT,
+    hook_error TEXT,
+    schedule TEXT
 );
 -- claim order (one queue, any queue): partial indexes, so finished jobs never slow a claim
 CREATE INDEX IF NOT EXISTS jobs_ready_queue ON jobs(queue, priority DESC, created_at)
@@ -66,6 +78,27 @@ CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(queue, created_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
 CREATE INDEX IF NOT EXISTS jobs_updated ON jobs(state, updated_at);
+-- a unique key is taken only while its job is active: finished jobs leave the index
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON jobs(unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('pending', 'waiting', 'processing', 'failed');
+CREATE INDEX IF NOT EXISTS jobs_hook_due ON jobs(updated_at) WHERE hook_state = 'due';
+CREATE TABLE IF NOT EXISTS job_deps (
+    child TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    kind TEXT NOT NULL,  -- after | on_failure
+    PRIMARY KEY (child, parent, kind)
+);
+CREATE INDEX IF NOT EXISTS job_deps_parent ON job_deps(parent);
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    cron TEXT NOT NULL,
+    tz TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    next_fire_at REAL NOT NULL,
+    last_fire_at REAL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS workers (
@@ -82,11 +115,22 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 """
 
-_JOB_COLUMNS = (
-    "id, command, state, queue, priority, attempts, max_retries, timeout, cwd, env, run_at, "
-    "locked_by, lease_expires_at, exit_code, last_error, output, created_at, updated_at, "
-    "started_at, finished_at, duration"
-)
+# job field -> column, in table order; list-valued fields are stored as JSON text
+_FIELD_COLUMNS = {
+    "id": "id", "command": "command", "state": "state", "queue": "queue", "priority": "priority",
+    "attempts": "attempts", "max_retries": "max_retries", "timeout": "timeout", "cwd": "cwd",
+    "env": "env", "run_at": "run_at", "locked_by": "locked_by", "lease_expires_at": "lease_expires_at",
+    "exit_code": "exit_code", "last_error": "last_error", "output": "output", "created_at": "created_at",
+    "updated_at": "updated_at", "started_at": "started_at", "finished_at": "finished_at",
+    "duration": "duration", "after": "after_ids", "on_failure_of": "on_failure_of",
+    "unique_key": "unique_key", "on_finish": "on_finish", "hook_state": "hook_state",
+    "hook_error": "hook_error", "schedule": "schedule",
+}
+_JSON_FIELDS = ("env", "after")
+_JOB_COLUMNS = ", ".join(_FIELD_COLUMNS.values())
+_ADDED_COLUMNS = ("after_ids", "on_failure_of", "unique_key", "on_finish", "hook_state", "hook_error",
+                  "schedule")  # schema 3: added to older files by _migrate
+_HOOK_DUE_SQL = "hook_state = CASE WHEN on_finish IS NOT NULL THEN 'due' ELSE hook_state END"
 _CLAIMABLE_SQL = "state IN ('pending', 'failed')"
 
 T = TypeVar("T")
@@ -173,6 +217,10 @@ class SqliteStore(Store):
         conn.execute("PRAGMA foreign_keys=ON")
         if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             with self._write(conn):
+                existing = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+                for column in _ADDED_COLUMNS if existing else ():
+                    if column not in existing:
+                        conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -196,17 +244,79 @@ class SqliteStore(Store):
     @_translate_errors
     def enqueue_many(self, jobs: Iterable[Job]) -> int:
         count = 0
-        sql = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+        sql = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(_FIELD_COLUMNS))})"
         with self._write() as conn:
             for job in jobs:
+                if job.after or job.on_failure_of:
+                    job.state = self._dependency_state(conn, job)
                 try:
                     conn.execute(sql, _job_row(job))
-                except sqlite3.IntegrityError:
-                    raise Conflict(f"a job with id {job.id!r} already exists") from None
+                except sqlite3.IntegrityError as exc:
+                    raise self._insert_conflict(conn, job, exc) from None
+                conn.executemany(
+                    "INSERT OR IGNORE INTO job_deps (child, parent, kind) VALUES (?, ?, ?)",
+                    [(job.id, parent, "after") for parent in job.after]
+                    + ([(job.id, job.on_failure_of, "on_failure")] if job.on_failure_of else []),
+                )
                 count += 1
         if count:
             self.notify()
         return count
+
+    @staticmethod
+    def _dependency_state(conn: sqlite3.Connection, job: Job) -> str:
+        def state_of(job_id: str) -> str | None:
+            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return row[0] if row else None
+
+        failure = (job.on_failure_of, state_of(job.on_failure_of)) if job.on_failure_of else None
+        return dependency_state(job.id, {parent: state_of(parent) for parent in job.after}, failure)
+
+    @staticmethod
+    def _insert_conflict(conn: sqlite3.Connection, job: Job, exc: sqlite3.IntegrityError) -> Conflict:
+        if "unique_key" in str(exc):
+            holder = conn.execute(
+                "SELECT id, state FROM jobs WHERE unique_key = ? AND state IN "
+                "('pending', 'waiting', 'processing', 'failed')", (job.unique_key,)
+            ).fetchone()
+            held = f"job {holder[0]} ({holder[1]})" if holder else "another active job"
+            return Conflict(f"unique key {job.unique_key!r} is taken by {held}; enqueue again once it has finished")
+        return Conflict(f"a job with id {job.id!r} already exists")
+
+    def _settle(self, conn: sqlite3.Connection, job_id: str, state: str, now: float) -> int:
+        """A job just finished: release, or cancel (transitively), the jobs waiting on it.
+
+        Returns how many jobs became pending. Runs inside the caller's transaction.
+        """
+        released = 0
+        todo = [(job_id, state)]
+        while todo:
+            parent, parent_state = todo.pop()
+            children = conn.execute(
+                "SELECT d.child, d.kind FROM job_deps d JOIN jobs c ON c.id = d.child "
+                "WHERE d.parent = ? AND c.state = 'waiting'", (parent,)
+            ).fetchall()
+            for child, kind in children:
+                blocked_for_good = (kind == "after") != (parent_state == COMPLETED)
+                if blocked_for_good:
+                    reason = (f"not needed: {parent} completed" if kind == "on_failure"
+                              else f"parent job {parent} ended {parent_state}")
+                    conn.execute(
+                        f"UPDATE jobs SET state = 'cancelled', last_error = ?, finished_at = ?, "
+                        f"updated_at = ?, {_HOOK_DUE_SQL} WHERE id = ? AND state = 'waiting'",
+                        (reason, now, now, child),
+                    )
+                    todo.append((child, CANCELLED))
+                elif not conn.execute(
+                    "SELECT 1 FROM job_deps d JOIN jobs p ON p.id = d.parent WHERE d.child = ? AND "
+                    "((d.kind = 'after' AND p.state != 'completed') OR "
+                    "(d.kind = 'on_failure' AND p.state NOT IN ('dead', 'cancelled'))) LIMIT 1", (child,)
+                ).fetchone():
+                    released += conn.execute(
+                        "UPDATE jobs SET state = 'pending', run_at = max(run_at, ?), updated_at = ? "
+                        "WHERE id = ? AND state = 'waiting'", (now, now, child),
+                    ).rowcount
+        return released
 
     @_translate_errors
     def claim(
@@ -266,16 +376,23 @@ class SqliteStore(Store):
         ]
         if expired_before is not None:
             params.append(expired_before)
+        final = outcome.state in FINISHED
+        released = 0
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), exit_code = ?, "
                 "last_error = ?, output = coalesce(?, output), finished_at = ?, duration = ?, "
                 "attempts = coalesce(?, attempts), updated_at = ?, locked_by = NULL, "
-                "lease_expires_at = NULL "
+                f"lease_expires_at = NULL{', ' + _HOOK_DUE_SQL if final else ''} "
                 f"WHERE id = ? AND state = 'processing' AND locked_by = ? AND attempts = ?{fence}",
                 params,
             )
-            return cursor.rowcount == 1
+            written = cursor.rowcount == 1
+            if written and final:
+                released = self._settle(conn, lease.job_id, outcome.state, outcome.at)
+        if released:
+            self.notify()
+        return written
 
     @_translate_errors
     def expired(self, now: float, limit: int = 100) -> list[Job]:
@@ -296,9 +413,12 @@ class SqliteStore(Store):
                 raise Conflict(f"job {job_id} already finished ({row[0]}); nothing to cancel")
             updated = conn.execute(
                 "UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, locked_by = NULL, "
-                f"lease_expires_at = NULL WHERE id = ? RETURNING {_JOB_COLUMNS}",
+                f"lease_expires_at = NULL, {_HOOK_DUE_SQL} WHERE id = ? RETURNING {_JOB_COLUMNS}",
                 (CANCELLED, now, now, job_id),
             ).fetchone()
+            released = self._settle(conn, job_id, CANCELLED, now)
+        if released:
+            self.notify()
         return _row_job(updated)
 
     @_translate_errors
@@ -308,28 +428,64 @@ class SqliteStore(Store):
             "finished_at = NULL, locked_by = NULL, lease_expires_at = NULL WHERE state = 'dead'"
         )
         with self._write() as conn:
-            if job_id is None:
-                count = conn.execute(reset, (now, now)).rowcount
-            else:
-                count = conn.execute(reset + " AND id = ?", (now, now, job_id)).rowcount
-                if count == 0:
-                    row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                    if row is None:
-                        raise NotFound(f"no job with id {job_id!r}")
-                    raise Conflict(f"job {job_id} is {row[0]}, not in the dead letter queue")
+            try:
+                if job_id is None:
+                    count = conn.execute(reset, (now, now)).rowcount
+                else:
+                    count = conn.execute(reset + " AND id = ?", (now, now, job_id)).rowcount
+            except sqlite3.IntegrityError:
+                raise Conflict(
+                    "a dead job's unique key is taken by an active job; retry it once that one has finished"
+                ) from None
+            if count == 0 and job_id is not None:
+                row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"no job with id {job_id!r}")
+                raise Conflict(f"job {job_id} is {row[0]}, not in the dead letter queue")
         if count:
             self.notify()
         return count
 
     @_translate_errors
-    def purge(self, states: list[str], finished_before: float | None = None) -> int:
+    def purge(self, states: list[str], finished_before: float | None = None, limit: int | None = None) -> int:
+        where, params = self._purge_filter(states, finished_before)
+        if limit is not None:
+            where = f"id IN (SELECT id FROM jobs WHERE {where} LIMIT ?)"
+            params.append(limit)
+        with self._write() as conn:
+            conn.execute(f"DELETE FROM job_deps WHERE child IN (SELECT id FROM jobs WHERE {where})", params)
+            return conn.execute(f"DELETE FROM jobs WHERE {where}", params).rowcount
+
+    @_translate_errors
+    def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
+        where, params = self._purge_filter(states, finished_before)
+        return self._conn.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()[0]
+
+    @staticmethod
+    def _purge_filter(states: list[str], finished_before: float | None) -> tuple[str, list[Any]]:
         where = f"state IN ({', '.join('?' * len(states))})"
         params: list[Any] = list(states)
         if finished_before is not None:
-            where += " AND coalesce(finished_at, updated_at) < ?"
+            where += " AND finished_at < ?"
             params.append(finished_before)
+        return where, params
+
+    @_translate_errors
+    def claim_hook(self, now: float) -> Job | None:
         with self._write() as conn:
-            return conn.execute(f"DELETE FROM jobs WHERE {where}", params).rowcount
+            row = conn.execute(
+                "UPDATE jobs SET hook_state = 'running' WHERE id = (SELECT id FROM jobs "
+                f"WHERE hook_state = 'due' ORDER BY updated_at LIMIT 1) RETURNING {_JOB_COLUMNS}"
+            ).fetchone()
+        return _row_job(row) if row else None
+
+    @_translate_errors
+    def finish_hook(self, job_id: str, error: str | None, now: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET hook_state = ?, hook_error = ? WHERE id = ?",
+                (HOOK_FAILED if error else HOOK_DONE, error, job_id),
+            )
 
     # --- jobs: reading ----------------------------------------------------------------------
 
@@ -412,6 +568,74 @@ class SqliteStore(Store):
         ]
         known = [value for value in due if value is not None]
         return min(known) if known else None
+
+    # --- cron schedules ---------------------------------------------------------------------
+
+    _SCHEDULE_COLUMNS = "name, cron, tz, spec, next_fire_at, last_fire_at, paused, created_at"
+
+    @_translate_errors
+    def add_schedule(self, schedule: Schedule) -> None:
+        with self._write() as conn:
+            try:
+                conn.execute(
+                    f"INSERT INTO schedules ({self._SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (schedule.name, schedule.cron, schedule.tz, json.dumps(schedule.spec),
+                     schedule.next_fire_at, schedule.last_fire_at, int(schedule.paused),
+                     schedule.created_at),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"a schedule named {schedule.name!r} already exists") from None
+
+    def _schedules(self, where: str = "", params: tuple[Any, ...] = ()) -> list[Schedule]:
+        rows = self._conn.execute(
+            f"SELECT {self._SCHEDULE_COLUMNS} FROM schedules {where} ORDER BY name", params
+        ).fetchall()
+        return [Schedule(name=r[0], cron=r[1], tz=r[2], spec=json.loads(r[3]), next_fire_at=r[4],
+                         last_fire_at=r[5], paused=bool(r[6]), created_at=r[7]) for r in rows]
+
+    @_translate_errors
+    def list_schedules(self) -> list[Schedule]:
+        return self._schedules()
+
+    @_translate_errors
+    def remove_schedule(self, name: str) -> None:
+        with self._write() as conn:
+            if conn.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFound(f"no schedule named {name!r}; see queuectl schedule list")
+
+    @_translate_errors
+    def set_schedule_paused(self, name: str, paused: bool, next_fire_at: float | None = None) -> None:
+        with self._write() as conn:
+            updated = conn.execute(
+                "UPDATE schedules SET paused = ?, next_fire_at = coalesce(?, next_fire_at) WHERE name = ?",
+                (int(paused), next_fire_at, name),
+            ).rowcount
+            if updated == 0:
+                raise NotFound(f"no schedule named {name!r}; see queuectl schedule list")
+
+    @_translate_errors
+    def due_schedules(self, now: float) -> list[Schedule]:
+        return self._schedules("WHERE paused = 0 AND next_fire_at <= ?", (now,))
+
+    @_translate_errors
+    def fire_schedule(self, name: str, slot: float, next_fire_at: float, job: Job) -> bool:
+        with self._write() as conn:
+            moved = conn.execute(
+                "UPDATE schedules SET next_fire_at = ?, last_fire_at = ? "
+                "WHERE name = ? AND next_fire_at = ? AND paused = 0",
+                (next_fire_at, slot, name, slot),
+            ).rowcount
+            if not moved:
+                return False
+            try:
+                conn.execute(
+                    f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(_FIELD_COLUMNS))})",
+                    _job_row(job),
+                )
+            except sqlite3.IntegrityError:
+                return False  # its unique key is still held by the previous run: skip this slot
+        self.notify()
+        return True
 
     # --- queues, config, workers ------------------------------------------------------------
 
@@ -516,19 +740,17 @@ class SqliteStore(Store):
 
 
 def _job_row(job: Job) -> tuple[Any, ...]:
-    return (
-        job.id, job.command, job.state, job.queue, job.priority, job.attempts, job.max_retries,
-        job.timeout, job.cwd, json.dumps(job.env) if job.env else None, job.run_at, job.locked_by,
-        job.lease_expires_at, job.exit_code, job.last_error, job.output, job.created_at,
-        job.updated_at, job.started_at, job.finished_at, job.duration,
-    )
+    values = []
+    for name in _FIELD_COLUMNS:
+        value = getattr(job, name)
+        if name in _JSON_FIELDS:
+            value = json.dumps(value) if value else None
+        values.append(value)
+    return tuple(values)
 
 
 def _row_job(row: tuple[Any, ...]) -> Job:
-    return Job(
-        id=row[0], command=row[1], state=row[2], queue=row[3], priority=row[4], attempts=row[5],
-        max_retries=row[6], timeout=row[7], cwd=row[8], env=json.loads(row[9]) if row[9] else {},
-        run_at=row[10], locked_by=row[11], lease_expires_at=row[12], exit_code=row[13],
-        last_error=row[14], output=row[15], created_at=row[16], updated_at=row[17],
-        started_at=row[18], finished_at=row[19], duration=row[20],
-    )
+    data = dict(zip(_FIELD_COLUMNS, row))
+    for name in _JSON_FIELDS:
+        data[name] = json.loads(data[name]) if data[name] else None
+    return Job.from_dict(data)
