@@ -114,6 +114,12 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
                   "between SIGTERM and SIGKILL when a job is stopped"),
         ConfigKey("poll-interval", "1", _seconds_between(0.01, 60),
                   "how often an idle worker looks for due jobs when nothing woke it"),
+        ConfigKey("retain-completed", "604800", _seconds_between(0, 10 * 365 * 86400),
+                  "workers delete completed jobs finished longer ago than this (seconds); 0 keeps them"),
+        ConfigKey("retain-dead", "0", _seconds_between(0, 10 * 365 * 86400),
+                  "workers delete dead and cancelled jobs finished longer ago than this; 0 keeps them"),
+        ConfigKey("hook-timeout", "60", _seconds_between(1, 86400),
+                  "an on-finish hook is killed after this many seconds"),
     )
 }
 
@@ -131,6 +137,9 @@ class RuntimeConfig:
     shutdown_grace: float = 30.0
     kill_grace: float = 5.0
     poll_interval: float = 1.0
+    retain_completed: float = 604800.0
+    retain_dead: float = 0.0
+    hook_timeout: float = 60.0
 
     @classmethod
     def from_strings(cls, values: dict[str, str]) -> RuntimeConfig:

@@ -13,6 +13,10 @@ EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
 EXIT_UNAVAILABLE = 5
 EXIT_READ_ONLY = 6
+# queuectl wait: how the awaited job ended, when not completed
+EXIT_JOB_DEAD = 20
+EXIT_JOB_CANCELLED = 21
+EXIT_WAIT_TIMEOUT = 22
 
 
 class QueuectlError(Exception):

@@ -19,7 +19,6 @@ from .models import (
     DEAD,
     DEFAULT_QUEUE,
     FAILED,
-    FINISHED,
     PENDING,
     STATES,
     Job,
@@ -35,7 +34,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 JOB_FIELDS = ("id", "command", "max_retries", "priority", "queue", "delay", "run_at", "timeout",
-              "cwd", "env")
+              "cwd", "env", "after", "on_failure_of", "unique_key", "on_finish")
 
 
 def load_config(store: Store) -> RuntimeConfig:
@@ -119,6 +118,10 @@ def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
         timeout=timeout,
         cwd=_cwd_field(spec.get("cwd")),
         env=_env_field(spec.get("env")),
+        after=_parents_field(spec.get("after")),
+        on_failure_of=_parent_id(spec.get("on_failure_of"), "on_failure_of"),
+        unique_key=_short_text(spec.get("unique_key"), "unique_key", 200),
+        on_finish=_short_text(spec.get("on_finish"), "on_finish", MAX_COMMAND_BYTES),
         run_at=run_at,
         created_at=now,
         updated_at=now,
@@ -139,6 +142,32 @@ def _int_field(spec: dict[str, Any], name: str, default: int, low: int, high: in
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidInput(f"{name}: expected a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _parent_id(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise InvalidInput(f"{name}: {value!r} is not a job id")
+    return value
+
+
+def _parents_field(value: Any) -> list[str]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise InvalidInput("after: expected a job id or a list of job ids")
+    parents = [_parent_id(item, "after") for item in items]
+    return list(dict.fromkeys(p for p in parents if p))  # without repeats, in order
+
+
+def _short_text(value: Any, name: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\x00" in value or len(value.encode()) > limit:
+        raise InvalidInput(f"{name}: expected a non-empty string of at most {limit} bytes")
     return value
 
 
@@ -311,14 +340,6 @@ def config_items(store: Store) -> list[tuple[str, str, bool, str]]:
     values = store.config_values()
     return [(key.name, values.get(key.name, key.default), key.name not in values, key.help)
             for key in CONFIG_KEYS.values()]
-
-
-def purge(store: Store, states: list[str], older_than: float | None, now: float) -> int:
-    for state in states:
-        check_state(state)
-        if state not in FINISHED:
-            raise InvalidInput(f"cannot purge {state} jobs: only {', '.join(FINISHED)} jobs can be purged")
-    return store.purge(states, None if older_than is None else now - older_than)
 
 
 __all__ = ["PENDING", "enqueue", "enqueue_lines", "failure_outcome", "recover_expired"]

@@ -17,10 +17,11 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
-from . import service
+from . import service, workflows
 from .config import ENV_DB, RuntimeConfig, resolve_db_url
 from .errors import QueuectlError, StoreUnavailable
 from .executor import Run, StartError, job_environment
@@ -29,6 +30,7 @@ from .store import Store, open_store
 
 FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
 _RETRY_WRITE_S = 0.5
+_RETENTION_EVERY_S = 60.0
 
 
 @dataclass
@@ -77,6 +79,10 @@ class Worker:
         self.idle_until = 0.0
         self.next_write_try = 0.0
         self.base_env = dict(os.environ)
+        self.hook_thread: threading.Thread | None = None
+        self.hook_results: list[tuple[str, str | None]] = []
+        self.next_schedule_check = 0.0
+        self.next_retention = time.monotonic() + _RETENTION_EVERY_S * 0.1
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -122,6 +128,7 @@ class Worker:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.config.heartbeat
                 self._send_outcomes()
+                self._housekeeping()
         finally:
             if waker is not None:
                 waker.close()
@@ -231,6 +238,8 @@ class Worker:
             moments.append(self.next_write_try)
         if self.stopping and self.grace_deadline is not None:
             moments.append(self.grace_deadline)
+        if not self.stopping:
+            moments.append(self.next_schedule_check)
         for slot in self.slots.values():
             if slot.start_error is not None:
                 moments.append(mono)
@@ -358,6 +367,37 @@ class Worker:
                 log(self.id, f"job {lease.job_id}: lease lost before its outcome was written")
             elif outcome.state == PENDING and outcome.attempts is not None:
                 self.store.notify()
+
+
+    def _housekeeping(self) -> None:
+        """Duties any worker may do, each safe to race: fire schedules, run hooks, apply retention."""
+        mono = time.monotonic()
+        try:
+            while self.hook_results:
+                job_id, error = self.hook_results.pop()
+                self.store.finish_hook(job_id, error, time.time())
+            if self.stopping:
+                return
+            if mono >= self.next_schedule_check:
+                self.next_schedule_check = mono + min(1.0, self.config.poll_interval)
+                if workflows.fire_due_schedules(self.store, time.time()):
+                    self.want_claim = True
+            if self.hook_thread is None or not self.hook_thread.is_alive():
+                job = self.store.claim_hook(time.time())
+                if job is not None:
+                    self.hook_thread = threading.Thread(target=self._run_hook, args=(job,), daemon=True)
+                    self.hook_thread.start()
+            if mono >= self.next_retention:
+                self.next_retention = mono + _RETENTION_EVERY_S
+                workflows.apply_retention(self.store, self.config, time.time())
+        except QueuectlError as exc:
+            log(self.id, f"housekeeping skipped: {exc}")
+
+    def _run_hook(self, job: Job) -> None:
+        error = workflows.run_hook(job, self.config, self.base_env)
+        if error:
+            log(self.id, f"on-finish hook of job {job.id} failed: {error}")
+        self.hook_results.append((job.id, error))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,14 +42,14 @@ def list_(
     Example: queuectl config list
     """
     from ..store import redact_url
-    from .render import key_value_table, print_json
+    from .render import plain_table, print_json
 
     items = service.config_items(store_of(ctx))
     database = redact_url(context_of(ctx).db_url)
     if as_json:
         print_json({"database": database, **{name: value for name, value, _, _ in items}})
         return
-    key_value_table(
+    plain_table(
         f"config (database: {database})", ("key", "value", "meaning"),
         [(name, value + (" (default)" if default else ""), meaning)
          for name, value, default, meaning in items],

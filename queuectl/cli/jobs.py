@@ -30,6 +30,18 @@ def enqueue(
     timeout: Optional[str] = typer.Option(None, "--timeout", help="Kill the job after this long: 10m."),
     cwd: Optional[str] = typer.Option(None, "--cwd", help="Working directory for the command."),
     env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="KEY=VALUE for the job; repeatable."),
+    after: Optional[List[str]] = typer.Option(
+        None, "--after", help="Run only after this job completed; repeatable (waits for all)."
+    ),
+    on_failure_of: Optional[str] = typer.Option(
+        None, "--on-failure-of", metavar="ID", help="Compensation: run only if job ID ends dead or cancelled."
+    ),
+    unique_key: Optional[str] = typer.Option(
+        None, "--unique-key", help="Refuse while another job with this key is active."
+    ),
+    on_finish: Optional[str] = typer.Option(
+        None, "--on-finish", metavar="CMD", help="Hook run after the final outcome, with QUEUECTL_JOB_* set."
+    ),
 ) -> None:
     """Add a job; prints its id.
 
@@ -38,6 +50,8 @@ def enqueue(
     options: dict[str, Any] = {
         "id": job_id, "max_retries": max_retries, "priority": priority, "queue": queue,
         "delay": delay, "run_at": run_at, "timeout": timeout, "cwd": cwd, "env": env or None,
+        "after": after or None, "on_failure_of": on_failure_of, "unique_key": unique_key,
+        "on_finish": on_finish,
     }
     options = {key: value for key, value in options.items() if value is not None}
     store = store_of(ctx)
@@ -131,11 +145,10 @@ def status(
             "workers": {"alive": summary.workers_alive, "registered": summary.workers_total},
         })
         return
-    from .render import STATE_STYLES, key_value_table
+    from .render import key_value_table, styled_state
 
     key_value_table(
-        "jobs", ("state", "count"),
-        [(f"[{STATE_STYLES[s]}]{s}[/]", str(summary.states.get(s, 0))) for s in STATES],
+        "jobs", ("state", "count"), [(styled_state(s), str(summary.states.get(s, 0))) for s in STATES]
     )
     print(f"workers alive: {summary.workers_alive}")
     if summary.paused:

@@ -20,12 +20,12 @@ def list_(
     store = store_of(ctx)
     counts, paused = store.counts(), store.paused_queues()
     names = sorted(set(counts) | paused)
-    from .render import key_value_table, print_json
+    from .render import plain_table, print_json
 
     if as_json:
         print_json({name: {"paused": name in paused, **counts.get(name, {})} for name in names})
         return
-    key_value_table(
+    plain_table(
         "queues", ("queue", "paused", *STATES),
         [(name, "yes" if name in paused else "no", *(str(counts.get(name, {}).get(s, 0)) for s in STATES))
          for name in names],

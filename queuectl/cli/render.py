@@ -10,9 +10,21 @@ from ..durations import format_duration
 from ..models import Job, WorkerInfo
 
 STATE_STYLES = {
-    "pending": "cyan", "processing": "yellow", "completed": "green", "failed": "magenta",
-    "dead": "red", "cancelled": "dim",
+    "pending": "cyan", "waiting": "blue", "processing": "yellow", "completed": "green",
+    "failed": "magenta", "dead": "red", "cancelled": "dim",
 }
+
+
+def styled_state(state: str) -> str:
+    """A state name in its colour, as Rich markup."""
+    return f"[{STATE_STYLES.get(state, 'default')}]{state}[/]"
+
+
+def safe(text: Optional[str]) -> str:
+    """User text (commands, errors, ids) escaped so Rich never reads it as markup."""
+    from rich.markup import escape
+
+    return escape(text or "")
 
 
 def console() -> Any:
@@ -69,12 +81,12 @@ def jobs_table(jobs: Iterable[Job], title: str, now: Optional[float] = None) -> 
         else:
             moment = ago(job.finished_at or job.updated_at, now)
         row = [
-            job.id, f"[{STATE_STYLES.get(job.state, '')}]{job.state}[/]", job.queue,
-            str(job.priority), f"{job.attempts}/{job.max_retries + 1}", first_line(job.command, 200),
+            safe(job.id), styled_state(job.state), safe(job.queue),
+            str(job.priority), f"{job.attempts}/{job.max_retries + 1}", safe(first_line(job.command, 200)),
             moment,
         ]
         if wide:
-            row.append(first_line(job.last_error, 200))
+            row.append(safe(first_line(job.last_error, 200)))
         table.add_row(*row)
     out.print(table)
 
@@ -87,16 +99,21 @@ def job_detail(job: Job) -> None:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     rows = [
-        ("id", job.id), ("command", job.command),
-        ("state", f"[{STATE_STYLES.get(job.state, '')}]{job.state}[/]"), ("queue", job.queue),
+        ("id", safe(job.id)), ("command", safe(job.command)),
+        ("state", styled_state(job.state)), ("queue", safe(job.queue)),
         ("priority", str(job.priority)), ("attempts", f"{job.attempts} of {job.max_retries + 1}"),
         ("run at", f"{when(job.run_at)} ({ago(job.run_at, now)})"),
         ("timeout", format_duration(job.timeout) if job.timeout else "none"),
-        ("cwd", job.cwd or "(the worker's)"),
-        ("env", " ".join(f"{k}={v}" for k, v in job.env.items()) or "-"),
-        ("locked by", job.locked_by or "-"), ("lease until", when(job.lease_expires_at)),
+        ("cwd", safe(job.cwd) or "(the worker's)"),
+        ("env", safe(" ".join(f"{k}={v}" for k, v in job.env.items())) or "-"),
+        ("after", safe(", ".join(job.after)) or "-"),
+        ("on failure of", safe(job.on_failure_of) or "-"),
+        ("unique key", safe(job.unique_key) or "-"),
+        ("on finish", _hook_text(job)),
+        ("schedule", safe(job.schedule) or "-"),
+        ("locked by", safe(job.locked_by) or "-"), ("lease until", when(job.lease_expires_at)),
         ("exit code", "-" if job.exit_code is None else str(job.exit_code)),
-        ("duration", format_duration(job.duration)), ("last error", job.last_error or "-"),
+        ("duration", format_duration(job.duration)), ("last error", safe(job.last_error) or "-"),
         ("created", when(job.created_at)), ("started", when(job.started_at)),
         ("finished", when(job.finished_at)), ("updated", when(job.updated_at)),
     ]
@@ -106,6 +123,15 @@ def job_detail(job: Job) -> None:
     out.print(table)
     out.print("[bold]output[/] (tail):")
     out.print(job.output or "(none)", markup=False, highlight=False)
+
+
+def _hook_text(job: Job) -> str:
+    if not job.on_finish:
+        return "-"
+    status = job.hook_state or "not run yet"
+    if job.hook_error:
+        status += f": {job.hook_error}"
+    return safe(f"{job.on_finish} ({status})")
 
 
 def workers_table(workers: Iterable[WorkerInfo], lease: float, now: Optional[float] = None) -> None:
@@ -119,8 +145,8 @@ def workers_table(workers: Iterable[WorkerInfo], lease: float, now: Optional[flo
         stale = worker.state != "stopped" and now - worker.last_heartbeat > lease
         state = "[red]unresponsive[/]" if stale else worker.state
         table.add_row(
-            worker.id, worker.host, str(worker.pid), state, worker.queues, str(worker.concurrency),
-            ", ".join(worker.current_jobs) or "-", ago(worker.last_heartbeat, now),
+            safe(worker.id), safe(worker.host), str(worker.pid), state, safe(worker.queues),
+            str(worker.concurrency), safe(", ".join(worker.current_jobs)) or "-", ago(worker.last_heartbeat, now),
         )
     console().print(table)
 
@@ -134,3 +160,8 @@ def key_value_table(title: str, headers: tuple[str, ...], rows: Iterable[tuple[s
     for row in rows:
         table.add_row(*row)
     console().print(table)
+
+
+def plain_table(title: str, headers: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> None:
+    """A table of user-provided text: every cell escaped."""
+    key_value_table(title, headers, [tuple(safe(cell) for cell in row) for row in rows])

@@ -1,0 +1,502 @@
+"""The dashboard on screen: render a snapshot with Rich, and the live loop (keys, refresh, errors).
+
+Imported only by the commands that draw (``dashboard``, ``status --watch``), so Rich is loaded only
+there. :func:`render` is a pure function of a snapshot, so tests render it to a recording console.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import time
+from typing import Any, Callable, Optional
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..dashboard import BUCKET_S, BUCKETS, History, Snapshot, collect, sparkline
+from ..durations import format_duration
+from ..errors import QueuectlError
+from ..models import STATES
+from ..store import Store
+from .render import STATE_STYLES
+
+WIDE = 120  # columns from which the wide layout is used
+QUIT_KEYS = (b"q", b"Q", b"\x04", b"\x1b")  # q, Ctrl-D, Esc
+
+
+# --- small formatting helpers ---------------------------------------------------------------------
+
+
+def _num(value: int) -> str:
+    return f"{value:,}"
+
+
+def _ago(seconds: float) -> str:
+    return f"{format_duration(seconds)} ago"
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def _middle_ellipsis(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    keep = max(1, width - 1)
+    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
+
+
+def _delta(value: int) -> Text:
+    if value == 0:
+        return Text("·", style="dim")
+    return Text(f"{value:+,}", style="bold" if abs(value) > 0 else "")
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+
+def _header(snapshot: Optional[Snapshot], source: str, width: int, interval: Optional[float]) -> Table:
+    grid = Table.grid(expand=True)
+    grid.add_column(no_wrap=True, overflow="ellipsis")
+    grid.add_column(justify="right", no_wrap=True)
+    right = []
+    if snapshot is not None:
+        right.append(_clock(snapshot.at))
+        if interval is not None:
+            right.append(f"every {interval:g}s")
+        right.append(f"read {snapshot.elapsed * 1000:.0f}ms")
+    if interval is not None:
+        right.append("q quits")
+    right_text = " · ".join(right)
+    left = Text("queuectl dashboard", style="bold")
+    room = width - len(right_text) - len("queuectl dashboard") - 4
+    if source and room > 10:
+        left.append("  " + _middle_ellipsis(source, room), style="dim")
+    grid.add_row(left, Text(right_text, style="dim"))
+    return grid
+
+
+def _banner(error: str, snapshot: Optional[Snapshot], interval: Optional[float], now: float) -> Text:
+    text = Text(f" database unavailable: {error} ", style="bold white on red")
+    if snapshot is not None:
+        text.append(f"\n showing data read at {_clock(snapshot.at)} ({_ago(now - snapshot.at)})",
+                    style="red")
+    else:
+        text.append("\n no data yet", style="red")
+    if interval is not None:
+        text.append(f"; retrying every {interval:g}s ", style="red")
+    return text
+
+
+def _state_names(snapshot: Snapshot) -> list[str]:
+    return list(STATES) + sorted(set(snapshot.states) - set(STATES))
+
+
+def _jobs_table(snapshot: Snapshot, history: Optional[History], show_change: bool) -> Table:
+    table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
+    table.add_column("jobs", style="bold", no_wrap=True)
+    names = _state_names(snapshot)
+    for name in names:
+        table.add_column(Text(name, style=f"bold {STATE_STYLES.get(name, '')}"), justify="right",
+                         no_wrap=True)
+    table.add_row("now", *(_num(snapshot.states.get(name, 0)) for name in names))
+    if show_change:
+        change = history.change(snapshot) if history is not None else None
+        if change is None:
+            table.add_row(Text("Δ 1m", style="dim"), *(Text("…", style="dim") for _ in names))
+        else:
+            deltas, span = change
+            label = "Δ 1m" if span >= 55 else f"Δ {span:.0f}s"
+            table.add_row(label, *(_delta(deltas.get(name, 0)) for name in names))
+    return table
+
+
+def _summary(snapshot: Snapshot) -> Text:
+    text = Text()
+    text.append("lag ")
+    if snapshot.lag is not None:
+        style = "bold red" if snapshot.lag > 60 else "yellow" if snapshot.lag > 10 else "green"
+        text.append(format_duration(snapshot.lag), style=style)
+    elif snapshot.next_due_in is not None:
+        text.append("0s", style="green")
+        text.append(f" (next due in {format_duration(snapshot.next_due_in)})", style="dim")
+    else:
+        text.append("0s", style="green")
+    text.append(" · DLQ ")
+    text.append(_num(snapshot.dlq), style="bold red" if snapshot.dlq else "green")
+    text.append(" · workers ")
+    text.append(f"{snapshot.workers_alive} alive", style="green" if snapshot.workers_alive else "yellow")
+    if snapshot.workers_unresponsive:
+        text.append(f", {snapshot.workers_unresponsive} unresponsive", style="bold red")
+    if snapshot.paused:
+        text.append(" · paused: ")
+        text.append(", ".join(snapshot.paused), style="bold yellow")
+    return text
+
+
+def _throughput(snapshot: Snapshot, wide: bool) -> Table:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True)
+    scale = max(snapshot.completed_per_bucket + snapshot.failed_per_bucket + [0])
+    repeat = 2 if wide else 1
+    minutes = int(BUCKETS * BUCKET_S // 60)
+    for label, values, style in (("completed/min", snapshot.completed_per_bucket, "green"),
+                                 ("failed/min", snapshot.failed_per_bucket, "magenta")):
+        line = "".join(block * repeat for block in sparkline(values, scale))
+        grid.add_row(
+            Text(label, style="bold"), Text(line, style=style),
+            Text(f"{_num(values[-1])} this min · {_num(sum(values))} in {minutes}m", style="dim"),
+        )
+    if wide:
+        span = BUCKETS * repeat
+        grid.add_row("", Text(f"-{minutes}m".ljust(span - 3) + "now", style="dim"), "")
+    return grid
+
+
+def _queues_table(snapshot: Snapshot, max_rows: int) -> Table:
+    table = Table(box=None, padding=(0, 1), pad_edge=False, title_justify="left")
+    table.add_column("queue", style="bold", no_wrap=True, overflow="ellipsis", max_width=20)
+    shown_states = [s for s in _state_names(snapshot) if s not in ("completed", "cancelled")]
+    for name in shown_states:
+        table.add_column(Text(name, style=f"bold {STATE_STYLES.get(name, '')}"), justify="right",
+                         no_wrap=True)
+    names = sorted(set(snapshot.queues) | set(snapshot.paused))
+    for index, queue in enumerate(names):
+        if index == max_rows - 1 and len(names) > max_rows:
+            table.add_row(Text(f"… {len(names) - index} more", style="dim"))
+            break
+        label = Text(queue)
+        if queue in snapshot.paused:
+            label.append(" ⏸", style="bold yellow")
+        counts = snapshot.queues.get(queue, {})
+        table.add_row(label, *(_num(counts.get(s, 0)) for s in shown_states))
+    return table
+
+
+def _jobs_cell(worker: Any, wide: bool) -> str:
+    parts = []
+    for job in worker.jobs:
+        running = format_duration(job.running_for) if job.running_for is not None else "-"
+        part = f"{job.id} {running}"
+        if wide and job.command and len(worker.jobs) == 1:
+            part += f"  {job.command}"
+        parts.append(part)
+    return ", ".join(parts) or "idle"
+
+
+def _workers_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) -> RenderableType:
+    title = Text("workers", style="bold")
+    title.append(f"  {snapshot.workers_alive} alive", style="green" if snapshot.workers_alive else "dim")
+    if snapshot.workers_unresponsive:
+        title.append(f" · {snapshot.workers_unresponsive} unresponsive (no heartbeat for over the "
+                     f"{format_duration(snapshot.lease)} lease)", style="bold red")
+    if snapshot.workers_stopped:
+        title.append(f" · {snapshot.workers_stopped} stopped", style="dim")
+    if not snapshot.workers:
+        return Group(title, Text("  no workers running; start some with: queuectl worker start",
+                                 style="dim"))
+    table = Table(box=None, padding=(0, 1), pad_edge=False, expand=True, header_style="bold")
+    if wide:
+        table.add_column("worker", no_wrap=True)
+    table.add_column("host:pid", no_wrap=True, overflow="ellipsis", max_width=28 if wide else 20)
+    table.add_column("state", no_wrap=True)
+    table.add_column("heartbeat", no_wrap=True, justify="right")
+    if wide:
+        table.add_column("queues", no_wrap=True, overflow="ellipsis", max_width=20)
+        table.add_column("slots", no_wrap=True, justify="right")
+    table.add_column("current job(s) and running time", no_wrap=True, overflow="ellipsis", ratio=1)
+    rows = snapshot.workers
+    if max_rows is not None and len(rows) > max_rows:
+        rows = rows[: max(0, max_rows - 1)]
+    for worker in rows:
+        state = Text("unresponsive", style="bold red") if worker.unresponsive else Text(worker.state)
+        cells: list[Any] = []
+        if wide:
+            cells.append(worker.id)
+        cells += [f"{worker.host}:{worker.pid}", state, _ago(worker.heartbeat_age)]
+        if wide:
+            cells += [worker.queues, f"{len(worker.jobs)}/{worker.concurrency}"]
+        cells.append(_jobs_cell(worker, wide))
+        table.add_row(*cells, style="red" if worker.unresponsive else None)
+    hidden = len(snapshot.workers) - len(rows)
+    if hidden:
+        table.add_row(Text(f"… {hidden} more", style="dim"))
+    return Group(title, table)
+
+
+def _failures_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) -> RenderableType:
+    title = Text("recent failures", style="bold")
+    title.append("  DLQ ", style="dim")
+    title.append(_num(snapshot.dlq), style="bold red" if snapshot.dlq else "dim")
+    if not snapshot.failures:
+        return Group(title, Text("  none", style="dim"))
+    table = Table(box=None, padding=(0, 1), pad_edge=False, expand=True, header_style="bold")
+    table.add_column("job", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("tries", no_wrap=True, justify="right")
+    table.add_column("when", no_wrap=True, justify="right")
+    if wide:
+        table.add_column("queue", no_wrap=True, overflow="ellipsis", max_width=16)
+        table.add_column("command", no_wrap=True, overflow="ellipsis", ratio=1)
+    table.add_column("last error", no_wrap=True, overflow="ellipsis", ratio=2 if wide else 1)
+    rows = snapshot.failures if max_rows is None else snapshot.failures[: max(1, max_rows)]
+    for failure in rows:
+        state = Text(failure.state, style=STATE_STYLES.get(failure.state, ""))
+        when = _ago(failure.age)
+        if wide and failure.retry_in is not None:
+            when += f", retry in {format_duration(failure.retry_in)}"
+        cells: list[Any] = [failure.id, state, f"{failure.attempts}/{failure.max_attempts}", when]
+        if wide:
+            cells += [failure.queue, failure.command]
+        cells.append(Text(failure.error or "-", style="red" if failure.state == "dead" else ""))
+        table.add_row(*cells)
+    return Group(title, table)
+
+
+# --- the whole view -----------------------------------------------------------------------------
+
+
+def render(
+    snapshot: Optional[Snapshot],
+    history: Optional[History] = None,
+    *,
+    width: int = 80,
+    height: Optional[int] = None,
+    error: Optional[str] = None,
+    source: str = "",
+    interval: Optional[float] = None,
+    now: Optional[float] = None,
+) -> RenderableType:
+    """The dashboard for ``width`` columns (and at most ``height`` lines, when given).
+
+    ``interval`` is set in the live view (it is shown, with the key hint and the Δ row);
+    ``error`` (the last refresh failed) shows as a red banner above the last good data.
+    """
+    now = time.time() if now is None else now
+    wide = width >= WIDE
+    live = interval is not None
+    parts: list[RenderableType] = [_header(snapshot, source, width, interval)]
+    used = 1
+    if error is not None:
+        parts.append(_banner(error, snapshot, interval, now))
+        used += 2
+    if snapshot is None:
+        return Group(*parts)
+
+    jobs = _jobs_table(snapshot, history, show_change=live)
+    summary = _summary(snapshot)
+    throughput = _throughput(snapshot, wide)
+    top_lines = (3 if live else 2) + 1 + 1 + 2 + (1 if wide else 0)
+    if wide and (snapshot.queues or snapshot.paused):
+        left = Group(jobs, summary, Text(""), throughput)
+        top = Table.grid(expand=True, padding=(0, 4))
+        top.add_column(ratio=3)
+        top.add_column(ratio=2)
+        top.add_row(left, _queues_table(snapshot, max_rows=top_lines - 1))
+        parts.append(top)
+    else:
+        parts += [jobs, summary, Text(""), throughput]
+    used += top_lines
+
+    # the rest of the height goes to workers and failures: titles, headers, a blank between
+    worker_rows = failure_rows = None
+    if height is not None:
+        available = max(0, height - used - 1 - 2 - 1 - 2)
+        wanted_failures = min(len(snapshot.failures), 5)
+        worker_rows = max(2, min(len(snapshot.workers), available - max(1, wanted_failures)))
+        failure_rows = max(1, min(wanted_failures, available - min(len(snapshot.workers), worker_rows)))
+    parts += [Text(""), _workers_section(snapshot, wide, worker_rows), Text(""),
+              _failures_section(snapshot, wide, failure_rows)]
+    return Group(*parts)
+
+
+# --- the live loop ------------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGHUP: leave the view like on q."""
+
+
+class DashboardState:
+    """What the live view keeps between refreshes: the last good snapshot, the history, the error."""
+
+    def __init__(self, store: Store, source: str = "",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.source = source
+        self.clock = clock
+        self.history = History()
+        self.snapshot: Optional[Snapshot] = None
+        self.error: Optional[str] = None
+
+    def refresh(self) -> bool:
+        """Read a new snapshot; on a store error keep the last one and remember the error."""
+        try:
+            snapshot = collect(self.store, self.clock())
+        except QueuectlError as exc:
+            self.error = str(exc)
+            return False
+        self.snapshot, self.error = snapshot, None
+        self.history.add(snapshot)
+        return True
+
+    def view(self, width: int, height: Optional[int], interval: Optional[float]) -> RenderableType:
+        return render(self.snapshot, self.history, width=width, height=height, error=self.error,
+                      source=self.source, interval=interval, now=self.clock())
+
+
+def run_live(
+    produce: Callable[[int, int], RenderableType],
+    refresh: Callable[[], Any],
+    interval: float,
+    console: Console,
+    screen: bool = True,
+) -> None:
+    """Refresh every ``interval`` seconds and redraw until q, Ctrl-C, SIGTERM or SIGHUP.
+
+    Keys are read in cbreak mode (no echo, no Enter needed) when stdin is a terminal; the
+    terminal settings are restored on the way out, however the loop ends.
+    """
+    from rich.live import Live
+
+    fd: Optional[int] = None
+    saved: Any = None
+    if sys.stdin is not None and sys.stdin.isatty():
+        import termios
+        import tty
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        if fd is not None:
+            tty.setcbreak(fd)
+        with Live(console=console, screen=screen, auto_refresh=False, transient=False,
+                  redirect_stdout=False, redirect_stderr=False) as live:
+            next_at = 0.0
+            size = None
+            while True:
+                if time.monotonic() >= next_at:
+                    refresh()
+                    next_at = time.monotonic() + interval
+                    size = None  # redraw
+                if console.size != size:
+                    size = console.size
+                    live.update(produce(size.width, size.height), refresh=True)
+                wait = max(0.0, min(next_at - time.monotonic(), 0.25))
+                if fd is None:
+                    time.sleep(wait)
+                    continue
+                ready, _, _ = select.select([fd], [], [], wait)
+                if ready:
+                    keys = os.read(fd, 64)
+                    if not keys:
+                        fd = None  # stdin closed: only Ctrl-C or a signal can stop us now
+                    elif any(key in keys for key in QUIT_KEYS):
+                        return
+                    elif b"r" in keys:
+                        next_at = 0.0
+    except (KeyboardInterrupt, _Stop):
+        return
+    finally:
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_dashboard(store: Store, source: str, interval: float, once: bool,
+                  console: Optional[Console] = None) -> None:
+    """``queuectl dashboard``: the live view on a terminal, else (or with ``once``) one snapshot."""
+    console = console or Console(highlight=False)
+    state = DashboardState(store, source)
+    if once or not console.is_terminal:
+        snapshot = collect(store)  # a store error ends the command with its exit code
+        console.print(render(snapshot, None, width=console.width, source=source))
+        return
+    run_live(lambda width, height: state.view(width, height, interval), state.refresh, interval,
+             console, screen=True)
+
+
+# --- status --watch -----------------------------------------------------------------------------
+
+
+def status_view(store: Store, now: Optional[float] = None) -> RenderableType:
+    """What ``queuectl status`` prints, as one renderable (for ``status --watch``)."""
+    from .. import service
+
+    now = time.time() if now is None else now
+    summary = service.status(store, now)
+    table = Table(title="jobs", title_justify="left")
+    table.add_column("state")
+    table.add_column("count")
+    for name in list(STATES) + sorted(set(summary.states) - set(STATES)):
+        table.add_row(Text(name, style=STATE_STYLES.get(name, "")), str(summary.states.get(name, 0)))
+    lines: list[RenderableType] = [table, Text(f"workers alive: {summary.workers_alive}")]
+    if summary.paused:
+        lines.append(Text(f"paused queues: {', '.join(sorted(summary.paused))}"))
+    return Group(*lines)
+
+
+def watch(
+    produce: Callable[[], RenderableType],
+    interval: float = 2.0,
+    console: Optional[Console] = None,
+    iterations: Optional[int] = None,
+) -> None:
+    """Redraw ``produce()`` in place every ``interval`` seconds until q or Ctrl-C.
+
+    A store error shows as a red line above the last good view; the next good read clears it.
+    Without a terminal each refresh is printed below the previous one (like ``vmstat 1``);
+    ``iterations`` bounds that (for tests).
+    """
+    console = console or Console(highlight=False)
+    last: list[Optional[RenderableType]] = [None]
+    error: list[Optional[str]] = [None]
+
+    def refresh() -> None:
+        try:
+            last[0], error[0] = produce(), None
+        except QueuectlError as exc:
+            error[0] = str(exc)
+
+    def view(width: int = 0, height: int = 0) -> RenderableType:
+        header = Text(f"every {interval:g}s · {_clock(time.time())} · q quits", style="dim")
+        parts: list[RenderableType] = [header]
+        if error[0] is not None:
+            parts.append(Text(f" database unavailable: {error[0]} ", style="bold white on red"))
+        if last[0] is not None:
+            parts.append(last[0])
+        return Group(*parts)
+
+    if not console.is_terminal:
+        count = 0
+        try:
+            while iterations is None or count < iterations:
+                if count:
+                    time.sleep(interval)
+                    console.print()
+                refresh()
+                console.print(view())
+                count += 1
+        except KeyboardInterrupt:
+            pass
+        return
+    run_live(view, refresh, interval, console, screen=False)
+
+
+def watch_status(store: Store, interval: float = 2.0) -> None:
+    """``queuectl status --watch``."""
+    watch(lambda: status_view(store), interval)

@@ -1,0 +1,140 @@
+"""Workflow commands: wait for jobs, purge old jobs, and cron schedules."""
+
+import sys
+import time
+from typing import List, Optional
+
+import typer
+
+from .. import workflows
+from ..durations import format_duration, parse_duration
+from ..errors import EXIT_JOB_CANCELLED, EXIT_JOB_DEAD, EXIT_WAIT_TIMEOUT
+from ..models import CANCELLED, DEAD
+from .context import store_of
+
+schedule_app = typer.Typer(no_args_is_help=True)
+
+
+def wait(
+    ctx: typer.Context,
+    job_ids: List[str] = typer.Argument(..., metavar="ID..."),
+    timeout: Optional[str] = typer.Option(None, "--timeout", "-t", help="Give up after this long: 30s, 10m."),
+) -> None:
+    """Block until the jobs finish; exit with the job's exit code (see README for dead/cancelled).
+
+    Example: queuectl wait parse --timeout 10m
+    """
+    limit = None if timeout is None else parse_duration(timeout, "timeout")
+    result = workflows.wait_for(store_of(ctx), job_ids, limit)
+    for job in result.jobs:
+        print(f"{job.id}: {job.state}" + ("" if job.exit_code is None else f" (exit code {job.exit_code})"))
+    if result.timed_out:
+        print(f"queuectl: still running after {format_duration(limit)}", file=sys.stderr)
+        raise typer.Exit(EXIT_WAIT_TIMEOUT)
+    for job in result.jobs:
+        if job.state == DEAD:
+            raise typer.Exit(EXIT_JOB_DEAD)
+        if job.state == CANCELLED:
+            raise typer.Exit(EXIT_JOB_CANCELLED)
+    raise typer.Exit(0)
+
+
+def purge(
+    ctx: typer.Context,
+    states: List[str] = typer.Option(["completed"], "--state", "-s", help="completed, dead or cancelled; repeatable."),
+    older_than: Optional[str] = typer.Option(None, "--older-than", help="Only jobs finished longer ago: 7d."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be deleted."),
+) -> None:
+    """Delete finished jobs by state and age (in batches, so workers are never stalled).
+
+    Example: queuectl purge --state completed --older-than 7d
+    """
+    age = None if older_than is None else parse_duration(older_than, "older-than")
+    count = workflows.purge(store_of(ctx), states, age, time.time(), dry_run=dry_run)
+    print(f"{'would delete' if dry_run else 'deleted'} {count} job(s)")
+
+
+@schedule_app.command("add")
+def schedule_add(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    cron: str = typer.Argument(..., help='Cron expression: "0 3 * * *" (a 6th field is seconds).'),
+    command: str = typer.Argument(...),
+    queue: Optional[str] = typer.Option(None, "--queue", "-q"),
+    tz: str = typer.Option("UTC", "--tz", help="IANA timezone the expression is read in: Europe/Berlin."),
+    priority: Optional[int] = typer.Option(None, "--priority", "-p"),
+    max_retries: Optional[int] = typer.Option(None, "--max-retries"),
+    timeout: Optional[str] = typer.Option(None, "--timeout"),
+    unique_key: Optional[str] = typer.Option(None, "--unique-key", help="Skip a fire while the last run is active."),
+) -> None:
+    """Enqueue COMMAND at every fire time of a cron expression (exactly once per fire time).
+
+    Example: queuectl schedule add nightly "0 3 * * *" "./backup.sh" --queue ops --tz Europe/Berlin
+    """
+    spec = {"command": command, "queue": queue, "priority": priority, "max_retries": max_retries,
+            "timeout": timeout, "unique_key": unique_key}
+    spec = {key: value for key, value in spec.items() if value is not None}
+    schedule = workflows.add_schedule(store_of(ctx), name, cron, spec, tz, time.time())
+    from .render import when
+
+    print(f"added schedule {name}; next run {when(schedule.next_fire_at)}")
+
+
+@schedule_app.command("list")
+def schedule_list(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
+    """Every schedule with its next and last fire time.
+
+    Example: queuectl schedule list
+    """
+    schedules = store_of(ctx).list_schedules()
+    from .render import plain_table, print_json, when
+
+    if as_json:
+        print_json([s.to_dict() for s in schedules])
+        return
+    plain_table(
+        "schedules", ("name", "cron", "tz", "command", "queue", "next", "last", "paused"),
+        [(s.name, s.cron, s.tz, s.spec.get("command", ""), s.spec.get("queue", "default"),
+          when(s.next_fire_at), when(s.last_fire_at), "yes" if s.paused else "no") for s in schedules],
+    )
+
+
+@schedule_app.command("remove")
+def schedule_remove(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+    """Delete a schedule (jobs it already enqueued stay).
+
+    Example: queuectl schedule remove nightly
+    """
+    store_of(ctx).remove_schedule(name)
+    print(f"removed schedule {name}")
+
+
+@schedule_app.command("pause")
+def schedule_pause(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+    """Stop a schedule from firing until it is resumed.
+
+    Example: queuectl schedule pause nightly
+    """
+    store_of(ctx).set_schedule_paused(name, True)
+    print(f"paused schedule {name}")
+
+
+@schedule_app.command("resume")
+def schedule_resume(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+    """Let a paused schedule fire again, from its next fire time after now.
+
+    Example: queuectl schedule resume nightly
+    """
+    workflows.resume_schedule(store_of(ctx), name, time.time())
+    print(f"resumed schedule {name}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(wait)
+    app.command()(purge)
+    app.add_typer(schedule_app, name="schedule", help="Cron schedules that enqueue jobs.")
+
+
+

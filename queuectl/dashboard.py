@@ -1,0 +1,208 @@
+"""The dashboard's data: one snapshot of the queue per refresh, and a short history of them.
+
+Pure data, no Rich: :func:`collect` reads the store only through the cheap, indexed contract
+methods (counts, throughput, recent_failures, next_due, list_workers, and one ``get`` per running
+job of a live worker, bounded), so a refresh costs about the same on ten jobs as on a million.
+Rendering lives in :mod:`queuectl.cli.dashboard_view`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from . import service
+from .models import DEAD, PROCESSING, STATES
+from .store import Store
+
+BUCKET_S = 60.0  # throughput per minute
+BUCKETS = 15  # over the last 15 minutes
+FAILURES_SHOWN = 5
+MAX_JOB_LOOKUPS = 64  # store.get calls per refresh for the workers' current jobs, at most
+HISTORY_WINDOW_S = 60.0  # counts are compared with the snapshot from about a minute ago
+
+
+@dataclass
+class RunningJob:
+    """A job a worker reports as current; ``running_for`` is None when it is not (or no longer) its job."""
+
+    id: str
+    command: str | None = None
+    running_for: float | None = None
+
+
+@dataclass
+class WorkerRow:
+    id: str
+    host: str
+    pid: int
+    state: str  # running | stopping (stopped workers are only counted)
+    queues: str
+    concurrency: int
+    heartbeat_age: float
+    unresponsive: bool  # not stopped, yet silent for longer than the lease
+    jobs: list[RunningJob] = field(default_factory=list)
+
+
+@dataclass
+class Failure:
+    id: str
+    state: str  # failed (a retry is scheduled) or dead
+    queue: str
+    attempts: int
+    max_attempts: int
+    age: float  # seconds since the failure was recorded
+    error: str  # the first line of the last error
+    command: str
+    retry_in: float | None = None  # failed jobs: seconds until the retry is due
+
+
+@dataclass
+class Snapshot:
+    """Everything the dashboard shows, read at time ``at``."""
+
+    at: float
+    states: dict[str, int]  # totals per state; every known state is present
+    queues: dict[str, dict[str, int]]  # per queue and state
+    paused: list[str]
+    completed_per_bucket: list[int]  # oldest first; the last is the current, partial minute
+    failed_per_bucket: list[int]
+    lag: float | None  # age of the oldest job that is due but not claimed; None: nothing is due
+    next_due_in: float | None  # when nothing is due: seconds until the next delayed job
+    workers: list[WorkerRow]  # not stopped, newest first
+    workers_stopped: int
+    failures: list[Failure]
+    lease: float
+    elapsed: float = 0.0  # seconds the reads took
+
+    @property
+    def dlq(self) -> int:
+        return self.states.get(DEAD, 0)
+
+    @property
+    def workers_alive(self) -> int:
+        return sum(1 for worker in self.workers if not worker.unresponsive)
+
+    @property
+    def workers_unresponsive(self) -> int:
+        return sum(1 for worker in self.workers if worker.unresponsive)
+
+
+def first_line(text: str | None) -> str:
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def collect(store: Store, now: float | None = None) -> Snapshot:
+    """Read one snapshot. Raises the store's errors (StoreUnavailable...) unchanged."""
+    started = time.perf_counter()
+    now = time.time() if now is None else now
+    queues = store.counts()
+    states = {state: 0 for state in STATES}
+    for per_state in queues.values():
+        for state, count in per_state.items():
+            states[state] = states.get(state, 0) + count
+
+    current = int(now // BUCKET_S)
+    first = current - BUCKETS + 1
+    rates = store.throughput(first * BUCKET_S, BUCKET_S)
+    completed = [rates.get("completed", {}).get(b, 0) for b in range(first, current + 1)]
+    failed = [rates.get("failed", {}).get(b, 0) for b in range(first, current + 1)]
+
+    due = store.next_due(None)
+    lag = next_due_in = None
+    if due is not None:
+        if due <= now:
+            lag = now - due
+        else:
+            next_due_in = due - now
+
+    config = service.load_config(store)
+    workers: list[WorkerRow] = []
+    stopped = 0
+    lookups = MAX_JOB_LOOKUPS
+    for info in store.list_workers():
+        if info.state == "stopped":
+            stopped += 1
+            continue
+        row = WorkerRow(
+            id=info.id, host=info.host, pid=info.pid, state=info.state, queues=info.queues,
+            concurrency=info.concurrency, heartbeat_age=max(0.0, now - info.last_heartbeat),
+            unresponsive=not service.worker_is_alive(info.last_heartbeat, info.state, config, now),
+        )
+        for job_id in info.current_jobs:
+            running = RunningJob(job_id)
+            if lookups > 0:
+                lookups -= 1
+                job = store.get(job_id)
+                if job is not None:
+                    running.command = job.command
+                    if job.state == PROCESSING and job.locked_by == info.id and job.started_at:
+                        running.running_for = max(0.0, now - job.started_at)
+            row.jobs.append(running)
+        workers.append(row)
+
+    failures = [
+        Failure(
+            id=job.id, state=job.state, queue=job.queue, attempts=job.attempts,
+            max_attempts=job.max_retries + 1, age=max(0.0, now - job.updated_at),
+            error=first_line(job.last_error), command=first_line(job.command),
+            retry_in=(job.run_at - now) if job.state != DEAD and job.run_at > now else None,
+        )
+        for job in store.recent_failures(FAILURES_SHOWN)
+    ]
+    return Snapshot(
+        at=now, states=states, queues=queues, paused=sorted(store.paused_queues()),
+        completed_per_bucket=completed, failed_per_bucket=failed, lag=lag, next_due_in=next_due_in,
+        workers=workers, workers_stopped=stopped, failures=failures, lease=config.lease,
+        elapsed=time.perf_counter() - started,
+    )
+
+
+class History:
+    """The state totals of recent snapshots, to show how each count moved over the last minute."""
+
+    def __init__(self, window: float = HISTORY_WINDOW_S) -> None:
+        self.window = window
+        self._points: deque[tuple[float, dict[str, int]]] = deque()
+
+    def add(self, snapshot: Snapshot) -> None:
+        self._points.append((snapshot.at, dict(snapshot.states)))
+        # keep one point at or before the window's start: the baseline for the change
+        while len(self._points) > 1 and self._points[1][0] <= snapshot.at - self.window:
+            self._points.popleft()
+
+    def change(self, snapshot: Snapshot) -> tuple[dict[str, int], float] | None:
+        """``(count now - count then, seconds between)`` against the oldest point of the window.
+
+        None until there is an earlier snapshot to compare with.
+        """
+        if not self._points or self._points[0][0] >= snapshot.at:
+            return None
+        at, then = self._points[0]
+        keys = set(snapshot.states) | set(then)
+        return {key: snapshot.states.get(key, 0) - then.get(key, 0) for key in keys}, snapshot.at - at
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[int], scale: int | None = None) -> str:
+    """One block per value: zero is the lowest block, any other value at least the second lowest."""
+    top = max(scale or 0, max(values, default=0))
+    if top <= 0:
+        return SPARK_BLOCKS[0] * len(values)
+    out = []
+    for value in values:
+        if value <= 0:
+            out.append(SPARK_BLOCKS[0])
+        else:
+            level = 1 + round((len(SPARK_BLOCKS) - 2) * value / top)
+            out.append(SPARK_BLOCKS[min(level, len(SPARK_BLOCKS) - 1)])
+    return "".join(out)

@@ -1,0 +1,195 @@
+"""Follow a job's output: what to print when its stored tail changes.
+
+A job's output is stored as a bounded tail (the last 64 KiB, with a ``[... N earlier bytes of
+output dropped ...]`` marker once it was cut), saved by the worker at each heartbeat. So the new
+text is not always the old text plus more: once the tail slides, the old text's end overlaps the
+new text's start. :func:`new_part` finds that overlap, using the dropped-bytes count as a hint.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .models import FAILED, FINISHED, PROCESSING, Job
+
+SKIPPED = "[... output skipped ...]\n"
+_DROPPED = re.compile(r"\A\[\.\.\. (\d+) earlier bytes of output dropped \.\.\.\]\n")
+_MAX_CANDIDATES = 1000  # overlap positions tried before giving up (a marker is printed then)
+_PROBE = 64  # characters of the new text searched for in the old one
+
+
+def split_marker(text: str) -> tuple[int, str]:
+    """``(bytes dropped before the tail, the tail)`` of a stored output."""
+    match = _DROPPED.match(text)
+    if match is None:
+        return 0, text
+    return int(match.group(1)), text[match.end():]
+
+
+def _overlap_by_hint(old: str, new: str, shift: int) -> Optional[str]:
+    """The new part if the tail slid by exactly ``shift`` bytes (true for any valid UTF-8 output)."""
+    old_b, new_b = old.encode(), new.encode()
+    if shift < 0 or shift > len(old_b):
+        return None
+    kept = len(old_b) - shift
+    if kept <= len(new_b) and old_b[shift:] == new_b[:kept]:
+        return new_b[kept:].decode(errors="replace")
+    return None
+
+
+def _longest_overlap(old: str, new: str) -> Optional[int]:
+    """The length of the longest suffix of ``old`` that is a prefix of ``new`` (> 0), or None."""
+    if not old or not new:
+        return None
+    probe = new[:_PROBE]
+    start, tries = max(0, len(old) - len(new)), 0
+    while tries < _MAX_CANDIDATES:
+        at = old.find(probe, start)
+        if at < 0:
+            break
+        tries += 1
+        if new.startswith(old[at:]):
+            return len(old) - at
+        start = at + 1
+    # an overlap shorter than the probe: try those lengths directly, longest first
+    for length in range(min(len(probe) - 1, len(old)), 0, -1):
+        if new.startswith(old[-length:]):
+            return length
+    return None
+
+
+def new_part(old: Optional[str], new: Optional[str]) -> str:
+    """The text to print now that the stored output went from ``old`` (printed) to ``new``.
+
+    When the two cannot be lined up (more output was written between two reads than the tail
+    keeps) the result starts with ``[... output skipped ...]``.
+    """
+    if not new or new == old:
+        return ""
+    if not old:
+        return new
+    if new.startswith(old):
+        return new[len(old):]
+    old_dropped, old_tail = split_marker(old)
+    new_dropped, new_tail = split_marker(new)
+    if new_dropped >= old_dropped:
+        by_hint = _overlap_by_hint(old_tail, new_tail, new_dropped - old_dropped)
+        if by_hint is not None:
+            return by_hint
+    length = _longest_overlap(old_tail, new_tail)
+    if length is not None:
+        return new_tail[length:]
+    return SKIPPED + new_tail
+
+
+@dataclass
+class FollowEvent:
+    """One thing to tell the user: ``text`` for stdout (the job's own output) or a ``note`` for stderr."""
+
+    text: str = ""
+    note: str = ""
+
+
+class Follower:
+    """Turns successive reads of one job into what ``logs --follow`` prints.
+
+    A new run (a retry) is recognised by its new ``started_at``. Until its first heartbeat the
+    stored output is still the previous run's, so that text is held back until it changes.
+    """
+
+    def __init__(self, job: Job) -> None:
+        self.shown: Optional[str] = None
+        self.started_at = job.started_at
+        self.stale: Optional[str] = None  # the previous run's output, until the new run saves its own
+        self.waiting_stale = False
+        self.announced: set[tuple[Optional[float], str]] = set()
+
+    def first(self, job: Job) -> list[FollowEvent]:
+        """Everything stored so far."""
+        self.shown = job.output
+        events = [FollowEvent(text=job.output)] if job.output else []
+        return events + self._notes(job)
+
+    def update(self, job: Job) -> list[FollowEvent]:
+        events: list[FollowEvent] = []
+        if job.started_at != self.started_at and job.started_at is not None:
+            self.started_at = job.started_at
+            self.stale, self.waiting_stale = job.output if job.state == PROCESSING else None, True
+            events.append(FollowEvent(note=f"attempt {job.attempts} of {job.max_retries + 1} started"))
+            if job.state == PROCESSING and job.output == self.stale:
+                return events + self._notes(job)
+        if self.waiting_stale:
+            if job.state == PROCESSING and job.output == self.stale:
+                return events
+            self.waiting_stale, self.shown = False, None  # the new run's output, from its start
+        text = new_part(self.shown, job.output)
+        if text:
+            events.append(FollowEvent(text=text))
+        if job.output is not None:
+            self.shown = job.output
+        return events + self._notes(job)
+
+    def _notes(self, job: Job) -> list[FollowEvent]:
+        key = (job.started_at, job.state)
+        if key in self.announced:
+            return []
+        self.announced.add(key)
+        if job.state == FAILED:
+            why = job.last_error or "failed"
+            retry = time.strftime("%H:%M:%S", time.localtime(job.run_at))
+            return [FollowEvent(note=f"attempt {job.attempts} failed ({why}); retry at {retry}, "
+                                     "still following")]
+        return []
+
+
+def final_note(job: Job) -> str:
+    """The one line printed to stderr when ``logs --follow`` ends."""
+    detail = []
+    if job.exit_code is not None:
+        detail.append(f"exit code {job.exit_code}")
+    if job.duration is not None:
+        from .durations import format_duration
+
+        detail.append(f"ran {format_duration(job.duration)}")
+    detail.append(f"attempt {job.attempts} of {job.max_retries + 1}")
+    if job.state != "completed" and job.last_error:
+        detail.append(job.last_error.strip().splitlines()[0] if job.last_error.strip() else "")
+    return f"job {job.id} {job.state} ({', '.join(d for d in detail if d)})"
+
+
+def follow(
+    read: Callable[[], Optional[Job]],
+    write: Callable[[str], None],
+    note: Callable[[str], None],
+    interval: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+    on_error: Optional[Callable[[Exception], bool]] = None,
+) -> Optional[Job]:
+    """Print a job's output as it grows until it completed, died or was cancelled; returns it.
+
+    ``read`` returns the job (None: it was deleted, then None is returned). ``on_error`` decides
+    whether a failed read is retried (True) or raised.
+    """
+    job = read()
+    if job is None:
+        return None
+    follower = Follower(job)
+    for event in follower.first(job):
+        write(event.text) if event.text else note(event.note)
+    while job.state not in FINISHED:
+        sleep(interval)
+        try:
+            latest = read()
+        except Exception as exc:  # noqa: BLE001 - the caller decides which errors to ride out
+            if on_error is not None and on_error(exc):
+                continue
+            raise
+        if latest is None:
+            return None
+        job = latest
+        for event in follower.update(job):
+            write(event.text) if event.text else note(event.note)
+    return job
