@@ -56,6 +56,7 @@ class Failure:
     error: str  # the first line of the last error
     command: str
     retry_in: float | None = None  # failed jobs: seconds until the retry is due
+    last_output: str = ""  # the last line the job printed, often the actual complaint
 
 
 @dataclass
@@ -91,6 +92,13 @@ class Snapshot:
 
 def first_line(text: str | None) -> str:
     for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def last_line(text: str | None) -> str:
+    for line in reversed((text or "")[-4096:].splitlines()):
         if line.strip():
             return line.strip()
     return ""
@@ -151,6 +159,7 @@ def collect(store: Store, now: float | None = None) -> Snapshot:
             max_attempts=job.max_retries + 1, age=max(0.0, now - job.updated_at),
             error=first_line(job.last_error), command=first_line(job.command),
             retry_in=(job.run_at - now) if job.state != DEAD and job.run_at > now else None,
+            last_output=last_line(job.output),
         )
         for job in store.recent_failures(FAILURES_SHOWN)
     ]

@@ -119,8 +119,6 @@ class Follower:
             self.started_at = job.started_at
             self.stale, self.waiting_stale = job.output if job.state == PROCESSING else None, True
             events.append(FollowEvent(note=f"attempt {job.attempts} of {job.max_retries + 1} started"))
-            if job.state == PROCESSING and job.output == self.stale:
-                return events + self._notes(job)
         if self.waiting_stale:
             if job.state == PROCESSING and job.output == self.stale:
                 return events
@@ -177,8 +175,7 @@ def follow(
     if job is None:
         return None
     follower = Follower(job)
-    for event in follower.first(job):
-        write(event.text) if event.text else note(event.note)
+    _emit(follower.first(job), write, note)
     while job.state not in FINISHED:
         sleep(interval)
         try:
@@ -190,6 +187,13 @@ def follow(
         if latest is None:
             return None
         job = latest
-        for event in follower.update(job):
-            write(event.text) if event.text else note(event.note)
+        _emit(follower.update(job), write, note)
     return job
+
+
+def _emit(events: list[FollowEvent], write: Callable[[str], None], note: Callable[[str], None]) -> None:
+    for event in events:
+        if event.text:
+            write(event.text)
+        if event.note:
+            note(event.note)

@@ -82,6 +82,7 @@ class Worker:
         self.hook_thread: threading.Thread | None = None
         self.hook_results: list[tuple[str, str | None]] = []
         self.next_schedule_check = 0.0
+        self.next_hook_check = 0.0
         self.next_retention = time.monotonic() + _RETENTION_EVERY_S * 0.1
 
     # --- life cycle -------------------------------------------------------------------------
@@ -121,7 +122,7 @@ class Worker:
                             next_beat = 0.0  # a stop request: look at it now
                         self.want_claim = True
                     else:
-                        key.data.read()
+                        self._read_output(key.data)
                 self._reap()
                 self._enforce_deadlines()
                 if time.monotonic() >= next_beat:
@@ -189,11 +190,15 @@ class Worker:
             log(self.id, f"cannot claim: {exc}")
             self._go_idle(now)
             return
+        self._take(jobs, free, now)
+
+    def _take(self, jobs: list[Job], asked: int, now: float) -> None:
+        """Start the jobs a claim returned; a short answer means the queue is drained for now."""
         if self.fault == "die-after-claim" and jobs:
             os.kill(os.getpid(), signal.SIGKILL)
         for job in jobs:
             self._start(job)
-        if len(jobs) < free:
+        if len(jobs) < asked:
             if self.opts.burst and not jobs and not self.slots and not self.unsent:
                 self.request_stop("burst mode: the queue is empty")
                 return
@@ -252,9 +257,7 @@ class Worker:
                 code = slot.run.poll()
                 if code is None:
                     continue
-                if not slot.run.eof:
-                    slot.run.read()
-                self.selector.unregister(slot.run)
+                self._read_output(slot.run)
                 slot.run.finish()
             else:
                 code = None
@@ -266,6 +269,14 @@ class Worker:
                 self.unsent.append((slot.lease, outcome))
                 self.next_write_try = 0.0
             self.want_claim = True
+
+    def _read_output(self, run: Run) -> None:
+        """Read what a job wrote; at end of file stop watching its pipe (an EOF is always readable)."""
+        if run.eof:
+            return
+        run.read()
+        if run.eof:
+            self.selector.unregister(run)
 
     def _outcome(self, slot: Slot, code: int | None) -> Outcome | None:
         now = time.time()
@@ -354,19 +365,26 @@ class Worker:
         """Write finished attempts; on an outage keep them and retry (fenced: at most once)."""
         if not self.unsent or time.monotonic() < self.next_write_try:
             return
-        while self.unsent:
-            lease, outcome = self.unsent[0]
-            try:
-                written = self.store.finish(lease, outcome)
-            except StoreUnavailable as exc:
-                log(self.id, f"cannot record job {lease.job_id} yet ({exc}); will retry")
-                self.next_write_try = time.monotonic() + _RETRY_WRITE_S
-                return
-            self.unsent.pop(0)
-            if not written:
+        # the busy path: record every finished attempt and claim the next jobs in one round trip
+        free = 0 if self.stopping else self.opts.concurrency - len(self.slots)
+        now = time.time()
+        batch = list(self.unsent)
+        try:
+            written, jobs = self.store.finish_and_claim(
+                batch, self.id, self.opts.queues, now, self.config.lease, free
+            )
+        except StoreUnavailable as exc:
+            log(self.id, f"cannot record {len(batch)} outcome(s) yet ({exc}); will retry")
+            self.next_write_try = time.monotonic() + _RETRY_WRITE_S
+            return
+        del self.unsent[: len(batch)]
+        for (lease, outcome), ok in zip(batch, written):
+            if not ok:
                 log(self.id, f"job {lease.job_id}: lease lost before its outcome was written")
             elif outcome.state == PENDING and outcome.attempts is not None:
-                self.store.notify()
+                self.store.notify()  # handed back on shutdown: another worker may take it now
+        if free:
+            self._take(jobs, free, now)
 
 
     def _housekeeping(self) -> None:
@@ -382,7 +400,8 @@ class Worker:
                 self.next_schedule_check = mono + min(1.0, self.config.poll_interval)
                 if workflows.fire_due_schedules(self.store, time.time()):
                     self.want_claim = True
-            if self.hook_thread is None or not self.hook_thread.is_alive():
+            if mono >= self.next_hook_check and (self.hook_thread is None or not self.hook_thread.is_alive()):
+                self.next_hook_check = mono + min(1.0, self.config.poll_interval)
                 job = self.store.claim_hook(time.time())
                 if job is not None:
                     self.hook_thread = threading.Thread(target=self._run_hook, args=(job,), daemon=True)

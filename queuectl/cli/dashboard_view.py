@@ -179,7 +179,7 @@ def _queues_table(snapshot: Snapshot, max_rows: int) -> Table:
     return table
 
 
-def _jobs_cell(worker: Any, wide: bool) -> str:
+def _jobs_cell(worker: Any, wide: bool) -> Text:
     parts = []
     for job in worker.jobs:
         running = format_duration(job.running_for) if job.running_for is not None else "-"
@@ -187,7 +187,7 @@ def _jobs_cell(worker: Any, wide: bool) -> str:
         if wide and job.command and len(worker.jobs) == 1:
             part += f"  {job.command}"
         parts.append(part)
-    return ", ".join(parts) or "idle"
+    return Text(", ".join(parts)) if parts else Text("idle", style="dim")
 
 
 def _workers_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) -> RenderableType:
@@ -218,10 +218,10 @@ def _workers_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) ->
         state = Text("unresponsive", style="bold red") if worker.unresponsive else Text(worker.state)
         cells: list[Any] = []
         if wide:
-            cells.append(worker.id)
-        cells += [f"{worker.host}:{worker.pid}", state, _ago(worker.heartbeat_age)]
+            cells.append(Text(worker.id))
+        cells += [Text(f"{worker.host}:{worker.pid}"), state, _ago(worker.heartbeat_age)]
         if wide:
-            cells += [worker.queues, f"{len(worker.jobs)}/{worker.concurrency}"]
+            cells += [Text(worker.queues), f"{len(worker.jobs)}/{worker.concurrency}"]
         cells.append(_jobs_cell(worker, wide))
         table.add_row(*cells, style="red" if worker.unresponsive else None)
     hidden = len(snapshot.workers) - len(rows)
@@ -251,12 +251,25 @@ def _failures_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) -
         when = _ago(failure.age)
         if wide and failure.retry_in is not None:
             when += f", retry in {format_duration(failure.retry_in)}"
-        cells: list[Any] = [failure.id, state, f"{failure.attempts}/{failure.max_attempts}", when]
+        cells: list[Any] = [Text(failure.id), state, f"{failure.attempts}/{failure.max_attempts}", when]
         if wide:
-            cells += [failure.queue, failure.command]
-        cells.append(Text(failure.error or "-", style="red" if failure.state == "dead" else ""))
+            cells += [Text(failure.queue), Text(failure.command)]
+        error = Text(failure.error or "-", style="red" if failure.state == "dead" else "")
+        if failure.last_output:
+            error.append(f"  {failure.last_output}", style="dim")
+        cells.append(error)
         table.add_row(*cells)
     return Group(title, table)
+
+
+def _fits_side_by_side(left: RenderableType, right: RenderableType, width: int) -> bool:
+    import io
+
+    from rich.measure import Measurement
+
+    console = Console(width=width, file=io.StringIO())
+    needed = sum(Measurement.get(console, console.options, part).maximum for part in (left, right))
+    return needed + 6 <= width
 
 
 # --- the whole view -----------------------------------------------------------------------------
@@ -293,15 +306,23 @@ def render(
     summary = _summary(snapshot)
     throughput = _throughput(snapshot, wide)
     top_lines = (3 if live else 2) + 1 + 1 + 2 + (1 if wide else 0)
-    if wide and (snapshot.queues or snapshot.paused):
-        left = Group(jobs, summary, Text(""), throughput)
-        top = Table.grid(expand=True, padding=(0, 4))
-        top.add_column(ratio=3)
-        top.add_column(ratio=2)
-        top.add_row(left, _queues_table(snapshot, max_rows=top_lines - 1))
-        parts.append(top)
-    else:
-        parts += [jobs, summary, Text(""), throughput]
+    top: list[RenderableType] = [jobs, summary, Text(""), throughput]
+    queue_count = len(set(snapshot.queues) | set(snapshot.paused))
+    if queue_count:
+        beside = _queues_table(snapshot, max_rows=top_lines - 1)
+        lower = 6 + max(1, min(len(snapshot.workers), 4)) + max(1, min(len(snapshot.failures), 5))
+        spare = None if height is None else height - used - top_lines - lower
+        if wide and _fits_side_by_side(Group(*top), beside, width):
+            grid = Table.grid(padding=(0, 6))
+            grid.add_column()
+            grid.add_column()
+            grid.add_row(Group(*top), beside)
+            top = [grid]
+        elif spare is None or spare >= 3:
+            rows = queue_count if spare is None else min(queue_count, spare - 2)
+            top += [Text(""), _queues_table(snapshot, max_rows=rows)]
+            top_lines += 2 + min(rows, queue_count)
+    parts += top
     used += top_lines
 
     # the rest of the height goes to workers and failures: titles, headers, a blank between

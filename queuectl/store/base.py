@@ -55,6 +55,18 @@ class Store(abc.ABC):
         ``started_at=now``. No job is ever returned to two callers for the same attempt.
         """
 
+    def finish_and_claim(
+        self, outcomes: list[tuple[Lease, Outcome]], worker_id: str, queues: list[str] | None,
+        now: float, lease: float, limit: int,
+    ) -> tuple[list[bool], list[Job]]:
+        """:meth:`finish` each outcome, then :meth:`claim` up to ``limit`` jobs.
+
+        The busy worker's round trip: backends that can do it in one transaction override this.
+        Returns whether each outcome was written, and the claimed jobs.
+        """
+        written = [self.finish(held, outcome) for held, outcome in outcomes]
+        return written, self.claim(worker_id, queues, now, lease, limit) if limit > 0 else []
+
     @abc.abstractmethod
     def heartbeat(
         self, worker_id: str, beats: list[tuple[Lease, str | None]], now: float, lease: float

@@ -322,29 +322,52 @@ class SqliteStore(Store):
     def claim(
         self, worker_id: str, queues: list[str] | None, now: float, lease: float, limit: int = 1
     ) -> list[Job]:
-        claimed: list[Job] = []
         with self._write() as conn:
-            paused = [row[0] for row in conn.execute("SELECT name FROM queues WHERE paused = 1")]
-            for queue in queues if queues else [None]:
-                if queue in paused or len(claimed) >= limit:
-                    continue
-                if queue is None:
-                    where, params = "", []
-                    if paused:
-                        where = f" AND queue NOT IN ({', '.join('?' * len(paused))})"
-                        params = list(paused)
-                    index = "jobs_ready_any"
-                else:
-                    where, params, index = " AND queue = ?", [queue], "jobs_ready_queue"
-                rows = conn.execute(
-                    f"UPDATE jobs SET state = 'processing', locked_by = ?, lease_expires_at = ?, "
-                    f"attempts = attempts + 1, started_at = ?, updated_at = ? "
-                    f"WHERE id IN (SELECT id FROM jobs INDEXED BY {index} "
-                    f"WHERE {_CLAIMABLE_SQL} AND run_at <= ?{where} "
-                    f"ORDER BY priority DESC, created_at LIMIT ?) RETURNING {_JOB_COLUMNS}",
-                    [worker_id, now + lease, now, now, now, *params, limit - len(claimed)],
-                ).fetchall()
-                claimed.extend(_row_job(row) for row in rows)
+            return self._claim_in(conn, worker_id, queues, now, lease, limit)
+
+    @_translate_errors
+    def finish_and_claim(
+        self, outcomes: list[tuple[Lease, Outcome]], worker_id: str, queues: list[str] | None,
+        now: float, lease: float, limit: int,
+    ) -> tuple[list[bool], list[Job]]:
+        released = 0
+        with self._write() as conn:
+            written = []
+            for held, outcome in outcomes:
+                ok, freed = self._finish_in(conn, held, outcome, None)
+                written.append(ok)
+                released += freed
+            claimed = self._claim_in(conn, worker_id, queues, now, lease, limit) if limit > 0 else []
+        if released:
+            self.notify()
+        return written, claimed
+
+    def _claim_in(
+        self, conn: sqlite3.Connection, worker_id: str, queues: list[str] | None, now: float, lease: float,
+        limit: int,
+    ) -> list[Job]:
+        claimed: list[Job] = []
+        paused = [row[0] for row in conn.execute("SELECT name FROM queues WHERE paused = 1")]
+        for queue in queues if queues else [None]:
+            if queue in paused or len(claimed) >= limit:
+                continue
+            if queue is None:
+                where, params = "", []
+                if paused:
+                    where = f" AND queue NOT IN ({', '.join('?' * len(paused))})"
+                    params = list(paused)
+                index = "jobs_ready_any"
+            else:
+                where, params, index = " AND queue = ?", [queue], "jobs_ready_queue"
+            rows = conn.execute(
+                f"UPDATE jobs SET state = 'processing', locked_by = ?, lease_expires_at = ?, "
+                f"attempts = attempts + 1, started_at = ?, updated_at = ? "
+                f"WHERE id IN (SELECT id FROM jobs INDEXED BY {index} "
+                f"WHERE {_CLAIMABLE_SQL} AND run_at <= ?{where} "
+                f"ORDER BY priority DESC, created_at LIMIT ?) RETURNING {_JOB_COLUMNS}",
+                [worker_id, now + lease, now, now, now, *params, limit - len(claimed)],
+            ).fetchall()
+            claimed.extend(_row_job(row) for row in rows)
         claimed.sort(key=lambda job: (-job.priority, job.created_at))
         return claimed
 
@@ -368,6 +391,16 @@ class SqliteStore(Store):
 
     @_translate_errors
     def finish(self, lease: Lease, outcome: Outcome, expired_before: float | None = None) -> bool:
+        with self._write() as conn:
+            written, released = self._finish_in(conn, lease, outcome, expired_before)
+        if released:
+            self.notify()
+        return written
+
+    def _finish_in(
+        self, conn: sqlite3.Connection, lease: Lease, outcome: Outcome, expired_before: float | None
+    ) -> tuple[bool, int]:
+        """The fenced outcome write; returns (written, how many waiting jobs it released)."""
         fence = " AND lease_expires_at <= ?" if expired_before is not None else ""
         params: list[Any] = [
             outcome.state, outcome.run_at, outcome.exit_code, outcome.last_error, outcome.output,
@@ -377,22 +410,17 @@ class SqliteStore(Store):
         if expired_before is not None:
             params.append(expired_before)
         final = outcome.state in FINISHED
-        released = 0
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), exit_code = ?, "
-                "last_error = ?, output = coalesce(?, output), finished_at = ?, duration = ?, "
-                "attempts = coalesce(?, attempts), updated_at = ?, locked_by = NULL, "
-                f"lease_expires_at = NULL{', ' + _HOOK_DUE_SQL if final else ''} "
-                f"WHERE id = ? AND state = 'processing' AND locked_by = ? AND attempts = ?{fence}",
-                params,
-            )
-            written = cursor.rowcount == 1
-            if written and final:
-                released = self._settle(conn, lease.job_id, outcome.state, outcome.at)
-        if released:
-            self.notify()
-        return written
+        cursor = conn.execute(
+            "UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), exit_code = ?, "
+            "last_error = ?, output = coalesce(?, output), finished_at = ?, duration = ?, "
+            "attempts = coalesce(?, attempts), updated_at = ?, locked_by = NULL, "
+            f"lease_expires_at = NULL{', ' + _HOOK_DUE_SQL if final else ''} "
+            f"WHERE id = ? AND state = 'processing' AND locked_by = ? AND attempts = ?{fence}",
+            params,
+        )
+        written = cursor.rowcount == 1
+        released = self._settle(conn, lease.job_id, outcome.state, outcome.at) if written and final else 0
+        return written, released
 
     @_translate_errors
     def expired(self, now: float, limit: int = 100) -> list[Job]:

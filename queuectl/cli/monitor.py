@@ -1,0 +1,117 @@
+"""Watching the queue: the live dashboard, a job's output (and following it), Prometheus metrics."""
+
+import sys
+from typing import Optional
+
+import typer
+
+from .. import service
+from ..errors import StoreUnavailable
+from ..models import FINISHED, Job
+from .context import context_of, store_of
+
+
+def dashboard(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Print one snapshot and exit (also without a terminal)."),
+    interval: float = typer.Option(1.0, "--interval", "-i", min=0.2, max=3600, help="Seconds between refreshes."),
+) -> None:
+    """Live full-screen view: counts, throughput, lag, workers, recent failures. q or Ctrl-C leaves.
+
+    Example: queuectl dashboard --interval 2
+    """
+    from ..store import redact_url
+    from .dashboard_view import run_dashboard
+
+    run_dashboard(store_of(ctx), redact_url(context_of(ctx).db_url), interval, once)
+
+
+def logs(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., metavar="ID"),
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="Keep printing new output until the job completes, dies or is cancelled."
+    ),
+    interval: float = typer.Option(0.5, "--interval", min=0.05, max=60, help="With --follow: seconds between reads."),
+) -> None:
+    """Print a job's captured output (stdout and stderr; the last 64 KiB), exactly as stored.
+
+    Running jobs save their output at each heartbeat (config key heartbeat).
+
+    Example: queuectl logs k3v9q2mx7d --follow
+    """
+    store = store_of(ctx)
+    job = service.get_job(store, job_id)
+    out = sys.stdout
+
+    def write(text: str) -> None:
+        out.write(text)
+        out.flush()
+
+    def note(text: str) -> None:
+        print(f"queuectl: {text}", file=sys.stderr, flush=True)
+
+    if not follow:
+        if job.output:
+            write(job.output)
+            if not job.output.endswith("\n") and out.isatty():
+                write("\n")
+        if job.state not in FINISHED:
+            note(f"job {job.id} is {job.state}; its output so far is saved at each heartbeat "
+                 f"(use --follow to keep reading)")
+        return
+
+    from ..logtail import final_note
+    from ..logtail import follow as follow_job
+
+    outage = [False]
+
+    def on_error(exc: Exception) -> bool:
+        if isinstance(exc, StoreUnavailable):
+            if not outage[0]:
+                note(f"cannot read the job ({exc}); retrying")
+                outage[0] = True
+            return True
+        return False
+
+    def read() -> Optional[Job]:
+        latest = store.get(job_id)
+        if outage[0]:
+            note("reading again")
+            outage[0] = False
+        return latest
+
+    last = follow_job(read, write, note, interval=interval, on_error=on_error)
+    if last is None:
+        note(f"job {job_id} was deleted while following it")
+        raise typer.Exit(3)
+    if out.isatty() and last.output and not last.output.endswith("\n"):
+        write("\n")
+    note(final_note(last))
+
+
+def metrics(
+    ctx: typer.Context,
+    serve: Optional[int] = typer.Option(
+        None, "--serve", metavar="PORT", min=0, max=65535,
+        help="Serve the metrics over HTTP on 127.0.0.1:PORT until Ctrl-C (0: any free port).",
+    ),
+) -> None:
+    """The queue's state in the Prometheus text format: jobs per state and queue, workers, lag, durations.
+
+    Example: queuectl metrics --serve 9464
+    """
+    store = store_of(ctx)
+    from .. import metrics as queue_metrics
+
+    if serve is None:
+        sys.stdout.write(queue_metrics.exposition(store))
+        return
+    queue_metrics.serve(store, serve)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(dashboard)
+    app.command()(logs)
+    app.command()(metrics)
+
