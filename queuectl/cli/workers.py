@@ -40,6 +40,9 @@ def start(
     """
     queues = _parse_queues(queue)
     app_ctx = context_of(ctx)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        print("queuectl: warning: workers run as root, so every job runs as root; "
+              "prefer an unprivileged user", file=sys.stderr)
     store_of(ctx)  # fail now, clearly, if the database cannot be opened
     if detach:
         _detach(app_ctx.db_url, count, queue, concurrency, log_file, burst)

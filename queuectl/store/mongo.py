@@ -87,7 +87,7 @@ class MongoStore(Store):
     @classmethod
     def connect(cls, url: str) -> MongoStore:
         """Connect with short timeouts (a dead server is reported in seconds, not 30)."""
-        import warnings
+        import sys
 
         import pymongo
         from pymongo.uri_parser import parse_uri
@@ -103,10 +103,8 @@ class MongoStore(Store):
         hosts = [host for host, _ in parsed.get("nodelist", [])]
         tls = parsed.get("options", {}).get("tls") or url.startswith("mongodb+srv://")
         if not tls and any(h not in ("localhost", "127.0.0.1", "::1") for h in hosts):
-            warnings.warn(
-                f"MongoDB at {redact_url(url)} is reached without TLS; add tls=true to the URL",
-                stacklevel=2,
-            )
+            print(f"queuectl: warning: MongoDB at {redact_url(url)} is reached without TLS; "
+                  "add tls=true to the URL", file=sys.stderr)
         client = pymongo.MongoClient(
             url, serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS, connectTimeoutMS=CONNECT_TIMEOUT_MS,
             tz_aware=True,
@@ -466,7 +464,7 @@ class MongoStore(Store):
 
     @_translate_errors
     def get(self, job_id: str) -> Job | None:
-        doc = self._jobs.find_one({"_id": job_id})
+        doc = self._jobs.find_one({"_id": job_id, "state": {"$ne": STAGING}})
         return _doc_job(doc) if doc else None
 
     @_translate_errors
@@ -567,7 +565,7 @@ class MongoStore(Store):
         query: dict[str, Any] = {"state": {"$ne": "stopped"}}
         if worker_ids:
             query["_id"] = {"$in": worker_ids}
-        return self._workers.update_many(query, {"$set": {"stop_requested": True}}).modified_count
+        return self._workers.update_many(query, {"$set": {"stop_requested": True}}).matched_count
 
     @_translate_errors
     def prune_workers(self, seen_before: float) -> int:

@@ -367,8 +367,8 @@ class SqliteStore(Store):
                 f"ORDER BY priority DESC, created_at LIMIT ?) RETURNING {_JOB_COLUMNS}",
                 [worker_id, now + lease, now, now, now, *params, limit - len(claimed)],
             ).fetchall()
-            claimed.extend(_row_job(row) for row in rows)
-        claimed.sort(key=lambda job: (-job.priority, job.created_at))
+            # RETURNING gives no order: restore the claim order within this queue
+            claimed.extend(sorted((_row_job(row) for row in rows), key=lambda job: (-job.priority, job.created_at)))
         return claimed
 
     @_translate_errors
