@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from . import service
-from .models import DEAD, PROCESSING, STATES
+from .models import CLAIMABLE, DEAD, PROCESSING, STATES
 from .store import Store
 
 BUCKET_S = 60.0  # throughput per minute
@@ -104,6 +104,19 @@ def last_line(text: str | None) -> str:
     return ""
 
 
+def next_due(store: Store, counts: dict[str, dict[str, int]], paused: set[str]) -> float | None:
+    """The earliest ``run_at`` of a claimable job in a queue that is not paused (None: none).
+
+    Without paused queues that is one ``next_due(None)``; with some, the queues that hold
+    claimable jobs (known from ``counts``) are asked, so that a paused backlog is not lag.
+    """
+    if not paused:
+        return store.next_due(None)
+    ready = sorted(queue for queue, per_state in counts.items()
+                   if queue not in paused and any(per_state.get(s) for s in CLAIMABLE))
+    return store.next_due(ready) if ready else None  # next_due([]) would mean every queue
+
+
 def collect(store: Store, now: float | None = None) -> Snapshot:
     """Read one snapshot. Raises the store's errors (StoreUnavailable...) unchanged."""
     started = time.perf_counter()
@@ -120,7 +133,8 @@ def collect(store: Store, now: float | None = None) -> Snapshot:
     completed = [rates.get("completed", {}).get(b, 0) for b in range(first, current + 1)]
     failed = [rates.get("failed", {}).get(b, 0) for b in range(first, current + 1)]
 
-    due = store.next_due(None)
+    paused = store.paused_queues()
+    due = next_due(store, queues, paused)
     lag = next_due_in = None
     if due is not None:
         if due <= now:
@@ -164,7 +178,7 @@ def collect(store: Store, now: float | None = None) -> Snapshot:
         for job in store.recent_failures(FAILURES_SHOWN)
     ]
     return Snapshot(
-        at=now, states=states, queues=queues, paused=sorted(store.paused_queues()),
+        at=now, states=states, queues=queues, paused=sorted(paused),
         completed_per_bucket=completed, failed_per_bucket=failed, lag=lag, next_due_in=next_due_in,
         workers=workers, workers_stopped=stopped, failures=failures, lease=config.lease,
         elapsed=time.perf_counter() - started,

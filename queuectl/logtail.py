@@ -75,14 +75,25 @@ def new_part(old: Optional[str], new: Optional[str]) -> str:
         return new[len(old):]
     old_dropped, old_tail = split_marker(old)
     new_dropped, new_tail = split_marker(new)
+    # a cut inside a multi-byte character leaves one U+FFFD per continuation byte: skip those
+    old_cut, new_cut = _leading_replacements(old_tail), _leading_replacements(new_tail)
+    old_clean, new_clean = old_tail[old_cut:], new_tail[new_cut:]
+    shift = (new_dropped + new_cut) - (old_dropped + old_cut)
     if new_dropped >= old_dropped:
-        by_hint = _overlap_by_hint(old_tail, new_tail, new_dropped - old_dropped)
+        by_hint = _overlap_by_hint(old_clean, new_clean, shift)
         if by_hint is not None:
             return by_hint
-    length = _longest_overlap(old_tail, new_tail)
+    length = _longest_overlap(old_clean, new_clean)
     if length is not None:
-        return new_tail[length:]
+        return new_clean[length:]
     return SKIPPED + new_tail
+
+
+def _leading_replacements(text: str) -> int:
+    count = 0
+    while count < 3 and text[count:count + 1] == "\ufffd":
+        count += 1
+    return count
 
 
 @dataclass

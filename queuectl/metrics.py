@@ -20,6 +20,7 @@ from prometheus_client.core import (
 )
 
 from . import service
+from .dashboard import next_due
 from .errors import QueuectlError
 from .models import COMPLETED, DEAD, FAILED, STATES
 from .store import Store
@@ -59,7 +60,7 @@ class QueueCollector:
         counts = self.store.counts()
         config = service.load_config(self.store)
         workers = self.store.list_workers()
-        due = self.store.next_due(None)
+        due = next_due(self.store, counts, self.store.paused_queues())
         completed, durations = self.store.duration_totals()
 
         jobs = GaugeMetricFamily("queuectl_jobs", "Jobs in the queue, per state and queue",
@@ -77,8 +78,8 @@ class QueueCollector:
             "queuectl_workers_alive", "Workers that heartbeat within the lease", value=alive)
         oldest = GaugeMetricFamily(
             "queuectl_oldest_pending_age_seconds",
-            "Seconds the oldest due, unclaimed job (pending or failed, run_at reached) has waited; "
-            "0 if none",
+            "Seconds the oldest due, unclaimed job (pending or failed, run_at reached, queue not "
+            "paused) has waited; 0 if none",
             value=max(0.0, now - due) if due is not None and due <= now else 0.0,
         )
         done = CounterMetricFamily(

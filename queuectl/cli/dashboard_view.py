@@ -10,6 +10,7 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -116,14 +117,12 @@ def _jobs_table(snapshot: Snapshot, history: Optional[History], show_change: boo
 
 
 def _summary(snapshot: Snapshot) -> Text:
-    text = Text()
+    """One line, the most important first (a narrow terminal cuts the end)."""
+    text = Text(no_wrap=True, overflow="ellipsis")
     text.append("lag ")
     if snapshot.lag is not None:
         style = "bold red" if snapshot.lag > 60 else "yellow" if snapshot.lag > 10 else "green"
         text.append(format_duration(snapshot.lag), style=style)
-    elif snapshot.next_due_in is not None:
-        text.append("0s", style="green")
-        text.append(f" (next due in {format_duration(snapshot.next_due_in)})", style="dim")
     else:
         text.append("0s", style="green")
     text.append(" · DLQ ")
@@ -135,6 +134,8 @@ def _summary(snapshot: Snapshot) -> Text:
     if snapshot.paused:
         text.append(" · paused: ")
         text.append(", ".join(snapshot.paused), style="bold yellow")
+    if snapshot.lag is None and snapshot.next_due_in is not None:
+        text.append(f" · next due in {format_duration(snapshot.next_due_in)}", style="dim")
     return text
 
 
@@ -191,10 +192,10 @@ def _jobs_cell(worker: Any, wide: bool) -> Text:
 
 
 def _workers_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) -> RenderableType:
-    title = Text("workers", style="bold")
+    title = Text("workers", style="bold", no_wrap=True, overflow="ellipsis")
     title.append(f"  {snapshot.workers_alive} alive", style="green" if snapshot.workers_alive else "dim")
     if snapshot.workers_unresponsive:
-        title.append(f" · {snapshot.workers_unresponsive} unresponsive (no heartbeat for over the "
+        title.append(f" · {snapshot.workers_unresponsive} unresponsive (silent for over the "
                      f"{format_duration(snapshot.lease)} lease)", style="bold red")
     if snapshot.workers_stopped:
         title.append(f" · {snapshot.workers_stopped} stopped", style="dim")
@@ -231,7 +232,7 @@ def _workers_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) ->
 
 
 def _failures_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) -> RenderableType:
-    title = Text("recent failures", style="bold")
+    title = Text("recent failures", style="bold", no_wrap=True, overflow="ellipsis")
     title.append("  DLQ ", style="dim")
     title.append(_num(snapshot.dlq), style="bold red" if snapshot.dlq else "dim")
     if not snapshot.failures:
@@ -345,7 +346,10 @@ class _Stop(Exception):
 
 
 class DashboardState:
-    """What the live view keeps between refreshes: the last good snapshot, the history, the error."""
+    """What the live view keeps between refreshes: the last good snapshot, the history, the error.
+
+    :meth:`refresh` may run on another thread than :meth:`view`; a lock keeps them consistent.
+    """
 
     def __init__(self, store: Store, source: str = "",
                  clock: Callable[[], float] = time.time) -> None:
@@ -355,21 +359,35 @@ class DashboardState:
         self.history = History()
         self.snapshot: Optional[Snapshot] = None
         self.error: Optional[str] = None
+        self.reading_since: Optional[float] = None  # a refresh is under way since (monotonic)
+        self._lock = threading.Lock()
 
     def refresh(self) -> bool:
         """Read a new snapshot; on a store error keep the last one and remember the error."""
+        self.reading_since = time.monotonic()
         try:
             snapshot = collect(self.store, self.clock())
         except QueuectlError as exc:
-            self.error = str(exc)
+            with self._lock:
+                self.error = str(exc)
             return False
-        self.snapshot, self.error = snapshot, None
-        self.history.add(snapshot)
+        finally:
+            self.reading_since = None
+        with self._lock:
+            self.snapshot, self.error = snapshot, None
+            self.history.add(snapshot)
         return True
 
     def view(self, width: int, height: Optional[int], interval: Optional[float]) -> RenderableType:
-        return render(self.snapshot, self.history, width=width, height=height, error=self.error,
-                      source=self.source, interval=interval, now=self.clock())
+        with self._lock:
+            view = render(self.snapshot, self.history, width=width, height=height, error=self.error,
+                          source=self.source, interval=interval, now=self.clock())
+        since = self.reading_since
+        if interval is not None and since is not None and time.monotonic() - since > max(2.0, 2 * interval):
+            stalled = Text(f" still reading the database ({time.monotonic() - since:.0f}s)… ",
+                           style="bold black on yellow")
+            view = Group(view, stalled)
+        return view
 
 
 def run_live(
@@ -381,8 +399,9 @@ def run_live(
 ) -> None:
     """Refresh every ``interval`` seconds and redraw until q, Ctrl-C, SIGTERM or SIGHUP.
 
-    Keys are read in cbreak mode (no echo, no Enter needed) when stdin is a terminal; the
-    terminal settings are restored on the way out, however the loop ends.
+    The reads run on a background thread, so that a slow or unreachable database never makes
+    the view (or q) unresponsive. Keys are read in cbreak mode (no echo, no Enter needed) when
+    stdin is a terminal; the terminal settings are restored however the loop ends.
     """
     from rich.live import Live
 
@@ -395,47 +414,77 @@ def run_live(
         fd = sys.stdin.fileno()
         saved = termios.tcgetattr(fd)
 
-    def stop(signum: int, frame: Any) -> None:
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    stop, kick = threading.Event(), threading.Event()
+    crashed: list[BaseException] = []
+
+    def refresher() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                refresh()
+            except BaseException as exc:  # a bug: shown by the main thread, not lost here
+                crashed.append(exc)
+            try:
+                os.write(wake_write, b"!")
+            except OSError:
+                pass
+            if crashed:
+                return
+            # a slow read (a huge queue) stretches the pause: the database is busy with us a third
+            # of the time at most
+            elapsed = time.monotonic() - started
+            kick.wait(max(interval - elapsed, 2 * elapsed))
+            kick.clear()
+
+    def on_signal(signum: int, frame: Any) -> None:
         raise _Stop()
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    thread = threading.Thread(target=refresher, name="queuectl-refresh", daemon=True)
     try:
         if fd is not None:
             tty.setcbreak(fd)
         with Live(console=console, screen=screen, auto_refresh=False, transient=False,
                   redirect_stdout=False, redirect_stderr=False) as live:
-            next_at = 0.0
-            size = None
+            thread.start()
+            size, drawn_at, fresh = None, 0.0, False
             while True:
-                if time.monotonic() >= next_at:
-                    refresh()
-                    next_at = time.monotonic() + interval
-                    size = None  # redraw
-                if console.size != size:
-                    size = console.size
+                if crashed:
+                    raise crashed[0]
+                if fresh or console.size != size or time.monotonic() - drawn_at >= 1.0:
+                    size, drawn_at = console.size, time.monotonic()
                     live.update(produce(size.width, size.height), refresh=True)
-                wait = max(0.0, min(next_at - time.monotonic(), 0.25))
-                if fd is None:
-                    time.sleep(wait)
-                    continue
-                ready, _, _ = select.select([fd], [], [], wait)
-                if ready:
+                watched = [wake_read] + ([fd] if fd is not None else [])
+                ready, _, _ = select.select(watched, [], [], 0.25)
+                fresh = wake_read in ready
+                if fresh:
+                    os.read(wake_read, 4096)
+                if fd is not None and fd in ready:
                     keys = os.read(fd, 64)
                     if not keys:
                         fd = None  # stdin closed: only Ctrl-C or a signal can stop us now
                     elif any(key in keys for key in QUIT_KEYS):
                         return
                     elif b"r" in keys:
-                        next_at = 0.0
+                        kick.set()
     except (KeyboardInterrupt, _Stop):
         return
     finally:
+        stop.set()
+        kick.set()
         if saved is not None:
             import termios
 
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if thread.is_alive():
+            thread.join(0.5)  # a read stuck on the database does not hold us up longer
+        if not thread.is_alive():  # else the process exit closes them: the thread may still write
+            os.close(wake_read)
+            os.close(wake_write)
 
 
 def run_dashboard(store: Store, source: str, interval: float, once: bool,
@@ -494,7 +543,8 @@ def watch(
             error[0] = str(exc)
 
     def view(width: int = 0, height: int = 0) -> RenderableType:
-        header = Text(f"every {interval:g}s · {_clock(time.time())} · q quits", style="dim")
+        hint = " · q quits" if console.is_terminal else ""
+        header = Text(f"every {interval:g}s · {_clock(time.time())}{hint}", style="dim")
         parts: list[RenderableType] = [header]
         if error[0] is not None:
             parts.append(Text(f" database unavailable: {error[0]} ", style="bold white on red"))

@@ -182,6 +182,7 @@ class MongoStore(Store):
                 {"batch": token}, [{"$set": {"state": "$final_state"}},
                                    {"$unset": ["batch", "final_state"]}]
             ) if _supports_pipeline_updates(self._jobs) else self._publish_slow(token)
+            self._recheck_waiting([job_id for job_id, state in in_batch.items() if state == WAITING])
             self.notify()
         return count
 
@@ -215,16 +216,24 @@ class MongoStore(Store):
                     if self._end(child["_id"], {"state": WAITING}, CANCELLED, now, reason):
                         todo.append((child["_id"], CANCELLED))
                     continue
-                parents = [*child.get("after", []), *([child["on_failure_of"]] if child.get("on_failure_of") else [])]
-                states = {d["_id"]: d["state"] for d in self._jobs.find({"_id": {"$in": parents}}, {"state": 1})}
-                ready = all(states.get(p) == COMPLETED for p in child.get("after", [])) and (
-                    not child.get("on_failure_of") or states.get(child["on_failure_of"]) in (DEAD, CANCELLED))
-                if ready:
-                    released += self._jobs.update_one(
-                        {"_id": child["_id"], "state": WAITING},
-                        {"$set": {"state": PENDING, "updated_at": now}, "$max": {"run_at": now}},
-                    ).modified_count
+                released += self._release_if_ready(child, now)
         return released
+
+    def _release_if_ready(self, child: dict[str, Any], now: float) -> int:
+        """Make a waiting job pending once its parents allow it. A parent that is gone was purged,
+        which only happens to a finished job: it counts as having ended the way the child needed."""
+        after = child.get("after") or []
+        failure_parent = child.get("on_failure_of")
+        parents = [*after, *([failure_parent] if failure_parent else [])]
+        states = {d["_id"]: d["state"] for d in self._jobs.find({"_id": {"$in": parents}}, {"state": 1})}
+        ready = all(states.get(p, COMPLETED) == COMPLETED for p in after) and (
+            not failure_parent or states.get(failure_parent, DEAD) in (DEAD, CANCELLED))
+        if not ready:
+            return 0
+        return self._jobs.update_one(
+            {"_id": child["_id"], "state": WAITING},
+            {"$set": {"state": PENDING, "updated_at": now}, "$max": {"run_at": now}},
+        ).modified_count
 
     def _end(self, job_id: str, match: dict[str, Any], state: str, now: float, error: str | None) -> bool:
         """Move a job to a finished state: frees its unique key and makes its hook due."""
@@ -236,6 +245,17 @@ class MongoStore(Store):
         if done.matched_count:
             self._jobs.update_one({"_id": job_id, "on_finish": {"$ne": None}}, {"$set": {"hook_state": HOOK_DUE}})
         return done.matched_count == 1
+
+    def _recheck_waiting(self, job_ids: list[str]) -> None:
+        """A parent may have finished while its child was staged (invisible to ``_settle``):
+        settle such children now, as if their parents had just finished."""
+        import time
+
+        now = time.time()
+        for child in self._jobs.find({"_id": {"$in": job_ids}, "state": WAITING}):
+            parents = [*(child.get("after") or []), *([child["on_failure_of"]] if child.get("on_failure_of") else [])]
+            for parent in self._jobs.find({"_id": {"$in": parents}, "state": {"$in": list(FINISHED)}}):
+                self._settle(parent["_id"], parent["state"], now)
 
     def _publish_slow(self, token: str) -> None:
         """For servers (or mongomock) without update pipelines: one update per distinct state."""

@@ -33,7 +33,7 @@ from .base import Store, Waker
 from .wake import SocketWaker, notify_all, wake_dir_for
 
 BUSY_TIMEOUT_S = 30.0
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -75,6 +75,7 @@ CREATE INDEX IF NOT EXISTS jobs_due ON jobs(run_at) WHERE state IN ('pending', '
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_expires_at) WHERE state = 'processing';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, queue, created_at);
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(queue, created_at);
+CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs(state, created_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
 CREATE INDEX IF NOT EXISTS jobs_updated ON jobs(state, updated_at);
