@@ -169,4 +169,11 @@ def validate_config_value(key: str, raw: str, current: dict[str, str]) -> str:
             f"config {key}: heartbeat ({merged.heartbeat:g}s) must be at most half the lease "
             f"({merged.lease:g}s), or live workers would look dead"
         )
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return format_number(value)
+
+
+def format_number(value: float) -> str:
+    """A number as ``config set`` accepts it back: ``1209600``, ``0.2`` (never ``1.2e+06``)."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.6f}".rstrip("0").rstrip(".")

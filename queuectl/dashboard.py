@@ -30,6 +30,7 @@ class RunningJob:
     id: str
     command: str | None = None
     running_for: float | None = None
+    elsewhere: str | None = None  # why it is not running here: its state, "gone" or "taken over"
 
 
 @dataclass
@@ -160,10 +161,14 @@ def collect(store: Store, now: float | None = None) -> Snapshot:
             if lookups > 0:
                 lookups -= 1
                 job = store.get(job_id)
-                if job is not None:
+                if job is None:
+                    running.elsewhere = "gone"
+                else:
                     running.command = job.command
                     if job.state == PROCESSING and job.locked_by == info.id and job.started_at:
                         running.running_for = max(0.0, now - job.started_at)
+                    else:
+                        running.elsewhere = "taken over" if job.state == PROCESSING else job.state
             row.jobs.append(running)
         workers.append(row)
 

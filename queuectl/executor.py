@@ -46,6 +46,8 @@ def _spawn_fast(command: str, env: dict[str, str]) -> tuple[int, int]:
                 (os.POSIX_SPAWN_DUP2, write_fd, 2),
             ],
             setsid=True,
+            # Python ignores SIGPIPE and SIGXFSZ; a shell job expects the defaults (as Popen restores)
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT),
         )
     except OSError as exc:
         os.close(read_fd)

@@ -164,9 +164,10 @@ def final_note(job: Job) -> str:
 
         detail.append(f"ran {format_duration(job.duration)}")
     detail.append(f"attempt {job.attempts} of {job.max_retries + 1}")
-    if job.state != "completed" and job.last_error:
-        detail.append(job.last_error.strip().splitlines()[0] if job.last_error.strip() else "")
-    return f"job {job.id} {job.state} ({', '.join(d for d in detail if d)})"
+    error = (job.last_error or "").strip().splitlines()[0] if (job.last_error or "").strip() else ""
+    if job.state != "completed" and error and error not in detail:
+        detail.append(error)
+    return f"job {job.id} {job.state} ({', '.join(detail)})"
 
 
 def follow(

@@ -235,7 +235,7 @@ def enqueue_lines(store: Store, lines: Iterable[str], overrides: dict[str, Any])
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             try:
-                spec = {**overrides, **parse_spec(line.rstrip("\n"))}
+                spec = {**overrides, **parse_spec(line.rstrip("\r\n"))}
                 yield build_job(spec, config, clock())
             except InvalidInput as exc:
                 raise InvalidInput(f"line {number}: {exc}; nothing was enqueued") from None

@@ -79,6 +79,7 @@ class Worker:
         self.idle_until = 0.0
         self.next_write_try = 0.0
         self.base_env = dict(os.environ)
+        self.supervised = bool(os.environ.get("QUEUECTL_SUPERVISED"))
         self.hook_thread: threading.Thread | None = None
         self.hook_results: list[tuple[str, str | None]] = []
         self.next_schedule_check = 0.0
@@ -145,11 +146,9 @@ class Worker:
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        # handlers, not SIG_IGN: an ignored signal would stay ignored in every job we exec
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(signum, lambda *_: None)
-        # Ctrl-C reaches the whole terminal group; the supervisor turns it into one SIGTERM each
-        signal.signal(signal.SIGINT, signal.SIG_IGN if os.environ.get("QUEUECTL_SUPERVISED") else
-                      (lambda *_: None))
         return read_fd
 
     def _on_signals(self, fd: int) -> None:
@@ -158,6 +157,8 @@ class Worker:
         except BlockingIOError:
             return
         for signum in data:
+            if signum == signal.SIGINT and self.supervised:
+                continue  # Ctrl-C reached the whole terminal group: the supervisor sends us SIGTERM
             if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 self.request_stop("signal")
 
@@ -258,6 +259,8 @@ class Worker:
                 if code is None:
                     continue
                 self._read_output(slot.run)
+                if not slot.run.eof:  # a background process still holds the pipe: stop watching it
+                    self.selector.unregister(slot.run)
                 slot.run.finish()
             else:
                 code = None

@@ -54,7 +54,7 @@ def _middle_ellipsis(text: str, width: int) -> str:
 def _delta(value: int) -> Text:
     if value == 0:
         return Text("·", style="dim")
-    return Text(f"{value:+,}", style="bold" if abs(value) > 0 else "")
+    return Text(f"{value:+,}", style="bold")
 
 
 # --- sections -----------------------------------------------------------------------------------
@@ -183,8 +183,10 @@ def _queues_table(snapshot: Snapshot, max_rows: int) -> Table:
 def _jobs_cell(worker: Any, wide: bool) -> Text:
     parts = []
     for job in worker.jobs:
-        running = format_duration(job.running_for) if job.running_for is not None else "-"
-        part = f"{job.id} {running}"
+        if job.running_for is not None:
+            part = f"{job.id} {format_duration(job.running_for)}"
+        else:
+            part = f"{job.id} ({job.elsewhere})" if job.elsewhere else job.id
         if wide and job.command and len(worker.jobs) == 1:
             part += f"  {job.command}"
         parts.append(part)
@@ -299,7 +301,7 @@ def render(
     used = 1
     if error is not None:
         parts.append(_banner(error, snapshot, interval, now))
-        used += 2
+        used += 1 + -(-(len(error) + 25) // max(1, width))  # the error may wrap
     if snapshot is None:
         return Group(*parts)
 

@@ -1,5 +1,7 @@
 """Job commands: enqueue, list, show, status, cancel."""
 
+import io
+import os
 import sys
 import time
 from typing import Any, List, Optional
@@ -71,8 +73,10 @@ def enqueue(
 
 
 def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
-    if path == "-":
-        return service.enqueue_lines(store, sys.stdin, options)
+    if path == "-" or (os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)):
+        # a pipe may be slow: read it all first, so the write transaction never waits on it
+        with _spooled(sys.stdin.buffer if path == "-" else open(path, "rb")) as spool:
+            return service.enqueue_lines(store, io.TextIOWrapper(spool, encoding="utf-8"), options)
     try:
         with open(path, encoding="utf-8", errors="strict") as handle:
             return service.enqueue_lines(store, handle, options)
@@ -82,6 +86,20 @@ def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
         raise InvalidInput(f"{path} is a directory, not a file of jobs") from None
     except UnicodeDecodeError:
         raise InvalidInput(f"{path} is not UTF-8 text; nothing was enqueued") from None
+
+
+def _spooled(source: Any) -> Any:
+    """Copy a stream into a temporary file (in memory up to 8 MiB) and rewind it."""
+    import tempfile
+
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    try:
+        while chunk := source.read(1024 * 1024):
+            spool.write(chunk)
+    except UnicodeDecodeError:
+        raise InvalidInput("the input is not UTF-8 text; nothing was enqueued") from None
+    spool.seek(0)
+    return spool
 
 
 def list_jobs(

@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from .. import service
-from ..errors import StoreUnavailable
+from ..errors import EXIT_NOT_FOUND, StoreUnavailable
 from ..models import FINISHED, Job
 from .context import context_of, store_of
 
@@ -84,7 +84,7 @@ def logs(
     last = follow_job(read, write, note, interval=interval, on_error=on_error)
     if last is None:
         note(f"job {job_id} was deleted while following it")
-        raise typer.Exit(3)
+        raise typer.Exit(EXIT_NOT_FOUND)
     if out.isatty() and last.output and not last.output.endswith("\n"):
         write("\n")
     note(final_note(last))

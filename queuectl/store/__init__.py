@@ -13,7 +13,8 @@ __all__ = ["Store", "open_store", "redact_url"]
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***``, safe to print or log."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    # the password runs to the last "@" of the authority, even when "/" or "@" were not escaped
+    return re.sub(r"(://[^:/@]*:).*@(?=[^@]*$)", r"\1***@", url)
 
 
 def open_store(url: str) -> Store:

@@ -161,7 +161,12 @@ def _classify(exc: sqlite3.OperationalError, path: str) -> Exception:
             f"{path} stayed locked by another process for over {BUSY_TIMEOUT_S:g}s; try again"
         )
     if "readonly" in text or "read-only" in text:
-        return StoreReadOnly(f"{path} is read-only: writes are refused (check its permissions)")
+        stuck = [name for name in (path, f"{path}-wal", f"{path}-shm")
+                 if os.path.exists(name) and not os.access(name, os.W_OK)] or [path]
+        verb = "is" if len(stuck) == 1 else "are"
+        return StoreReadOnly(
+            f"{', '.join(stuck)} {verb} read-only: writes are refused; fix with: chmod 600 {' '.join(stuck)}"
+        )
     if "full" in text:
         return StoreReadOnly(f"the disk holding {path} is full: free space and try again")
     if "unable to open" in text:
