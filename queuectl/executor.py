@@ -71,13 +71,16 @@ class Run:
         self.eof = False
         self.returncode: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._fd: int | None
         if cwd is None and hasattr(os, "posix_spawn"):
-            self.pid, self._fd = _spawn_fast(command, env)
+            self.pid, fd = _spawn_fast(command, env)
+            self._fd = fd
         else:
-            self._start_in(command, cwd, env)
-        os.set_blocking(self._fd, False)
+            fd = self._start_in(command, cwd, env)
+            self._fd = fd
+        os.set_blocking(fd, False)
 
-    def _start_in(self, command: str, cwd: str | None, env: dict[str, str]) -> None:
+    def _start_in(self, command: str, cwd: str | None, env: dict[str, str]) -> int:
         """The portable path, also used for a job with its own working directory."""
         try:
             self._proc = subprocess.Popen(
@@ -101,9 +104,10 @@ class Run:
         except OSError as exc:
             raise StartError(f"cannot start the command: {exc.strerror}") from None
         assert self._proc.stdout is not None
-        self._fd = os.dup(self._proc.stdout.fileno())
+        fd = os.dup(self._proc.stdout.fileno())
         self._proc.stdout.close()
         self.pid = self._proc.pid
+        return fd
 
     def fileno(self) -> int:
         return self._fd if self._fd is not None else -1

@@ -105,7 +105,7 @@ class MongoStore(Store):
         if not tls and any(h not in ("localhost", "127.0.0.1", "::1") for h in hosts):
             print(f"queuectl: warning: MongoDB at {redact_url(url)} is reached without TLS; "
                   "add tls=true to the URL", file=sys.stderr)
-        client = pymongo.MongoClient(
+        client: Any = pymongo.MongoClient(
             url, serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS, connectTimeoutMS=CONNECT_TIMEOUT_MS,
             tz_aware=True,
         )
