@@ -381,7 +381,7 @@ class Worker:
             self.next_write_try = time.monotonic() + _RETRY_WRITE_S
             return
         del self.unsent[: len(batch)]
-        for (lease, outcome), ok in zip(batch, written):
+        for (lease, outcome), ok in zip(batch, written, strict=True):
             if not ok:
                 log(self.id, f"job {lease.job_id}: lease lost before its outcome was written")
             elif outcome.state == PENDING and outcome.attempts is not None:

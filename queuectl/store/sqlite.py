@@ -784,7 +784,7 @@ def _job_row(job: Job) -> tuple[Any, ...]:
 
 
 def _row_job(row: tuple[Any, ...]) -> Job:
-    data = dict(zip(_FIELD_COLUMNS, row))
+    data = dict(zip(_FIELD_COLUMNS, row, strict=True))
     for name in _JSON_FIELDS:
         data[name] = json.loads(data[name]) if data[name] else None
     return Job.from_dict(data)
