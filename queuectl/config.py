@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Callable
 
 from .durations import parse_duration
@@ -19,15 +18,15 @@ from .errors import InvalidInput
 ENV_DB = "QUEUECTL_DB"
 
 
-def default_data_dir() -> Path:
+def default_data_dir() -> str:
     """``$XDG_DATA_HOME/queuectl``, else ``~/.local/share/queuectl``."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(base) / "queuectl"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "queuectl")
 
 
 def default_db_url() -> str:
     """The queue a user gets with no configuration at all: a private SQLite file."""
-    return f"sqlite:///{default_data_dir() / 'queue.db'}"
+    return f"sqlite:///{os.path.join(default_data_dir(), 'queue.db')}"
 
 
 def _dotenv_value(key: str) -> str | None:

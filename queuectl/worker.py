@@ -10,9 +10,7 @@ Run as ``python -m queuectl.worker`` by the supervisor; the database URL comes i
 
 from __future__ import annotations
 
-import argparse
 import os
-import secrets
 import selectors
 import signal
 import socket
@@ -51,7 +49,7 @@ class WorkerOptions:
     queues: list[str] | None = None
     concurrency: int = 1
     burst: bool = False  # stop once nothing is eligible and nothing runs
-    worker_id: str = field(default_factory=lambda: f"w{os.getpid()}-{secrets.token_hex(2)}")
+    worker_id: str = field(default_factory=lambda: f"w{os.getpid()}-{os.urandom(2).hex()}")
 
 
 def log(worker_id: str, message: str) -> None:
@@ -423,6 +421,8 @@ class Worker:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="python -m queuectl.worker")
     parser.add_argument("--queue", default="", help="comma-separated queues, in priority order")
     parser.add_argument("--concurrency", type=int, default=1)

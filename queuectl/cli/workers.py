@@ -56,7 +56,7 @@ def start(
 def _detach(
     db_url: str, count: int, queue: Optional[str], concurrency: int, log_file: Optional[str], burst: bool
 ) -> None:
-    log_path = log_file or str(default_data_dir() / "workers.log")
+    log_path = log_file or os.path.join(default_data_dir(), "workers.log")
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), mode=0o700, exist_ok=True)
     cmd = [sys.executable, "-m", "queuectl", "worker", "start", "--count", str(count),
            "--concurrency", str(concurrency)]

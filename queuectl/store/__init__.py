@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, urlsplit
 
 from ..errors import InvalidInput
 from .base import Store
@@ -25,14 +24,15 @@ def open_store(url: str) -> Store:
         path, _, query = url[len("sqlite:///"):].partition("?")
         if not path:
             raise InvalidInput("sqlite URL without a file: use sqlite:///path/to/queue.db")
-        synchronous = parse_qs(query).get("synchronous", ["NORMAL"])[0]
+        options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+        synchronous = options.get("synchronous", "NORMAL")
         # sqlite:////abs/path and sqlite:///rel/path, as SQLAlchemy spells them
         return SqliteStore(path, synchronous=synchronous)
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from .mongo import MongoStore
 
         return MongoStore.connect(url)
-    scheme = urlsplit(url).scheme or url
+    scheme = url.partition("://")[0] if "://" in url else url
     raise InvalidInput(
         f"unsupported database URL scheme {scheme!r}: use sqlite:///path, mongodb:// or mongodb+srv://"
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import secrets
 import threading
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -141,7 +140,7 @@ class MongoStore(Store):
     def enqueue_many(self, jobs: Iterable[Job]) -> int:
         import pymongo.errors as perr
 
-        token = secrets.token_hex(8)
+        token = os.urandom(8).hex()
         buffer: list[dict[str, Any]] = []
         count = 0
         staged = False
