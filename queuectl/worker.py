@@ -29,6 +29,7 @@ from .store import Store, open_store
 FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
 _RETRY_WRITE_S = 0.5
 _RETENTION_EVERY_S = 60.0
+_FORGET_WORKERS_AFTER_S = 3600.0  # a dead worker stays visible (red) for an hour, then is forgotten
 
 
 @dataclass
@@ -97,6 +98,7 @@ class Worker:
         if waker is not None:
             self.selector.register(waker, selectors.EVENT_READ, "wake")
         now = time.time()
+        self.store.prune_workers(seen_before=now - _FORGET_WORKERS_AFTER_S)
         self.store.register_worker(WorkerInfo(
             id=self.id, host=socket.gethostname(), pid=os.getpid(), state="running",
             started_at=now, last_heartbeat=now, queues=",".join(self.opts.queues or ["*"]),

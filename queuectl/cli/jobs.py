@@ -148,11 +148,16 @@ def show(
 def status(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place every 2 s until q or Ctrl-C."),
 ) -> None:
     """Counts per state and queue, and how many workers are alive.
 
-    Example: queuectl status
+    Example: queuectl status --watch
     """
+    if watch:
+        from .dashboard_view import watch_status
+
+        return watch_status(store_of(ctx))
     now = time.time()
     summary = service.status(store_of(ctx), now)
     if as_json:

@@ -33,7 +33,7 @@ from .base import Store, Waker
 from .wake import SocketWaker, notify_all, wake_dir_for
 
 BUSY_TIMEOUT_S = 30.0
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -72,6 +72,7 @@ CREATE INDEX IF NOT EXISTS jobs_ready_queue ON jobs(queue, priority DESC, create
 CREATE INDEX IF NOT EXISTS jobs_ready_any ON jobs(priority DESC, created_at)
     WHERE state IN ('pending', 'failed');
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs(run_at) WHERE state IN ('pending', 'failed');
+CREATE INDEX IF NOT EXISTS jobs_due_queue ON jobs(queue, run_at) WHERE state IN ('pending', 'failed');
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_expires_at) WHERE state = 'processing';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, queue, created_at);
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(queue, created_at);
@@ -573,12 +574,15 @@ class SqliteStore(Store):
 
     @_translate_errors
     def recent_failures(self, limit: int = 5) -> list[Job]:
+        # one index walk per state, merged: a single IN (...) ORDER BY would sort every failure
         rows = self._conn.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ('failed', 'dead') "
-            "ORDER BY updated_at DESC LIMIT ?",
-            (limit,),
+            f"SELECT * FROM (SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?) "
+            f"UNION ALL SELECT * FROM (SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'dead' "
+            "ORDER BY updated_at DESC LIMIT ?)",
+            (limit, limit),
         ).fetchall()
-        return [_row_job(row) for row in rows]
+        jobs = sorted((_row_job(row) for row in rows), key=lambda job: job.updated_at, reverse=True)
+        return jobs[:limit]
 
     @_translate_errors
     def duration_totals(self) -> tuple[int, float]:
@@ -589,19 +593,21 @@ class SqliteStore(Store):
 
     @_translate_errors
     def next_due(self, queues: list[str] | None) -> float | None:
+        # ORDER BY ... LIMIT 1 on the partial indexes: one index probe, whatever the queue holds
         if not queues:
             row = self._conn.execute(
-                f"SELECT min(run_at) FROM jobs WHERE {_CLAIMABLE_SQL}"
+                f"SELECT run_at FROM jobs INDEXED BY jobs_due WHERE {_CLAIMABLE_SQL} ORDER BY run_at LIMIT 1"
             ).fetchone()
-            return row[0]
-        due = [
-            self._conn.execute(
-                f"SELECT min(run_at) FROM jobs WHERE {_CLAIMABLE_SQL} AND queue = ?", (queue,)
-            ).fetchone()[0]
-            for queue in queues
-        ]
-        known = [value for value in due if value is not None]
-        return min(known) if known else None
+            return row[0] if row else None
+        due = []
+        for queue in queues:
+            row = self._conn.execute(
+                f"SELECT run_at FROM jobs INDEXED BY jobs_due_queue WHERE {_CLAIMABLE_SQL} AND queue = ? "
+                "ORDER BY run_at LIMIT 1", (queue,)
+            ).fetchone()
+            if row:
+                due.append(row[0])
+        return min(due) if due else None
 
     # --- cron schedules ---------------------------------------------------------------------
 
