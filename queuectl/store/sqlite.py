@@ -30,111 +30,19 @@ from ..models import (
     dependency_state,
 )
 from .base import Store, Waker
+from .sqlite_schema import (
+    CLAIMABLE_SQL,
+    FIELD_COLUMNS,
+    HOOK_DUE_SQL,
+    JOB_COLUMNS,
+    job_row,
+    migrate,
+    needs_migration,
+    row_job,
+)
 from .wake import SocketWaker, notify_all, wake_dir_for
 
 BUSY_TIMEOUT_S = 30.0
-SCHEMA_VERSION = 5
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    command TEXT NOT NULL,
-    state TEXT NOT NULL,
-    queue TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_retries INTEGER NOT NULL,
-    timeout REAL,
-    cwd TEXT,
-    env TEXT,
-    run_at REAL NOT NULL,
-    locked_by TEXT,
-    lease_expires_at REAL,
-    exit_code INTEGER,
-    last_error TEXT,
-    output TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    duration REAL,
-    after_ids TEXT,
-    on_failure_of TEXT,
-    unique_key TEXT,
-    on_finish TEXT,
-    hook_state TEXT,
-    hook_error TEXT,
-    schedule TEXT
-);
--- claim order (one queue, any queue): partial indexes, so finished jobs never slow a claim
-CREATE INDEX IF NOT EXISTS jobs_ready_queue ON jobs(queue, priority DESC, created_at)
-    WHERE state IN ('pending', 'failed');
-CREATE INDEX IF NOT EXISTS jobs_ready_any ON jobs(priority DESC, created_at)
-    WHERE state IN ('pending', 'failed');
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs(run_at) WHERE state IN ('pending', 'failed');
-CREATE INDEX IF NOT EXISTS jobs_due_queue ON jobs(queue, run_at) WHERE state IN ('pending', 'failed');
-CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_expires_at) WHERE state = 'processing';
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, queue, created_at);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(queue, created_at);
-CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs(state, created_at);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
-CREATE INDEX IF NOT EXISTS jobs_updated ON jobs(state, updated_at);
--- a unique key is taken only while its job is active: finished jobs leave the index
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON jobs(unique_key)
-    WHERE unique_key IS NOT NULL AND state IN ('pending', 'waiting', 'processing', 'failed');
-CREATE INDEX IF NOT EXISTS jobs_hook_due ON jobs(updated_at) WHERE hook_state = 'due';
-CREATE TABLE IF NOT EXISTS job_deps (
-    child TEXT NOT NULL,
-    parent TEXT NOT NULL,
-    kind TEXT NOT NULL,  -- after | on_failure
-    PRIMARY KEY (child, parent, kind)
-);
-CREATE INDEX IF NOT EXISTS job_deps_parent ON job_deps(parent);
-CREATE TABLE IF NOT EXISTS schedules (
-    name TEXT PRIMARY KEY,
-    cron TEXT NOT NULL,
-    tz TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    next_fire_at REAL NOT NULL,
-    last_fire_at REAL,
-    paused INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    last_heartbeat REAL NOT NULL,
-    queues TEXT NOT NULL,
-    concurrency INTEGER NOT NULL,
-    current_jobs TEXT NOT NULL DEFAULT '[]',
-    stop_requested INTEGER NOT NULL DEFAULT 0
-);
-"""
-
-# job field -> column, in table order; list-valued fields are stored as JSON text
-_FIELD_COLUMNS = {
-    "id": "id", "command": "command", "state": "state", "queue": "queue", "priority": "priority",
-    "attempts": "attempts", "max_retries": "max_retries", "timeout": "timeout", "cwd": "cwd",
-    "env": "env", "run_at": "run_at", "locked_by": "locked_by", "lease_expires_at": "lease_expires_at",
-    "exit_code": "exit_code", "last_error": "last_error", "output": "output", "created_at": "created_at",
-    "updated_at": "updated_at", "started_at": "started_at", "finished_at": "finished_at",
-    "duration": "duration", "after": "after_ids", "on_failure_of": "on_failure_of",
-    "unique_key": "unique_key", "on_finish": "on_finish", "hook_state": "hook_state",
-    "hook_error": "hook_error", "schedule": "schedule",
-}
-_JSON_FIELDS = ("env", "after")
-_JOB_COLUMNS = ", ".join(_FIELD_COLUMNS.values())
-_ADDED_COLUMNS = ("after_ids", "on_failure_of", "unique_key", "on_finish", "hook_state", "hook_error",
-                  "schedule")  # schema 3: added to older files by _migrate
-_HOOK_DUE_SQL = "hook_state = CASE WHEN on_finish IS NOT NULL THEN 'due' ELSE hook_state END"
-_CLAIMABLE_SQL = "state IN ('pending', 'failed')"
-
 T = TypeVar("T")
 
 
@@ -222,16 +130,9 @@ class SqliteStore(Store):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
         conn.execute("PRAGMA foreign_keys=ON")
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        if needs_migration(conn):
             with self._write(conn):
-                existing = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
-                for column in _ADDED_COLUMNS if existing else ():
-                    if column not in existing:
-                        conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                migrate(conn)
         return conn
 
     @contextlib.contextmanager
@@ -251,13 +152,13 @@ class SqliteStore(Store):
     @_translate_errors
     def enqueue_many(self, jobs: Iterable[Job]) -> int:
         count = 0
-        sql = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(_FIELD_COLUMNS))})"
+        sql = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(FIELD_COLUMNS))})"
         with self._write() as conn:
             for job in jobs:
                 if job.after or job.on_failure_of:
                     job.state = self._dependency_state(conn, job)
                 try:
-                    conn.execute(sql, _job_row(job))
+                    conn.execute(sql, job_row(job))
                 except sqlite3.IntegrityError as exc:
                     raise self._insert_conflict(conn, job, exc) from None
                 conn.executemany(
@@ -310,7 +211,7 @@ class SqliteStore(Store):
                               else f"parent job {parent} ended {parent_state}")
                     conn.execute(
                         f"UPDATE jobs SET state = 'cancelled', last_error = ?, finished_at = ?, "
-                        f"updated_at = ?, {_HOOK_DUE_SQL} WHERE id = ? AND state = 'waiting'",
+                        f"updated_at = ?, {HOOK_DUE_SQL} WHERE id = ? AND state = 'waiting'",
                         (reason, now, now, child),
                     )
                     todo.append((child, CANCELLED))
@@ -370,12 +271,12 @@ class SqliteStore(Store):
                 f"UPDATE jobs SET state = 'processing', locked_by = ?, lease_expires_at = ?, "
                 f"attempts = attempts + 1, started_at = ?, updated_at = ? "
                 f"WHERE id IN (SELECT id FROM jobs INDEXED BY {index} "
-                f"WHERE {_CLAIMABLE_SQL} AND run_at <= ?{where} "
-                f"ORDER BY priority DESC, created_at LIMIT ?) RETURNING {_JOB_COLUMNS}",
+                f"WHERE {CLAIMABLE_SQL} AND run_at <= ?{where} "
+                f"ORDER BY priority DESC, created_at LIMIT ?) RETURNING {JOB_COLUMNS}",
                 [worker_id, now + lease, now, now, now, *params, limit - len(claimed)],
             ).fetchall()
             # RETURNING gives no order: restore the claim order within this queue
-            claimed.extend(sorted((_row_job(row) for row in rows), key=lambda job: (-job.priority, job.created_at)))
+            claimed.extend(sorted((row_job(row) for row in rows), key=lambda job: (-job.priority, job.created_at)))
         return claimed
 
     @_translate_errors
@@ -421,7 +322,7 @@ class SqliteStore(Store):
             "UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), exit_code = ?, "
             "last_error = ?, output = coalesce(?, output), finished_at = ?, duration = ?, "
             "attempts = coalesce(?, attempts), updated_at = ?, locked_by = NULL, "
-            f"lease_expires_at = NULL{', ' + _HOOK_DUE_SQL if final else ''} "
+            f"lease_expires_at = NULL{', ' + HOOK_DUE_SQL if final else ''} "
             f"WHERE id = ? AND state = 'processing' AND locked_by = ? AND attempts = ?{fence}",
             params,
         )
@@ -432,11 +333,11 @@ class SqliteStore(Store):
     @_translate_errors
     def expired(self, now: float, limit: int = 100) -> list[Job]:
         rows = self._conn.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'processing' AND lease_expires_at < ? "
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'processing' AND lease_expires_at < ? "
             "LIMIT ?",
             (now, limit),
         ).fetchall()
-        return [_row_job(row) for row in rows]
+        return [row_job(row) for row in rows]
 
     @_translate_errors
     def cancel(self, job_id: str, now: float) -> Job:
@@ -448,13 +349,13 @@ class SqliteStore(Store):
                 raise Conflict(f"job {job_id} already finished ({row[0]}); nothing to cancel")
             updated = conn.execute(
                 "UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, locked_by = NULL, "
-                f"lease_expires_at = NULL, {_HOOK_DUE_SQL} WHERE id = ? RETURNING {_JOB_COLUMNS}",
+                f"lease_expires_at = NULL, {HOOK_DUE_SQL} WHERE id = ? RETURNING {JOB_COLUMNS}",
                 (CANCELLED, now, now, job_id),
             ).fetchone()
             released = self._settle(conn, job_id, CANCELLED, now)
         if released:
             self.notify()
-        return _row_job(updated)
+        return row_job(updated)
 
     @_translate_errors
     def retry_dead(self, job_id: str | None, now: float) -> int:
@@ -510,9 +411,9 @@ class SqliteStore(Store):
         with self._write() as conn:
             row = conn.execute(
                 "UPDATE jobs SET hook_state = 'running' WHERE id = (SELECT id FROM jobs "
-                f"WHERE hook_state = 'due' ORDER BY updated_at LIMIT 1) RETURNING {_JOB_COLUMNS}"
+                f"WHERE hook_state = 'due' ORDER BY updated_at LIMIT 1) RETURNING {JOB_COLUMNS}"
             ).fetchone()
-        return _row_job(row) if row else None
+        return row_job(row) if row else None
 
     @_translate_errors
     def finish_hook(self, job_id: str, error: str | None, now: float) -> None:
@@ -527,9 +428,9 @@ class SqliteStore(Store):
     @_translate_errors
     def get(self, job_id: str) -> Job | None:
         row = self._conn.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
         ).fetchone()
-        return _row_job(row) if row else None
+        return row_job(row) if row else None
 
     @_translate_errors
     def list_jobs(
@@ -544,10 +445,10 @@ class SqliteStore(Store):
             params.append(queue)
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         rows = self._conn.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs {where}ORDER BY created_at DESC LIMIT ?",
+            f"SELECT {JOB_COLUMNS} FROM jobs {where}ORDER BY created_at DESC LIMIT ?",
             [*params, limit],
         ).fetchall()
-        return [_row_job(row) for row in rows]
+        return [row_job(row) for row in rows]
 
     @_translate_errors
     def counts(self) -> dict[str, dict[str, int]]:
@@ -576,12 +477,12 @@ class SqliteStore(Store):
     def recent_failures(self, limit: int = 5) -> list[Job]:
         # one index walk per state, merged: a single IN (...) ORDER BY would sort every failure
         rows = self._conn.execute(
-            f"SELECT * FROM (SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?) "
-            f"UNION ALL SELECT * FROM (SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'dead' "
+            f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?) "
+            f"UNION ALL SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'dead' "
             "ORDER BY updated_at DESC LIMIT ?)",
             (limit, limit),
         ).fetchall()
-        jobs = sorted((_row_job(row) for row in rows), key=lambda job: job.updated_at, reverse=True)
+        jobs = sorted((row_job(row) for row in rows), key=lambda job: job.updated_at, reverse=True)
         return jobs[:limit]
 
     @_translate_errors
@@ -596,13 +497,13 @@ class SqliteStore(Store):
         # ORDER BY ... LIMIT 1 on the partial indexes: one index probe, whatever the queue holds
         if not queues:
             row = self._conn.execute(
-                f"SELECT run_at FROM jobs INDEXED BY jobs_due WHERE {_CLAIMABLE_SQL} ORDER BY run_at LIMIT 1"
+                f"SELECT run_at FROM jobs INDEXED BY jobs_due WHERE {CLAIMABLE_SQL} ORDER BY run_at LIMIT 1"
             ).fetchone()
             return row[0] if row else None
         due = []
         for queue in queues:
             row = self._conn.execute(
-                f"SELECT run_at FROM jobs INDEXED BY jobs_due_queue WHERE {_CLAIMABLE_SQL} AND queue = ? "
+                f"SELECT run_at FROM jobs INDEXED BY jobs_due_queue WHERE {CLAIMABLE_SQL} AND queue = ? "
                 "ORDER BY run_at LIMIT 1", (queue,)
             ).fetchone()
             if row:
@@ -669,8 +570,8 @@ class SqliteStore(Store):
                 return False
             try:
                 conn.execute(
-                    f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(_FIELD_COLUMNS))})",
-                    _job_row(job),
+                    f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(FIELD_COLUMNS))})",
+                    job_row(job),
                 )
             except sqlite3.IntegrityError:
                 return False  # its unique key is still held by the previous run: skip this slot
@@ -777,20 +678,3 @@ class SqliteStore(Store):
     def query_plan(self, sql: str, params: Iterable[Any] = ()) -> list[str]:
         """``EXPLAIN QUERY PLAN`` lines for a statement (used to prove index use)."""
         return [row[3] for row in self._conn.execute(f"EXPLAIN QUERY PLAN {sql}", list(params))]
-
-
-def _job_row(job: Job) -> tuple[Any, ...]:
-    values = []
-    for name in _FIELD_COLUMNS:
-        value = getattr(job, name)
-        if name in _JSON_FIELDS:
-            value = json.dumps(value) if value else None
-        values.append(value)
-    return tuple(values)
-
-
-def _row_job(row: tuple[Any, ...]) -> Job:
-    data = dict(zip(_FIELD_COLUMNS, row, strict=True))
-    for name in _JSON_FIELDS:
-        data[name] = json.loads(data[name]) if data[name] else None
-    return Job.from_dict(data)

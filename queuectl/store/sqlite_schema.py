@@ -1,0 +1,144 @@
+"""The SQLite schema, its migrations, and the mapping between a Job and a row of ``jobs``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from ..models import Job
+
+SCHEMA_VERSION = 5
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    command TEXT NOT NULL,
+    state TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_retries INTEGER NOT NULL,
+    timeout REAL,
+    cwd TEXT,
+    env TEXT,
+    run_at REAL NOT NULL,
+    locked_by TEXT,
+    lease_expires_at REAL,
+    exit_code INTEGER,
+    last_error TEXT,
+    output TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    duration REAL,
+    after_ids TEXT,
+    on_failure_of TEXT,
+    unique_key TEXT,
+    on_finish TEXT,
+    hook_state TEXT,
+    hook_error TEXT,
+    schedule TEXT
+);
+-- claim order (one queue, any queue): partial indexes, so finished jobs never slow a claim
+CREATE INDEX IF NOT EXISTS jobs_ready_queue ON jobs(queue, priority DESC, created_at)
+    WHERE state IN ('pending', 'failed');
+CREATE INDEX IF NOT EXISTS jobs_ready_any ON jobs(priority DESC, created_at)
+    WHERE state IN ('pending', 'failed');
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(run_at) WHERE state IN ('pending', 'failed');
+CREATE INDEX IF NOT EXISTS jobs_due_queue ON jobs(queue, run_at) WHERE state IN ('pending', 'failed');
+CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_expires_at) WHERE state = 'processing';
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, queue, created_at);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(queue, created_at);
+CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs(state, created_at);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
+CREATE INDEX IF NOT EXISTS jobs_updated ON jobs(state, updated_at);
+-- a unique key is taken only while its job is active: finished jobs leave the index
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON jobs(unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('pending', 'waiting', 'processing', 'failed');
+CREATE INDEX IF NOT EXISTS jobs_hook_due ON jobs(updated_at) WHERE hook_state = 'due';
+CREATE TABLE IF NOT EXISTS job_deps (
+    child TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    kind TEXT NOT NULL,  -- after | on_failure
+    PRIMARY KEY (child, parent, kind)
+);
+CREATE INDEX IF NOT EXISTS job_deps_parent ON job_deps(parent);
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    cron TEXT NOT NULL,
+    tz TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    next_fire_at REAL NOT NULL,
+    last_fire_at REAL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    last_heartbeat REAL NOT NULL,
+    queues TEXT NOT NULL,
+    concurrency INTEGER NOT NULL,
+    current_jobs TEXT NOT NULL DEFAULT '[]',
+    stop_requested INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+# job field -> column, in table order; list-valued fields are stored as JSON text
+FIELD_COLUMNS = {
+    "id": "id", "command": "command", "state": "state", "queue": "queue", "priority": "priority",
+    "attempts": "attempts", "max_retries": "max_retries", "timeout": "timeout", "cwd": "cwd",
+    "env": "env", "run_at": "run_at", "locked_by": "locked_by", "lease_expires_at": "lease_expires_at",
+    "exit_code": "exit_code", "last_error": "last_error", "output": "output", "created_at": "created_at",
+    "updated_at": "updated_at", "started_at": "started_at", "finished_at": "finished_at",
+    "duration": "duration", "after": "after_ids", "on_failure_of": "on_failure_of",
+    "unique_key": "unique_key", "on_finish": "on_finish", "hook_state": "hook_state",
+    "hook_error": "hook_error", "schedule": "schedule",
+}
+JSON_FIELDS = ("env", "after")
+JOB_COLUMNS = ", ".join(FIELD_COLUMNS.values())
+ADDED_COLUMNS = ("after_ids", "on_failure_of", "unique_key", "on_finish", "hook_state", "hook_error",
+                  "schedule")  # schema 3: added to older files by _migrate
+HOOK_DUE_SQL = "hook_state = CASE WHEN on_finish IS NOT NULL THEN 'due' ELSE hook_state END"
+CLAIMABLE_SQL = "state IN ('pending', 'failed')"
+
+
+def needs_migration(conn: sqlite3.Connection) -> bool:
+    return bool(conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file of any earlier version up to date (inside the caller's write transaction)."""
+    existing = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    for column in ADDED_COLUMNS if existing else ():
+        if column not in existing:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def job_row(job: Job) -> tuple[Any, ...]:
+    values = []
+    for name in FIELD_COLUMNS:
+        value = getattr(job, name)
+        if name in JSON_FIELDS:
+            value = json.dumps(value) if value else None
+        values.append(value)
+    return tuple(values)
+
+
+def row_job(row: tuple[Any, ...]) -> Job:
+    data = dict(zip(FIELD_COLUMNS, row, strict=True))
+    for name in JSON_FIELDS:
+        data[name] = json.loads(data[name]) if data[name] else None
+    return Job.from_dict(data)
