@@ -105,6 +105,19 @@ def _open_private_file(path: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def _exclusive_flock(path: str) -> Iterator[None]:
+    """An flock on the database file itself (SQLite's own locks are fcntl locks: no interference)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class SqliteStore(Store):
     """The default backend. ``path`` may be relative; ``synchronous`` is NORMAL unless asked."""
 
@@ -127,12 +140,15 @@ class SqliteStore(Store):
         conn = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        if needs_migration(conn):
-            with self._write(conn):
-                migrate(conn)
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal" or needs_migration(conn):
+            # First use (or an upgrade): processes starting together must not race to switch the
+            # journal mode or create tables -- SQLite answers such a race with an instant "locked".
+            with _exclusive_flock(self.path):
+                conn.execute("PRAGMA journal_mode=WAL")
+                if needs_migration(conn):
+                    with self._write(conn):
+                        migrate(conn)
         return conn
 
     @contextlib.contextmanager
