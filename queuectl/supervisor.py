@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from .config import ENV_DB
 
 _PR_SET_CHILD_SUBREAPER = 36
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _RESTART_BACKOFF_MAX = 30.0
 
 
@@ -73,30 +75,35 @@ class Supervisor:
 
     def run(self) -> int:
         subreaper = become_subreaper()
-        signals_seen: list[int] = []
-
-        def on_stop(signum: int, _frame: object) -> None:
-            signals_seen.append(signum)
-
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGHUP, on_stop)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
+        # every signal writes its number to this pipe: the loop sleeps in select() on it, so a
+        # worker's exit (SIGCHLD) or a stop request (SIGTERM) is handled at once
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signum, lambda *_: None)
         for index in range(self.count):
             self._spawn(index)
         log(f"started {self.count} worker(s); Ctrl-C or SIGTERM stops them gracefully"
             + ("" if subreaper else " (no subreaper: orphaned jobs are not cleaned up)"))
-        exit_code = 0
-        while self.workers or (self.restart_at and not self.stopping):
-            while signals_seen:
-                signals_seen.pop()
-                self._forward_stop()
+        while True:
             self._reap()
             self._restart_due()
-            with contextlib.suppress(InterruptedError):
-                time.sleep(0.2)  # any signal (SIGCHLD, SIGTERM) cuts this short
+            if not self.workers and (self.stopping or not self.restart_at):
+                break
+            timeout = 1.0
+            if self.restart_at and not self.stopping:
+                timeout = max(0.0, min(self.restart_at.values()) - time.monotonic())
+            select.select([wake_read], [], [], timeout)
+            try:
+                received = os.read(wake_read, 512)
+            except BlockingIOError:
+                received = b""
+            for _ in range(sum(1 for signum in received if signum in _STOP_SIGNALS)):
+                self._forward_stop()
         log("all workers stopped")
-        return exit_code
+        return 0
 
     def _forward_stop(self) -> None:
         first = not self.stopping

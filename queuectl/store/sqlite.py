@@ -66,9 +66,7 @@ def _translate_errors(method: Callable[..., T]) -> Callable[..., T]:
 def _classify(exc: sqlite3.OperationalError, path: str) -> Exception:
     text = str(exc).lower()
     if "locked" in text or "busy" in text:
-        return StoreUnavailable(
-            f"{path} stayed locked by another process for over {BUSY_TIMEOUT_S:g}s; try again"
-        )
+        return StoreUnavailable(f"{path} is locked by another process (waited up to {BUSY_TIMEOUT_S:g}s); try again")
     if "readonly" in text or "read-only" in text:
         stuck = [name for name in (path, f"{path}-wal", f"{path}-shm")
                  if os.path.exists(name) and not os.access(name, os.W_OK)] or [path]

@@ -7,10 +7,9 @@ socket there. A lost byte costs at most one poll interval, never a job, so every
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
-import tempfile
+import zlib
 
 _MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 108 bytes
 
@@ -20,8 +19,8 @@ def wake_dir_for(db_path: str) -> str:
     beside = f"{db_path}.wake"
     if len(beside) + 24 <= _MAX_SOCKET_PATH:
         return beside
-    digest = hashlib.sha1(db_path.encode()).hexdigest()[:12]
-    return os.path.join(tempfile.gettempdir(), f"queuectl-{os.getuid()}-{digest}")
+    digest = f"{zlib.crc32(db_path.encode()):08x}"  # not hashlib: it loads OpenSSL into every worker
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"queuectl-{os.getuid()}-{digest}")
 
 
 class SocketWaker:
