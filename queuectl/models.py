@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ DEFAULT_QUEUE = "default"
 OUTPUT_LIMIT = 64 * 1024  # bytes of output kept per job: the tail
 
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32: no i, l, o, u to misread
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ID_ALPHABET.encode())
 
 
 def new_job_id() -> str:
@@ -36,8 +38,7 @@ def new_job_id() -> str:
 
     ``os.urandom`` rather than ``secrets``: the latter pulls in OpenSSL (+6 MB per worker).
     """
-    bits = int.from_bytes(os.urandom(7), "big") >> 6  # 50 bits
-    return "".join(_ID_ALPHABET[(bits >> shift) & 31] for shift in range(45, -5, -5))
+    return base64.b32encode(os.urandom(10))[:10].translate(_TO_CROCKFORD).decode()
 
 
 def dependency_state(

@@ -116,6 +116,10 @@ def _exclusive_flock(path: str) -> Iterator[None]:
         os.close(fd)
 
 
+_INSERT_SQL = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(FIELD_COLUMNS))})"
+_INSERT_BATCH = 1000
+
+
 class SqliteStore(Store):
     """The default backend. ``path`` may be relative; ``synchronous`` is NORMAL unless asked."""
 
@@ -166,24 +170,45 @@ class SqliteStore(Store):
     @_translate_errors
     def enqueue_many(self, jobs: Iterable[Job]) -> int:
         count = 0
-        sql = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(FIELD_COLUMNS))})"
+        batch: list[Job] = []
         with self._write() as conn:
             for job in jobs:
                 if job.after or job.on_failure_of:
+                    self._insert_batch(conn, batch)  # its parents may be in the batch
                     job.state = self._dependency_state(conn, job)
-                try:
-                    conn.execute(sql, job_row(job))
-                except sqlite3.IntegrityError as exc:
-                    raise self._insert_conflict(conn, job, exc) from None
-                conn.executemany(
-                    "INSERT OR IGNORE INTO job_deps (child, parent, kind) VALUES (?, ?, ?)",
-                    [(job.id, parent, "after") for parent in job.after]
-                    + ([(job.id, job.on_failure_of, "on_failure")] if job.on_failure_of else []),
-                )
+                    self._insert_batch(conn, [job])
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO job_deps (child, parent, kind) VALUES (?, ?, ?)",
+                        [(job.id, parent, "after") for parent in job.after]
+                        + ([(job.id, job.on_failure_of, "on_failure")] if job.on_failure_of else []),
+                    )
+                else:
+                    batch.append(job)
+                    if len(batch) >= _INSERT_BATCH:
+                        self._insert_batch(conn, batch)
                 count += 1
+            self._insert_batch(conn, batch)
         if count:
             self.notify()
         return count
+
+    def _insert_batch(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
+        """Insert and empty ``batch`` with one executemany; on a conflict, name the job that caused it."""
+        if not batch:
+            return
+        conn.execute("SAVEPOINT insert_batch")
+        try:
+            conn.executemany(_INSERT_SQL, [job_row(job) for job in batch])
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK TO insert_batch")
+            for job in batch:  # one by one, to find the culprit
+                try:
+                    conn.execute(_INSERT_SQL, job_row(job))
+                except sqlite3.IntegrityError as exc:
+                    raise self._insert_conflict(conn, job, exc) from None
+        finally:
+            conn.execute("RELEASE insert_batch")
+        batch.clear()
 
     @staticmethod
     def _dependency_state(conn: sqlite3.Connection, job: Job) -> str:
@@ -584,7 +609,7 @@ class SqliteStore(Store):
                 return False
             try:
                 conn.execute(
-                    f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(FIELD_COLUMNS))})",
+                    _INSERT_SQL,
                     job_row(job),
                 )
             except sqlite3.IntegrityError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import sqlite3
 from typing import Any
 
@@ -127,13 +128,15 @@ def migrate(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
+_FIELDS_OF = operator.attrgetter(*FIELD_COLUMNS)  # one C call reads every field, in column order
+_JSON_POSITIONS = [list(FIELD_COLUMNS).index(name) for name in JSON_FIELDS]
+
+
 def job_row(job: Job) -> tuple[Any, ...]:
-    values = []
-    for name in FIELD_COLUMNS:
-        value = getattr(job, name)
-        if name in JSON_FIELDS:
-            value = json.dumps(value) if value else None
-        values.append(value)
+    """The row to insert for ``job`` (bulk enqueue calls this 100,000 times: keep it lean)."""
+    values = list(_FIELDS_OF(job))
+    for position in _JSON_POSITIONS:
+        values[position] = json.dumps(values[position]) if values[position] else None
     return tuple(values)
 
 
