@@ -172,8 +172,14 @@ class Run:
             return None
         self._dirty = False
         text = bytes(self._tail).decode("utf-8", errors="replace").replace("\x00", "\\0")
-        if self._dropped:
-            text = f"[... {self._dropped} earlier bytes of output dropped ...]\n{text}"
+        dropped = self._dropped
+        encoded = text.encode()
+        if len(encoded) > self.limit:  # replacements grew it: keep the last `limit` bytes of text
+            kept = encoded[-self.limit:].decode("utf-8", errors="ignore")
+            dropped += len(self._tail) - len(kept.encode())  # roughly, in the job's own bytes
+            text = kept
+        if dropped > 0:
+            text = f"[... {dropped} earlier bytes of output dropped ...]\n{text}"
         return text
 
     @property
