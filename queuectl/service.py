@@ -19,7 +19,6 @@ from .models import (
     DEAD,
     DEFAULT_QUEUE,
     FAILED,
-    PENDING,
     STATES,
     Job,
     Lease,
@@ -321,11 +320,12 @@ def status(store: Store, now: float) -> Status:
             totals[state] = totals.get(state, 0) + count
     config = load_config(store)
     workers = store.list_workers()
-    alive = [w for w in workers if w.state != "stopped" and now - w.last_heartbeat <= config.lease]
+    alive = [w for w in workers if worker_is_alive(w.last_heartbeat, w.state, config, now)]
     return Status(totals, queues, store.paused_queues(), len(alive), len(workers))
 
 
 def worker_is_alive(last_heartbeat: float, state: str, config: RuntimeConfig, now: float) -> bool:
+    """A worker counts as alive until it stops or misses its heartbeats for a whole lease."""
     return state != "stopped" and now - last_heartbeat <= config.lease
 
 
@@ -341,5 +341,3 @@ def config_items(store: Store) -> list[tuple[str, str, bool, str]]:
     return [(key.name, values.get(key.name, key.default), key.name not in values, key.help)
             for key in CONFIG_KEYS.values()]
 
-
-__all__ = ["PENDING", "enqueue", "enqueue_lines", "failure_outcome", "recover_expired"]
