@@ -8,9 +8,34 @@ the caller, so that the rules and the tests control the clock.
 from __future__ import annotations
 
 import abc
-from typing import Iterable, Protocol
+import functools
+from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 from ..models import Job, Lease, Outcome, Schedule, WorkerInfo
+
+T = TypeVar("T")
+
+
+def translating_errors(
+    classify: Callable[[Any, Exception], Exception | None],
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """A decorator for store methods: a driver exception that ``classify(store, exc)`` maps to a
+    queuectl error is raised as that error (one clear line for the user); others pass through."""
+
+    def decorate(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                mapped = classify(self, exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+
+        return wrapper
+
+    return decorate
 
 
 class Waker(Protocol):

@@ -6,10 +6,9 @@ mongomock (``MongoStore(client)``), and a real server when ``QUEUECTL_TEST_MONGO
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Iterable
 
 from ..errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable
 from ..models import (
@@ -32,34 +31,28 @@ from ..models import (
     WorkerInfo,
     dependency_state,
 )
-from .base import Store, Waker
+from .base import Store, Waker, translating_errors
 
 CONNECT_TIMEOUT_MS = 5000
 BATCH = 1000
 STAGING = "enqueuing"  # a bulk insert's jobs stay invisible to claims until the whole file is in
 
-T = TypeVar("T")
+def _mongo_error(store: MongoStore, exc: Exception) -> Exception | None:
+    """pymongo's exceptions as queuectl's, with the URL's password redacted."""
+    import pymongo.errors as perr
+
+    if isinstance(exc, (perr.ServerSelectionTimeoutError, perr.ConnectionFailure)):
+        return StoreUnavailable(f"cannot reach MongoDB at {store.safe_url}: {_first_line(exc)}")
+    if isinstance(exc, perr.OperationFailure):
+        if exc.code in (13, 18):  # Unauthorized, AuthenticationFailed
+            return StoreUnavailable(f"MongoDB at {store.safe_url} refused the credentials")
+        if exc.code in (14031, 12):  # out of disk space
+            return StoreReadOnly(f"MongoDB at {store.safe_url} refuses writes: {_first_line(exc)}")
+        return StoreUnavailable(f"MongoDB at {store.safe_url}: {_first_line(exc)}")
+    return None
 
 
-def _translate_errors(method: Callable[..., T]) -> Callable[..., T]:
-    """pymongo's exceptions become queuectl's, with the URL's password redacted."""
-
-    @functools.wraps(method)
-    def wrapper(self: MongoStore, *args: Any, **kwargs: Any) -> T:
-        import pymongo.errors as perr
-
-        try:
-            return method(self, *args, **kwargs)
-        except (perr.ServerSelectionTimeoutError, perr.ConnectionFailure) as exc:
-            raise StoreUnavailable(f"cannot reach MongoDB at {self.safe_url}: {_first_line(exc)}") from None
-        except perr.OperationFailure as exc:
-            if exc.code in (13, 18):  # Unauthorized, AuthenticationFailed
-                raise StoreUnavailable(f"MongoDB at {self.safe_url} refused the credentials") from None
-            if exc.code in (14031, 12):  # out of disk space / write conflict on a full disk
-                raise StoreReadOnly(f"MongoDB at {self.safe_url} refuses writes: {_first_line(exc)}") from None
-            raise StoreUnavailable(f"MongoDB at {self.safe_url}: {_first_line(exc)}") from None
-
-    return wrapper
+_translate_errors = translating_errors(_mongo_error)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,12 +8,11 @@ commands as the worker's user.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sqlite3
 import stat
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Iterable, Iterator
 
 from ..errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable
 from ..models import (
@@ -29,7 +28,7 @@ from ..models import (
     WorkerInfo,
     dependency_state,
 )
-from .base import Store, Waker
+from .base import Store, Waker, translating_errors
 from .sqlite_schema import (
     CLAIMABLE_SQL,
     FIELD_COLUMNS,
@@ -43,24 +42,15 @@ from .sqlite_schema import (
 from .wake import SocketWaker, notify_all, wake_dir_for
 
 BUSY_TIMEOUT_S = 30.0
-T = TypeVar("T")
+def _sqlite_error(store: SqliteStore, exc: Exception) -> Exception | None:
+    if isinstance(exc, sqlite3.OperationalError):
+        return _classify(exc, store.path)
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
+        return StoreUnavailable(f"{store.path} is not a usable queue database ({exc})")
+    return None
 
 
-def _translate_errors(method: Callable[..., T]) -> Callable[..., T]:
-    """Turn sqlite3's exceptions into queuectl's, so that a user sees one clear line."""
-
-    @functools.wraps(method)
-    def wrapper(self: SqliteStore, *args: Any, **kwargs: Any) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.OperationalError as exc:
-            raise _classify(exc, self.path) from exc
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.IntegrityError):
-                raise
-            raise StoreUnavailable(f"{self.path} is not a usable queue database ({exc})") from exc
-
-    return wrapper
+_translate_errors = translating_errors(_sqlite_error)
 
 
 def _classify(exc: sqlite3.OperationalError, path: str) -> Exception:
