@@ -167,4 +167,7 @@ class Supervisor:
             if ppid == me:
                 log(f"killing orphaned job process group {pgid} of a dead worker")
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pgid, signal.SIGKILL)
+                    if pgid == os.getpgrp():  # killed before its job left our group: only that one
+                        os.kill(int(entry), signal.SIGKILL)
+                    else:
+                        os.killpg(pgid, signal.SIGKILL)

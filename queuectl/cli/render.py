@@ -121,8 +121,16 @@ def job_detail(job: Job) -> None:
         table.add_row(name, value)
     out = console()
     out.print(table)
-    out.print("[bold]output[/] (tail):")
-    out.print(job.output or "(none)", markup=False, highlight=False)
+    out.print("[bold]output[/] (tail; `queuectl logs` prints it raw):")
+    out.print(_printable(job.output) or "(none)", markup=False, highlight=False)
+
+
+_CONTROL = {code: "\ufffd" for code in (*range(0x00, 0x09), *range(0x0b, 0x20), 0x7f)}
+
+
+def _printable(text: Optional[str]) -> str:
+    """Job output without control characters, so a job cannot drive the viewer's terminal."""
+    return (text or "").translate(_CONTROL)
 
 
 def _hook_text(job: Job) -> str:
