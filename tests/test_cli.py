@@ -360,7 +360,7 @@ def test_enqueue_invalid_input_exits_2_and_writes_nothing(run: Cli) -> None:
     names = list(ENQUEUE_INVALID)
     results = run.many(*(("enqueue", *ENQUEUE_INVALID[name][0]) for name in names))
     problems = []
-    for name, proc in zip(names, results):
+    for name, proc in zip(names, results, strict=True):
         try:
             fails(proc, EXIT_USAGE, *ENQUEUE_INVALID[name][1])
         except AssertionError as exc:
@@ -439,7 +439,7 @@ def test_enqueue_file_with_a_bad_line_inserts_nothing(run: Cli, tmp_path: Path) 
     for name, (text, _) in cases.items():
         (tmp_path / name).write_text(text)
     results = run.many(*(("enqueue", "--file", name) for name in cases))
-    for (name, (_, reason)), proc in zip(cases.items(), results):
+    for (name, (_, reason)), proc in zip(cases.items(), results, strict=True):
         line = fails(proc, EXIT_USAGE, "line 3", reason, "nothing was enqueued")
         assert "line 1" not in line and "line 4" not in line, name
     assert listed_ids(run("list", "--json")) == ["existing"]
@@ -700,7 +700,7 @@ def test_config_set_invalid_values_exit_2_and_change_nothing(run: Cli) -> None:
     names = list(CONFIG_INVALID)
     results = run.many(*(("config", "set", *CONFIG_INVALID[name][0]) for name in names))
     problems = []
-    for name, proc in zip(names, results):
+    for name, proc in zip(names, results, strict=True):
         try:
             fails(proc, EXIT_USAGE, *CONFIG_INVALID[name][1])
         except AssertionError as exc:
@@ -752,7 +752,7 @@ def test_unescaped_password_is_not_printed(run: Cli) -> None:
     from queuectl.store import redact_url
 
     urls = ("mongodb://user:se/cret@127.0.0.1:9/q", "mongodb://user:se@cret@127.0.0.1:9/q")
-    for url, proc in zip(urls, run.many(*(("--db", url, "status") for url in urls))):
+    for url, proc in zip(urls, run.many(*(("--db", url, "status") for url in urls)), strict=True):
         line = fails(proc, EXIT_USAGE, "invalid MongoDB URL")
         assert "cret" not in line, line  # observed: ...user:se/cret@... and ...user:***@cret@...
         assert "cret" not in redact_url(url), redact_url(url)
@@ -1000,9 +1000,9 @@ def test_help_of_every_command_exits_0(tmp_path: Path) -> None:
     results = cli.many(*((*path, "--help") for path, _ in groups))
     leaf_results = json.loads(ok(finish(in_one)))
     results += [subprocess.CompletedProcess(["python", "-m", "queuectl", *path, "--help"], code, out, err)
-                for (path, _), (code, out, err) in zip(leaves, leaf_results)]
+                for (path, _), (code, out, err) in zip(leaves, leaf_results, strict=True)]
     problems = []
-    for (path, command), proc in zip(groups + leaves, results):
+    for (path, command), proc in zip(groups + leaves, results, strict=True):
         words = " ".join(proc.stdout.split())
         checks = [
             proc.returncode == EXIT_OK, proc.stderr == "", "Usage:" in proc.stdout,

@@ -102,7 +102,7 @@ def counts_row(text: str) -> dict[str, int]:
     header = line_with(text, "processing").split()
     values = line_with(text, "now ").split()
     assert header[0] == "jobs" and values[0] == "now"
-    return dict(zip(header[1:], (int(v.replace(",", "")) for v in values[1:])))
+    return dict(zip(header[1:], (int(v.replace(",", "")) for v in values[1:]), strict=True))
 
 
 # --- data ---------------------------------------------------------------------------------------

@@ -168,7 +168,7 @@ def test_failing_job_backs_off_then_dead_then_dlq_retry(queue: Queue, tmp_path: 
     assert "exit code 3" in (dead.last_error or "")
     starts = [float(line) for line in lines(ledger)]
     assert len(starts) == 3, starts
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]  # consecutive pairs
     for attempt, gap in enumerate(gaps, start=1):
         delay = base ** attempt  # the delay after attempt n is base ** n
         assert gap >= delay - 0.05, f"attempt {attempt + 1} came {gap:.3f}s after, before {delay}s"
