@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from .config import ENV_DB
+from .signalpipe import open_signal_pipe, read_signals
 
 _PR_SET_CHILD_SUBREAPER = 36
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -75,14 +76,9 @@ class Supervisor:
 
     def run(self) -> int:
         subreaper = become_subreaper()
-        # every signal writes its number to this pipe: the loop sleeps in select() on it, so a
-        # worker's exit (SIGCHLD) or a stop request (SIGTERM) is handled at once
-        wake_read, wake_write = os.pipe()
-        os.set_blocking(wake_read, False)
-        os.set_blocking(wake_write, False)
-        signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(signum, lambda *_: None)
+        # the loop sleeps in select() on this pipe: a worker's exit (SIGCHLD) or a stop request
+        # (SIGTERM) is handled at once
+        wake_read = open_signal_pipe()
         for index in range(self.count):
             self._spawn(index)
         log(f"started {self.count} worker(s); Ctrl-C or SIGTERM stops them gracefully"
@@ -96,10 +92,7 @@ class Supervisor:
             if self.restart_at and not self.stopping:
                 timeout = max(0.0, min(self.restart_at.values()) - time.monotonic())
             select.select([wake_read], [], [], timeout)
-            try:
-                received = os.read(wake_read, 512)
-            except BlockingIOError:
-                received = b""
+            received = read_signals(wake_read)
             for _ in range(sum(1 for signum in received if signum in _STOP_SIGNALS)):
                 self._forward_stop()
         log("all workers stopped")

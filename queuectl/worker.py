@@ -24,6 +24,7 @@ from .config import ENV_DB, RuntimeConfig, resolve_db_url
 from .errors import QueuectlError, StoreUnavailable
 from .executor import Run, StartError, job_environment
 from .models import COMPLETED, PENDING, Job, Lease, Outcome, WorkerInfo
+from .signalpipe import open_signal_pipe, read_signals
 from .store import Store, open_store
 
 FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
@@ -88,7 +89,7 @@ class Worker:
     # --- life cycle -------------------------------------------------------------------------
 
     def run(self) -> int:
-        sig_read = self._install_signals()
+        sig_read = open_signal_pipe()
         self.selector.register(sig_read, selectors.EVENT_READ, "signal")
         waker = None
         try:
@@ -141,22 +142,8 @@ class Worker:
         log(self.id, "stopped")
         return 0
 
-    def _install_signals(self) -> int:
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        # handlers, not SIG_IGN: an ignored signal would stay ignored in every job we exec
-        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(signum, lambda *_: None)
-        return read_fd
-
     def _on_signals(self, fd: int) -> None:
-        try:
-            data = os.read(fd, 512)
-        except BlockingIOError:
-            return
-        for signum in data:
+        for signum in read_signals(fd):
             if signum == signal.SIGINT and self.supervised:
                 continue  # Ctrl-C reached the whole terminal group: the supervisor sends us SIGTERM
             if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
