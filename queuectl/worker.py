@@ -399,6 +399,7 @@ class Worker:
             if mono >= self.next_retention:
                 self.next_retention = mono + _RETENTION_EVERY_S
                 workflows.apply_retention(self.store, self.config, time.time())
+                self.store.resettle_waiting()
         except QueuectlError as exc:
             log(self.id, f"housekeeping skipped: {exc}")
 

@@ -256,6 +256,14 @@ class Store(abc.ABC):
     def prune_workers(self, seen_before: float) -> int:
         """Forget workers that stopped or have not beaten since ``seen_before``."""
 
+    def resettle_waiting(self, limit: int = 1000) -> None:
+        """Release or cancel waiting jobs whose parents finished without settling them.
+
+        A backend that settles dependants in the same transaction as the parent's outcome never
+        needs this (SQLite); one that takes several steps (MongoDB) repairs here what a worker
+        dying between those steps left behind. Workers call it now and then.
+        """
+
     # --- waking idle workers ----------------------------------------------------------------
 
     def waker(self, worker_id: str) -> Waker | None:

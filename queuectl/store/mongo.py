@@ -249,6 +249,12 @@ class MongoStore(Store):
             for parent in self._jobs.find({"_id": {"$in": parents}, "state": {"$in": list(FINISHED)}}):
                 self._settle(parent["_id"], parent["state"], now)
 
+    @_translate_errors
+    def resettle_waiting(self, limit: int = 1000) -> None:
+        waiting = [doc["_id"] for doc in self._jobs.find({"state": WAITING}, {"_id": 1}).limit(limit)]
+        if waiting:
+            self._recheck_waiting(waiting)
+
     def _publish_slow(self, token: str) -> None:
         """For servers (or mongomock) without update pipelines: one update per distinct state."""
         for state in self._jobs.distinct("final_state", {"batch": token}):

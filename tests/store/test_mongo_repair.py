@@ -1,0 +1,42 @@
+"""MongoDB settles a finished job's dependants in steps after its outcome; a worker that dies in
+between leaves them waiting. ``resettle_waiting`` (run by workers now and then) repairs that."""
+
+from __future__ import annotations
+
+import mongomock
+import pytest
+
+from queuectl.models import Job
+from queuectl.store.mongo import MongoStore
+
+
+@pytest.fixture
+def store() -> MongoStore:
+    return MongoStore(mongomock.MongoClient(), db_name="repair")
+
+
+def job(job_id: str, **fields: object) -> Job:
+    return Job(id=job_id, command="true", created_at=1000.0, updated_at=1000.0, run_at=1000.0, **fields)
+
+
+@pytest.mark.parametrize(("parent_state", "child_state"), [("completed", "pending"), ("dead", "cancelled")])
+def test_children_left_waiting_by_a_dead_worker_are_settled(
+    store: MongoStore, parent_state: str, child_state: str
+) -> None:
+    # Given a child waiting on a parent whose outcome was written, but whose settling step never ran
+    store.enqueue_many([job("p"), job("c", after=["p"]), job("grandchild", after=["c"])])
+    store._jobs.update_one({"_id": "p"}, {"$set": {"state": parent_state}})
+    assert store.get("c").state == "waiting"
+
+    # When a worker runs the repair
+    store.resettle_waiting()
+
+    # Then the child is settled as if the parent had just finished (and its own children with it)
+    assert store.get("c").state == child_state
+    assert store.get("grandchild").state == ("waiting" if child_state == "pending" else "cancelled")
+
+
+def test_children_of_unfinished_parents_stay_waiting(store: MongoStore) -> None:
+    store.enqueue_many([job("p"), job("c", after=["p"])])
+    store.resettle_waiting()
+    assert store.get("c").state == "waiting"
