@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from . import service, workflows
 from .config import ENV_DB, RuntimeConfig, resolve_db_url
-from .errors import QueuectlError, StoreUnavailable
+from .errors import QueuectlError, StoreReadOnly, StoreUnavailable
 from .executor import Run, StartError, job_environment
 from .models import COMPLETED, PENDING, Job, Lease, Outcome, WorkerInfo
 from .signalpipe import open_signal_pipe, read_signals
@@ -29,6 +29,7 @@ from .store import Store, open_store
 
 FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
 _RETRY_WRITE_S = 0.5
+STORE_DOWN = (StoreUnavailable, StoreReadOnly)  # a full disk is an outage too: keep the outcome
 _RETENTION_EVERY_S = 60.0
 _FORGET_WORKERS_AFTER_S = 3600.0  # a dead worker stays visible (red) for an hour, then is forgotten
 
@@ -113,7 +114,9 @@ class Worker:
                 mono = time.monotonic()
                 if self._may_claim(mono):
                     self._claim()
-                if self.stopping and not self.slots and not self.unsent:
+                if self.stopping and not self.slots and self._hooks_done() and (
+                    not self.unsent or self.stop_signals > 1  # a second signal gives up on an outage
+                ):
                     break
                 events = self.selector.select(self._wait_seconds(next_beat))
                 for key, _ in events:
@@ -174,7 +177,7 @@ class Worker:
         now = time.time()
         try:
             jobs = self.store.claim(self.id, self.opts.queues, now, self.config.lease, free)
-        except StoreUnavailable as exc:
+        except STORE_DOWN as exc:
             log(self.id, f"cannot claim: {exc}")
             self._go_idle(now)
             return
@@ -325,7 +328,7 @@ class Worker:
                 self.request_stop("stop requested through the database")
             self.config = service.load_config(self.store)
             service.recover_expired(self.store, self.config, now)
-        except StoreUnavailable as exc:
+        except STORE_DOWN as exc:
             self._on_store_down(exc, mono)
             return
         self.last_ok_beat = mono
@@ -363,7 +366,7 @@ class Worker:
             written, jobs = self.store.finish_and_claim(
                 batch, self.id, self.opts.queues, now, self.config.lease, free
             )
-        except StoreUnavailable as exc:
+        except STORE_DOWN as exc:
             log(self.id, f"cannot record {len(batch)} outcome(s) yet ({exc}); will retry")
             self.next_write_try = time.monotonic() + _RETRY_WRITE_S
             return
@@ -382,8 +385,9 @@ class Worker:
         mono = time.monotonic()
         try:
             while self.hook_results:
-                job_id, error = self.hook_results.pop()
+                job_id, error = self.hook_results[-1]
                 self.store.finish_hook(job_id, error, time.time())
+                self.hook_results.pop()  # only once written
             if self.stopping:
                 return
             if mono >= self.next_schedule_check:
@@ -397,11 +401,20 @@ class Worker:
                     self.hook_thread = threading.Thread(target=self._run_hook, args=(job,), daemon=True)
                     self.hook_thread.start()
             if mono >= self.next_retention:
-                self.next_retention = mono + _RETENTION_EVERY_S
-                workflows.apply_retention(self.store, self.config, time.time())
+                # one batch per pass, so heartbeats go on; a full batch means more: come back soon
+                deleted = workflows.apply_retention(self.store, self.config, time.time(), max_batches=1)
+                self.next_retention = mono + (1.0 if deleted >= workflows.RETENTION_BATCH else _RETENTION_EVERY_S)
                 self.store.resettle_waiting()
         except QueuectlError as exc:
             log(self.id, f"housekeeping skipped: {exc}")
+
+    def _hooks_done(self) -> bool:
+        """No hook is running and every hook result is written (a stop waits for them)."""
+        if self.hook_thread is not None and self.hook_thread.is_alive():
+            return False
+        if self.hook_results:
+            self._housekeeping()  # writes them
+        return not self.hook_results
 
     def _run_hook(self, job: Job) -> None:
         error = workflows.run_hook(job, self.config, self.base_env)

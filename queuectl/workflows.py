@@ -7,7 +7,10 @@ when a schedule is used.
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +24,7 @@ from .models import CANCELLED, COMPLETED, DEAD, FINISHED, Job, Schedule
 from .store import Store
 
 RETENTION_BATCH = 1000  # rows per transaction: a big purge never holds the write lock for long
-_SCHEDULE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")  # + "-YYYYmmddTHHMMSS" fits a job id
 
 
 # --- cron schedules -----------------------------------------------------------------------------
@@ -42,16 +45,18 @@ def next_fire_time(cron: str, tz: str, after: float) -> float:
 
     zone = _zone(tz)
     try:
-        itr = croniter(cron, datetime.fromtimestamp(after, zone))
-    except (ValueError, KeyError) as exc:
+        return float(croniter(cron, datetime.fromtimestamp(after, zone)).get_next(float))
+    except (ValueError, KeyError, ArithmeticError) as exc:  # CroniterBadDateError is a ValueError
         raise InvalidInput(f"invalid cron expression {cron!r}: {exc}") from None
-    return float(itr.get_next(float))
 
 
 def add_schedule(store: Store, name: str, cron: str, spec: dict[str, Any], tz: str, now: float) -> Schedule:
     """Validate and store a schedule; its job spec is checked now, not at the first fire."""
-    if not name or len(name) > 64 or not set(name) <= _SCHEDULE_NAME_CHARS:
-        raise InvalidInput(f"invalid schedule name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    if not _SCHEDULE_NAME.match(name):
+        raise InvalidInput(
+            f"invalid schedule name {name!r}: use 1-48 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
     if spec.get("id") or spec.get("after") or spec.get("on_failure_of") or spec.get("delay") or spec.get("run_at"):
         raise InvalidInput("a schedule's job cannot have an id, parents, delay or run_at")
     service.build_job(spec, service.load_config(store), now)  # raises on a bad spec
@@ -84,9 +89,12 @@ def fire_due_schedules(store: Store, now: float) -> list[str]:
     config = service.load_config(store)
     for schedule in due:
         slot = schedule.next_fire_at
-        following = next_fire_time(schedule.cron, schedule.tz, max(now, slot))
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(slot))
-        job = service.build_job({**schedule.spec, "id": f"{schedule.name}-{stamp}"[:64]}, config, now)
+        try:  # one broken schedule must not stop the others
+            following = next_fire_time(schedule.cron, schedule.tz, max(now, slot))
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(slot))
+            job = service.build_job({**schedule.spec, "id": f"{schedule.name}-{stamp}"}, config, now)
+        except InvalidInput:
+            continue
         job.schedule = schedule.name
         if store.fire_schedule(schedule.name, slot, following, job):
             fired.append(job.id)
@@ -110,27 +118,42 @@ def run_hook(job: Job, config: RuntimeConfig, base_env: dict[str, str]) -> str |
         "QUEUECTL_JOB_COMMAND": job.command,
     })
     cwd = job.cwd if job.cwd and os.path.isdir(job.cwd) else None
-    try:
-        result = subprocess.run(
-            ["/bin/sh", "-c", job.on_finish], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=config.hook_timeout,
-            start_new_session=True,
-        )
-    except subprocess.TimeoutExpired:
-        return f"hook timed out after {config.hook_timeout:g}s"
-    except OSError as exc:
-        return f"hook could not start: {exc.strerror}"
-    if result.returncode != 0:
-        tail = result.stdout.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        return f"hook exited with {result.returncode}: {tail[0][:200]}"
+    with tempfile.TemporaryFile() as output:  # a file, not a pipe: a background child can't hold it open
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", job.on_finish], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as exc:
+            return f"hook could not start: {exc.strerror}"
+        try:
+            code = proc.wait(timeout=config.hook_timeout)
+            error = None
+        except subprocess.TimeoutExpired:
+            error = f"hook timed out after {config.hook_timeout:g}s"
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the hook's whole process group ends with it
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+        if error:
+            return error
+        if code != 0:
+            output.seek(max(0, output.seek(0, os.SEEK_END) - 4096))
+            tail = output.read().decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+            return f"hook exited with {code}: {tail[0][:200]}"
     return None
 
 
 # --- retention ----------------------------------------------------------------------------------
 
 
-def purge(store: Store, states: list[str], older_than: float | None, now: float, dry_run: bool = False) -> int:
-    """Delete finished jobs by state and age, in batches; ``dry_run`` only counts them."""
+def purge(
+    store: Store, states: list[str], older_than: float | None, now: float, dry_run: bool = False,
+    max_batches: int | None = None,
+) -> int:
+    """Delete finished jobs by state and age, in batches (at most ``max_batches``); ``dry_run`` counts."""
     for state in states:
         service.check_state(state)
         if state not in FINISHED:
@@ -139,20 +162,23 @@ def purge(store: Store, states: list[str], older_than: float | None, now: float,
     if dry_run:
         return store.count_purgeable(states, before)
     total = 0
-    while True:
+    batches = 0
+    while max_batches is None or batches < max_batches:
         deleted = store.purge(states, before, limit=RETENTION_BATCH)
         total += deleted
+        batches += 1
         if deleted < RETENTION_BATCH:
-            return total
+            break
+    return total
 
 
-def apply_retention(store: Store, config: RuntimeConfig, now: float) -> int:
+def apply_retention(store: Store, config: RuntimeConfig, now: float, max_batches: int | None = None) -> int:
     """The automatic purge workers run now and then, per the retain-* config keys."""
     deleted = 0
     if config.retain_completed > 0:
-        deleted += purge(store, [COMPLETED], config.retain_completed, now)
+        deleted += purge(store, [COMPLETED], config.retain_completed, now, max_batches=max_batches)
     if config.retain_dead > 0:
-        deleted += purge(store, [DEAD, CANCELLED], config.retain_dead, now)
+        deleted += purge(store, [DEAD, CANCELLED], config.retain_dead, now, max_batches=max_batches)
     return deleted
 
 

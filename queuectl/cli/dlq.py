@@ -59,4 +59,6 @@ def purge(
     store = store_of(ctx)
     if not yes and not typer.confirm("Delete every job in the dead letter queue?", default=False):
         raise typer.Exit(1)
-    print(f"deleted {store.purge([DEAD])} job(s)")
+    from .. import workflows
+
+    print(f"deleted {workflows.purge(store, [DEAD], None, time.time())} job(s)")

@@ -76,7 +76,10 @@ def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
     if path == "-" or (os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)):
         # a pipe may be slow: read it all first, so the write transaction never waits on it
         with _spooled(sys.stdin.buffer if path == "-" else open(path, "rb")) as spool:
-            return service.enqueue_lines(store, io.TextIOWrapper(spool, encoding="utf-8"), options)
+            try:
+                return service.enqueue_lines(store, io.TextIOWrapper(spool, encoding="utf-8"), options)
+            except UnicodeDecodeError:
+                raise InvalidInput("the input is not UTF-8 text; nothing was enqueued") from None
     try:
         with open(path, encoding="utf-8", errors="strict") as handle:
             return service.enqueue_lines(store, handle, options)
@@ -86,6 +89,8 @@ def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
         raise InvalidInput(f"{path} is a directory, not a file of jobs") from None
     except UnicodeDecodeError:
         raise InvalidInput(f"{path} is not UTF-8 text; nothing was enqueued") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _spooled(source: Any) -> Any:

@@ -74,6 +74,7 @@ class MongoStore(Store):
         self._queues = db["queues"]
         self._workers = db["workers"]
         self._schedules = db["schedules"]
+        self._resettle_from: str | None = None
         self._ensure_indexes()
 
     @classmethod
@@ -164,16 +165,17 @@ class MongoStore(Store):
                     flush()
             if buffer:
                 flush()
+            if count:
+                # every job becomes claimable at once; a staged job keeps its intended state
+                self._jobs.update_many(
+                    {"batch": token}, [{"$set": {"state": "$final_state"}},
+                                       {"$unset": ["batch", "final_state"]}]
+                ) if _supports_pipeline_updates(self._jobs) else self._publish_slow(token)
         except BaseException:
             if staged or count:
-                self._jobs.delete_many({"batch": token})
+                self._jobs.delete_many({"batch": token})  # what is still staged: nothing half-visible
             raise
         if count:
-            # every job becomes claimable at once; a staged job keeps its intended state
-            self._jobs.update_many(
-                {"batch": token}, [{"$set": {"state": "$final_state"}},
-                                   {"$unset": ["batch", "final_state"]}]
-            ) if _supports_pipeline_updates(self._jobs) else self._publish_slow(token)
             self._recheck_waiting([job_id for job_id, state in in_batch.items() if state == WAITING])
             self.notify()
         return count
@@ -251,7 +253,12 @@ class MongoStore(Store):
 
     @_translate_errors
     def resettle_waiting(self, limit: int = 1000) -> None:
-        waiting = [doc["_id"] for doc in self._jobs.find({"state": WAITING}, {"_id": 1}).limit(limit)]
+        # page through the waiting jobs across calls, so a long list is covered in time
+        query: dict[str, Any] = {"state": WAITING}
+        if self._resettle_from is not None:
+            query["_id"] = {"$gt": self._resettle_from}
+        waiting = [doc["_id"] for doc in self._jobs.find(query, {"_id": 1}).sort("_id", 1).limit(limit)]
+        self._resettle_from = waiting[-1] if len(waiting) == limit else None
         if waiting:
             self._recheck_waiting(waiting)
 
@@ -394,7 +401,7 @@ class MongoStore(Store):
         query = self._purge_query(states, finished_before)
         if limit is not None:
             ids = [doc["_id"] for doc in self._jobs.find(query, {"_id": 1}).limit(limit)]
-            query = {"_id": {"$in": ids}}
+            query = {**query, "_id": {"$in": ids}}  # re-checked: a job retried meanwhile stays
         return self._jobs.delete_many(query).deleted_count
 
     @_translate_errors
@@ -465,18 +472,22 @@ class MongoStore(Store):
     def fire_schedule(self, name: str, slot: float, next_fire_at: float, job: Job) -> bool:
         import pymongo.errors as perr
 
-        moved = self._schedules.update_one(
-            {"_id": name, "next_fire_at": slot, "paused": False},
-            {"$set": {"next_fire_at": next_fire_at, "last_fire_at": slot}},
-        ).modified_count
-        if not moved:
+        # insert first, then move the schedule on: a crash in between leaves the slot due, and the
+        # next worker's insert of the same slot-derived id is refused, so no fire is lost or doubled
+        if self._schedules.count_documents({"_id": name, "next_fire_at": slot, "paused": False}) == 0:
             return False
         try:
             self._jobs.insert_one(_job_doc(job))
+            inserted = True
         except perr.DuplicateKeyError:
-            return False  # the slot's job exists already, or its unique key is still held
-        self.notify()
-        return True
+            inserted = False  # the slot's job exists already, or its unique key is still held
+        moved = self._schedules.update_one(
+            {"_id": name, "next_fire_at": slot},
+            {"$set": {"next_fire_at": next_fire_at, "last_fire_at": slot}},
+        ).modified_count
+        if inserted:
+            self.notify()
+        return inserted and bool(moved)
 
     # --- jobs: reading ----------------------------------------------------------------------
 

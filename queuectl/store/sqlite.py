@@ -85,7 +85,14 @@ def _open_private_file(path: str) -> None:
                 os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             except PermissionError:
                 raise StoreReadOnly(f"cannot create {path}: permission denied") from None
-    mode = os.stat(path).st_mode
+            except OSError as exc:
+                if isinstance(exc, FileExistsError):
+                    raise
+                raise StoreUnavailable(f"cannot create {path}: {exc.strerror}") from None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot open {path}: {exc.strerror}") from None
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise StoreUnavailable(
             f"refusing {path}: it is writable by other users, who could run commands as you; "
