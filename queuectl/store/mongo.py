@@ -111,9 +111,11 @@ class MongoStore(Store):
 
     @_translate_errors
     def _ensure_indexes(self) -> None:
-        ready = [("state", 1), ("queue", 1), ("priority", -1), ("created_at", 1)]
-        self._jobs.create_index(ready, name="ready_queue")
-        self._jobs.create_index([("state", 1), ("priority", -1), ("created_at", 1)], name="ready_any")
+        # claims walk only due jobs (ready): delayed jobs and pending retries wait in "not_due"
+        ready = [("state", 1), ("ready", 1), ("queue", 1), ("priority", -1), ("created_at", 1)]
+        self._jobs.create_index(ready, name="claim_queue")
+        self._jobs.create_index([("state", 1), ("ready", 1), ("priority", -1), ("created_at", 1)], name="claim_any")
+        self._jobs.create_index([("ready", 1), ("run_at", 1)], name="not_due")
         self._jobs.create_index([("state", 1), ("run_at", 1)], name="due")
         self._jobs.create_index([("state", 1), ("lease_expires_at", 1)], name="lease")
         self._jobs.create_index([("state", 1), ("created_at", -1)], name="by_state")
@@ -226,7 +228,7 @@ class MongoStore(Store):
             return 0
         return self._jobs.update_one(
             {"_id": child["_id"], "state": WAITING},
-            {"$set": {"state": PENDING, "updated_at": now}, "$max": {"run_at": now}},
+            {"$set": {"state": PENDING, "updated_at": now, "ready": False}, "$max": {"run_at": now}},
         ).modified_count
 
     def _end(self, job_id: str, match: dict[str, Any], state: str, now: float, error: str | None) -> bool:
@@ -276,12 +278,15 @@ class MongoStore(Store):
     ) -> list[Job]:
         from pymongo import ReturnDocument
 
+        self._jobs.update_many(  # the jobs whose time has come join the claimable ones
+            {"ready": False, "run_at": {"$lte": now}, "state": {"$in": list(CLAIMABLE)}}, {"$set": {"ready": True}}
+        )
         paused = self.paused_queues()
         claimed: list[Job] = []
         for queue in queues if queues else [None]:
             if queue in paused:
                 continue
-            query: dict[str, Any] = {"state": {"$in": list(CLAIMABLE)}, "run_at": {"$lte": now}}
+            query: dict[str, Any] = {"state": {"$in": list(CLAIMABLE)}, "ready": True, "run_at": {"$lte": now}}
             if queue is not None:
                 query["queue"] = queue
             elif paused:
@@ -324,6 +329,7 @@ class MongoStore(Store):
             "finished_at": outcome.at if outcome.state in FINISHED else None,
             "duration": outcome.duration, "updated_at": outcome.at, "locked_by": None,
             "lease_expires_at": None,
+            "ready": outcome.state in CLAIMABLE and (outcome.run_at is None or outcome.run_at <= outcome.at),
         }
         for name in ("run_at", "output", "attempts"):
             value = getattr(outcome, name)
@@ -372,7 +378,7 @@ class MongoStore(Store):
     def retry_dead(self, job_id: str | None, now: float) -> int:
         import pymongo.errors as perr
 
-        reset = {"state": PENDING, "attempts": 0, "run_at": now, "updated_at": now,
+        reset = {"state": PENDING, "attempts": 0, "run_at": now, "updated_at": now, "ready": True,
                  "finished_at": None, "locked_by": None, "lease_expires_at": None}
         query: dict[str, Any] = {"state": DEAD}
         if job_id is not None:
@@ -619,7 +625,7 @@ class MongoStore(Store):
 
     def explain_claim(self, queue: str | None, now: float) -> dict[str, Any]:
         """The server's query plan for a claim's search (used to prove index use)."""
-        query: dict[str, Any] = {"state": {"$in": list(CLAIMABLE)}, "run_at": {"$lte": now}}
+        query: dict[str, Any] = {"state": {"$in": list(CLAIMABLE)}, "ready": True, "run_at": {"$lte": now}}
         if queue:
             query["queue"] = queue
         return self._jobs.find(query).sort([("priority", -1), ("created_at", 1)]).limit(1).explain()
@@ -686,11 +692,13 @@ def _job_doc(job: Job) -> dict[str, Any]:
     doc["_id"] = doc.pop("id")
     if job.unique_key is not None and job.state in ACTIVE:
         doc["active_key"] = job.unique_key  # held while active: a unique sparse index enforces it
+    doc["ready"] = job.state in CLAIMABLE and job.run_at <= job.created_at  # due already: claimable
     return doc
 
 
 def _doc_job(doc: dict[str, Any]) -> Job:
     data = dict(doc)
     data.pop("active_key", None)
+    data.pop("ready", None)
     data["id"] = data.pop("_id")
     return Job.from_dict(data)

@@ -31,8 +31,8 @@ from ..models import (
 from .base import Store, Waker, translating_errors
 from .sqlite_schema import (
     CLAIMABLE_SQL,
-    FIELD_COLUMNS,
     HOOK_DUE_SQL,
+    INSERT_SQL,
     JOB_COLUMNS,
     job_row,
     migrate,
@@ -113,8 +113,13 @@ def _exclusive_flock(path: str) -> Iterator[None]:
         os.close(fd)
 
 
-_INSERT_SQL = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(FIELD_COLUMNS))})"
 _INSERT_BATCH = 1000
+
+
+def _ready(outcome: Outcome) -> int:
+    """1 if the job the outcome leaves behind can be claimed right away (a retry waits: 0)."""
+    claimable = outcome.state in ("pending", "failed")
+    return int(claimable and (outcome.run_at is None or outcome.run_at <= outcome.at))
 
 
 class SqliteStore(Store):
@@ -195,12 +200,12 @@ class SqliteStore(Store):
             return
         conn.execute("SAVEPOINT insert_batch")
         try:
-            conn.executemany(_INSERT_SQL, [job_row(job) for job in batch])
+            conn.executemany(INSERT_SQL, [job_row(job) for job in batch])
         except sqlite3.IntegrityError:
             conn.execute("ROLLBACK TO insert_batch")
             for job in batch:  # one by one, to find the culprit
                 try:
-                    conn.execute(_INSERT_SQL, job_row(job))
+                    conn.execute(INSERT_SQL, job_row(job))
                 except sqlite3.IntegrityError as exc:
                     raise self._insert_conflict(conn, job, exc) from None
         finally:
@@ -257,7 +262,7 @@ class SqliteStore(Store):
                     "(d.kind = 'on_failure' AND p.state NOT IN ('dead', 'cancelled'))) LIMIT 1", (child,)
                 ).fetchone():
                     released += conn.execute(
-                        "UPDATE jobs SET state = 'pending', run_at = max(run_at, ?), updated_at = ? "
+                        "UPDATE jobs SET state = 'pending', run_at = max(run_at, ?), updated_at = ?, ready = 0 "
                         "WHERE id = ? AND state = 'waiting'", (now, now, child),
                     ).rowcount
         return released
@@ -291,6 +296,11 @@ class SqliteStore(Store):
         limit: int,
     ) -> list[Job]:
         claimed: list[Job] = []
+        conn.execute(  # the jobs whose time has come join the claim indexes
+            f"UPDATE jobs SET ready = 1 WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_not_due "
+            f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ?)",
+            (now,),
+        )
         paused = [row[0] for row in conn.execute("SELECT name FROM queues WHERE paused = 1")]
         for queue in queues if queues else [None]:
             if queue in paused or len(claimed) >= limit:
@@ -307,7 +317,7 @@ class SqliteStore(Store):
                 f"UPDATE jobs SET state = 'processing', locked_by = ?, lease_expires_at = ?, "
                 f"attempts = attempts + 1, started_at = ?, updated_at = ? "
                 f"WHERE id IN (SELECT id FROM jobs INDEXED BY {index} "
-                f"WHERE {CLAIMABLE_SQL} AND run_at <= ?{where} "
+                f"WHERE {CLAIMABLE_SQL} AND ready = 1 AND run_at <= ?{where} "
                 f"ORDER BY priority DESC, created_at LIMIT ?) RETURNING {JOB_COLUMNS}",
                 [worker_id, now + lease, now, now, now, *params, limit - len(claimed)],
             ).fetchall()
@@ -349,7 +359,7 @@ class SqliteStore(Store):
         params: list[Any] = [
             outcome.state, outcome.run_at, outcome.exit_code, outcome.last_error, outcome.output,
             outcome.at if outcome.state in FINISHED else None, outcome.duration, outcome.attempts,
-            outcome.at, lease.job_id, lease.worker_id, lease.attempt,
+            outcome.at, _ready(outcome), lease.job_id, lease.worker_id, lease.attempt,
         ]
         if expired_before is not None:
             params.append(expired_before)
@@ -357,7 +367,7 @@ class SqliteStore(Store):
         cursor = conn.execute(
             "UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), exit_code = ?, "
             "last_error = ?, output = coalesce(?, output), finished_at = ?, duration = ?, "
-            "attempts = coalesce(?, attempts), updated_at = ?, locked_by = NULL, "
+            "attempts = coalesce(?, attempts), updated_at = ?, ready = ?, locked_by = NULL, "
             f"lease_expires_at = NULL{', ' + HOOK_DUE_SQL if final else ''} "
             f"WHERE id = ? AND state = 'processing' AND locked_by = ? AND attempts = ?{fence}",
             params,
@@ -396,7 +406,7 @@ class SqliteStore(Store):
     @_translate_errors
     def retry_dead(self, job_id: str | None, now: float) -> int:
         reset = (
-            "UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?, "
+            "UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?, ready = 1, "
             "finished_at = NULL, locked_by = NULL, lease_expires_at = NULL WHERE state = 'dead'"
         )
         with self._write() as conn:
@@ -606,7 +616,7 @@ class SqliteStore(Store):
                 return False
             try:
                 conn.execute(
-                    _INSERT_SQL,
+                    INSERT_SQL,
                     job_row(job),
                 )
             except sqlite3.IntegrityError:

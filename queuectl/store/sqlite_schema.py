@@ -9,7 +9,7 @@ from typing import Any
 
 from ..models import Job
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -40,13 +40,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     on_finish TEXT,
     hook_state TEXT,
     hook_error TEXT,
-    schedule TEXT
+    schedule TEXT,
+    ready INTEGER NOT NULL DEFAULT 0  -- 1 once run_at has passed: only these are in the claim indexes
 );
--- claim order (one queue, any queue): partial indexes, so finished jobs never slow a claim
+-- claim order (one queue, any queue): partial indexes of the due jobs only, so neither finished
+-- jobs nor jobs waiting for a future run_at (delays, retries) slow a claim down
 CREATE INDEX IF NOT EXISTS jobs_ready_queue ON jobs(queue, priority DESC, created_at)
-    WHERE state IN ('pending', 'failed');
+    WHERE state IN ('pending', 'failed') AND ready = 1;
 CREATE INDEX IF NOT EXISTS jobs_ready_any ON jobs(priority DESC, created_at)
-    WHERE state IN ('pending', 'failed');
+    WHERE state IN ('pending', 'failed') AND ready = 1;
+-- the not-yet-due jobs, by time: each claim first promotes the ones whose time has come
+CREATE INDEX IF NOT EXISTS jobs_not_due ON jobs(run_at) WHERE state IN ('pending', 'failed') AND ready = 0;
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs(run_at) WHERE state IN ('pending', 'failed');
 CREATE INDEX IF NOT EXISTS jobs_due_queue ON jobs(queue, run_at) WHERE state IN ('pending', 'failed');
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_expires_at) WHERE state = 'processing';
@@ -122,6 +126,10 @@ def migrate(conn: sqlite3.Connection) -> None:
     for column in ADDED_COLUMNS if existing else ():
         if column not in existing:
             conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+    if existing and "ready" not in existing:  # schema 6: every waiting job starts not-ready; claims promote
+        conn.execute("ALTER TABLE jobs ADD COLUMN ready INTEGER NOT NULL DEFAULT 0")
+        conn.execute("DROP INDEX IF EXISTS jobs_ready_queue")
+        conn.execute("DROP INDEX IF EXISTS jobs_ready_any")
     for statement in SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
@@ -132,11 +140,18 @@ _FIELDS_OF = operator.attrgetter(*FIELD_COLUMNS)  # one C call reads every field
 _JSON_POSITIONS = [list(FIELD_COLUMNS).index(name) for name in JSON_FIELDS]
 
 
+INSERT_SQL = f"INSERT INTO jobs ({JOB_COLUMNS}, ready) VALUES ({', '.join('?' * (len(FIELD_COLUMNS) + 1))})"
+
+
 def job_row(job: Job) -> tuple[Any, ...]:
-    """The row to insert for ``job`` (bulk enqueue calls this 100,000 times: keep it lean)."""
+    """The row to insert for ``job`` (bulk enqueue calls this 100,000 times: keep it lean).
+
+    The last value is ``ready``: 1 for a claimable job already due when enqueued.
+    """
     values = list(_FIELDS_OF(job))
     for position in _JSON_POSITIONS:
         values[position] = json.dumps(values[position]) if values[position] else None
+    values.append(1 if job.state in ("pending", "failed") and job.run_at <= job.created_at else 0)
     return tuple(values)
 
 

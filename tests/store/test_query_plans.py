@@ -63,11 +63,17 @@ def full_scans(plan: list[str]) -> list[str]:
 # --- claim ----------------------------------------------------------------------------------------
 
 
+CLAIM = "SET state = 'processing'"
+PROMOTE = "SET ready = 1"
+
+
 def _sqlite_claim_plans(store: SqliteStore) -> Iterator[tuple[str, list[str]]]:
-    yield "jobs_ready_queue", plan_of(store, lambda: store.claim("w2", ["q1"], NOW, LEASE), "UPDATE jobs")
-    yield "jobs_ready_any", plan_of(store, lambda: store.claim("w2", None, NOW, LEASE), "UPDATE jobs")
+    yield "jobs_ready_queue", plan_of(store, lambda: store.claim("w2", ["q1"], NOW, LEASE), CLAIM)
+    yield "jobs_ready_any", plan_of(store, lambda: store.claim("w2", None, NOW, LEASE), CLAIM)
     store.set_paused("q0", True)  # any queue but the paused ones: still the same index
-    yield "jobs_ready_any", plan_of(store, lambda: store.claim("w2", None, NOW, LEASE), "UPDATE jobs")
+    yield "jobs_ready_any", plan_of(store, lambda: store.claim("w2", None, NOW, LEASE), CLAIM)
+    # before choosing, a claim promotes the jobs whose run_at has come: by time, not by a scan
+    yield "jobs_not_due", plan_of(store, lambda: store.claim("w2", None, NOW, LEASE), PROMOTE)
 
 
 def test_claim_is_served_by_the_ready_indexes(filled: Store, request: pytest.FixtureRequest) -> None:
