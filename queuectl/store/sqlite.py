@@ -8,7 +8,6 @@ commands as the worker's user.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import stat
@@ -24,11 +23,12 @@ from ..models import (
     Job,
     Lease,
     Outcome,
-    Schedule,
-    WorkerInfo,
     dependency_state,
 )
-from .base import Store, Waker, translating_errors
+from .base import Store, Waker
+from .sqlite_errors import BUSY_TIMEOUT_S
+from .sqlite_errors import translate_errors as _translate_errors
+from .sqlite_registry import SqliteRegistry
 from .sqlite_schema import (
     CLAIMABLE_SQL,
     HOOK_DUE_SQL,
@@ -40,35 +40,6 @@ from .sqlite_schema import (
     row_job,
 )
 from .wake import SocketWaker, notify_all, wake_dir_for
-
-BUSY_TIMEOUT_S = 30.0
-def _sqlite_error(store: SqliteStore, exc: Exception) -> Exception | None:
-    if isinstance(exc, sqlite3.OperationalError):
-        return _classify(exc, store.path)
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
-        return StoreUnavailable(f"{store.path} is not a usable queue database ({exc})")
-    return None
-
-
-_translate_errors = translating_errors(_sqlite_error)
-
-
-def _classify(exc: sqlite3.OperationalError, path: str) -> Exception:
-    text = str(exc).lower()
-    if "locked" in text or "busy" in text:
-        return StoreUnavailable(f"{path} is locked by another process (waited up to {BUSY_TIMEOUT_S:g}s); try again")
-    if "readonly" in text or "read-only" in text:
-        stuck = [name for name in (path, f"{path}-wal", f"{path}-shm")
-                 if os.path.exists(name) and not os.access(name, os.W_OK)] or [path]
-        verb = "is" if len(stuck) == 1 else "are"
-        return StoreReadOnly(
-            f"{', '.join(stuck)} {verb} read-only: writes are refused; fix with: chmod 600 {' '.join(stuck)}"
-        )
-    if "full" in text:
-        return StoreReadOnly(f"the disk holding {path} is full: free space and try again")
-    if "unable to open" in text:
-        return StoreUnavailable(f"cannot open {path}: check that its folder exists and is writable")
-    return StoreUnavailable(f"{path}: {exc}")
 
 
 def _open_private_file(path: str) -> None:
@@ -122,7 +93,7 @@ def _ready(outcome: Outcome) -> int:
     return int(claimable and (outcome.run_at is None or outcome.run_at <= outcome.at))
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteRegistry, Store):
     """The default backend. ``path`` may be relative; ``synchronous`` is NORMAL unless asked."""
 
     def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
@@ -555,157 +526,6 @@ class SqliteStore(Store):
             if row:
                 due.append(row[0])
         return min(due) if due else None
-
-    # --- cron schedules ---------------------------------------------------------------------
-
-    _SCHEDULE_COLUMNS = "name, cron, tz, spec, next_fire_at, last_fire_at, paused, created_at"
-
-    @_translate_errors
-    def add_schedule(self, schedule: Schedule) -> None:
-        with self._write() as conn:
-            try:
-                conn.execute(
-                    f"INSERT INTO schedules ({self._SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (schedule.name, schedule.cron, schedule.tz, json.dumps(schedule.spec),
-                     schedule.next_fire_at, schedule.last_fire_at, int(schedule.paused),
-                     schedule.created_at),
-                )
-            except sqlite3.IntegrityError:
-                raise Conflict(f"a schedule named {schedule.name!r} already exists") from None
-
-    def _schedules(self, where: str = "", params: tuple[Any, ...] = ()) -> list[Schedule]:
-        rows = self._conn.execute(
-            f"SELECT {self._SCHEDULE_COLUMNS} FROM schedules {where} ORDER BY name", params
-        ).fetchall()
-        return [Schedule(name=r[0], cron=r[1], tz=r[2], spec=json.loads(r[3]), next_fire_at=r[4],
-                         last_fire_at=r[5], paused=bool(r[6]), created_at=r[7]) for r in rows]
-
-    @_translate_errors
-    def list_schedules(self) -> list[Schedule]:
-        return self._schedules()
-
-    @_translate_errors
-    def remove_schedule(self, name: str) -> None:
-        with self._write() as conn:
-            if conn.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount == 0:
-                raise NotFound(f"no schedule named {name!r}; see queuectl schedule list")
-
-    @_translate_errors
-    def set_schedule_paused(self, name: str, paused: bool, next_fire_at: float | None = None) -> None:
-        with self._write() as conn:
-            updated = conn.execute(
-                "UPDATE schedules SET paused = ?, next_fire_at = coalesce(?, next_fire_at) WHERE name = ?",
-                (int(paused), next_fire_at, name),
-            ).rowcount
-            if updated == 0:
-                raise NotFound(f"no schedule named {name!r}; see queuectl schedule list")
-
-    @_translate_errors
-    def due_schedules(self, now: float) -> list[Schedule]:
-        return self._schedules("WHERE paused = 0 AND next_fire_at <= ?", (now,))
-
-    @_translate_errors
-    def fire_schedule(self, name: str, slot: float, next_fire_at: float, job: Job) -> bool:
-        with self._write() as conn:
-            moved = conn.execute(
-                "UPDATE schedules SET next_fire_at = ?, last_fire_at = ? "
-                "WHERE name = ? AND next_fire_at = ? AND paused = 0",
-                (next_fire_at, slot, name, slot),
-            ).rowcount
-            if not moved:
-                return False
-            try:
-                conn.execute(
-                    INSERT_SQL,
-                    job_row(job),
-                )
-            except sqlite3.IntegrityError:
-                return False  # its unique key is still held by the previous run: skip this slot
-        self.notify()
-        return True
-
-    # --- queues, config, workers ------------------------------------------------------------
-
-    @_translate_errors
-    def set_paused(self, queue: str, paused: bool) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO queues (name, paused) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET paused = excluded.paused",
-                (queue, int(paused)),
-            )
-        if not paused:
-            self.notify()
-
-    @_translate_errors
-    def paused_queues(self) -> set[str]:
-        return {row[0] for row in self._conn.execute("SELECT name FROM queues WHERE paused = 1")}
-
-    @_translate_errors
-    def config_values(self) -> dict[str, str]:
-        return dict(self._conn.execute("SELECT key, value FROM config").fetchall())
-
-    @_translate_errors
-    def set_config(self, key: str, value: str) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO config (key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-
-    @_translate_errors
-    def register_worker(self, info: WorkerInfo) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO workers (id, host, pid, state, started_at, last_heartbeat, "
-                "queues, concurrency, current_jobs, stop_requested) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (info.id, info.host, info.pid, info.state, info.started_at, info.last_heartbeat,
-                 info.queues, info.concurrency, json.dumps(info.current_jobs),
-                 int(info.stop_requested)),
-            )
-
-    @_translate_errors
-    def beat_worker(self, worker_id: str, now: float, state: str, current_jobs: list[str]) -> bool:
-        with self._write() as conn:
-            row = conn.execute(
-                "UPDATE workers SET last_heartbeat = ?, state = ?, current_jobs = ? WHERE id = ? "
-                "RETURNING stop_requested",
-                (now, state, json.dumps(current_jobs), worker_id),
-            ).fetchone()
-        return bool(row and row[0])
-
-    @_translate_errors
-    def list_workers(self) -> list[WorkerInfo]:
-        rows = self._conn.execute(
-            "SELECT id, host, pid, state, started_at, last_heartbeat, queues, concurrency, "
-            "current_jobs, stop_requested FROM workers ORDER BY started_at DESC"
-        ).fetchall()
-        return [
-            WorkerInfo(id=r[0], host=r[1], pid=r[2], state=r[3], started_at=r[4],
-                       last_heartbeat=r[5], queues=r[6], concurrency=r[7],
-                       current_jobs=json.loads(r[8]), stop_requested=bool(r[9]))
-            for r in rows
-        ]
-
-    @_translate_errors
-    def request_stop(self, worker_ids: list[str] | None = None) -> int:
-        sql = "UPDATE workers SET stop_requested = 1 WHERE state != 'stopped'"
-        params: list[str] = []
-        if worker_ids:
-            sql += f" AND id IN ({', '.join('?' * len(worker_ids))})"
-            params = worker_ids
-        with self._write() as conn:
-            count = conn.execute(sql, params).rowcount
-        self.notify(stop=True)
-        return count
-
-    @_translate_errors
-    def prune_workers(self, seen_before: float) -> int:
-        with self._write() as conn:
-            return conn.execute(
-                "DELETE FROM workers WHERE state = 'stopped' OR last_heartbeat < ?", (seen_before,)
-            ).rowcount
 
     # --- waking -----------------------------------------------------------------------------
 
