@@ -10,9 +10,8 @@ import os
 import threading
 from typing import Any, Iterable
 
-from ..errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable
+from ..errors import Conflict, NotFound, StoreUnavailable
 from ..models import (
-    ACTIVE,
     CANCELLED,
     CLAIMABLE,
     COMPLETED,
@@ -27,39 +26,19 @@ from ..models import (
     Job,
     Lease,
     Outcome,
-    Schedule,
-    WorkerInfo,
     dependency_state,
 )
-from .base import Store, Waker, translating_errors
+from .base import Store, Waker
+from .mongo_docs import doc_job, fence, job_doc, supports_pipeline_updates
+from .mongo_errors import first_line
+from .mongo_errors import translate_errors as _translate_errors
+from .mongo_registry import MongoRegistry
 
 CONNECT_TIMEOUT_MS = 5000
 BATCH = 1000
 STAGING = "enqueuing"  # a bulk insert's jobs stay invisible to claims until the whole file is in
 
-def _mongo_error(store: MongoStore, exc: Exception) -> Exception | None:
-    """pymongo's exceptions as queuectl's, with the URL's password redacted."""
-    import pymongo.errors as perr
-
-    if isinstance(exc, (perr.ServerSelectionTimeoutError, perr.ConnectionFailure)):
-        return StoreUnavailable(f"cannot reach MongoDB at {store.safe_url}: {_first_line(exc)}")
-    if isinstance(exc, perr.OperationFailure):
-        if exc.code in (13, 18):  # Unauthorized, AuthenticationFailed
-            return StoreUnavailable(f"MongoDB at {store.safe_url} refused the credentials")
-        if exc.code in (14031, 12):  # out of disk space
-            return StoreReadOnly(f"MongoDB at {store.safe_url} refuses writes: {_first_line(exc)}")
-        return StoreUnavailable(f"MongoDB at {store.safe_url}: {_first_line(exc)}")
-    return None
-
-
-_translate_errors = translating_errors(_mongo_error)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).split("\n")[0].split(", Timeout:")[0][:200]
-
-
-class MongoStore(Store):
+class MongoStore(MongoRegistry, Store):
     """Jobs, config, queues and workers as four collections of one database."""
 
     def __init__(self, client: Any, db_name: str = "queuectl", url: str = "mongodb://") -> None:
@@ -92,7 +71,7 @@ class MongoStore(Store):
         except Exception as exc:  # pymongo raises InvalidURI, ConfigurationError, ValueError
             from ..errors import InvalidInput
 
-            raise InvalidInput(f"invalid MongoDB URL {redact_url(url)}: {_first_line(exc)}") from None
+            raise InvalidInput(f"invalid MongoDB URL {redact_url(url)}: {first_line(exc)}") from None
         hosts = [host for host, _ in parsed.get("nodelist", [])]
         tls = parsed.get("options", {}).get("tls") or url.startswith("mongodb+srv://")
         if not tls and any(h not in ("localhost", "127.0.0.1", "::1") for h in hosts):
@@ -106,7 +85,7 @@ class MongoStore(Store):
             client.admin.command("ping")
         except Exception as exc:
             client.close()
-            raise StoreUnavailable(f"cannot reach MongoDB at {redact_url(url)}: {_first_line(exc)}") from None
+            raise StoreUnavailable(f"cannot reach MongoDB at {redact_url(url)}: {first_line(exc)}") from None
         return cls(client, parsed.get("database") or "queuectl", url)
 
     @_translate_errors
@@ -159,7 +138,7 @@ class MongoStore(Store):
                 if job.after or job.on_failure_of:
                     job.state = self._dependency_state(job, in_batch)
                 in_batch[job.id] = job.state
-                doc = _job_doc(job)
+                doc = job_doc(job)
                 doc["final_state"], doc["state"], doc["batch"] = doc["state"], STAGING, token
                 buffer.append(doc)
                 count += 1
@@ -172,7 +151,7 @@ class MongoStore(Store):
                 self._jobs.update_many(
                     {"batch": token}, [{"$set": {"state": "$final_state"}},
                                        {"$unset": ["batch", "final_state"]}]
-                ) if _supports_pipeline_updates(self._jobs) else self._publish_slow(token)
+                ) if supports_pipeline_updates(self._jobs) else self._publish_slow(token)
         except BaseException:
             if staged or count:
                 self._jobs.delete_many({"batch": token})  # what is still staged: nothing half-visible
@@ -302,7 +281,7 @@ class MongoStore(Store):
                 )
                 if doc is None:
                     break
-                claimed.append(_doc_job(doc))
+                claimed.append(doc_job(doc))
         return claimed
 
     @_translate_errors
@@ -314,14 +293,14 @@ class MongoStore(Store):
             update: dict[str, Any] = {"lease_expires_at": now + lease}
             if output is not None:
                 update["output"] = output
-            result = self._jobs.update_one(_fence(held), {"$set": update})
+            result = self._jobs.update_one(fence(held), {"$set": update})
             if result.matched_count == 0:
                 lost.add(held.job_id)
         return lost
 
     @_translate_errors
     def finish(self, lease: Lease, outcome: Outcome, expired_before: float | None = None) -> bool:
-        query = _fence(lease)
+        query = fence(lease)
         if expired_before is not None:
             query["lease_expires_at"] = {"$lte": expired_before}
         update: dict[str, Any] = {
@@ -350,7 +329,7 @@ class MongoStore(Store):
     @_translate_errors
     def expired(self, now: float, limit: int = 100) -> list[Job]:
         cursor = self._jobs.find({"state": PROCESSING, "lease_expires_at": {"$lt": now}}).limit(limit)
-        return [_doc_job(doc) for doc in cursor]
+        return [doc_job(doc) for doc in cursor]
 
     @_translate_errors
     def cancel(self, job_id: str, now: float) -> Job:
@@ -372,7 +351,7 @@ class MongoStore(Store):
             doc["hook_state"] = HOOK_DUE
         if self._settle(job_id, CANCELLED, now):
             self.notify()
-        return _doc_job(doc)
+        return doc_job(doc)
 
     @_translate_errors
     def retry_dead(self, job_id: str | None, now: float) -> int:
@@ -429,78 +408,19 @@ class MongoStore(Store):
             {"hook_state": HOOK_DUE}, {"$set": {"hook_state": "running"}},
             sort=[("updated_at", 1)], return_document=ReturnDocument.AFTER,
         )
-        return _doc_job(doc) if doc else None
+        return doc_job(doc) if doc else None
 
     @_translate_errors
     def finish_hook(self, job_id: str, error: str | None, now: float) -> None:
         self._jobs.update_one({"_id": job_id}, {"$set": {"hook_state": HOOK_FAILED if error else HOOK_DONE,
                                                          "hook_error": error}})
 
-    # --- cron schedules ---------------------------------------------------------------------
-
-    @_translate_errors
-    def add_schedule(self, schedule: Schedule) -> None:
-        import pymongo.errors as perr
-
-        doc = schedule.to_dict()
-        doc["_id"] = doc.pop("name")
-        try:
-            self._schedules.insert_one(doc)
-        except perr.DuplicateKeyError:
-            raise Conflict(f"a schedule named {schedule.name!r} already exists") from None
-
-    def _find_schedules(self, query: dict[str, Any]) -> list[Schedule]:
-        docs = self._schedules.find(query).sort("_id", 1)
-        return [Schedule(name=d.pop("_id"), **d) for d in docs]
-
-    @_translate_errors
-    def list_schedules(self) -> list[Schedule]:
-        return self._find_schedules({})
-
-    @_translate_errors
-    def remove_schedule(self, name: str) -> None:
-        if self._schedules.delete_one({"_id": name}).deleted_count == 0:
-            raise NotFound(f"no schedule named {name!r}; see queuectl schedule list")
-
-    @_translate_errors
-    def set_schedule_paused(self, name: str, paused: bool, next_fire_at: float | None = None) -> None:
-        update: dict[str, Any] = {"paused": paused}
-        if next_fire_at is not None:
-            update["next_fire_at"] = next_fire_at
-        if self._schedules.update_one({"_id": name}, {"$set": update}).matched_count == 0:
-            raise NotFound(f"no schedule named {name!r}; see queuectl schedule list")
-
-    @_translate_errors
-    def due_schedules(self, now: float) -> list[Schedule]:
-        return self._find_schedules({"paused": False, "next_fire_at": {"$lte": now}})
-
-    @_translate_errors
-    def fire_schedule(self, name: str, slot: float, next_fire_at: float, job: Job) -> bool:
-        import pymongo.errors as perr
-
-        # insert first, then move the schedule on: a crash in between leaves the slot due, and the
-        # next worker's insert of the same slot-derived id is refused, so no fire is lost or doubled
-        if self._schedules.count_documents({"_id": name, "next_fire_at": slot, "paused": False}) == 0:
-            return False
-        try:
-            self._jobs.insert_one(_job_doc(job))
-            inserted = True
-        except perr.DuplicateKeyError:
-            inserted = False  # the slot's job exists already, or its unique key is still held
-        moved = self._schedules.update_one(
-            {"_id": name, "next_fire_at": slot},
-            {"$set": {"next_fire_at": next_fire_at, "last_fire_at": slot}},
-        ).modified_count
-        if inserted:
-            self.notify()
-        return inserted and bool(moved)
-
     # --- jobs: reading ----------------------------------------------------------------------
 
     @_translate_errors
     def get(self, job_id: str) -> Job | None:
         doc = self._jobs.find_one({"_id": job_id, "state": {"$ne": STAGING}})
-        return _doc_job(doc) if doc else None
+        return doc_job(doc) if doc else None
 
     @_translate_errors
     def list_jobs(
@@ -512,7 +432,7 @@ class MongoStore(Store):
         if queue:
             query["queue"] = queue
         cursor = self._jobs.find(query).sort("created_at", -1).limit(limit)
-        return [_doc_job(doc) for doc in cursor]
+        return [doc_job(doc) for doc in cursor]
 
     @_translate_errors
     def counts(self) -> dict[str, dict[str, int]]:
@@ -538,7 +458,7 @@ class MongoStore(Store):
     @_translate_errors
     def recent_failures(self, limit: int = 5) -> list[Job]:
         cursor = self._jobs.find({"state": {"$in": ["failed", DEAD]}}).sort("updated_at", -1).limit(limit)
-        return [_doc_job(doc) for doc in cursor]
+        return [doc_job(doc) for doc in cursor]
 
     @_translate_errors
     def duration_totals(self) -> tuple[int, float]:
@@ -554,58 +474,6 @@ class MongoStore(Store):
             query["queue"] = {"$in": queues}
         doc = self._jobs.find_one(query, {"run_at": 1}, sort=[("run_at", 1)])
         return doc["run_at"] if doc else None
-
-    # --- queues, config, workers ------------------------------------------------------------
-
-    @_translate_errors
-    def set_paused(self, queue: str, paused: bool) -> None:
-        self._queues.update_one({"_id": queue}, {"$set": {"paused": paused}}, upsert=True)
-        if not paused:
-            self.notify()
-
-    @_translate_errors
-    def paused_queues(self) -> set[str]:
-        return {doc["_id"] for doc in self._queues.find({"paused": True}, {"_id": 1})}
-
-    @_translate_errors
-    def config_values(self) -> dict[str, str]:
-        return {doc["_id"]: doc["value"] for doc in self._config.find()}
-
-    @_translate_errors
-    def set_config(self, key: str, value: str) -> None:
-        self._config.update_one({"_id": key}, {"$set": {"value": value}}, upsert=True)
-
-    @_translate_errors
-    def register_worker(self, info: WorkerInfo) -> None:
-        doc = info.to_dict()
-        doc["_id"] = doc.pop("id")
-        self._workers.replace_one({"_id": info.id}, doc, upsert=True)
-
-    @_translate_errors
-    def beat_worker(self, worker_id: str, now: float, state: str, current_jobs: list[str]) -> bool:
-        doc = self._workers.find_one_and_update(
-            {"_id": worker_id},
-            {"$set": {"last_heartbeat": now, "state": state, "current_jobs": current_jobs}},
-            projection={"stop_requested": 1},
-        )
-        return bool(doc and doc.get("stop_requested"))
-
-    @_translate_errors
-    def list_workers(self) -> list[WorkerInfo]:
-        docs = self._workers.find().sort("started_at", -1)
-        return [WorkerInfo(id=d.pop("_id"), **d) for d in docs]
-
-    @_translate_errors
-    def request_stop(self, worker_ids: list[str] | None = None) -> int:
-        query: dict[str, Any] = {"state": {"$ne": "stopped"}}
-        if worker_ids:
-            query["_id"] = {"$in": worker_ids}
-        return self._workers.update_many(query, {"$set": {"stop_requested": True}}).matched_count
-
-    @_translate_errors
-    def prune_workers(self, seen_before: float) -> int:
-        query = {"$or": [{"state": "stopped"}, {"last_heartbeat": {"$lt": seen_before}}]}
-        return self._workers.delete_many(query).deleted_count
 
     # --- waking -----------------------------------------------------------------------------
 
@@ -676,29 +544,3 @@ class _ChangeStreamWaker:
                 os.close(fd)
             except OSError:
                 pass
-
-
-def _fence(lease: Lease) -> dict[str, Any]:
-    return {"_id": lease.job_id, "state": PROCESSING, "locked_by": lease.worker_id,
-            "attempts": lease.attempt}
-
-
-def _supports_pipeline_updates(collection: Any) -> bool:
-    return type(collection).__module__.startswith("pymongo")
-
-
-def _job_doc(job: Job) -> dict[str, Any]:
-    doc = job.to_dict()
-    doc["_id"] = doc.pop("id")
-    if job.unique_key is not None and job.state in ACTIVE:
-        doc["active_key"] = job.unique_key  # held while active: a unique sparse index enforces it
-    doc["ready"] = job.state in CLAIMABLE and job.run_at <= job.created_at  # due already: claimable
-    return doc
-
-
-def _doc_job(doc: dict[str, Any]) -> Job:
-    data = dict(doc)
-    data.pop("active_key", None)
-    data.pop("ready", None)
-    data["id"] = data.pop("_id")
-    return Job.from_dict(data)
