@@ -234,6 +234,8 @@ class Worker:
             moments.append(self.next_write_try)
         if self.stopping and self.grace_deadline is not None:
             moments.append(self.grace_deadline)
+        if self.stopping and self.hook_thread is not None and self.hook_thread.is_alive():
+            moments.append(mono + 0.1)  # a stop waits for the hook: look again soon
         if not self.stopping:
             moments.append(self.next_schedule_check)
         for slot in self.slots.values():
