@@ -46,16 +46,6 @@ MakeJob = Callable[..., Job]
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def xfail_on(*failing: str, reason: str) -> pytest.MarkDecorator:
-    """Run a test on every backend, expecting (strictly) a known bug on the ``failing`` ones."""
-    return pytest.mark.parametrize(
-        "store",
-        [pytest.param(b, marks=pytest.mark.xfail(reason=reason, strict=True)) if b in failing else b
-         for b in BACKENDS],
-        indirect=True,
-    )
-
-
 def ids(jobs: list[Job]) -> list[str]:
     return [job.id for job in jobs]
 
