@@ -38,7 +38,6 @@ from queuectl.store.sqlite import SqliteStore
 
 NOW = 1000.0  # also make_job's default created_at / run_at
 LEASE = 30.0
-BACKENDS = ("sqlite", "mongomock", "mongodb")  # the ids of conftest's ``store`` parameters
 
 MakeJob = Callable[..., Job]
 
