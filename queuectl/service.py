@@ -10,7 +10,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .config import CONFIG_KEYS, RuntimeConfig, validate_config_value
 from .durations import parse_duration, parse_instant
@@ -322,6 +322,21 @@ def status(store: Store, now: float) -> Status:
     workers = store.list_workers()
     alive = [w for w in workers if worker_is_alive(w.last_heartbeat, w.state, config, now)]
     return Status(totals, queues, store.paused_queues(), len(alive), len(workers))
+
+
+def wait_for_workers_to_stop(
+    store: Store, timeout: float, sleep: Callable[[float], None] = time.sleep
+) -> bool:
+    """Poll the registry until no worker is alive; False if some still are after ``timeout``."""
+    config = load_config(store)
+    deadline = time.monotonic() + timeout
+    while True:
+        now = time.time()
+        if not any(worker_is_alive(w.last_heartbeat, w.state, config, now) for w in store.list_workers()):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        sleep(0.2)
 
 
 def worker_is_alive(last_heartbeat: float, state: str, config: RuntimeConfig, now: float) -> bool:

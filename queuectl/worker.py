@@ -114,7 +114,7 @@ class Worker:
                 mono = time.monotonic()
                 if self._may_claim(mono):
                     self._claim()
-                if self.stopping and not self.slots and self._hooks_done() and (
+                if self.stopping and not self.slots and not self._hooks_busy() and (
                     not self.unsent or self.stop_signals > 1  # a second signal gives up on an outage
                 ):
                     break
@@ -234,7 +234,7 @@ class Worker:
             moments.append(self.next_write_try)
         if self.stopping and self.grace_deadline is not None:
             moments.append(self.grace_deadline)
-        if self.stopping and self.hook_thread is not None and self.hook_thread.is_alive():
+        if self.stopping and self._hooks_busy():
             moments.append(mono + 0.1)  # a stop waits for the hook: look again soon
         if not self.stopping:
             moments.append(self.next_schedule_check)
@@ -410,13 +410,9 @@ class Worker:
         except QueuectlError as exc:
             log(self.id, f"housekeeping skipped: {exc}")
 
-    def _hooks_done(self) -> bool:
-        """No hook is running and every hook result is written (a stop waits for them)."""
-        if self.hook_thread is not None and self.hook_thread.is_alive():
-            return False
-        if self.hook_results:
-            self._housekeeping()  # writes them
-        return not self.hook_results
+    def _hooks_busy(self) -> bool:
+        """A hook is running or its result is not written yet (a stop waits for both)."""
+        return bool(self.hook_results) or (self.hook_thread is not None and self.hook_thread.is_alive())
 
     def _run_hook(self, job: Job) -> None:
         error = workflows.run_hook(job, self.config, self.base_env)

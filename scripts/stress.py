@@ -37,9 +37,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def _load_ledger() -> Any:
-    spec = importlib.util.spec_from_file_location("queuectl_stress_ledger",
-                                                  REPO / "tests" / "integration" / "ledger.py")
+def _load(name: str) -> Any:
+    """A helper module of the integration tests (not a package on sys.path)."""
+    spec = importlib.util.spec_from_file_location(f"queuectl_stress_{name}",
+                                                  REPO / "tests" / "integration" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -47,7 +48,8 @@ def _load_ledger() -> Any:
     return module
 
 
-ledger = _load_ledger()
+ledger = _load("ledger")
+procs = _load("procs")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -99,20 +101,6 @@ def children_workers(sup_pid: int) -> list[int]:
     return workers
 
 
-def processes_with_env(marker: bytes) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                if marker in handle.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            pass
-    return found
-
-
 class Stress:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -122,7 +110,7 @@ class Stress:
         self.log_path = self.root / "supervisor.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUECTL_")}
         self.env.update(QUEUECTL_DB=f"sqlite:///{self.db}", XDG_DATA_HOME=str(self.root))
-        self.marker = f"XDG_DATA_HOME={self.root}".encode()
+        self.marker = f"XDG_DATA_HOME={self.root}"
         self.sup: subprocess.Popen[bytes] | None = None
         self.revoked: dict[int, float] = {}
         self.held_at_kill = 0  # processing jobs locked by each victim just before it was killed
@@ -228,16 +216,7 @@ class Stress:
                 self.sup.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        for _ in range(5):  # jobs run in sessions of their own: find them by our marker
-            pids = processes_with_env(self.marker)
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            time.sleep(0.1)
+        procs.kill_marked(self.marker, rounds=5)  # jobs run in sessions of their own
 
     def cleanup(self, keep: bool) -> None:
         if self.store is not None:

@@ -354,18 +354,24 @@ ENQUEUE_INVALID = {
 }
 
 
-def test_enqueue_invalid_input_exits_2_and_writes_nothing(run: Cli) -> None:
-    """Every refusal at once (they are independent): exit 2, one line naming the problem."""
-    assert ok_json(run("list", "--json")) == []  # creates the database before the burst
-    names = list(ENQUEUE_INVALID)
-    results = run.many(*(("enqueue", *ENQUEUE_INVALID[name][0]) for name in names))
+def refusals(run: Cli, command: tuple[str, ...], cases: dict[str, Any]) -> list[str]:
+    """Run every case (``name: (args, expected words)``) at once; the ones not refused with exit 2
+    and one clear line, each with what went wrong."""
+    names = list(cases)
+    results = run.many(*((*command, *cases[name][0]) for name in names))
     problems = []
     for name, proc in zip(names, results, strict=True):
         try:
-            fails(proc, EXIT_USAGE, *ENQUEUE_INVALID[name][1])
+            fails(proc, EXIT_USAGE, *cases[name][1])
         except AssertionError as exc:
             problems.append(f"[{name}] {exc}")
-    assert problems == []
+    return problems
+
+
+def test_enqueue_invalid_input_exits_2_and_writes_nothing(run: Cli) -> None:
+    """Every refusal at once (they are independent): exit 2, one line naming the problem."""
+    assert ok_json(run("list", "--json")) == []  # creates the database before the burst
+    assert refusals(run, ("enqueue",), ENQUEUE_INVALID) == []
     assert ok_json(run("list", "--json")) == []
 
 
@@ -697,15 +703,7 @@ CONFIG_INVALID = {
 
 def test_config_set_invalid_values_exit_2_and_change_nothing(run: Cli) -> None:
     before = ok_json(run("config", "list", "--json"))
-    names = list(CONFIG_INVALID)
-    results = run.many(*(("config", "set", *CONFIG_INVALID[name][0]) for name in names))
-    problems = []
-    for name, proc in zip(names, results, strict=True):
-        try:
-            fails(proc, EXIT_USAGE, *CONFIG_INVALID[name][1])
-        except AssertionError as exc:
-            problems.append(f"[{name}] {exc}")
-    assert problems == []
+    assert refusals(run, ("config", "set"), CONFIG_INVALID) == []
     assert ok_json(run("config", "list", "--json")) == before
 
 

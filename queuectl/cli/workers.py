@@ -1,9 +1,7 @@
 """Worker commands: start (foreground or --detach), stop (through the database), list."""
 
 import os
-import subprocess
 import sys
-import time
 from typing import Optional
 
 import typer
@@ -56,6 +54,8 @@ def start(
 def _detach(
     db_url: str, count: int, queue: Optional[str], concurrency: int, log_file: Optional[str], burst: bool
 ) -> None:
+    import subprocess
+
     log_path = log_file or os.path.join(default_data_dir(), "workers.log")
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), mode=0o700, exist_ok=True)
     cmd = [sys.executable, "-m", "queuectl", "worker", "start", "--count", str(count),
@@ -92,17 +92,9 @@ def stop(
     print(f"asked {asked} worker(s) to stop; running jobs finish first")
     if not wait or not asked:
         return
-    config = service.load_config(store)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = time.time()
-        alive = [w for w in store.list_workers()
-                 if service.worker_is_alive(w.last_heartbeat, w.state, config, now)]
-        if not alive:
-            print("all workers stopped")
-            return
-        time.sleep(0.2)
-    raise InvalidInput(f"workers still running after {timeout:g}s")
+    if not service.wait_for_workers_to_stop(store, timeout):
+        raise InvalidInput(f"workers still running after {timeout:g}s")
+    print("all workers stopped")
 
 
 @app.command("list")

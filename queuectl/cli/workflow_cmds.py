@@ -6,7 +6,6 @@ from typing import List, Optional
 
 import typer
 
-from .. import workflows
 from ..durations import format_duration, parse_duration
 from ..errors import EXIT_JOB_CANCELLED, EXIT_JOB_DEAD, EXIT_WAIT_TIMEOUT
 from ..models import CANCELLED, DEAD
@@ -25,6 +24,8 @@ def wait(
     Example: queuectl wait parse --timeout 10m
     """
     limit = None if timeout is None else parse_duration(timeout, "timeout")
+    from .. import workflows  # schedules, hooks, retention: loaded only here
+
     result = workflows.wait_for(store_of(ctx), job_ids, limit)
     for job in result.jobs:
         print(f"{job.id}: {job.state}" + ("" if job.exit_code is None else f" (exit code {job.exit_code})"))
@@ -50,6 +51,8 @@ def purge(
     Example: queuectl purge --state completed --older-than 7d
     """
     age = None if older_than is None else parse_duration(older_than, "older-than")
+    from .. import workflows
+
     count = workflows.purge(store_of(ctx), states, age, time.time(), dry_run=dry_run)
     print(f"{'would delete' if dry_run else 'deleted'} {count} job(s)")
 
@@ -74,6 +77,8 @@ def schedule_add(
     spec = {"command": command, "queue": queue, "priority": priority, "max_retries": max_retries,
             "timeout": timeout, "unique_key": unique_key}
     spec = {key: value for key, value in spec.items() if value is not None}
+    from .. import workflows
+
     schedule = workflows.add_schedule(store_of(ctx), name, cron, spec, tz, time.time())
     from .render import when
 
@@ -127,6 +132,8 @@ def schedule_resume(ctx: typer.Context, name: str = typer.Argument(...)) -> None
 
     Example: queuectl schedule resume nightly
     """
+    from .. import workflows
+
     workflows.resume_schedule(store_of(ctx), name, time.time())
     print(f"resumed schedule {name}")
 

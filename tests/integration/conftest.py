@@ -18,6 +18,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from .procs import kill_marked, pid_alive, processes_with_env
+
+__all__ = ["Queue", "pid_alive", "read_pid", "wait_until"]
+
 if not sys.platform.startswith("linux"):
     pytest.skip("integration tests need Linux (/proc, subreaper)", allow_module_level=True)
 
@@ -38,39 +42,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         time.sleep(interval)
 
 
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (a zombie has finished running)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            state = handle.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
-
-
 def read_pid(path: Path) -> int | None:
     try:
         text = path.read_text().strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
-
-
-def processes_with_env(marker: str) -> list[int]:
-    """Live pids whose environment holds ``marker`` (``KEY=value``), this process excluded."""
-    found = []
-    needle = marker.encode() + b"\0"
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read() + b"\0"
-        except OSError:
-            continue
-        if (b"\0" + needle in b"\0" + environ) and pid_alive(int(entry)):
-            found.append(int(entry))
-    return found
 
 
 def _default_signals() -> None:
@@ -229,17 +206,7 @@ class Queue:
                 os.killpg(pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        # jobs run in their own sessions: find them (and anything else) by the test's marker
-        for _ in range(3):
-            pids = self.leftovers()
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            time.sleep(0.1)
+        kill_marked(self.marker)  # jobs run in their own sessions: found by the test's marker
         for proc in self.supervisors:
             try:
                 proc.wait(timeout=5)
