@@ -1,3 +1,3 @@
-from .cli import entry
+from queuectl.cli import entry
 
 entry()

@@ -21,7 +21,7 @@ Scenarios (``--only`` takes these names, comma separated):
   pickup  idle workers already running; ``queuectl enqueue "date +%s.%N > FILE"``, measured from
           the moment the enqueue process returned to the time the job wrote. Negative when the
           worker starts the job before the enqueue process has finished exiting; "pickup after
-          API enqueue" (queuectl.service.enqueue in this process) is the worker's own latency.
+          API enqueue" (queuectl.service.jobs.enqueue in this process) is the worker's own latency.
           Baseline: spawning ``sh -c 'date +%s.%N > FILE'`` directly.
   cli     wall time of ``queuectl enqueue true`` and ``queuectl --help`` against
           ``python -c pass`` and ``python -c "import typer"`` (same interpreter).
@@ -629,8 +629,8 @@ def settle() -> None:
 
 
 def api_pickup_ms(queue: Queue, stamp: str) -> float:
-    """Enqueue in this process (queuectl.service.enqueue): pickup without any CLI start-up or exit."""
-    from queuectl import service
+    """Enqueue in this process (queuectl.service.jobs.enqueue): pickup without any CLI start-up or exit."""
+    from queuectl.service import jobs as service
     from queuectl.store import open_store
 
     store = open_store(queue.url)
@@ -746,7 +746,7 @@ print(count)
 
 
 def scenario_bulk(bench: Bench, backend: str, run: int) -> None:
-    from queuectl.store.sqlite import SqliteStore
+    from queuectl.store.sql.sqlite import SqliteStore
 
     res = bench.results
     n = bench.sizes.bulk_lines
@@ -781,8 +781,8 @@ def scenario_bulk(bench: Bench, backend: str, run: int) -> None:
 
 def fill_store(path: str, completed: int, pending: int) -> None:
     """Insert jobs straight through SqliteStore.enqueue_many: fast, and the real schema."""
-    from queuectl.models import COMPLETED, Job
-    from queuectl.store.sqlite import SqliteStore
+    from queuectl.core.models import COMPLETED, Job
+    from queuectl.store.sql.sqlite import SqliteStore
 
     rng = random.Random(42)
     store = SqliteStore(path)
@@ -825,8 +825,8 @@ def big_store(bench: Bench) -> str:
 
 def claim_finish_ms(path: str, claims: int) -> float:
     """Mean ms of one SqliteStore.claim + finish, as a worker does them, in this process."""
-    from queuectl.models import COMPLETED, Lease, Outcome
-    from queuectl.store.sqlite import SqliteStore
+    from queuectl.core.models import COMPLETED, Lease, Outcome
+    from queuectl.store.sql.sqlite import SqliteStore
 
     store = SqliteStore(path)
     try:

@@ -15,9 +15,9 @@ import statistics
 import sys
 import time
 
-from queuectl.dashboard import collect
-from queuectl.models import Job, WorkerInfo
-from queuectl.store.sqlite import SqliteStore
+from queuectl.core.models import Job, WorkerInfo
+from queuectl.service.dashboard import collect
+from queuectl.store.sql.sqlite import SqliteStore
 
 
 def build(store: SqliteStore, count: int, now: float) -> None:
@@ -67,7 +67,7 @@ def main() -> None:
     from rich.console import Console
 
     from queuectl.cli.dashboard_view import render
-    from queuectl.metrics import exposition
+    from queuectl.web.metrics import exposition
 
     def timed(fn, runs: int) -> tuple[float, float]:
         fn()  # warm the page cache once

@@ -94,7 +94,7 @@ def children_workers(sup_pid: int) -> list[int]:
     for pid in pids:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if b"queuectl.worker" in handle.read():
+                if b"queuectl.runtime.worker" in handle.read():
                     workers.append(pid)
         except OSError:
             pass
@@ -122,8 +122,8 @@ class Stress:
     # --- set up -----------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        from queuectl import service
-        from queuectl.store.sqlite import SqliteStore
+        from queuectl.service import jobs as service
+        from queuectl.store.sql.sqlite import SqliteStore
 
         self.store = SqliteStore(str(self.db))
         for key, value in (("heartbeat", self.args.heartbeat), ("lease", self.args.lease),

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
-from queuectl.models import Job
+from queuectl.core.models import Job
 from queuectl.store.base import Store
 
 MONGODB_URL_ENV = "QUEUECTL_TEST_MONGODB_URL"
@@ -50,14 +50,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
     """An empty queue database on each backend; closed (and dropped, on a real server) afterwards."""
     backend = request.param
     if backend == "sqlite":
-        from queuectl.store.sqlite import SqliteStore
+        from queuectl.store.sql.sqlite import SqliteStore
 
         sqlite_store = SqliteStore(str(tmp_path / "queue.db"))
         yield sqlite_store
         sqlite_store.close()
     elif backend == "mongomock":
         mongomock = pytest.importorskip("mongomock")
-        from queuectl.store.mongo import MongoStore
+        from queuectl.store.mongo.store import MongoStore
 
         mock_store = MongoStore(mongomock.MongoClient(), db_name="queuectl_test")
         yield mock_store
@@ -66,7 +66,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
         url = os.environ.get(MONGODB_URL_ENV)
         if not url:
             pytest.skip(f"{MONGODB_URL_ENV} not set: real MongoDB tests skipped")
-        from queuectl.store.mongo import MongoStore
+        from queuectl.store.mongo.store import MongoStore
 
         db_name = f"queuectl_test_{uuid.uuid4().hex[:16]}"
         real_store = MongoStore.connect(_url_with_database(url, db_name))

@@ -26,8 +26,8 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import pytest
 
-from queuectl.config import CONFIG_KEYS as ALL_CONFIG_KEYS
-from queuectl.errors import (
+from queuectl.core.config import CONFIG_KEYS as ALL_CONFIG_KEYS
+from queuectl.core.errors import (
     EXIT_CONFLICT,
     EXIT_ERROR,
     EXIT_NOT_FOUND,
@@ -36,7 +36,7 @@ from queuectl.errors import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
 )
-from queuectl.models import STATES
+from queuectl.core.models import STATES
 
 CLI = [sys.executable, "-m", "queuectl"]
 TIMEOUT_S = 60
@@ -127,7 +127,7 @@ class Cli:
     # in-process reads through the store API (no subprocess), for the checks around a run
 
     def _store(self) -> Any:
-        from queuectl.store.sqlite import SqliteStore
+        from queuectl.store.sql.sqlite import SqliteStore
 
         return SqliteStore(str(self.db))
 
@@ -153,7 +153,7 @@ class Cli:
 
     def make_dead(self, queue: str, job_id: str) -> None:
         """Move ``job_id`` (alone in ``queue``) to the DLQ the way a worker would: claim, then finish."""
-        from queuectl.models import DEAD, Lease, Outcome
+        from queuectl.core.models import DEAD, Lease, Outcome
 
         store = self._store()
         try:
@@ -1052,7 +1052,7 @@ def test_database_url_precedence_flag_env_dotenv(tmp_path: Path) -> None:
     assert [ok(finish(proc)) for proc in procs] == ["via-dotenv\n", "via-env\n", "via-flag\n"]
     # each job went to its own file, and the default one was never created
     for path, job_id in ((dotenv_db, "via-dotenv"), (env_db, "via-env"), (flag_db, "via-flag")):
-        from queuectl.store.sqlite import SqliteStore
+        from queuectl.store.sql.sqlite import SqliteStore
 
         store = SqliteStore(str(path))
         try:

@@ -17,10 +17,10 @@ import pytest
 from rich.console import Console
 
 from queuectl.cli.dashboard_view import DashboardState, render, status_view, watch
-from queuectl.dashboard import SPARK_BLOCKS, History, collect, sparkline
-from queuectl.errors import EXIT_UNAVAILABLE, StoreUnavailable
-from queuectl.models import Job, WorkerInfo
-from queuectl.store.sqlite import SqliteStore
+from queuectl.core.errors import EXIT_UNAVAILABLE, StoreUnavailable
+from queuectl.core.models import Job, WorkerInfo
+from queuectl.service.dashboard import SPARK_BLOCKS, History, collect, sparkline
+from queuectl.store.sql.sqlite import SqliteStore
 
 CLI = [sys.executable, "-m", "queuectl"]
 NOW = 1_800_000_000.0  # fixed clock for the data tests (a minute boundary: 30_000_000 * 60)

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer.main
 
 from queuectl.cli import app
-from queuectl.config import CONFIG_KEYS
-from queuectl.errors import EXIT_JOB_CANCELLED, EXIT_JOB_DEAD, EXIT_WAIT_TIMEOUT
+from queuectl.core.config import CONFIG_KEYS
+from queuectl.core.errors import EXIT_JOB_CANCELLED, EXIT_JOB_DEAD, EXIT_WAIT_TIMEOUT
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import mongomock
 
-from queuectl import workflows
-from queuectl.config import RuntimeConfig
-from queuectl.errors import StoreReadOnly
-from queuectl.models import COMPLETED, DEAD, PENDING, Job, Lease, Outcome, Schedule
-from queuectl.store.mongo import MongoStore
-from queuectl.store.sqlite import SqliteStore
-from queuectl.worker import Worker, WorkerOptions
+from queuectl.core.config import RuntimeConfig
+from queuectl.core.errors import StoreReadOnly
+from queuectl.core.models import COMPLETED, DEAD, PENDING, Job, Lease, Outcome, Schedule
+from queuectl.runtime.worker import Worker, WorkerOptions
+from queuectl.service import workflows
+from queuectl.store.mongo.store import MongoStore
+from queuectl.store.sql.sqlite import SqliteStore
 
 
 def job(job_id: str, **fields: object) -> Job:

@@ -18,11 +18,11 @@ from typing import Any, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from queuectl.errors import EXIT_NOT_FOUND, StoreUnavailable
-from queuectl.logtail import SKIPPED, Follower, final_note, follow, new_part, split_marker
-from queuectl.metrics import QueueCollector, exposition, registry_for
-from queuectl.models import Job, WorkerInfo
-from queuectl.store.sqlite import SqliteStore
+from queuectl.core.errors import EXIT_NOT_FOUND, StoreUnavailable
+from queuectl.core.models import Job, WorkerInfo
+from queuectl.service.logtail import SKIPPED, Follower, final_note, follow, new_part, split_marker
+from queuectl.store.sql.sqlite import SqliteStore
+from queuectl.web.metrics import QueueCollector, exposition, registry_for
 
 CLI = [sys.executable, "-m", "queuectl"]
 TIMEOUT_S = 30
@@ -186,7 +186,7 @@ def worker(tmp_path: Path, db: SqliteStore) -> Iterator[subprocess.Popen[bytes]]
     cli(tmp_path, "config", "set", "backoff-base", "1")
     cli(tmp_path, "config", "set", "poll-interval", "0.1")
     log = open(tmp_path / "worker.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "queuectl.worker"], env=cli_env(tmp_path),
+    proc = subprocess.Popen([sys.executable, "-m", "queuectl.runtime.worker"], env=cli_env(tmp_path),
                             cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             start_new_session=True)
     try:

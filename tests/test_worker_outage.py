@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from queuectl import service
-from queuectl.errors import StoreUnavailable
-from queuectl.models import Job
-from queuectl.store.sqlite import SqliteStore
-from queuectl.worker import Worker, WorkerOptions
+from queuectl.core.errors import StoreUnavailable
+from queuectl.core.models import Job
+from queuectl.runtime.worker import Worker, WorkerOptions
+from queuectl.service import jobs as service
+from queuectl.store.sql.sqlite import SqliteStore
 
 
 class FlakyStore:

@@ -5,8 +5,8 @@ from typing import Optional
 
 import typer
 
-from ..errors import QueuectlError
-from .context import AppContext
+from queuectl.cli.context import AppContext
+from queuectl.core.errors import QueuectlError
 
 app = typer.Typer(
     name="queuectl",
@@ -31,7 +31,7 @@ def _global(
 
 
 def _register() -> None:
-    from . import config_cmds, dlq, jobs, monitor, queues, workers, workflow_cmds
+    from queuectl.cli import config_cmds, dlq, jobs, monitor, queues, workers, workflow_cmds
 
     jobs.register(app)
     workflow_cmds.register(app)

@@ -2,10 +2,10 @@
 
 import typer
 
-from .. import service
-from ..config import CONFIG_KEYS
-from ..errors import InvalidInput
-from .context import context_of, store_of
+from queuectl.cli.context import context_of, store_of
+from queuectl.core.config import CONFIG_KEYS
+from queuectl.core.errors import InvalidInput
+from queuectl.service import jobs as service
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -41,8 +41,8 @@ def list_(
 
     Example: queuectl config list
     """
-    from ..store import redact_url
-    from .render import plain_table, print_json
+    from queuectl.cli.render import plain_table, print_json
+    from queuectl.store import redact_url
 
     items = service.config_items(store_of(ctx))
     database = redact_url(context_of(ctx).db_url)

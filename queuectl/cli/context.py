@@ -4,8 +4,8 @@ from typing import Optional
 
 import typer
 
-from ..config import resolve_db_url
-from ..store import Store, open_store
+from queuectl.core.config import resolve_db_url
+from queuectl.store import Store, open_store
 
 
 class AppContext:

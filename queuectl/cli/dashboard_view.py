@@ -18,12 +18,12 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..dashboard import BUCKET_S, BUCKETS, History, Snapshot, collect, sparkline
-from ..durations import format_duration
-from ..errors import QueuectlError
-from ..models import STATES
-from ..store import Store
-from .render import STATE_STYLES
+from queuectl.cli.render import STATE_STYLES
+from queuectl.core.durations import format_duration
+from queuectl.core.errors import QueuectlError
+from queuectl.core.models import STATES
+from queuectl.service.dashboard import BUCKET_S, BUCKETS, History, Snapshot, collect, sparkline
+from queuectl.store import Store
 
 WIDE = 120  # columns from which the wide layout is used
 QUIT_KEYS = (b"q", b"Q", b"\x04", b"\x1b")  # q, Ctrl-D, Esc
@@ -507,7 +507,7 @@ def run_dashboard(store: Store, source: str, interval: float, once: bool,
 
 def status_view(store: Store, now: Optional[float] = None) -> RenderableType:
     """What ``queuectl status`` prints, as one renderable (for ``status --watch``)."""
-    from .. import service
+    from queuectl.service import jobs as service
 
     now = time.time() if now is None else now
     summary = service.status(store, now)

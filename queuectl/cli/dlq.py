@@ -5,9 +5,9 @@ from typing import Optional
 
 import typer
 
-from ..errors import InvalidInput
-from ..models import DEAD
-from .context import store_of
+from queuectl.cli.context import store_of
+from queuectl.core.errors import InvalidInput
+from queuectl.core.models import DEAD
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -23,7 +23,7 @@ def list_dead(
     Example: queuectl dlq list
     """
     jobs = store_of(ctx).list_jobs(state=DEAD, limit=limit)
-    from .render import jobs_table, print_json
+    from queuectl.cli.render import jobs_table, print_json
 
     if as_json:
         print_json([job.to_dict() for job in jobs])
@@ -59,6 +59,6 @@ def purge(
     store = store_of(ctx)
     if not yes and not typer.confirm("Delete every job in the dead letter queue?", default=False):
         raise typer.Exit(1)
-    from .. import workflows
+    from queuectl.service import workflows
 
     print(f"deleted {workflows.purge(store, [DEAD], None, time.time())} job(s)")

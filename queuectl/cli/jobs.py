@@ -8,10 +8,10 @@ from typing import Any, List, Optional
 
 import typer
 
-from .. import service
-from ..errors import InvalidInput
-from ..models import STATES
-from .context import store_of
+from queuectl.cli.context import store_of
+from queuectl.core.errors import InvalidInput
+from queuectl.core.models import STATES
+from queuectl.service import jobs as service
 
 
 def enqueue(
@@ -121,11 +121,11 @@ def list_jobs(
     service.check_state(state)
     jobs = store_of(ctx).list_jobs(state=state, queue=queue, limit=limit)
     if as_json:
-        from .render import print_json
+        from queuectl.cli.render import print_json
 
         print_json([job.to_dict() for job in jobs])
         return
-    from .render import jobs_table
+    from queuectl.cli.render import jobs_table
 
     jobs_table(jobs, f"jobs{f' ({state})' if state else ''}: {len(jobs)} shown")
 
@@ -141,11 +141,11 @@ def show(
     """
     job = service.get_job(store_of(ctx), job_id)
     if as_json:
-        from .render import print_json
+        from queuectl.cli.render import print_json
 
         print_json(job.to_dict())
         return
-    from .render import job_detail
+    from queuectl.cli.render import job_detail
 
     job_detail(job)
 
@@ -160,20 +160,20 @@ def status(
     Example: queuectl status --watch
     """
     if watch:
-        from .dashboard_view import watch_status
+        from queuectl.cli.dashboard_view import watch_status
 
         return watch_status(store_of(ctx))
     now = time.time()
     summary = service.status(store_of(ctx), now)
     if as_json:
-        from .render import print_json
+        from queuectl.cli.render import print_json
 
         print_json({
             "states": summary.states, "queues": summary.queues, "paused": sorted(summary.paused),
             "workers": {"alive": summary.workers_alive, "registered": summary.workers_total},
         })
         return
-    from .render import key_value_table, styled_state
+    from queuectl.cli.render import key_value_table, styled_state
 
     key_value_table(
         "jobs", ("state", "count"), [(styled_state(s), str(summary.states.get(s, 0))) for s in STATES]

@@ -5,10 +5,10 @@ from typing import Optional
 
 import typer
 
-from .. import service
-from ..errors import EXIT_NOT_FOUND, StoreUnavailable
-from ..models import FINISHED, Job
-from .context import context_of, store_of
+from queuectl.cli.context import context_of, store_of
+from queuectl.core.errors import EXIT_NOT_FOUND, StoreUnavailable
+from queuectl.core.models import FINISHED, Job
+from queuectl.service import jobs as service
 
 
 def dashboard(
@@ -20,8 +20,8 @@ def dashboard(
 
     Example: queuectl dashboard --interval 2
     """
-    from ..store import redact_url
-    from .dashboard_view import run_dashboard
+    from queuectl.cli.dashboard_view import run_dashboard
+    from queuectl.store import redact_url
 
     run_dashboard(store_of(ctx), redact_url(context_of(ctx).db_url), interval, once)
 
@@ -61,8 +61,8 @@ def logs(
                  f"(use --follow to keep reading)")
         return
 
-    from ..logtail import final_note
-    from ..logtail import follow as follow_job
+    from queuectl.service.logtail import final_note
+    from queuectl.service.logtail import follow as follow_job
 
     outage = [False]
 
@@ -102,7 +102,7 @@ def metrics(
     Example: queuectl metrics --serve 9464
     """
     store = store_of(ctx)
-    from .. import metrics as queue_metrics
+    from queuectl.web import metrics as queue_metrics
 
     if serve is None:
         sys.stdout.write(queue_metrics.exposition(store))

@@ -2,9 +2,9 @@
 
 import typer
 
-from .. import service
-from ..models import STATES
-from .context import store_of
+from queuectl.cli.context import store_of
+from queuectl.core.models import STATES
+from queuectl.service import jobs as service
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -20,7 +20,7 @@ def list_(
     store = store_of(ctx)
     counts, paused = store.counts(), store.paused_queues()
     names = sorted(set(counts) | paused)
-    from .render import plain_table, print_json
+    from queuectl.cli.render import plain_table, print_json
 
     if as_json:
         print_json({name: {"paused": name in paused, **counts.get(name, {})} for name in names})

@@ -6,8 +6,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
-from ..durations import format_duration
-from ..models import Job, WorkerInfo
+from queuectl.core.durations import format_duration
+from queuectl.core.models import Job, WorkerInfo
 
 STATE_STYLES = {
     "pending": "cyan", "waiting": "blue", "processing": "yellow", "completed": "green",

@@ -6,10 +6,10 @@ from typing import Optional
 
 import typer
 
-from .. import service
-from ..config import ENV_DB, default_data_dir
-from ..errors import InvalidInput
-from .context import context_of, store_of
+from queuectl.cli.context import context_of, store_of
+from queuectl.core.config import ENV_DB, default_data_dir
+from queuectl.core.errors import InvalidInput
+from queuectl.service import jobs as service
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -45,7 +45,7 @@ def start(
     if detach:
         _detach(app_ctx.db_url, count, queue, concurrency, log_file, burst)
         return
-    from ..supervisor import Supervisor
+    from queuectl.runtime.supervisor import Supervisor
 
     code = Supervisor(app_ctx.db_url, count, queues, concurrency, burst).run()
     raise typer.Exit(code)
@@ -110,7 +110,7 @@ def list_(
     store = store_of(ctx)
     config = service.load_config(store)
     workers = [w for w in store.list_workers() if show_all or w.state != "stopped"]
-    from .render import print_json, workers_table
+    from queuectl.cli.render import print_json, workers_table
 
     if as_json:
         print_json([w.to_dict() for w in workers])

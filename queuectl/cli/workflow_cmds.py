@@ -6,10 +6,10 @@ from typing import List, Optional
 
 import typer
 
-from ..durations import format_duration, parse_duration
-from ..errors import EXIT_JOB_CANCELLED, EXIT_JOB_DEAD, EXIT_WAIT_TIMEOUT
-from ..models import CANCELLED, DEAD
-from .context import store_of
+from queuectl.cli.context import store_of
+from queuectl.core.durations import format_duration, parse_duration
+from queuectl.core.errors import EXIT_JOB_CANCELLED, EXIT_JOB_DEAD, EXIT_WAIT_TIMEOUT
+from queuectl.core.models import CANCELLED, DEAD
 
 schedule_app = typer.Typer(no_args_is_help=True)
 
@@ -24,7 +24,7 @@ def wait(
     Example: queuectl wait parse --timeout 10m
     """
     limit = None if timeout is None else parse_duration(timeout, "timeout")
-    from .. import workflows  # schedules, hooks, retention: loaded only here
+    from queuectl.service import workflows  # schedules, hooks, retention: loaded only here
 
     result = workflows.wait_for(store_of(ctx), job_ids, limit)
     for job in result.jobs:
@@ -51,7 +51,7 @@ def purge(
     Example: queuectl purge --state completed --older-than 7d
     """
     age = None if older_than is None else parse_duration(older_than, "older-than")
-    from .. import workflows
+    from queuectl.service import workflows
 
     count = workflows.purge(store_of(ctx), states, age, time.time(), dry_run=dry_run)
     print(f"{'would delete' if dry_run else 'deleted'} {count} job(s)")
@@ -77,10 +77,10 @@ def schedule_add(
     spec = {"command": command, "queue": queue, "priority": priority, "max_retries": max_retries,
             "timeout": timeout, "unique_key": unique_key}
     spec = {key: value for key, value in spec.items() if value is not None}
-    from .. import workflows
+    from queuectl.service import workflows
 
     schedule = workflows.add_schedule(store_of(ctx), name, cron, spec, tz, time.time())
-    from .render import when
+    from queuectl.cli.render import when
 
     print(f"added schedule {name}; next run {when(schedule.next_fire_at)}")
 
@@ -94,7 +94,7 @@ def schedule_list(
     Example: queuectl schedule list
     """
     schedules = store_of(ctx).list_schedules()
-    from .render import plain_table, print_json, when
+    from queuectl.cli.render import plain_table, print_json, when
 
     if as_json:
         print_json([s.to_dict() for s in schedules])
@@ -132,7 +132,7 @@ def schedule_resume(ctx: typer.Context, name: str = typer.Argument(...)) -> None
 
     Example: queuectl schedule resume nightly
     """
-    from .. import workflows
+    from queuectl.service import workflows
 
     workflows.resume_schedule(store_of(ctx), name, time.time())
     print(f"resumed schedule {name}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ..errors import InvalidInput
-from .base import Store
+from queuectl.core.errors import InvalidInput
+from queuectl.store.base import Store
 
 __all__ = ["Store", "open_store", "redact_url"]
 
@@ -19,7 +19,7 @@ def redact_url(url: str) -> str:
 def open_store(url: str) -> Store:
     """Connect to the queue at ``url``, creating tables or indexes on first use."""
     if url.startswith("sqlite:///"):
-        from .sqlite import SqliteStore
+        from queuectl.store.sql.sqlite import SqliteStore
 
         path, _, query = url[len("sqlite:///"):].partition("?")
         if not path:
@@ -29,7 +29,7 @@ def open_store(url: str) -> Store:
         # sqlite:////abs/path and sqlite:///rel/path, as SQLAlchemy spells them
         return SqliteStore(path, synchronous=synchronous)
     if url.startswith(("mongodb://", "mongodb+srv://")):
-        from .mongo import MongoStore
+        from queuectl.store.mongo.store import MongoStore
 
         return MongoStore.connect(url)
     scheme = url.partition("://")[0] if "://" in url else url

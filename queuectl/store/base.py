@@ -11,7 +11,7 @@ import abc
 import functools
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
-from ..models import Job, Lease, Outcome, Schedule, WorkerInfo
+from queuectl.core.models import Job, Lease, Outcome, Schedule, WorkerInfo
 
 T = TypeVar("T")
 

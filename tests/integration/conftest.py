@@ -117,7 +117,7 @@ class Queue:
     @property
     def store(self) -> Any:
         if self._store is None:
-            from queuectl.store.sqlite import SqliteStore
+            from queuectl.store.sql.sqlite import SqliteStore
 
             self._store = SqliteStore(str(self.db_path))
         return self._store

@@ -8,7 +8,7 @@ Runtime settings are written with ``service.set_config`` in the test process: th
 ``queuectl config set`` calls, with the same validation, without a CLI start-up per key. The CLI
 itself is exercised where the test is about the CLI (many writers, bad input, security).
 Workers are started either under the supervisor (``queuectl worker start``, restarts crashed
-workers, kills orphans) or directly (``python -m queuectl.worker``) when a test needs one process
+workers, kills orphans) or directly (``python -m queuectl.runtime.worker``) when a test needs one process
 it fully controls: a fault point, a SIGSTOP. All of them run in their own session and are killed
 at teardown by the ``queue`` fixture.
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from queuectl import service
+from queuectl.service import jobs as service
 
 from .conftest import Queue, pid_alive, wait_until
 from .ledger import Report, Run, check_invariants, ledger_command, read_ledger
@@ -80,14 +80,14 @@ class Harness:
 
     def worker(self, *args: str, fault: str | None = None, env: dict[str, str] | None = None
                ) -> subprocess.Popen[bytes]:
-        """``python -m queuectl.worker`` directly (no supervisor), in its own session."""
+        """``python -m queuectl.runtime.worker`` directly (no supervisor), in its own session."""
         log = self.root / f"worker-{len(self.workers)}.log"
         self.q.add_log(log)
         child_env = dict(env or self.q.env)
         if fault:
             child_env["QUEUECTL_TEST_FAULT"] = fault
         with open(log, "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "queuectl.worker", *args], env=child_env,
+            proc = subprocess.Popen([sys.executable, "-m", "queuectl.runtime.worker", *args], env=child_env,
                                     cwd=self.root, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                     start_new_session=True)
         self.workers.append(proc)
@@ -689,7 +689,7 @@ def test_default_database_is_private_and_unsafe_modes_are_refused(h: Harness, tm
         assert refused.returncode == 5, refused
         assert refused.stdout == "" and len(refused.stderr.splitlines()) == 1, refused.stderr
         assert "chmod 600" in refused.stderr and "Traceback" not in refused.stderr
-        worker = subprocess.run([sys.executable, "-m", "queuectl.worker"], env=env, cwd=tmp_path,
+        worker = subprocess.run([sys.executable, "-m", "queuectl.runtime.worker"], env=env, cwd=tmp_path,
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
         assert worker.returncode == 5 and "chmod 600" in worker.stderr, worker
     db.chmod(0o600)

@@ -16,10 +16,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from queuectl import service
-from queuectl.config import RuntimeConfig
-from queuectl.errors import Conflict, InvalidInput, NotFound
-from queuectl.models import (
+from queuectl.core.config import RuntimeConfig
+from queuectl.core.errors import Conflict, InvalidInput, NotFound
+from queuectl.core.models import (
     CANCELLED,
     COMPLETED,
     DEAD,
@@ -33,8 +32,9 @@ from queuectl.models import (
     Schedule,
     WorkerInfo,
 )
+from queuectl.service import jobs as service
 from queuectl.store.base import Store
-from queuectl.store.sqlite import SqliteStore
+from queuectl.store.sql.sqlite import SqliteStore
 
 NOW = 1000.0  # also make_job's default created_at / run_at
 LEASE = 30.0

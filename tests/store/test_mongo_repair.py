@@ -6,8 +6,8 @@ from __future__ import annotations
 import mongomock
 import pytest
 
-from queuectl.models import Job
-from queuectl.store.mongo import MongoStore
+from queuectl.core.models import Job
+from queuectl.store.mongo.store import MongoStore
 
 
 @pytest.fixture

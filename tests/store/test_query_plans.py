@@ -11,9 +11,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from queuectl.models import COMPLETED, Job, Lease, Outcome
+from queuectl.core.models import COMPLETED, Job, Lease, Outcome
 from queuectl.store.base import Store
-from queuectl.store.sqlite import SqliteStore
+from queuectl.store.sql.sqlite import SqliteStore
 
 NOW = 1000.0
 LEASE = 30.0

@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 import pytest
 
-from queuectl.errors import Conflict
-from queuectl.models import DEAD, PROCESSING, Job, Lease, Outcome, Schedule
+from queuectl.core.errors import Conflict
+from queuectl.core.models import DEAD, PROCESSING, Job, Lease, Outcome, Schedule
 from queuectl.store.base import Store
-from queuectl.store.sqlite import SqliteStore
+from queuectl.store.sql.sqlite import SqliteStore
 
 NOW = 1000.0
 LEASE = 600.0  # longer than any test: leases must not expire mid-race

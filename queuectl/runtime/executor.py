@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from .models import OUTPUT_LIMIT
+from queuectl.core.models import OUTPUT_LIMIT
 
 SHELL = "/bin/sh"
 _READ_CHUNK = 65536

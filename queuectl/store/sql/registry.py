@@ -1,5 +1,5 @@
 """The SQLite store's small tables: cron schedules, paused queues, runtime config, the worker
-registry. A mixin of :class:`~queuectl.store.sqlite.SqliteStore`, kept apart from the jobs."""
+registry. A mixin of :class:`~queuectl.store.sql.sqlite.SqliteStore`, kept apart from the jobs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import sqlite3
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Conflict, NotFound
-from ..models import Job, Schedule, WorkerInfo
-from .sqlite_errors import translate_errors as _translate_errors
-from .sqlite_schema import INSERT_SQL, job_row
+from queuectl.core.errors import Conflict, NotFound
+from queuectl.core.models import Job, Schedule, WorkerInfo
+from queuectl.store.sql.errors import translate_errors as _translate_errors
+from queuectl.store.sql.schema import INSERT_SQL, job_row
 
 
 class SqliteRegistry:

@@ -10,8 +10,8 @@ import os
 import threading
 from typing import Any, Iterable
 
-from ..errors import Conflict, NotFound, StoreUnavailable
-from ..models import (
+from queuectl.core.errors import Conflict, NotFound, StoreUnavailable
+from queuectl.core.models import (
     CANCELLED,
     CLAIMABLE,
     COMPLETED,
@@ -28,11 +28,11 @@ from ..models import (
     Outcome,
     dependency_state,
 )
-from .base import Store, Waker
-from .mongo_docs import doc_job, fence, job_doc, supports_pipeline_updates
-from .mongo_errors import first_line
-from .mongo_errors import translate_errors as _translate_errors
-from .mongo_registry import MongoRegistry
+from queuectl.store.base import Store, Waker
+from queuectl.store.mongo.docs import doc_job, fence, job_doc, supports_pipeline_updates
+from queuectl.store.mongo.errors import first_line
+from queuectl.store.mongo.errors import translate_errors as _translate_errors
+from queuectl.store.mongo.registry import MongoRegistry
 
 CONNECT_TIMEOUT_MS = 5000
 BATCH = 1000
@@ -42,7 +42,7 @@ class MongoStore(MongoRegistry, Store):
     """Jobs, config, queues and workers as four collections of one database."""
 
     def __init__(self, client: Any, db_name: str = "queuectl", url: str = "mongodb://") -> None:
-        from . import redact_url
+        from queuectl.store import redact_url
 
         self.url = url
         self.safe_url = redact_url(url)
@@ -64,12 +64,12 @@ class MongoStore(MongoRegistry, Store):
         import pymongo
         from pymongo.uri_parser import parse_uri
 
-        from . import redact_url
+        from queuectl.store import redact_url
 
         try:
             parsed = parse_uri(url)
         except Exception as exc:  # pymongo raises InvalidURI, ConfigurationError, ValueError
-            from ..errors import InvalidInput
+            from queuectl.core.errors import InvalidInput
 
             raise InvalidInput(f"invalid MongoDB URL {redact_url(url)}: {first_line(exc)}") from None
         hosts = [host for host, _ in parsed.get("nodelist", [])]

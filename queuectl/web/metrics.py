@@ -19,11 +19,11 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
-from . import service
-from .dashboard import next_due
-from .errors import QueuectlError
-from .models import COMPLETED, DEAD, FAILED, STATES
-from .store import Store
+from queuectl.core.errors import QueuectlError
+from queuectl.core.models import COMPLETED, DEAD, FAILED, STATES
+from queuectl.service import jobs as service
+from queuectl.service.dashboard import next_due
+from queuectl.store import Store
 
 
 class QueueCollector:

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from .config import CONFIG_KEYS, RuntimeConfig, validate_config_value
-from .durations import parse_duration, parse_instant
-from .errors import InvalidInput, NotFound
-from .models import (
+from queuectl.core.config import CONFIG_KEYS, RuntimeConfig, validate_config_value
+from queuectl.core.durations import parse_duration, parse_instant
+from queuectl.core.errors import InvalidInput, NotFound
+from queuectl.core.models import (
     DEAD,
     DEFAULT_QUEUE,
     FAILED,
@@ -25,7 +25,7 @@ from .models import (
     Outcome,
     new_job_id,
 )
-from .store import Store
+from queuectl.store import Store
 
 MAX_COMMAND_BYTES = 128 * 1024
 MAX_ENV_BYTES = 64 * 1024

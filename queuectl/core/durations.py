@@ -6,7 +6,7 @@ import math
 import re
 from datetime import datetime
 
-from .errors import InvalidInput
+from queuectl.core.errors import InvalidInput
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import ACTIVE, CLAIMABLE, PROCESSING, Job, Lease
+from queuectl.core.models import ACTIVE, CLAIMABLE, PROCESSING, Job, Lease
 
 
 def fence(lease: Lease) -> dict[str, Any]:

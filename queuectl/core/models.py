@@ -7,7 +7,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import Conflict, InvalidInput
+from queuectl.core.errors import Conflict, InvalidInput
 
 PENDING = "pending"
 WAITING = "waiting"  # for its parent jobs (--after, --on-failure-of)

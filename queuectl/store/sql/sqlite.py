@@ -13,8 +13,8 @@ import sqlite3
 import stat
 from typing import Any, Iterable, Iterator
 
-from ..errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable
-from ..models import (
+from queuectl.core.errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable
+from queuectl.core.models import (
     CANCELLED,
     COMPLETED,
     FINISHED,
@@ -25,11 +25,11 @@ from ..models import (
     Outcome,
     dependency_state,
 )
-from .base import Store, Waker
-from .sqlite_errors import BUSY_TIMEOUT_S
-from .sqlite_errors import translate_errors as _translate_errors
-from .sqlite_registry import SqliteRegistry
-from .sqlite_schema import (
+from queuectl.store.base import Store, Waker
+from queuectl.store.sql.errors import BUSY_TIMEOUT_S
+from queuectl.store.sql.errors import translate_errors as _translate_errors
+from queuectl.store.sql.registry import SqliteRegistry
+from queuectl.store.sql.schema import (
     CLAIMABLE_SQL,
     HOOK_DUE_SQL,
     INSERT_SQL,
@@ -39,7 +39,7 @@ from .sqlite_schema import (
     needs_migration,
     row_job,
 )
-from .wake import SocketWaker, notify_all, wake_dir_for
+from queuectl.store.wake import SocketWaker, notify_all, wake_dir_for
 
 
 def _open_private_file(path: str) -> None:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .models import FAILED, FINISHED, PROCESSING, Job
+from queuectl.core.models import FAILED, FINISHED, PROCESSING, Job
 
 SKIPPED = "[... output skipped ...]\n"
 _DROPPED = re.compile(r"\A\[\.\.\. (\d+) earlier bytes of output dropped \.\.\.\]\n")
@@ -160,7 +160,7 @@ def final_note(job: Job) -> str:
     if job.exit_code is not None:
         detail.append(f"exit code {job.exit_code}")
     if job.duration is not None:
-        from .durations import format_duration
+        from queuectl.core.durations import format_duration
 
         detail.append(f"ran {format_duration(job.duration)}")
     detail.append(f"attempt {job.attempts} of {job.max_retries + 1}")

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, fields
 from typing import Callable
 
-from .durations import parse_duration
-from .errors import InvalidInput
+from queuectl.core.durations import parse_duration
+from queuectl.core.errors import InvalidInput
 
 ENV_DB = "QUEUECTL_DB"
 

@@ -18,8 +18,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .config import ENV_DB
-from .signalpipe import open_signal_pipe, read_signals
+from queuectl.core.config import ENV_DB
+from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 
 _PR_SET_CHILD_SUBREAPER = 36
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -66,7 +66,7 @@ class Supervisor:
 
     def _spawn(self, index: int) -> None:
         env = dict(os.environ, **{ENV_DB: self.db_url, "QUEUECTL_SUPERVISED": "1"})
-        cmd = [sys.executable, "-m", "queuectl.worker", "--concurrency", str(self.concurrency)]
+        cmd = [sys.executable, "-m", "queuectl.runtime.worker", "--concurrency", str(self.concurrency)]
         if self.queues:
             cmd += ["--queue", ",".join(self.queues)]
         if self.burst:

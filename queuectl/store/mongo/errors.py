@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import StoreReadOnly, StoreUnavailable
-from .base import translating_errors
+from queuectl.core.errors import StoreReadOnly, StoreUnavailable
+from queuectl.store.base import translating_errors
 
 
 def _mongo_error(store: Any, exc: Exception) -> Exception | None:

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from . import service
-from .config import RuntimeConfig
-from .errors import InvalidInput
-from .executor import job_environment
-from .models import CANCELLED, COMPLETED, DEAD, FINISHED, Job, Schedule
-from .store import Store
+from queuectl.core.config import RuntimeConfig
+from queuectl.core.errors import InvalidInput
+from queuectl.core.models import CANCELLED, COMPLETED, DEAD, FINISHED, Job, Schedule
+from queuectl.runtime.executor import job_environment
+from queuectl.service import jobs as service
+from queuectl.store import Store
 
 RETENTION_BATCH = 1000  # rows per transaction: a big purge never holds the write lock for long
 _SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")  # + "-YYYYmmddTHHMMSS" fits a job id

@@ -7,7 +7,7 @@ import operator
 import sqlite3
 from typing import Any
 
-from ..models import Job
+from queuectl.core.models import Job
 
 SCHEMA_VERSION = 6
 

@@ -4,7 +4,7 @@ A single thread multiplexes everything with a selector: job output pipes, a wake
 work), and a self-pipe for signals (SIGCHLD: a job ended; SIGTERM: stop). Nothing polls in a
 tight loop, so an idle worker costs next to nothing.
 
-Run as ``python -m queuectl.worker`` by the supervisor; the database URL comes in ``QUEUECTL_DB``
+Run as ``python -m queuectl.runtime.worker`` by the supervisor; the database URL comes in ``QUEUECTL_DB``
 (never on the command line, where ``ps`` would show a password).
 """
 
@@ -19,13 +19,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import service, workflows
-from .config import ENV_DB, RuntimeConfig, resolve_db_url
-from .errors import QueuectlError, StoreReadOnly, StoreUnavailable
-from .executor import Run, StartError, job_environment
-from .models import COMPLETED, PENDING, Job, Lease, Outcome, WorkerInfo
-from .signalpipe import open_signal_pipe, read_signals
-from .store import Store, open_store
+from queuectl.core.config import ENV_DB, RuntimeConfig, resolve_db_url
+from queuectl.core.errors import QueuectlError, StoreReadOnly, StoreUnavailable
+from queuectl.core.models import COMPLETED, PENDING, Job, Lease, Outcome, WorkerInfo
+from queuectl.runtime.executor import Run, StartError, job_environment
+from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
+from queuectl.service import jobs as service
+from queuectl.service import workflows
+from queuectl.store import Store, open_store
 
 FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
 _RETRY_WRITE_S = 0.5
@@ -424,7 +425,7 @@ class Worker:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m queuectl.worker")
+    parser = argparse.ArgumentParser(prog="python -m queuectl.runtime.worker")
     parser.add_argument("--queue", default="", help="comma-separated queues, in priority order")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--id", default=None)

@@ -12,9 +12,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from . import service
-from .models import CLAIMABLE, DEAD, PROCESSING, STATES
-from .store import Store
+from queuectl.core.models import CLAIMABLE, DEAD, PROCESSING, STATES
+from queuectl.service import jobs as service
+from queuectl.store import Store
 
 BUCKET_S = 60.0  # throughput per minute
 BUCKETS = 15  # over the last 15 minutes

@@ -1,14 +1,14 @@
 """The MongoDB store's small collections: cron schedules, paused queues, runtime config, the
-worker registry. A mixin of :class:`~queuectl.store.mongo.MongoStore`, kept apart from the jobs."""
+worker registry. A mixin of :class:`~queuectl.store.mongo.store.MongoStore`, kept apart from the jobs."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Conflict, NotFound
-from ..models import Job, Schedule, WorkerInfo
-from .mongo_docs import job_doc
-from .mongo_errors import translate_errors as _translate_errors
+from queuectl.core.errors import Conflict, NotFound
+from queuectl.core.models import Job, Schedule, WorkerInfo
+from queuectl.store.mongo.docs import job_doc
+from queuectl.store.mongo.errors import translate_errors as _translate_errors
 
 
 class MongoRegistry:

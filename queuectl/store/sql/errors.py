@@ -6,8 +6,8 @@ import os
 import sqlite3
 from typing import Any
 
-from ..errors import StoreReadOnly, StoreUnavailable
-from .base import translating_errors
+from queuectl.core.errors import StoreReadOnly, StoreUnavailable
+from queuectl.store.base import translating_errors
 
 BUSY_TIMEOUT_S = 30.0
 
