@@ -10,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import stat
 from typing import Any, Iterable, Iterator
 
-from queuectl.core.errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable
+from queuectl.core.errors import Conflict, NotFound
 from queuectl.core.models import (
     CANCELLED,
     COMPLETED,
@@ -28,6 +27,7 @@ from queuectl.core.models import (
 from queuectl.store.base import Store, Waker
 from queuectl.store.sql.errors import BUSY_TIMEOUT_S
 from queuectl.store.sql.errors import translate_errors as _translate_errors
+from queuectl.store.sql.files import exclusive_flock, open_private_file
 from queuectl.store.sql.registry import SqliteRegistry
 from queuectl.store.sql.schema import (
     CLAIMABLE_SQL,
@@ -40,49 +40,6 @@ from queuectl.store.sql.schema import (
     row_job,
 )
 from queuectl.store.wake import SocketWaker, notify_all, wake_dir_for
-
-
-def _open_private_file(path: str) -> None:
-    """Create the database file 0600 (and its folder 0700) before SQLite opens it; refuse unsafe modes."""
-    folder = os.path.dirname(path) or "."
-    if not os.path.isdir(folder):
-        try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot create {folder} for the queue: {exc.strerror}") from None
-    if not os.path.exists(path):
-        with contextlib.suppress(FileExistsError):
-            try:
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            except PermissionError:
-                raise StoreReadOnly(f"cannot create {path}: permission denied") from None
-            except OSError as exc:
-                if isinstance(exc, FileExistsError):
-                    raise
-                raise StoreUnavailable(f"cannot create {path}: {exc.strerror}") from None
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise StoreUnavailable(f"cannot open {path}: {exc.strerror}") from None
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise StoreUnavailable(
-            f"refusing {path}: it is writable by other users, who could run commands as you; "
-            f"fix it with: chmod 600 {path}"
-        )
-
-
-@contextlib.contextmanager
-def _exclusive_flock(path: str) -> Iterator[None]:
-    """An flock on the database file itself (SQLite's own locks are fcntl locks: no interference)."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
 
 _INSERT_BATCH = 1000
 
@@ -99,7 +56,7 @@ class SqliteStore(SqliteRegistry, Store):
     def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
         self.url = f"sqlite:///{self.path}"
-        _open_private_file(self.path)
+        open_private_file(self.path)
         self._wake_dir = wake_dir_for(self.path)
         self._read_only = not os.access(self.path, os.W_OK)
         self._conn = self._connect(synchronous)
@@ -119,7 +76,7 @@ class SqliteStore(SqliteRegistry, Store):
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal" or needs_migration(conn):
             # First use (or an upgrade): processes starting together must not race to switch the
             # journal mode or create tables -- SQLite answers such a race with an instant "locked".
-            with _exclusive_flock(self.path):
+            with exclusive_flock(self.path):
                 conn.execute("PRAGMA journal_mode=WAL")
                 if needs_migration(conn):
                     with self._write(conn):
