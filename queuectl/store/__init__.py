@@ -10,8 +10,16 @@ from queuectl.store.base import Store
 __all__ = ["Store", "open_store", "redact_url"]
 
 
+# URL options whose value is a secret (MongoDB option names are case-insensitive); the
+# legacy ``sslPEMKeyPassword`` is the old name of ``tlsCertificateKeyFilePassword``
+_SECRET_OPTIONS = ("tlsCertificateKeyFilePassword", "sslPEMKeyPassword", "authMechanismProperties",
+                   "proxyPassword")
+_SECRET_OPTION = re.compile(r"([?&;](?:%s)=)[^&;#]*" % "|".join(_SECRET_OPTIONS), re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe to print or log."""
+    """The URL with any password, and the secret options of its query, replaced by ``***``."""
+    url = _SECRET_OPTION.sub(r"\1***", url)
     # the password runs to the last "@" of the authority, even when "/" or "@" were not escaped
     return re.sub(r"(://[^:/@]*:).*@(?=[^@]*$)", r"\1***@", url)
 
