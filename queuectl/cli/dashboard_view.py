@@ -18,7 +18,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from queuectl.cli.render import STATE_STYLES
+from queuectl.cli.render import STATE_STYLES, printable
 from queuectl.core.durations import format_duration
 from queuectl.core.errors import QueuectlError
 from queuectl.core.models import STATES
@@ -76,13 +76,13 @@ def _header(snapshot: Optional[Snapshot], source: str, width: int, interval: Opt
     left = Text("queuectl dashboard", style="bold")
     room = width - len(right_text) - len("queuectl dashboard") - 4
     if source and room > 10:
-        left.append("  " + _middle_ellipsis(source, room), style="dim")
+        left.append("  " + _middle_ellipsis(printable(source), room), style="dim")
     grid.add_row(left, Text(right_text, style="dim"))
     return grid
 
 
 def _banner(error: str, snapshot: Optional[Snapshot], interval: Optional[float], now: float) -> Text:
-    text = Text(f" database unavailable: {error} ", style="bold white on red")
+    text = Text(f" database unavailable: {printable(error)} ", style="bold white on red")
     if snapshot is not None:
         text.append(f"\n showing data read at {_clock(snapshot.at)} ({_ago(now - snapshot.at)})",
                     style="red")
@@ -102,7 +102,7 @@ def _jobs_table(snapshot: Snapshot, history: Optional[History], show_change: boo
     table.add_column("jobs", style="bold", no_wrap=True)
     names = _state_names(snapshot)
     for name in names:
-        table.add_column(Text(name, style=f"bold {STATE_STYLES.get(name, '')}"), justify="right",
+        table.add_column(Text(printable(name), style=f"bold {STATE_STYLES.get(name, '')}"), justify="right",
                          no_wrap=True)
     table.add_row("now", *(_num(snapshot.states.get(name, 0)) for name in names))
     if show_change:
@@ -133,7 +133,7 @@ def _summary(snapshot: Snapshot) -> Text:
         text.append(f", {snapshot.workers_unresponsive} unresponsive", style="bold red")
     if snapshot.paused:
         text.append(" · paused: ")
-        text.append(", ".join(snapshot.paused), style="bold yellow")
+        text.append(printable(", ".join(snapshot.paused)), style="bold yellow")
     if snapshot.lag is None and snapshot.next_due_in is not None:
         text.append(f" · next due in {format_duration(snapshot.next_due_in)}", style="dim")
     return text
@@ -165,14 +165,14 @@ def _queues_table(snapshot: Snapshot, max_rows: int) -> Table:
     table.add_column("queue", style="bold", no_wrap=True, overflow="ellipsis", max_width=20)
     shown_states = [s for s in _state_names(snapshot) if s not in ("completed", "cancelled")]
     for name in shown_states:
-        table.add_column(Text(name, style=f"bold {STATE_STYLES.get(name, '')}"), justify="right",
+        table.add_column(Text(printable(name), style=f"bold {STATE_STYLES.get(name, '')}"), justify="right",
                          no_wrap=True)
     names = sorted(set(snapshot.queues) | set(snapshot.paused))
     for index, queue in enumerate(names):
         if index == max_rows - 1 and len(names) > max_rows:
             table.add_row(Text(f"… {len(names) - index} more", style="dim"))
             break
-        label = Text(queue)
+        label = Text(printable(queue))
         if queue in snapshot.paused:
             label.append(" ⏸", style="bold yellow")
         counts = snapshot.queues.get(queue, {})
@@ -189,7 +189,7 @@ def _jobs_cell(worker: Any, wide: bool) -> Text:
             part = f"{job.id} ({job.elsewhere})" if job.elsewhere else job.id
         if wide and job.command and len(worker.jobs) == 1:
             part += f"  {job.command}"
-        parts.append(part)
+        parts.append(printable(part))
     return Text(", ".join(parts)) if parts else Text("idle", style="dim")
 
 
@@ -218,13 +218,13 @@ def _workers_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) ->
     if max_rows is not None and len(rows) > max_rows:
         rows = rows[: max(0, max_rows - 1)]
     for worker in rows:
-        state = Text("unresponsive", style="bold red") if worker.unresponsive else Text(worker.state)
+        state = Text("unresponsive", style="bold red") if worker.unresponsive else Text(printable(worker.state))
         cells: list[Any] = []
         if wide:
-            cells.append(Text(worker.id))
-        cells += [Text(f"{worker.host}:{worker.pid}"), state, _ago(worker.heartbeat_age)]
+            cells.append(Text(printable(worker.id)))
+        cells += [Text(printable(f"{worker.host}:{worker.pid}")), state, _ago(worker.heartbeat_age)]
         if wide:
-            cells += [Text(worker.queues), f"{len(worker.jobs)}/{worker.concurrency}"]
+            cells += [Text(printable(worker.queues)), f"{len(worker.jobs)}/{worker.concurrency}"]
         cells.append(_jobs_cell(worker, wide))
         table.add_row(*cells, style="red" if worker.unresponsive else None)
     hidden = len(snapshot.workers) - len(rows)
@@ -250,16 +250,17 @@ def _failures_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) -
     table.add_column("last error", no_wrap=True, overflow="ellipsis", ratio=2 if wide else 1)
     rows = snapshot.failures if max_rows is None else snapshot.failures[: max(1, max_rows)]
     for failure in rows:
-        state = Text(failure.state, style=STATE_STYLES.get(failure.state, ""))
+        state = Text(printable(failure.state), style=STATE_STYLES.get(failure.state, ""))
         when = _ago(failure.age)
         if wide and failure.retry_in is not None:
             when += f", retry in {format_duration(failure.retry_in)}"
-        cells: list[Any] = [Text(failure.id), state, f"{failure.attempts}/{failure.max_attempts}", when]
+        cells: list[Any] = [Text(printable(failure.id)), state, f"{failure.attempts}/{failure.max_attempts}",
+                            when]
         if wide:
-            cells += [Text(failure.queue), Text(failure.command)]
-        error = Text(failure.error or "-", style="red" if failure.state == "dead" else "")
+            cells += [Text(printable(failure.queue)), Text(printable(failure.command))]
+        error = Text(printable(failure.error) or "-", style="red" if failure.state == "dead" else "")
         if failure.last_output:
-            error.append(f"  {failure.last_output}", style="dim")
+            error.append(f"  {printable(failure.last_output)}", style="dim")
         cells.append(error)
         table.add_row(*cells)
     return Group(title, table)
@@ -515,10 +516,10 @@ def status_view(store: Store, now: Optional[float] = None) -> RenderableType:
     table.add_column("state")
     table.add_column("count")
     for name in list(STATES) + sorted(set(summary.states) - set(STATES)):
-        table.add_row(Text(name, style=STATE_STYLES.get(name, "")), str(summary.states.get(name, 0)))
+        table.add_row(Text(printable(name), style=STATE_STYLES.get(name, "")), str(summary.states.get(name, 0)))
     lines: list[RenderableType] = [table, Text(f"workers alive: {summary.workers_alive}")]
     if summary.paused:
-        lines.append(Text(f"paused queues: {', '.join(sorted(summary.paused))}"))
+        lines.append(Text(printable(f"paused queues: {', '.join(sorted(summary.paused))}")))
     return Group(*lines)
 
 
@@ -549,7 +550,7 @@ def watch(
         header = Text(f"every {interval:g}s · {_clock(time.time())}{hint}", style="dim")
         parts: list[RenderableType] = [header]
         if error[0] is not None:
-            parts.append(Text(f" database unavailable: {error[0]} ", style="bold white on red"))
+            parts.append(Text(f" database unavailable: {printable(error[0])} ", style="bold white on red"))
         if last[0] is not None:
             parts.append(last[0])
         return Group(*parts)

@@ -1,6 +1,12 @@
-"""Rendering for people (Rich tables, imported only here) and for scripts (``--json``)."""
+"""Rendering for people (Rich tables, imported only here) and for scripts (``--json``).
+
+Everything a user or a job supplied (commands, output, errors, queue and schedule names...) goes
+through :func:`printable` before it reaches a terminal, so that stored bytes cannot drive the
+viewer's terminal (clear the screen, retitle the window, fake lines with ``\\r``).
+"""
 
 import json
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -17,14 +23,24 @@ STATE_STYLES = {
 
 def styled_state(state: str) -> str:
     """A state name in its colour, as Rich markup."""
-    return f"[{STATE_STYLES.get(state, 'default')}]{state}[/]"
+    return f"[{STATE_STYLES.get(state, 'default')}]{safe(state)}[/]"
+
+
+# C0 controls but tab and newline, DEL, C1 controls (0x9b is a one-byte CSI), and the bidi
+# overrides and isolates that make a terminal show text in another order than it runs
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: Optional[str]) -> str:
+    """User text without terminal control characters (each becomes U+FFFD, so it shows); newlines stay."""
+    return _CONTROL.sub("\ufffd", text or "")
 
 
 def safe(text: Optional[str]) -> str:
-    """User text (commands, errors, ids) escaped so Rich never reads it as markup."""
+    """User text (commands, errors, ids) made printable and escaped so Rich never reads it as markup."""
     from rich.markup import escape
 
-    return escape(text or "")
+    return escape(printable(text))
 
 
 def console() -> Any:
@@ -122,15 +138,7 @@ def job_detail(job: Job) -> None:
     out = console()
     out.print(table)
     out.print("[bold]output[/] (tail; `queuectl logs` prints it raw):")
-    out.print(_printable(job.output) or "(none)", markup=False, highlight=False)
-
-
-_CONTROL = {code: "\ufffd" for code in (*range(0x00, 0x09), *range(0x0b, 0x20), 0x7f)}
-
-
-def _printable(text: Optional[str]) -> str:
-    """Job output without control characters, so a job cannot drive the viewer's terminal."""
-    return (text or "").translate(_CONTROL)
+    out.print(printable(job.output) or "(none)", markup=False, highlight=False)
 
 
 def _hook_text(job: Job) -> str:
@@ -151,7 +159,7 @@ def workers_table(workers: Iterable[WorkerInfo], lease: float, now: Optional[flo
         table.add_column(column)
     for worker in workers:
         stale = worker.state != "stopped" and now - worker.last_heartbeat > lease
-        state = "[red]unresponsive[/]" if stale else worker.state
+        state = "[red]unresponsive[/]" if stale else safe(worker.state)
         table.add_row(
             safe(worker.id), safe(worker.host), str(worker.pid), state, safe(worker.queues),
             str(worker.concurrency), safe(", ".join(worker.current_jobs)) or "-", ago(worker.last_heartbeat, now),
