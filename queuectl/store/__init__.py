@@ -14,7 +14,7 @@ __all__ = ["Store", "open_store", "redact_url"]
 # legacy ``sslPEMKeyPassword`` is the old name of ``tlsCertificateKeyFilePassword``
 _SECRET_OPTIONS = ("tlsCertificateKeyFilePassword", "sslPEMKeyPassword", "authMechanismProperties",
                    "proxyPassword")
-_SECRET_OPTION = re.compile(r"([?&;](?:%s)=)[^&;#]*" % "|".join(_SECRET_OPTIONS), re.IGNORECASE)
+_SECRET_OPTION = re.compile(r"([?&;](?:" + "|".join(_SECRET_OPTIONS) + r")=)[^&;#]*", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
