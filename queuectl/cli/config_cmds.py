@@ -3,9 +3,7 @@
 import typer
 
 from queuectl.cli.context import context_of, store_of
-from queuectl.core.config import CONFIG_KEYS
-from queuectl.core.errors import InvalidInput
-from queuectl.service import jobs as service
+from queuectl.service import config as service
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -16,11 +14,7 @@ def get(ctx: typer.Context, key: str = typer.Argument(...)) -> None:
 
     Example: queuectl config get max-retries
     """
-    for name, value, _, _ in service.config_items(store_of(ctx)):
-        if name == key:
-            print(value)
-            return
-    raise InvalidInput(f"unknown config key {key!r}; valid keys: {', '.join(CONFIG_KEYS)}")
+    print(service.get_config(store_of(ctx), key))
 
 
 @app.command("set")

@@ -508,10 +508,10 @@ def run_dashboard(store: Store, source: str, interval: float, once: bool,
 
 def status_view(store: Store, now: Optional[float] = None) -> RenderableType:
     """What ``queuectl status`` prints, as one renderable (for ``status --watch``)."""
-    from queuectl.service import jobs as service
+    from queuectl.service import observe
 
     now = time.time() if now is None else now
-    summary = service.status(store, now)
+    summary = observe.status(store, now)
     table = Table(title="jobs", title_justify="left")
     table.add_column("state")
     table.add_column("count")

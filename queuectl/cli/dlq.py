@@ -1,13 +1,12 @@
 """Dead letter queue commands: list, retry, purge."""
 
-import time
 from typing import Optional
 
 import typer
 
 from queuectl.cli.context import store_of
 from queuectl.core.errors import InvalidInput
-from queuectl.core.models import DEAD
+from queuectl.service import dlq as service
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -22,7 +21,7 @@ def list_dead(
 
     Example: queuectl dlq list
     """
-    jobs = store_of(ctx).list_jobs(state=DEAD, limit=limit)
+    jobs = service.list_dead(store_of(ctx), limit)
     from queuectl.cli.render import jobs_table, print_json
 
     if as_json:
@@ -43,7 +42,7 @@ def retry(
     """
     if (job_id is None) == (not all_jobs):
         raise InvalidInput("give a job id or --all (not both)")
-    count = store_of(ctx).retry_dead(job_id, time.time())
+    count = service.retry(store_of(ctx), job_id)
     print(f"requeued {job_id}" if job_id else f"requeued {count} job(s)")
 
 
@@ -56,9 +55,6 @@ def purge(
 
     Example: queuectl dlq purge --yes
     """
-    store = store_of(ctx)
     if not yes and not typer.confirm("Delete every job in the dead letter queue?", default=False):
         raise typer.Exit(1)
-    from queuectl.service import workflows
-
-    print(f"deleted {workflows.purge(store, [DEAD], None, time.time())} job(s)")
+    print(f"deleted {service.purge_dead(store_of(ctx))} job(s)")

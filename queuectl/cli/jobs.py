@@ -12,6 +12,7 @@ from queuectl.cli.context import store_of
 from queuectl.core.errors import InvalidInput
 from queuectl.core.models import STATES
 from queuectl.service import jobs as service
+from queuectl.service import observe
 
 
 def enqueue(
@@ -67,9 +68,7 @@ def enqueue(
         return
     if spec is None:
         raise InvalidInput('nothing to enqueue: give a command, e.g. queuectl enqueue "echo hi", or --file FILE')
-    parsed = service.parse_spec(spec)
-    ids = service.enqueue(store, [{**parsed, **options}])
-    print(ids[0])
+    print(service.enqueue_command(store, spec, options))
 
 
 def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
@@ -118,8 +117,7 @@ def list_jobs(
 
     Example: queuectl list --state failed --limit 20
     """
-    service.check_state(state)
-    jobs = store_of(ctx).list_jobs(state=state, queue=queue, limit=limit)
+    jobs = service.list_jobs(store_of(ctx), state=state, queue=queue, limit=limit)
     if as_json:
         from queuectl.cli.render import print_json
 
@@ -164,7 +162,7 @@ def status(
 
         return watch_status(store_of(ctx))
     now = time.time()
-    summary = service.status(store_of(ctx), now)
+    summary = observe.status(store_of(ctx), now)
     if as_json:
         from queuectl.cli.render import print_json
 
@@ -188,7 +186,7 @@ def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="ID")) 
 
     Example: queuectl cancel job1
     """
-    job = store_of(ctx).cancel(job_id, time.time())
+    job = service.cancel(store_of(ctx), job_id)
     print(f"cancelled {job.id}")
 
 

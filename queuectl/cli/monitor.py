@@ -75,7 +75,7 @@ def logs(
         return False
 
     def read() -> Optional[Job]:
-        latest = store.get(job_id)
+        latest = service.find_job(store, job_id)
         if outage[0]:
             note("reading again")
             outage[0] = False

@@ -4,7 +4,7 @@ import typer
 
 from queuectl.cli.context import store_of
 from queuectl.core.models import STATES
-from queuectl.service import jobs as service
+from queuectl.service import queues as service
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -17,18 +17,15 @@ def list_(
 
     Example: queuectl queue list
     """
-    store = store_of(ctx)
-    counts, paused = store.counts(), store.paused_queues()
-    names = sorted(set(counts) | paused)
+    rows = service.list_queues(store_of(ctx))
     from queuectl.cli.render import plain_table, print_json
 
     if as_json:
-        print_json({name: {"paused": name in paused, **counts.get(name, {})} for name in names})
+        print_json({row.name: {"paused": row.paused, **row.states} for row in rows})
         return
     plain_table(
         "queues", ("queue", "paused", *STATES),
-        [(name, "yes" if name in paused else "no", *(str(counts.get(name, {}).get(s, 0)) for s in STATES))
-         for name in names],
+        [(row.name, "yes" if row.paused else "no", *(str(row.states.get(s, 0)) for s in STATES)) for row in rows],
     )
 
 
@@ -38,7 +35,7 @@ def pause(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
 
     Example: queuectl queue pause builds
     """
-    store_of(ctx).set_paused(service.check_queue_name(name), True)
+    service.set_paused(store_of(ctx), name, True)
     print(f"paused {name}")
 
 
@@ -48,5 +45,5 @@ def resume(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
 
     Example: queuectl queue resume builds
     """
-    store_of(ctx).set_paused(service.check_queue_name(name), False)
+    service.set_paused(store_of(ctx), name, False)
     print(f"resumed {name}")

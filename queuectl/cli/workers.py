@@ -9,7 +9,8 @@ import typer
 from queuectl.cli.context import context_of, store_of
 from queuectl.core.config import ENV_DB, default_data_dir
 from queuectl.core.errors import InvalidInput
-from queuectl.service import jobs as service
+from queuectl.core.validation import check_queue_name
+from queuectl.service import workers as service
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -17,7 +18,7 @@ app = typer.Typer(no_args_is_help=True)
 def _parse_queues(text: Optional[str]) -> Optional[list[str]]:
     if not text or text.strip() in ("*", "all"):
         return None
-    return [service.check_queue_name(name.strip()) for name in text.split(",") if name.strip()]
+    return [check_queue_name(name.strip()) for name in text.split(",") if name.strip()]
 
 
 @app.command()
@@ -87,12 +88,11 @@ def stop(
 
     Example: queuectl worker stop --wait
     """
-    store = store_of(ctx)
-    asked = store.request_stop()
+    asked, stopped = service.stop_workers(store_of(ctx), wait, timeout)
     print(f"asked {asked} worker(s) to stop; running jobs finish first")
     if not wait or not asked:
         return
-    if not service.wait_for_workers_to_stop(store, timeout):
+    if not stopped:
         raise InvalidInput(f"workers still running after {timeout:g}s")
     print("all workers stopped")
 
@@ -107,12 +107,10 @@ def list_(
 
     Example: queuectl worker list
     """
-    store = store_of(ctx)
-    config = service.load_config(store)
-    workers = [w for w in store.list_workers() if show_all or w.state != "stopped"]
+    workers, lease = service.worker_list(store_of(ctx), show_all)
     from queuectl.cli.render import print_json, workers_table
 
     if as_json:
         print_json([w.to_dict() for w in workers])
     else:
-        workers_table(workers, config.lease)
+        workers_table(workers, lease)

@@ -24,9 +24,9 @@ def wait(
     Example: queuectl wait parse --timeout 10m
     """
     limit = None if timeout is None else parse_duration(timeout, "timeout")
-    from queuectl.service import workflows  # schedules, hooks, retention: loaded only here
+    from queuectl.service import jobs
 
-    result = workflows.wait_for(store_of(ctx), job_ids, limit)
+    result = jobs.wait_for(store_of(ctx), job_ids, limit)
     for job in result.jobs:
         print(f"{job.id}: {job.state}" + ("" if job.exit_code is None else f" (exit code {job.exit_code})"))
     if result.timed_out:
@@ -51,9 +51,9 @@ def purge(
     Example: queuectl purge --state completed --older-than 7d
     """
     age = None if older_than is None else parse_duration(older_than, "older-than")
-    from queuectl.service import workflows
+    from queuectl.service import jobs
 
-    count = workflows.purge(store_of(ctx), states, age, time.time(), dry_run=dry_run)
+    count = jobs.purge(store_of(ctx), states, age, time.time(), dry_run=dry_run)
     print(f"{'would delete' if dry_run else 'deleted'} {count} job(s)")
 
 
@@ -77,9 +77,9 @@ def schedule_add(
     spec = {"command": command, "queue": queue, "priority": priority, "max_retries": max_retries,
             "timeout": timeout, "unique_key": unique_key}
     spec = {key: value for key, value in spec.items() if value is not None}
-    from queuectl.service import workflows
+    from queuectl.service import schedules
 
-    schedule = workflows.add_schedule(store_of(ctx), name, cron, spec, tz, time.time())
+    schedule = schedules.add_schedule(store_of(ctx), name, cron, spec, tz, time.time())
     from queuectl.cli.render import when
 
     print(f"added schedule {name}; next run {when(schedule.next_fire_at)}")
@@ -93,7 +93,9 @@ def schedule_list(
 
     Example: queuectl schedule list
     """
-    schedules = store_of(ctx).list_schedules()
+    from queuectl.service.schedules import list_schedules
+
+    schedules = list_schedules(store_of(ctx))
     from queuectl.cli.render import plain_table, print_json, when
 
     if as_json:
@@ -112,7 +114,9 @@ def schedule_remove(ctx: typer.Context, name: str = typer.Argument(...)) -> None
 
     Example: queuectl schedule remove nightly
     """
-    store_of(ctx).remove_schedule(name)
+    from queuectl.service.schedules import remove_schedule
+
+    remove_schedule(store_of(ctx), name)
     print(f"removed schedule {name}")
 
 
@@ -122,7 +126,9 @@ def schedule_pause(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
 
     Example: queuectl schedule pause nightly
     """
-    store_of(ctx).set_schedule_paused(name, True)
+    from queuectl.service.schedules import pause_schedule
+
+    pause_schedule(store_of(ctx), name)
     print(f"paused schedule {name}")
 
 
@@ -132,9 +138,9 @@ def schedule_resume(ctx: typer.Context, name: str = typer.Argument(...)) -> None
 
     Example: queuectl schedule resume nightly
     """
-    from queuectl.service import workflows
+    from queuectl.service import schedules
 
-    workflows.resume_schedule(store_of(ctx), name, time.time())
+    schedules.resume_schedule(store_of(ctx), name, time.time())
     print(f"resumed schedule {name}")
 
 

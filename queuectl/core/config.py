@@ -1,14 +1,17 @@
 """Settings: where the queue lives (URL precedence) and the runtime keys every worker shares.
 
 Precedence for the database URL: ``--db`` > ``QUEUECTL_DB`` in the environment > ``.env`` in the
-working directory > a SQLite file in the user's data directory. Runtime keys live in the
-database itself so that every worker, on every host, reads the same values.
+working directory (only a file of our own that others cannot write) > a SQLite file in the
+user's data directory. Runtime keys live in the database itself so that every worker, on every
+host, reads the same values.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import stat
+import sys
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -30,12 +33,41 @@ def default_db_url() -> str:
 
 
 def _dotenv_value(key: str) -> str | None:
-    """Read one key from ``./.env`` without touching ``os.environ`` (python-dotenv, imported lazily)."""
+    """Read one key from ``./.env`` without touching ``os.environ`` (python-dotenv, imported lazily).
+
+    ``.env`` picks the queue whose jobs we run, so a file another user owns or can write (in a
+    shared folder, say) is ignored with a warning; and root is told which file chose its queue.
+    The file is checked through the descriptor it is read from: no swap in between.
+    """
     if not os.path.isfile(".env"):
         return None
-    from dotenv import dotenv_values
+    path = os.path.abspath(".env")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block us
+    except OSError:
+        return None
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as stream:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        from dotenv import dotenv_values
 
-    return dotenv_values(".env").get(key) or None
+        value = dotenv_values(stream=stream).get(key) or None
+    if value is None:
+        return None
+    if info.st_uid != os.geteuid():
+        _warn(f"ignoring {key} in {path}: the file belongs to another user (uid {info.st_uid})")
+        return None
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        _warn(f"ignoring {key} in {path}: other users can write to it (fix it with: chmod go-w {path})")
+        return None
+    if os.geteuid() == 0:
+        _warn(f"{key} comes from {path}; running as root, so the jobs of that queue run as root")
+    return value
+
+
+def _warn(message: str) -> None:
+    print(f"queuectl: warning: {message}", file=sys.stderr, flush=True)
 
 
 def resolve_db_url(option: str | None = None) -> str:

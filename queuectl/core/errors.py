@@ -53,3 +53,24 @@ class StoreReadOnly(QueuectlError):
     """The database refuses writes (read-only file, full disk); reads may still work."""
 
     exit_code = EXIT_READ_ONLY
+
+
+class DuplicateJobId(Conflict):
+    """A store refused a job because its id exists; the message is written here, once."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"a job with id {job_id!r} already exists")
+        self.job_id = job_id
+
+
+class UniqueKeyTaken(Conflict):
+    """A store refused a write because another active job holds the same unique key.
+
+    ``holder`` is ``(job id, state)`` of that job when the store could tell.
+    """
+
+    def __init__(self, key: str | None, holder: tuple[str, str] | None = None) -> None:
+        held = f"job {holder[0]} ({holder[1]})" if holder else "another active job"
+        super().__init__(f"unique key {key!r} is taken by {held}; enqueue again once it has finished")
+        self.key = key
+        self.holder = holder

@@ -15,23 +15,23 @@ import selectors
 import signal
 import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
+from queuectl.core import lifecycle
 from queuectl.core.config import ENV_DB, RuntimeConfig, resolve_db_url
 from queuectl.core.errors import QueuectlError, StoreReadOnly, StoreUnavailable
-from queuectl.core.models import COMPLETED, PENDING, Job, Lease, Outcome, WorkerInfo
+from queuectl.core.models import PENDING, Job, Lease, Outcome, WorkerInfo
 from queuectl.runtime.executor import Run, StartError, job_environment
+from queuectl.runtime.housekeeper import Housekeeper
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
-from queuectl.service import jobs as service
-from queuectl.service import workflows
+from queuectl.service.config import load_config
+from queuectl.service.workers import beat_worker, prune_workers, register_worker
 from queuectl.store import Store, open_store
 
 FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
 _RETRY_WRITE_S = 0.5
 STORE_DOWN = (StoreUnavailable, StoreReadOnly)  # a full disk is an outage too: keep the outcome
-_RETENTION_EVERY_S = 60.0
 _FORGET_WORKERS_AFTER_S = 3600.0  # a dead worker stays visible (red) for an hour, then is forgotten
 
 
@@ -68,7 +68,7 @@ class Worker:
         self.store = store
         self.opts = options
         self.id = options.worker_id
-        self.config: RuntimeConfig = service.load_config(store)
+        self.config: RuntimeConfig = load_config(store)
         self.slots: dict[str, Slot] = {}
         self.unsent: list[tuple[Lease, Outcome]] = []
         self.stop_signals = 0
@@ -82,11 +82,7 @@ class Worker:
         self.next_write_try = 0.0
         self.base_env = dict(os.environ)
         self.supervised = bool(os.environ.get("QUEUECTL_SUPERVISED"))
-        self.hook_thread: threading.Thread | None = None
-        self.hook_results: list[tuple[str, str | None]] = []
-        self.next_schedule_check = 0.0
-        self.next_hook_check = 0.0
-        self.next_retention = time.monotonic() + _RETENTION_EVERY_S * 0.1
+        self.housekeeper = Housekeeper(store, lambda: self.config, self.base_env, lambda text: log(self.id, text))
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -101,8 +97,8 @@ class Worker:
         if waker is not None:
             self.selector.register(waker, selectors.EVENT_READ, "wake")
         now = time.time()
-        self.store.prune_workers(seen_before=now - _FORGET_WORKERS_AFTER_S)
-        self.store.register_worker(WorkerInfo(
+        prune_workers(self.store, seen_before=now - _FORGET_WORKERS_AFTER_S)
+        register_worker(self.store, WorkerInfo(
             id=self.id, host=socket.gethostname(), pid=os.getpid(), state="running",
             started_at=now, last_heartbeat=now, queues=",".join(self.opts.queues or ["*"]),
             concurrency=self.opts.concurrency,
@@ -115,7 +111,7 @@ class Worker:
                 mono = time.monotonic()
                 if self._may_claim(mono):
                     self._claim()
-                if self.stopping and not self.slots and not self._hooks_busy() and (
+                if self.stopping and not self.slots and not self.housekeeper.busy() and (
                     not self.unsent or self.stop_signals > 1  # a second signal gives up on an outage
                 ):
                     break
@@ -135,12 +131,13 @@ class Worker:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.config.heartbeat
                 self._send_outcomes()
-                self._housekeeping()
+                if self.housekeeper.tick(self.stopping):
+                    self.want_claim = True
         finally:
             if waker is not None:
                 waker.close()
         try:
-            self.store.beat_worker(self.id, time.time(), "stopped", [])
+            beat_worker(self.store, self.id, time.time(), "stopped", [])
         except QueuectlError:
             pass
         log(self.id, "stopped")
@@ -235,10 +232,7 @@ class Worker:
             moments.append(self.next_write_try)
         if self.stopping and self.grace_deadline is not None:
             moments.append(self.grace_deadline)
-        if self.stopping and self._hooks_busy():
-            moments.append(mono + 0.1)  # a stop waits for the hook: look again soon
-        if not self.stopping:
-            moments.append(self.next_schedule_check)
+        moments.append(self.housekeeper.next_moment(self.stopping))
         for slot in self.slots.values():
             if slot.start_error is not None:
                 moments.append(mono)
@@ -280,20 +274,18 @@ class Worker:
         if slot.stop_reason == "lost":
             return None  # somebody else owns the job now: write nothing
         if slot.start_error is not None:
-            return service.failure_outcome(job, self.config, now, slot.start_error)
+            return lifecycle.failure_outcome(job, self.config, now, slot.start_error)
         assert slot.run is not None and code is not None
         output, duration = slot.run.output(), slot.run.elapsed
         if slot.stop_reason == "shutdown":
-            return Outcome(PENDING, now, run_at=now, attempts=job.attempts - 1, output=output,
-                           last_error="interrupted by a worker shutdown; requeued",
-                           duration=duration)
+            return lifecycle.shutdown_outcome(job, now, output, duration)
         if slot.stop_reason == "timeout":
             error = f"timeout: still running after {job.timeout:g}s, process group killed"
-            return service.failure_outcome(job, self.config, now, error, code, output, duration)
+            return lifecycle.failure_outcome(job, self.config, now, error, code, output, duration)
         if code == 0:
-            return Outcome(COMPLETED, now, exit_code=0, output=output, duration=duration)
+            return lifecycle.success_outcome(now, output, duration)
         error = f"exit code {code}" if code > 0 else f"killed by {signal.Signals(-code).name}"
-        return service.failure_outcome(job, self.config, now, error, code, output, duration)
+        return lifecycle.failure_outcome(job, self.config, now, error, code, output, duration)
 
     def _stop_run(self, slot: Slot, reason: str, mono: float) -> None:
         slot.stop_reason = reason
@@ -325,12 +317,11 @@ class Worker:
                  for slot in self.slots.values() if slot.stop_reason != "lost"]
         beats += [(lease, None) for lease, _ in self.unsent]
         try:
-            lost = self.store.heartbeat(self.id, beats, now, self.config.lease)
+            lost = lifecycle.heartbeat(self.store, beats, now, self.config.lease)
             state = "stopping" if self.stopping else "running"
-            if self.store.beat_worker(self.id, now, state, sorted(self.slots)):
+            if beat_worker(self.store, self.id, now, state, sorted(self.slots)):
                 self.request_stop("stop requested through the database")
-            self.config = service.load_config(self.store)
-            service.recover_expired(self.store, self.config, now)
+            self.config = load_config(self.store)
         except STORE_DOWN as exc:
             self._on_store_down(exc, mono)
             return
@@ -366,8 +357,8 @@ class Worker:
         now = time.time()
         batch = list(self.unsent)
         try:
-            written, jobs = self.store.finish_and_claim(
-                batch, self.id, self.opts.queues, now, self.config.lease, free
+            written, jobs = lifecycle.finish_and_claim(
+                self.store, batch, self.id, self.opts.queues, now, self.config.lease, free
             )
         except STORE_DOWN as exc:
             log(self.id, f"cannot record {len(batch)} outcome(s) yet ({exc}); will retry")
@@ -381,45 +372,6 @@ class Worker:
                 self.store.notify()  # handed back on shutdown: another worker may take it now
         if free:
             self._take(jobs, free, now)
-
-
-    def _housekeeping(self) -> None:
-        """Duties any worker may do, each safe to race: fire schedules, run hooks, apply retention."""
-        mono = time.monotonic()
-        try:
-            while self.hook_results:
-                job_id, error = self.hook_results[-1]
-                self.store.finish_hook(job_id, error, time.time())
-                self.hook_results.pop()  # only once written
-            if self.stopping:
-                return
-            if mono >= self.next_schedule_check:
-                self.next_schedule_check = mono + min(1.0, self.config.poll_interval)
-                if workflows.fire_due_schedules(self.store, time.time()):
-                    self.want_claim = True
-            if mono >= self.next_hook_check and (self.hook_thread is None or not self.hook_thread.is_alive()):
-                self.next_hook_check = mono + min(1.0, self.config.poll_interval)
-                job = self.store.claim_hook(time.time())
-                if job is not None:
-                    self.hook_thread = threading.Thread(target=self._run_hook, args=(job,), daemon=True)
-                    self.hook_thread.start()
-            if mono >= self.next_retention:
-                # one batch per pass, so heartbeats go on; a full batch means more: come back soon
-                deleted = workflows.apply_retention(self.store, self.config, time.time(), max_batches=1)
-                self.next_retention = mono + (1.0 if deleted >= workflows.RETENTION_BATCH else _RETENTION_EVERY_S)
-                self.store.resettle_waiting()
-        except QueuectlError as exc:
-            log(self.id, f"housekeeping skipped: {exc}")
-
-    def _hooks_busy(self) -> bool:
-        """A hook is running or its result is not written yet (a stop waits for both)."""
-        return bool(self.hook_results) or (self.hook_thread is not None and self.hook_thread.is_alive())
-
-    def _run_hook(self, job: Job) -> None:
-        error = workflows.run_hook(job, self.config, self.base_env)
-        if error:
-            log(self.id, f"on-finish hook of job {job.id} failed: {error}")
-        self.hook_results.append((job.id, error))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from queuectl.core.models import CLAIMABLE, DEAD, PROCESSING, STATES
-from queuectl.service import jobs as service
+from queuectl.core.models import DEAD, PROCESSING
+from queuectl.service import observe
+from queuectl.service.config import load_config
+from queuectl.service.queues import paused_queues
+from queuectl.service.workers import list_workers, worker_is_alive
 from queuectl.store import Store
 
 BUCKET_S = 60.0  # throughput per minute
@@ -105,28 +108,12 @@ def last_line(text: str | None) -> str:
     return ""
 
 
-def next_due(store: Store, counts: dict[str, dict[str, int]], paused: set[str]) -> float | None:
-    """The earliest ``run_at`` of a claimable job in a queue that is not paused (None: none).
-
-    Without paused queues that is one ``next_due(None)``; with some, the queues that hold
-    claimable jobs (known from ``counts``) are asked, so that a paused backlog is not lag.
-    """
-    if not paused:
-        return store.next_due(None)
-    ready = sorted(queue for queue, per_state in counts.items()
-                   if queue not in paused and any(per_state.get(s) for s in CLAIMABLE))
-    return store.next_due(ready) if ready else None  # next_due([]) would mean every queue
-
-
 def collect(store: Store, now: float | None = None) -> Snapshot:
     """Read one snapshot. Raises the store's errors (StoreUnavailable...) unchanged."""
     started = time.perf_counter()
     now = time.time() if now is None else now
     queues = store.counts()
-    states = {state: 0 for state in STATES}
-    for per_state in queues.values():
-        for state, count in per_state.items():
-            states[state] = states.get(state, 0) + count
+    states = observe.state_totals(queues)
 
     current = int(now // BUCKET_S)
     first = current - BUCKETS + 1
@@ -134,27 +121,23 @@ def collect(store: Store, now: float | None = None) -> Snapshot:
     completed = [rates.get("completed", {}).get(b, 0) for b in range(first, current + 1)]
     failed = [rates.get("failed", {}).get(b, 0) for b in range(first, current + 1)]
 
-    paused = store.paused_queues()
-    due = next_due(store, queues, paused)
-    lag = next_due_in = None
-    if due is not None:
-        if due <= now:
-            lag = now - due
-        else:
-            next_due_in = due - now
+    paused = paused_queues(store)
+    due = observe.next_due(store, queues, paused)
+    lag = observe.lag(due, now)
+    next_due_in = due - now if due is not None and due > now else None
 
-    config = service.load_config(store)
+    config = load_config(store)
     workers: list[WorkerRow] = []
     stopped = 0
     lookups = MAX_JOB_LOOKUPS
-    for info in store.list_workers():
+    for info in list_workers(store):
         if info.state == "stopped":
             stopped += 1
             continue
         row = WorkerRow(
             id=info.id, host=info.host, pid=info.pid, state=info.state, queues=info.queues,
             concurrency=info.concurrency, heartbeat_age=max(0.0, now - info.last_heartbeat),
-            unresponsive=not service.worker_is_alive(info.last_heartbeat, info.state, config, now),
+            unresponsive=not worker_is_alive(info.last_heartbeat, info.state, config, now),
         )
         for job_id in info.current_jobs:
             running = RunningJob(job_id)

@@ -1,47 +1,25 @@
-"""The rules of the queue: what a valid job is, retry and backoff, recovery, DLQ moves.
+"""Jobs: enqueue, read, cancel, wait for, purge. One function per use case, for every front end.
 
-No database details (that is the store's job) and no Typer (that is the CLI's). Every function
-takes the store it works on; nothing here keeps global state.
+Each function takes the store it works on and keeps no state; the rules themselves are in
+:mod:`queuectl.core.lifecycle`, the checks of a job spec in :mod:`queuectl.core.validation`.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from queuectl.core.config import CONFIG_KEYS, RuntimeConfig, validate_config_value
-from queuectl.core.durations import parse_duration, parse_instant
+from queuectl.core import lifecycle
+from queuectl.core.config import RuntimeConfig
 from queuectl.core.errors import InvalidInput, NotFound
-from queuectl.core.models import (
-    DEAD,
-    DEFAULT_QUEUE,
-    FAILED,
-    STATES,
-    Job,
-    Lease,
-    Outcome,
-    new_job_id,
-)
+from queuectl.core.lifecycle import FINISHED
+from queuectl.core.models import CANCELLED, COMPLETED, DEAD, Job
+from queuectl.core.validation import build_job, check_state, parse_spec
+from queuectl.service.config import load_config
 from queuectl.store import Store
 
-MAX_COMMAND_BYTES = 128 * 1024
-MAX_ENV_BYTES = 64 * 1024
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-_QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-JOB_FIELDS = ("id", "command", "max_retries", "priority", "queue", "delay", "run_at", "timeout",
-              "cwd", "env", "after", "on_failure_of", "unique_key", "on_finish")
-
-
-def load_config(store: Store) -> RuntimeConfig:
-    """The runtime keys as the database holds them, with defaults for the unset ones."""
-    return RuntimeConfig.from_strings(store.config_values())
-
-
-# --- building jobs ------------------------------------------------------------------------------
+RETENTION_BATCH = 1000  # rows per transaction: a big purge never holds the write lock for long
 
 
 class _Clock:
@@ -53,156 +31,6 @@ class _Clock:
     def __call__(self) -> float:
         self._last = max(time.time(), self._last + 1e-6)
         return self._last
-
-
-def parse_spec(text: str) -> dict[str, Any]:
-    """A job spec from the command line or one line of a file: a JSON object, or a plain command."""
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            spec = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"malformed JSON job: {exc.msg} at column {exc.colno}") from None
-        if not isinstance(spec, dict):
-            raise InvalidInput("a JSON job must be an object like {\"command\": \"echo hi\"}")
-        unknown = sorted(set(spec) - set(JOB_FIELDS))
-        if unknown:
-            raise InvalidInput(
-                f"unknown job field(s) {', '.join(unknown)}; valid fields: {', '.join(JOB_FIELDS)}"
-            )
-        return spec
-    return {"command": text}
-
-
-def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
-    """Validate a spec (JSON fields or CLI options) and make the Job to insert."""
-    command = spec.get("command")
-    if not isinstance(command, str) or not command.strip():
-        raise InvalidInput("empty command: give the shell command to run, e.g. queuectl enqueue \"echo hi\"")
-    if "\x00" in command:
-        raise InvalidInput("the command contains a NUL byte, which no shell can run")
-    if len(command.encode()) > MAX_COMMAND_BYTES:
-        raise InvalidInput(f"the command is over {MAX_COMMAND_BYTES // 1024} KiB; put it in a script and enqueue that")
-    job_id = spec.get("id")
-    if job_id is None:
-        job_id = new_job_id()
-    elif not isinstance(job_id, str) or not _ID_RE.match(job_id):
-        raise InvalidInput(
-            f"invalid job id {job_id!r}: use 1-64 letters, digits, '.', '_', ':' or '-'"
-        )
-    queue = spec.get("queue") or DEFAULT_QUEUE
-    check_queue_name(queue)
-    run_at = now
-    if spec.get("delay") is not None and spec.get("run_at") is not None:
-        raise InvalidInput("give either delay or run_at, not both")
-    if spec.get("delay") is not None:
-        run_at = now + parse_duration(spec["delay"], "delay")
-    elif spec.get("run_at") is not None:
-        if not isinstance(spec["run_at"], str):
-            raise InvalidInput("run_at: expected an ISO-8601 time such as 2026-12-01T09:00:00Z")
-        run_at = parse_instant(spec["run_at"])
-    timeout = spec.get("timeout")
-    if timeout is not None:
-        timeout = parse_duration(timeout, "timeout")
-        if timeout == 0:
-            raise InvalidInput("timeout: must be more than 0 (leave it out for no timeout)")
-    elif config.job_timeout > 0:
-        timeout = config.job_timeout
-    return Job(
-        id=job_id,
-        command=command,
-        queue=queue,
-        priority=_int_field(spec, "priority", 0, -1_000_000, 1_000_000),
-        max_retries=_int_field(spec, "max_retries", config.max_retries, 0, 1000),
-        timeout=timeout,
-        cwd=_cwd_field(spec.get("cwd")),
-        env=_env_field(spec.get("env")),
-        after=_parents_field(spec.get("after")),
-        on_failure_of=_parent_id(spec.get("on_failure_of"), "on_failure_of"),
-        unique_key=_short_text(spec.get("unique_key"), "unique_key", 200),
-        on_finish=_short_text(spec.get("on_finish"), "on_finish", MAX_COMMAND_BYTES),
-        run_at=run_at,
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def check_queue_name(queue: Any) -> str:
-    if not isinstance(queue, str) or not _QUEUE_RE.match(queue):
-        raise InvalidInput(f"invalid queue name {queue!r}: use 1-64 letters, digits, '.', '_' or '-'")
-    return queue
-
-
-def _int_field(spec: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = spec.get(name)
-    if value is None:
-        return default
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidInput(f"{name}: expected a whole number from {low} to {high}, got {value!r}")
-    return value
-
-
-def _parent_id(value: Any, name: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not _ID_RE.match(value):
-        raise InvalidInput(f"{name}: {value!r} is not a job id")
-    return value
-
-
-def _parents_field(value: Any) -> list[str]:
-    if value is None:
-        return []
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list):
-        raise InvalidInput("after: expected a job id or a list of job ids")
-    parents = [_parent_id(item, "after") for item in items]
-    return list(dict.fromkeys(p for p in parents if p))  # without repeats, in order
-
-
-def _short_text(value: Any, name: str, limit: int) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or "\x00" in value or len(value.encode()) > limit:
-        raise InvalidInput(f"{name}: expected a non-empty string of at most {limit} bytes")
-    return value
-
-
-def _cwd_field(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or "\x00" in value:
-        raise InvalidInput(f"cwd: expected a directory path, got {value!r}")
-    return value
-
-
-def _env_field(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if isinstance(value, list):  # ["KEY=VALUE", ...] as the CLI collects them
-        pairs = {}
-        for item in value:
-            key, sep, val = str(item).partition("=")
-            if not sep:
-                raise InvalidInput(f"env: expected KEY=VALUE, got {item!r}")
-            pairs[key] = val
-        value = pairs
-    if not isinstance(value, dict):
-        raise InvalidInput("env: expected an object of names to strings, or KEY=VALUE pairs")
-    size = 0
-    for key, val in value.items():
-        if not isinstance(key, str) or not _ENV_KEY_RE.match(key):
-            raise InvalidInput(f"env: invalid variable name {key!r}")
-        if key.startswith("QUEUECTL_"):
-            raise InvalidInput(f"env: {key} is reserved for queuectl itself")
-        if not isinstance(val, str) or "\x00" in val:
-            raise InvalidInput(f"env: the value of {key} must be a string without NUL bytes")
-        size += len(key) + len(val.encode())
-    if size > MAX_ENV_BYTES:
-        raise InvalidInput(f"env: over {MAX_ENV_BYTES // 1024} KiB in all; pass large data in a file")
-    return dict(value)
 
 
 def enqueue(store: Store, specs: Iterable[dict[str, Any]]) -> list[str]:
@@ -217,8 +45,13 @@ def enqueue(store: Store, specs: Iterable[dict[str, Any]]) -> list[str]:
             ids.append(job.id)
             yield job
 
-    store.enqueue_many(jobs())
+    lifecycle.enqueue(store, jobs(), time.time())
     return ids
+
+
+def enqueue_command(store: Store, text: str, options: dict[str, Any]) -> str:
+    """One job from the command line: a shell command or a JSON job, with the options on top."""
+    return enqueue(store, [{**parse_spec(text), **options}])[0]
 
 
 def enqueue_lines(store: Store, lines: Iterable[str], overrides: dict[str, Any]) -> int:
@@ -239,53 +72,7 @@ def enqueue_lines(store: Store, lines: Iterable[str], overrides: dict[str, Any])
             except InvalidInput as exc:
                 raise InvalidInput(f"line {number}: {exc}; nothing was enqueued") from None
 
-    return store.enqueue_many(jobs())
-
-
-# --- retries, recovery, DLQ ---------------------------------------------------------------------
-
-
-def retry_delay(attempts: int, config: RuntimeConfig) -> float:
-    """``backoff_base ** attempts`` seconds, capped at ``backoff_max``."""
-    try:
-        delay = float(config.backoff_base) ** attempts
-    except OverflowError:
-        delay = config.backoff_max
-    return min(delay, config.backoff_max)
-
-
-def failure_outcome(
-    job: Job,
-    config: RuntimeConfig,
-    now: float,
-    error: str,
-    exit_code: int | None = None,
-    output: str | None = None,
-    duration: float | None = None,
-) -> Outcome:
-    """A failed attempt: retry later (``failed`` with a new run_at), or ``dead`` when out of retries."""
-    if job.attempts > job.max_retries:
-        return Outcome(DEAD, now, exit_code=exit_code, last_error=error, output=output,
-                       duration=duration)
-    return Outcome(FAILED, now, run_at=now + retry_delay(job.attempts, config), exit_code=exit_code,
-                   last_error=error, output=output, duration=duration)
-
-
-def recover_expired(store: Store, config: RuntimeConfig, now: float) -> list[str]:
-    """Give back the jobs of workers presumed dead (lease expired), counted as failed attempts.
-
-    Fenced on the lease and on its expiry, so a worker that heartbeats in between keeps its job.
-    """
-    recovered = []
-    for job in store.expired(now):
-        assert job.locked_by is not None
-        lease = Lease(job.id, job.locked_by, job.attempts)
-        error = f"lease expired: worker {job.locked_by} stopped heartbeating (presumed dead)"
-        if store.finish(lease, failure_outcome(job, config, now, error), expired_before=now):
-            recovered.append(job.id)
-    if recovered:
-        store.notify()
-    return recovered
+    return lifecycle.enqueue(store, jobs(), time.time())
 
 
 def get_job(store: Store, job_id: str) -> Job:
@@ -295,64 +82,81 @@ def get_job(store: Store, job_id: str) -> Job:
     return job
 
 
-def check_state(state: str | None) -> str | None:
-    if state is not None and state not in STATES:
-        raise InvalidInput(f"unknown state {state!r}; valid states: {', '.join(STATES)}")
-    return state
+def find_job(store: Store, job_id: str) -> Job | None:
+    """The job, or None if there is none (any more) by that id."""
+    return store.get(job_id)
+
+
+def list_jobs(store: Store, state: str | None = None, queue: str | None = None, limit: int = 50) -> list[Job]:
+    """Jobs newest first, by state and queue."""
+    return store.list_jobs(state=check_state(state), queue=queue, limit=limit)
+
+
+def cancel(store: Store, job_id: str) -> Job:
+    """Cancel a job: a waiting one never runs; a running one is killed within a heartbeat."""
+    return lifecycle.cancel(store, job_id, time.time())
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+def purge(
+    store: Store, states: list[str], older_than: float | None, now: float, dry_run: bool = False,
+    max_batches: int | None = None,
+) -> int:
+    """Delete finished jobs by state and age, in batches (at most ``max_batches``); ``dry_run`` counts."""
+    for state in states:
+        check_state(state)
+        if state not in FINISHED:
+            raise InvalidInput(f"cannot purge {state} jobs: only {', '.join(FINISHED)} jobs can be purged")
+    before = None if older_than is None else now - older_than
+    if dry_run:
+        return store.count_purgeable(states, before)
+    total = 0
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        deleted = store.purge(states, before, limit=RETENTION_BATCH)
+        total += deleted
+        batches += 1
+        if deleted < RETENTION_BATCH:
+            break
+    return total
+
+
+def apply_retention(store: Store, config: RuntimeConfig, now: float, max_batches: int | None = None) -> int:
+    """The automatic purge the housekeeper runs now and then, per the retain-* config keys."""
+    deleted = 0
+    if config.retain_completed > 0:
+        deleted += purge(store, [COMPLETED], config.retain_completed, now, max_batches=max_batches)
+    if config.retain_dead > 0:
+        deleted += purge(store, [DEAD, CANCELLED], config.retain_dead, now, max_batches=max_batches)
+    return deleted
+
+
+# --- waiting for jobs ---------------------------------------------------------------------------
 
 
 @dataclass
-class Status:
-    """What ``queuectl status`` shows."""
-
-    states: dict[str, int]
-    queues: dict[str, dict[str, int]]
-    paused: set[str]
-    workers_alive: int
-    workers_total: int
+class WaitResult:
+    jobs: list[Job]
+    timed_out: bool
 
 
-def status(store: Store, now: float) -> Status:
-    queues = store.counts()
-    totals = {state: 0 for state in STATES}
-    for per_state in queues.values():
-        for state, count in per_state.items():
-            totals[state] = totals.get(state, 0) + count
-    config = load_config(store)
-    workers = store.list_workers()
-    alive = [w for w in workers if worker_is_alive(w.last_heartbeat, w.state, config, now)]
-    return Status(totals, queues, store.paused_queues(), len(alive), len(workers))
-
-
-def wait_for_workers_to_stop(
-    store: Store, timeout: float, sleep: Callable[[float], None] = time.sleep
-) -> bool:
-    """Poll the registry until no worker is alive; False if some still are after ``timeout``."""
-    config = load_config(store)
-    deadline = time.monotonic() + timeout
+def wait_for(
+    store: Store, job_ids: list[str], timeout: float | None,
+    sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+) -> WaitResult:
+    """Block until every job is finished (or the timeout passes), polling with a growing interval."""
+    for job_id in job_ids:
+        get_job(store, job_id)  # unknown ids fail at once
+    deadline = None if timeout is None else clock() + timeout
+    interval = 0.05
     while True:
-        now = time.time()
-        if not any(worker_is_alive(w.last_heartbeat, w.state, config, now) for w in store.list_workers()):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        sleep(0.2)
-
-
-def worker_is_alive(last_heartbeat: float, state: str, config: RuntimeConfig, now: float) -> bool:
-    """A worker counts as alive until it stops or misses its heartbeats for a whole lease."""
-    return state != "stopped" and now - last_heartbeat <= config.lease
-
-
-def set_config(store: Store, key: str, value: str) -> str:
-    stored = validate_config_value(key, value, store.config_values())
-    store.set_config(key, stored)
-    return stored
-
-
-def config_items(store: Store) -> list[tuple[str, str, bool, str]]:
-    """``(key, value, is_default, help)`` for every runtime key."""
-    values = store.config_values()
-    return [(key.name, values.get(key.name, key.default), key.name not in values, key.help)
-            for key in CONFIG_KEYS.values()]
-
+        jobs = [get_job(store, job_id) for job_id in job_ids]
+        if all(job.state in FINISHED for job in jobs):
+            return WaitResult(jobs, False)
+        if deadline is not None and clock() >= deadline:
+            return WaitResult(jobs, True)
+        pause = interval if deadline is None else min(interval, max(0.0, deadline - clock()))
+        sleep(pause)
+        interval = min(interval * 1.5, 1.0)

@@ -1,17 +1,20 @@
 """The store contract: the only interface to a database. Its docstrings are the spec.
 
-Every backend passes ``tests/store/test_contract.py``. A method changes the database in one
-transaction or one atomic update, or not at all. Times are epoch seconds (floats) supplied by
-the caller, so that the rules and the tests control the clock.
+Every backend passes ``tests/store/test_contract.py``. Each primitive states what is atomic on
+each backend. Times are epoch seconds (floats) supplied by the caller, so that the rules and the
+tests control the clock.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
+from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
-from queuectl.core.models import Job, Lease, Outcome, Schedule, WorkerInfo
+from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken  # noqa: F401  (named in the docstrings)
+from queuectl.core.models import Job, Lease
 
 T = TypeVar("T")
 
@@ -49,23 +52,43 @@ class Waker(Protocol):
 
 
 class Store(abc.ABC):
-    """A queue database. Open one with :func:`queuectl.store.open_store`."""
+    """A queue database: primitives only. Open one with :func:`queuectl.store.open_store`.
+
+    The rules (what a cancel, an outcome or a DLQ retry means) live in
+    :mod:`queuectl.core.lifecycle`, which composes these primitives. A store translates them into
+    SQL or MongoDB and keeps its storage techniques to itself (partial indexes, a due flag, staged
+    bulk inserts, the index field behind unique keys).
+
+    Atomicity: on a store with ``transactional = True`` (SQL) everything between entering and
+    leaving :meth:`unit` commits together or not at all. On MongoDB a unit groups nothing: each
+    primitive is on its own one atomic single-document update (or one all-or-nothing insert).
+    """
 
     url: str
+    transactional: bool = False  # True: a unit of work is one transaction
+
+    def unit(self) -> AbstractContextManager[None]:
+        """A unit of work: the primitives called inside it commit together (SQL: one
+        ``BEGIN IMMEDIATE`` transaction, taking the write lock up front) or roll back together
+        on an exception. Nested units join the outermost one. Default: no grouping."""
+        return contextlib.nullcontext()
 
     # --- jobs: writing ----------------------------------------------------------------------
 
     @abc.abstractmethod
-    def enqueue_many(self, jobs: Iterable[Job]) -> int:
+    def insert_jobs(self, jobs: Iterable[Job]) -> int:
         """Insert every job or none (all-or-nothing even if the iterable raises midway).
 
-        Raises Conflict naming the first id that already exists. Returns how many were inserted.
-        Wakes idle workers once, after the commit.
+        :param jobs: jobs with their state decided (the iterable may read the store meanwhile).
+        :return: how many were inserted.
+        Raises :class:`DuplicateJobId` naming the first id that exists, :class:`UniqueKeyTaken`
+        when a job's ``unique_key`` is held by a job in a ``KEY_HOLDING`` state. Jobs are not
+        claimable before the whole batch is in. Does not wake workers.
         """
 
-    def enqueue(self, job: Job) -> None:
-        """Insert one job; Conflict if its id exists."""
-        self.enqueue_many([job])
+    def insert_job(self, job: Job) -> None:
+        """Insert one job (see :meth:`insert_jobs`)."""
+        self.insert_jobs([job])
 
     @abc.abstractmethod
     def claim(
@@ -73,63 +96,32 @@ class Store(abc.ABC):
     ) -> list[Job]:
         """Atomically take up to ``limit`` eligible jobs for ``worker_id``.
 
-        Eligible: state pending or failed, ``run_at <= now``, queue in ``queues`` (None: any) and
-        not paused. Order: the order of ``queues``, then priority (higher first), then enqueue
-        time. Each claimed job becomes processing, ``locked_by=worker_id``,
+        Eligible: state in ``CLAIMABLE``, ``run_at <= now``, queue in ``queues`` (None: any)
+        and not paused. Order: the order of ``queues``, then priority (higher first), then
+        enqueue time. Each claimed job becomes processing, ``locked_by=worker_id``,
         ``lease_expires_at=now+lease``, ``attempts+1`` (the new attempt is the lease token),
         ``started_at=now``. No job is ever returned to two callers for the same attempt.
-        """
-
-    def finish_and_claim(
-        self, outcomes: list[tuple[Lease, Outcome]], worker_id: str, queues: list[str] | None,
-        now: float, lease: float, limit: int,
-    ) -> tuple[list[bool], list[Job]]:
-        """:meth:`finish` each outcome, then :meth:`claim` up to ``limit`` jobs.
-
-        The busy worker's round trip: backends that can do it in one transaction override this.
-        Returns whether each outcome was written, and the claimed jobs.
-        """
-        written = [self.finish(held, outcome) for held, outcome in outcomes]
-        return written, self.claim(worker_id, queues, now, lease, limit) if limit > 0 else []
-
-    @abc.abstractmethod
-    def heartbeat(
-        self, worker_id: str, beats: list[tuple[Lease, str | None]], now: float, lease: float
-    ) -> set[str]:
-        """Extend the lease of each held job (and save its output so far, when given).
-
-        Fenced: only a job still processing under the same worker and attempt is touched.
-        Returns the ids whose lease is gone (recovered, cancelled, taken over): their runs must
-        be stopped and nothing more written for them.
+        Atomic per job on every backend.
         """
 
     @abc.abstractmethod
-    def finish(self, lease: Lease, outcome: Outcome, expired_before: float | None = None) -> bool:
-        """Record the end of an attempt, fenced on the lease (id, worker, attempt, processing).
+    def update_job(
+        self, job_id: str, changes: dict[str, Any], *, states: tuple[str, ...] | None = None,
+        lease: Lease | None = None, expired_before: float | None = None, hook_state: str | None = None,
+    ) -> bool:
+        """The guarded update: write ``changes`` to the job if every guard given still holds.
 
-        With ``expired_before``, also require ``lease_expires_at <= expired_before`` (used when
-        recovering another worker's job). Sets ``locked_by`` and the lease to null. Returns
-        False, writing nothing, when the lease no longer holds.
-        """
-
-    @abc.abstractmethod
-    def expired(self, now: float, limit: int = 100) -> list[Job]:
-        """Processing jobs whose lease ended before ``now`` (their worker is presumed dead)."""
-
-    @abc.abstractmethod
-    def cancel(self, job_id: str, now: float) -> Job:
-        """Move a pending, failed or processing job to cancelled and return it.
-
-        A processing job's worker sees its lease gone at the next heartbeat and kills the run.
-        NotFound for an unknown id; Conflict for a job that already finished.
-        """
-
-    @abc.abstractmethod
-    def retry_dead(self, job_id: str | None, now: float) -> int:
-        """Move one dead job (or, with None, all of them) back to pending with attempts reset.
-
-        Atomic per job: of many concurrent retries of one job exactly one returns 1.
-        NotFound for an unknown id; Conflict if that job is not dead.
+        :param changes: Job field -> new value; a :class:`~queuectl.core.lifecycle.WhenHooked`
+            value is written only if the job has an on-finish hook. A change of ``state`` or
+            ``run_at`` comes with ``updated_at``; the store keeps its own index fields (due
+            flag, unique-key holding) in step in the same atomic write.
+        :param states: the job's state must be one of these.
+        :param lease: the fence: processing, ``locked_by`` and ``attempts`` as in the lease.
+        :param expired_before: the lease must have ended by then (``lease_expires_at <= it``).
+        :param hook_state: the job's hook state must be this.
+        :return: True if the job was written; False (nothing written) if a guard failed or
+            there is no such job. One atomic single-row / single-document write.
+        Raises :class:`UniqueKeyTaken` if the job would hold a key another job holds.
         """
 
     @abc.abstractmethod
@@ -143,25 +135,36 @@ class Store(abc.ABC):
     def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
         """How many jobs :meth:`purge` would delete (for ``--dry-run``)."""
 
-    @abc.abstractmethod
-    def claim_hook(self, now: float) -> Job | None:
-        """Take one job whose on-finish hook is due (it then runs at most once) and return it."""
-
-    @abc.abstractmethod
-    def finish_hook(self, job_id: str, error: str | None, now: float) -> None:
-        """Record a hook's result: done, or failed with ``error``. Never changes the job's state."""
-
     # --- jobs: reading ----------------------------------------------------------------------
 
     @abc.abstractmethod
     def get(self, job_id: str) -> Job | None:
-        """The job with that id, or None."""
+        """The job with that id, or None (jobs of a bulk insert still in progress are not visible)."""
 
     @abc.abstractmethod
     def list_jobs(
-        self, state: str | None = None, queue: str | None = None, limit: int = 50
+        self, state: str | None = None, queue: str | None = None, limit: int = 50, before: float | None = None
     ) -> list[Job]:
-        """Jobs newest first, filtered by state and queue; served by an index, never a full scan."""
+        """Jobs newest first, filtered by state and queue, created before ``before`` when given
+        (the cursor of the next page); served by an index, never a full scan."""
+
+    @abc.abstractmethod
+    def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        """``{id: state}`` of those jobs that exist (a job inserted in the open unit included)."""
+
+    @abc.abstractmethod
+    def waiting_children(self, parent_id: str) -> list[Job]:
+        """The waiting jobs that name ``parent_id`` in ``after`` or ``on_failure_of``."""
+
+    @abc.abstractmethod
+    def expired(self, now: float, limit: int = 100) -> list[Job]:
+        """Processing jobs whose lease ended before ``now`` (their worker is presumed dead)."""
+
+    @abc.abstractmethod
+    def hooks_due(self, limit: int = 1) -> list[Job]:
+        """Jobs whose on-finish hook is due, the longest-waiting first."""
+
+    # --- aggregates (indexed: the dashboard and metrics read these every refresh) ------------
 
     @abc.abstractmethod
     def counts(self) -> dict[str, dict[str, int]]:
@@ -186,83 +189,34 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def next_due(self, queues: list[str] | None) -> float | None:
-        """The earliest ``run_at`` of a pending or failed job in ``queues``, or None."""
+        """The earliest ``run_at`` of a claimable job in ``queues`` (None: any queue), or None."""
 
-    # --- cron schedules ---------------------------------------------------------------------
-
-    @abc.abstractmethod
-    def add_schedule(self, schedule: Schedule) -> None:
-        """Create a schedule; Conflict if the name is taken."""
+    # --- the registry: schedules, queues, config, workers -------------------------------------
 
     @abc.abstractmethod
-    def list_schedules(self) -> list[Schedule]:
-        """Every schedule, by name."""
+    def registry_put(self, kind: str, key: str, record: dict[str, Any], replace: bool = True) -> bool:
+        """Store ``record`` under ``key`` in ``kind`` (one of :data:`REGISTRY_KINDS`).
 
-    @abc.abstractmethod
-    def remove_schedule(self, name: str) -> None:
-        """Delete a schedule (its jobs stay); NotFound if there is none by that name."""
-
-    @abc.abstractmethod
-    def set_schedule_paused(self, name: str, paused: bool, next_fire_at: float | None = None) -> None:
-        """Pause or resume a schedule (resuming sets its next fire time); NotFound if unknown."""
-
-    @abc.abstractmethod
-    def due_schedules(self, now: float) -> list[Schedule]:
-        """Unpaused schedules whose next fire time has come."""
-
-    @abc.abstractmethod
-    def fire_schedule(self, name: str, slot: float, next_fire_at: float, job: Job) -> bool:
-        """Claim the fire slot ``slot`` (the schedule's current next_fire_at) and enqueue ``job``.
-
-        Atomic: of any number of workers firing the same slot, exactly one moves the schedule
-        on to ``next_fire_at`` and enqueues the job; the others get False and change nothing.
+        With ``replace`` the record is created or overwritten (fields not given take their
+        defaults); without, an existing record is left alone. Returns True if written.
         """
 
-    # --- queues, config, workers ------------------------------------------------------------
+    @abc.abstractmethod
+    def registry_list(self, kind: str, key: str | None = None) -> list[dict[str, Any]]:
+        """The records of ``kind`` (just the one under ``key``, when given), each with its key
+        under the kind's key field (``name``, ``key`` or ``id``)."""
 
     @abc.abstractmethod
-    def set_paused(self, queue: str, paused: bool) -> None:
-        """Pause (no new claims from that queue, on any worker) or resume a queue."""
+    def registry_update(
+        self, kind: str, changes: dict[str, Any], key: str | None = None, expect: dict[str, Any] | None = None
+    ) -> int:
+        """Compare-and-set: write ``changes`` to the records (the one under ``key``, or all)
+        whose fields equal ``expect`` (a tuple value: one of). Atomic per record; returns how
+        many were written."""
 
     @abc.abstractmethod
-    def paused_queues(self) -> set[str]:
-        """The names of the paused queues."""
-
-    @abc.abstractmethod
-    def config_values(self) -> dict[str, str]:
-        """Every runtime key set in the database, as stored strings."""
-
-    @abc.abstractmethod
-    def set_config(self, key: str, value: str) -> None:
-        """Store one runtime key (validated by the caller)."""
-
-    @abc.abstractmethod
-    def register_worker(self, info: WorkerInfo) -> None:
-        """Add (or replace) a worker in the registry."""
-
-    @abc.abstractmethod
-    def beat_worker(self, worker_id: str, now: float, state: str, current_jobs: list[str]) -> bool:
-        """Record a worker's heartbeat and current jobs; returns True if it was asked to stop."""
-
-    @abc.abstractmethod
-    def list_workers(self) -> list[WorkerInfo]:
-        """Every registered worker, newest first."""
-
-    @abc.abstractmethod
-    def request_stop(self, worker_ids: list[str] | None = None) -> int:
-        """Ask running workers (all, or the given ones) to stop gracefully; returns how many."""
-
-    @abc.abstractmethod
-    def prune_workers(self, seen_before: float) -> int:
-        """Forget workers that stopped or have not beaten since ``seen_before``."""
-
-    def resettle_waiting(self, limit: int = 1000) -> None:
-        """Release or cancel waiting jobs whose parents finished without settling them.
-
-        A backend that settles dependants in the same transaction as the parent's outcome never
-        needs this (SQLite); one that takes several steps (MongoDB) repairs here what a worker
-        dying between those steps left behind. Workers call it now and then.
-        """
+    def registry_delete(self, kind: str, key: str, expect: dict[str, Any] | None = None) -> int:
+        """Delete the record under ``key`` if its fields equal ``expect``; returns 0 or 1."""
 
     # --- waking idle workers ----------------------------------------------------------------
 
@@ -275,3 +229,7 @@ class Store(abc.ABC):
 
     def close(self) -> None:
         """Release the connection."""
+
+
+# kind -> the field that holds a record's key
+REGISTRY_KINDS = {"schedules": "name", "queues": "name", "config": "key", "workers": "id"}

@@ -21,8 +21,7 @@ from prometheus_client.core import (
 
 from queuectl.core.errors import QueuectlError
 from queuectl.core.models import COMPLETED, DEAD, FAILED, STATES
-from queuectl.service import jobs as service
-from queuectl.service.dashboard import next_due
+from queuectl.service import observe
 from queuectl.store import Store
 
 
@@ -56,31 +55,22 @@ class QueueCollector:
         yield from families
 
     def _read(self) -> list[Metric]:
-        now = self.clock()
-        counts = self.store.counts()
-        config = service.load_config(self.store)
-        workers = self.store.list_workers()
-        due = next_due(self.store, counts, self.store.paused_queues())
-        completed, durations = self.store.duration_totals()
-
+        reading = observe.metrics_reading(self.store, self.clock())
+        counts, totals = reading.counts, reading.totals
         jobs = GaugeMetricFamily("queuectl_jobs", "Jobs in the queue, per state and queue",
                                  labels=["state", "queue"])
-        totals = {state: 0 for state in STATES}
         for queue in sorted(counts):
             per_state = counts[queue]
             for state in list(STATES) + sorted(set(per_state) - set(STATES)):
-                value = per_state.get(state, 0)
-                totals[state] = totals.get(state, 0) + value
-                jobs.add_metric([state, queue], value)
+                jobs.add_metric([state, queue], per_state.get(state, 0))
 
-        alive = sum(1 for w in workers if service.worker_is_alive(w.last_heartbeat, w.state, config, now))
         workers_alive = GaugeMetricFamily(
-            "queuectl_workers_alive", "Workers that heartbeat within the lease", value=alive)
+            "queuectl_workers_alive", "Workers that heartbeat within the lease", value=reading.workers_alive)
         oldest = GaugeMetricFamily(
             "queuectl_oldest_pending_age_seconds",
             "Seconds the oldest due, unclaimed job (pending or failed, run_at reached, queue not "
             "paused) has waited; 0 if none",
-            value=max(0.0, now - due) if due is not None and due <= now else 0.0,
+            value=max(0.0, reading.lag or 0.0),
         )
         done = CounterMetricFamily(
             "queuectl_jobs_completed", "Jobs completed (those still stored: purging lowers it)",
@@ -91,7 +81,7 @@ class QueueCollector:
             value=totals.get(FAILED, 0) + totals.get(DEAD, 0))
         duration = SummaryMetricFamily(
             "queuectl_job_duration_seconds", "Run time of the completed jobs",
-            count_value=completed, sum_value=durations)
+            count_value=reading.completed, sum_value=reading.durations)
         return [jobs, workers_alive, oldest, done, failed, duration]
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from queuectl.core.models import ACTIVE, CLAIMABLE, PROCESSING, Job, Lease
+from queuectl.core.lifecycle import CLAIMABLE, KEY_HOLDING
+from queuectl.core.models import PROCESSING, Job, Lease
 
 
 def fence(lease: Lease) -> dict[str, Any]:
@@ -22,7 +23,7 @@ def job_doc(job: Job) -> dict[str, Any]:
     """A job as stored: ``_id`` is its id; ``active_key`` and ``ready`` are derived index fields."""
     doc = job.to_dict()
     doc["_id"] = doc.pop("id")
-    if job.unique_key is not None and job.state in ACTIVE:
+    if job.unique_key is not None and job.state in KEY_HOLDING:
         doc["active_key"] = job.unique_key  # held while active: a unique sparse index enforces it
     doc["ready"] = job.state in CLAIMABLE and job.run_at <= job.created_at  # due already: claimable
     return doc

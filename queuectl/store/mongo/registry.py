@@ -1,137 +1,71 @@
-"""The MongoDB store's small collections: cron schedules, paused queues, runtime config, the
-worker registry. A mixin of :class:`~queuectl.store.mongo.store.MongoStore`, kept apart from the jobs."""
+"""The MongoDB store's small collections: cron schedules, paused queues, runtime config, workers.
+
+One generic record interface (put, list, compare-and-set, delete): a record is a document whose
+``_id`` is its key. A mixin of :class:`~queuectl.store.mongo.store.MongoStore`.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from queuectl.core.errors import Conflict, NotFound
-from queuectl.core.models import Job, Schedule, WorkerInfo
-from queuectl.store.mongo.docs import job_doc
+from queuectl.core.errors import InvalidInput
+from queuectl.store.base import REGISTRY_KINDS
 from queuectl.store.mongo.errors import translate_errors as _translate_errors
+
+# fields a record gets when it is created without them (as the SQL tables' column defaults)
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "schedules": {"last_fire_at": None, "paused": False},
+    "queues": {"paused": False},
+    "config": {},
+    "workers": {"queues": "*", "concurrency": 1, "current_jobs": [], "stop_requested": False},
+}
 
 
 class MongoRegistry:
-    """Schedules, queues, config and workers; needs the collections and ``notify``."""
+    """Records in the small collections; needs ``_collections``."""
 
-    _jobs: Any
-    _schedules: Any
-    _queues: Any
-    _config: Any
-    _workers: Any
+    _collections: dict[str, Any]
 
-    if TYPE_CHECKING:  # provided by MongoStore
-
-        def notify(self, stop: bool = False) -> None: ...
-
-    # --- cron schedules ---------------------------------------------------------------------
-
-    @_translate_errors
-    def add_schedule(self, schedule: Schedule) -> None:
-        import pymongo.errors as perr
-
-        doc = schedule.to_dict()
-        doc["_id"] = doc.pop("name")
+    def _collection(self, kind: str) -> Any:
         try:
-            self._schedules.insert_one(doc)
-        except perr.DuplicateKeyError:
-            raise Conflict(f"a schedule named {schedule.name!r} already exists") from None
+            return self._collections[kind]
+        except KeyError:
+            raise InvalidInput(f"unknown registry kind {kind!r}") from None
 
-    def _find_schedules(self, query: dict[str, Any]) -> list[Schedule]:
-        docs = self._schedules.find(query).sort("_id", 1)
-        return [Schedule(name=d.pop("_id"), **d) for d in docs]
-
-    @_translate_errors
-    def list_schedules(self) -> list[Schedule]:
-        return self._find_schedules({})
-
-    @_translate_errors
-    def remove_schedule(self, name: str) -> None:
-        if self._schedules.delete_one({"_id": name}).deleted_count == 0:
-            raise NotFound(f"no schedule named {name!r}; see queuectl schedule list")
+    @staticmethod
+    def _filter(key: str | None, expect: dict[str, Any] | None) -> dict[str, Any]:
+        query: dict[str, Any] = {} if key is None else {"_id": key}
+        for name, value in (expect or {}).items():
+            query[name] = {"$in": list(value)} if isinstance(value, tuple) else value
+        return query
 
     @_translate_errors
-    def set_schedule_paused(self, name: str, paused: bool, next_fire_at: float | None = None) -> None:
-        update: dict[str, Any] = {"paused": paused}
-        if next_fire_at is not None:
-            update["next_fire_at"] = next_fire_at
-        if self._schedules.update_one({"_id": name}, {"$set": update}).matched_count == 0:
-            raise NotFound(f"no schedule named {name!r}; see queuectl schedule list")
+    def registry_put(self, kind: str, key: str, record: dict[str, Any], replace: bool = True) -> bool:
+        collection = self._collection(kind)
+        doc = {**_DEFAULTS[kind], **record}
+        doc.pop(REGISTRY_KINDS[kind], None)
+        if replace:
+            collection.replace_one({"_id": key}, {"_id": key, **doc}, upsert=True)
+            return True
+        result = collection.update_one({"_id": key}, {"$setOnInsert": doc}, upsert=True)
+        return result.upserted_id is not None
 
     @_translate_errors
-    def due_schedules(self, now: float) -> list[Schedule]:
-        return self._find_schedules({"paused": False, "next_fire_at": {"$lte": now}})
+    def registry_list(self, kind: str, key: str | None = None) -> list[dict[str, Any]]:
+        field = REGISTRY_KINDS[kind]
+        docs = self._collection(kind).find(self._filter(key, None)).sort("_id", 1)
+        return [{field: doc.pop("_id"), **doc} for doc in docs]
 
     @_translate_errors
-    def fire_schedule(self, name: str, slot: float, next_fire_at: float, job: Job) -> bool:
-        import pymongo.errors as perr
-
-        # insert first, then move the schedule on: a crash in between leaves the slot due, and the
-        # next worker's insert of the same slot-derived id is refused, so no fire is lost or doubled
-        if self._schedules.count_documents({"_id": name, "next_fire_at": slot, "paused": False}) == 0:
-            return False
-        try:
-            self._jobs.insert_one(job_doc(job))
-            inserted = True
-        except perr.DuplicateKeyError:
-            inserted = False  # the slot's job exists already, or its unique key is still held
-        moved = self._schedules.update_one(
-            {"_id": name, "next_fire_at": slot},
-            {"$set": {"next_fire_at": next_fire_at, "last_fire_at": slot}},
-        ).modified_count
-        if inserted:
-            self.notify()
-        return inserted and bool(moved)
-
-    # --- queues, config, workers ------------------------------------------------------------
+    def registry_update(
+        self, kind: str, changes: dict[str, Any], key: str | None = None, expect: dict[str, Any] | None = None
+    ) -> int:
+        collection = self._collection(kind)
+        query = self._filter(key, expect)
+        if key is not None:
+            return int(collection.update_one(query, {"$set": changes}).matched_count)
+        return int(collection.update_many(query, {"$set": changes}).matched_count)
 
     @_translate_errors
-    def set_paused(self, queue: str, paused: bool) -> None:
-        self._queues.update_one({"_id": queue}, {"$set": {"paused": paused}}, upsert=True)
-        if not paused:
-            self.notify()
-
-    @_translate_errors
-    def paused_queues(self) -> set[str]:
-        return {doc["_id"] for doc in self._queues.find({"paused": True}, {"_id": 1})}
-
-    @_translate_errors
-    def config_values(self) -> dict[str, str]:
-        return {doc["_id"]: doc["value"] for doc in self._config.find()}
-
-    @_translate_errors
-    def set_config(self, key: str, value: str) -> None:
-        self._config.update_one({"_id": key}, {"$set": {"value": value}}, upsert=True)
-
-    @_translate_errors
-    def register_worker(self, info: WorkerInfo) -> None:
-        doc = info.to_dict()
-        doc["_id"] = doc.pop("id")
-        self._workers.replace_one({"_id": info.id}, doc, upsert=True)
-
-    @_translate_errors
-    def beat_worker(self, worker_id: str, now: float, state: str, current_jobs: list[str]) -> bool:
-        doc = self._workers.find_one_and_update(
-            {"_id": worker_id},
-            {"$set": {"last_heartbeat": now, "state": state, "current_jobs": current_jobs}},
-            projection={"stop_requested": 1},
-        )
-        return bool(doc and doc.get("stop_requested"))
-
-    @_translate_errors
-    def list_workers(self) -> list[WorkerInfo]:
-        docs = self._workers.find().sort("started_at", -1)
-        return [WorkerInfo(id=d.pop("_id"), **d) for d in docs]
-
-    @_translate_errors
-    def request_stop(self, worker_ids: list[str] | None = None) -> int:
-        query: dict[str, Any] = {"state": {"$ne": "stopped"}}
-        if worker_ids:
-            query["_id"] = {"$in": worker_ids}
-        return self._workers.update_many(query, {"$set": {"stop_requested": True}}).matched_count
-
-    @_translate_errors
-    def prune_workers(self, seen_before: float) -> int:
-        query = {"$or": [{"state": "stopped"}, {"last_heartbeat": {"$lt": seen_before}}]}
-        return self._workers.delete_many(query).deleted_count
-
+    def registry_delete(self, kind: str, key: str, expect: dict[str, Any] | None = None) -> int:
+        return int(self._collection(kind).delete_one(self._filter(key, expect)).deleted_count)

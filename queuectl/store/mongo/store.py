@@ -10,24 +10,9 @@ import os
 import threading
 from typing import Any, Iterable
 
-from queuectl.core.errors import Conflict, NotFound, StoreUnavailable
-from queuectl.core.models import (
-    CANCELLED,
-    CLAIMABLE,
-    COMPLETED,
-    DEAD,
-    FINISHED,
-    HOOK_DONE,
-    HOOK_DUE,
-    HOOK_FAILED,
-    PENDING,
-    PROCESSING,
-    WAITING,
-    Job,
-    Lease,
-    Outcome,
-    dependency_state,
-)
+from queuectl.core.errors import DuplicateJobId, StoreUnavailable, UniqueKeyTaken
+from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, WhenHooked
+from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, WAITING, Job, Lease
 from queuectl.store.base import Store, Waker
 from queuectl.store.mongo.docs import doc_job, fence, job_doc, supports_pipeline_updates
 from queuectl.store.mongo.errors import first_line
@@ -39,7 +24,12 @@ BATCH = 1000
 STAGING = "enqueuing"  # a bulk insert's jobs stay invisible to claims until the whole file is in
 
 class MongoStore(MongoRegistry, Store):
-    """Jobs, config, queues and workers as four collections of one database."""
+    """Jobs, schedules, config, queues and workers as collections of one database.
+
+    No multi-document transactions: a unit of work groups nothing, and each primitive is one
+    atomic single-document update, except that a finished job's hook is marked due by a second
+    write right after its outcome (a crash between the two loses that hook: issue 12).
+    """
 
     def __init__(self, client: Any, db_name: str = "queuectl", url: str = "mongodb://") -> None:
         from queuectl.store import redact_url
@@ -53,7 +43,8 @@ class MongoStore(MongoRegistry, Store):
         self._queues = db["queues"]
         self._workers = db["workers"]
         self._schedules = db["schedules"]
-        self._resettle_from: str | None = None
+        self._collections = {"schedules": self._schedules, "queues": self._queues, "config": self._config,
+                             "workers": self._workers}
         self._ensure_indexes()
 
     @classmethod
@@ -112,7 +103,7 @@ class MongoStore(MongoRegistry, Store):
     # --- jobs: writing ----------------------------------------------------------------------
 
     @_translate_errors
-    def enqueue_many(self, jobs: Iterable[Job]) -> int:
+    def insert_jobs(self, jobs: Iterable[Job]) -> int:
         import pymongo.errors as perr
 
         token = os.urandom(8).hex()
@@ -125,19 +116,15 @@ class MongoStore(MongoRegistry, Store):
             try:
                 self._jobs.insert_many(buffer, ordered=True)
             except perr.BulkWriteError as exc:
-                details = exc.details.get("writeErrors", [{}])[0]
+                details = (exc.details.get("writeErrors") or [{}])[0]  # [] on a write-concern error
                 if details.get("code") == 11000:
                     raise self._insert_conflict(details.get("op", {})) from None
                 raise
             staged = True
             buffer.clear()
 
-        in_batch: dict[str, str] = {}
         try:
             for job in jobs:
-                if job.after or job.on_failure_of:
-                    job.state = self._dependency_state(job, in_batch)
-                in_batch[job.id] = job.state
                 doc = job_doc(job)
                 doc["final_state"], doc["state"], doc["batch"] = doc["state"], STAGING, token
                 buffer.append(doc)
@@ -156,92 +143,13 @@ class MongoStore(MongoRegistry, Store):
             if staged or count:
                 self._jobs.delete_many({"batch": token})  # what is still staged: nothing half-visible
             raise
-        if count:
-            self._recheck_waiting([job_id for job_id, state in in_batch.items() if state == WAITING])
-            self.notify()
         return count
 
-    def _dependency_state(self, job: Job, in_batch: dict[str, str]) -> str:
-        parents = [*job.after, *([job.on_failure_of] if job.on_failure_of else [])]
-        states = {doc["_id"]: doc.get("final_state") or doc["state"]
-                  for doc in self._jobs.find({"_id": {"$in": parents}}, {"state": 1, "final_state": 1})}
-        states.update({p: in_batch[p] for p in parents if p in in_batch})
-        failure = (job.on_failure_of, states.get(job.on_failure_of)) if job.on_failure_of else None
-        return dependency_state(job.id, {p: states.get(p) for p in job.after}, failure)
-
-    def _insert_conflict(self, doc: dict[str, Any]) -> Conflict:
+    def _insert_conflict(self, doc: dict[str, Any]) -> Exception:
         if doc.get("active_key") is not None and self._jobs.find_one({"_id": doc.get("_id")}) is None:
             holder = self._jobs.find_one({"active_key": doc["active_key"]}, {"state": 1})
-            held = f"job {holder['_id']} ({holder['state']})" if holder else "another active job"
-            return Conflict(f"unique key {doc['active_key']!r} is taken by {held}; "
-                            "enqueue again once it has finished")
-        return Conflict(f"a job with id {doc.get('_id', '?')!r} already exists")
-
-    def _settle(self, job_id: str, state: str, now: float) -> int:
-        """Release or cancel (transitively) the jobs waiting on a job that just finished."""
-        released = 0
-        todo = [(job_id, state)]
-        while todo:
-            parent, parent_state = todo.pop()
-            for child in self._jobs.find({"state": WAITING, "$or": [{"after": parent}, {"on_failure_of": parent}]}):
-                kind = "on_failure" if child.get("on_failure_of") == parent else "after"
-                if (kind == "after") != (parent_state == COMPLETED):
-                    reason = (f"not needed: {parent} completed" if kind == "on_failure"
-                              else f"parent job {parent} ended {parent_state}")
-                    if self._end(child["_id"], {"state": WAITING}, CANCELLED, now, reason):
-                        todo.append((child["_id"], CANCELLED))
-                    continue
-                released += self._release_if_ready(child, now)
-        return released
-
-    def _release_if_ready(self, child: dict[str, Any], now: float) -> int:
-        """Make a waiting job pending once its parents allow it. A parent that is gone was purged,
-        which only happens to a finished job: it counts as having ended the way the child needed."""
-        after = child.get("after") or []
-        failure_parent = child.get("on_failure_of")
-        parents = [*after, *([failure_parent] if failure_parent else [])]
-        states = {d["_id"]: d["state"] for d in self._jobs.find({"_id": {"$in": parents}}, {"state": 1})}
-        ready = all(states.get(p, COMPLETED) == COMPLETED for p in after) and (
-            not failure_parent or states.get(failure_parent, DEAD) in (DEAD, CANCELLED))
-        if not ready:
-            return 0
-        return self._jobs.update_one(
-            {"_id": child["_id"], "state": WAITING},
-            {"$set": {"state": PENDING, "updated_at": now, "ready": False}, "$max": {"run_at": now}},
-        ).modified_count
-
-    def _end(self, job_id: str, match: dict[str, Any], state: str, now: float, error: str | None) -> bool:
-        """Move a job to a finished state: frees its unique key and makes its hook due."""
-        update: dict[str, Any] = {"state": state, "finished_at": now, "updated_at": now,
-                                  "locked_by": None, "lease_expires_at": None}
-        if error is not None:
-            update["last_error"] = error
-        done = self._jobs.update_one({"_id": job_id, **match}, {"$set": update, "$unset": {"active_key": ""}})
-        if done.matched_count:
-            self._jobs.update_one({"_id": job_id, "on_finish": {"$ne": None}}, {"$set": {"hook_state": HOOK_DUE}})
-        return done.matched_count == 1
-
-    def _recheck_waiting(self, job_ids: list[str]) -> None:
-        """A parent may have finished while its child was staged (invisible to ``_settle``):
-        settle such children now, as if their parents had just finished."""
-        import time
-
-        now = time.time()
-        for child in self._jobs.find({"_id": {"$in": job_ids}, "state": WAITING}):
-            parents = [*(child.get("after") or []), *([child["on_failure_of"]] if child.get("on_failure_of") else [])]
-            for parent in self._jobs.find({"_id": {"$in": parents}, "state": {"$in": list(FINISHED)}}):
-                self._settle(parent["_id"], parent["state"], now)
-
-    @_translate_errors
-    def resettle_waiting(self, limit: int = 1000) -> None:
-        # page through the waiting jobs across calls, so a long list is covered in time
-        query: dict[str, Any] = {"state": WAITING}
-        if self._resettle_from is not None:
-            query["_id"] = {"$gt": self._resettle_from}
-        waiting = [doc["_id"] for doc in self._jobs.find(query, {"_id": 1}).sort("_id", 1).limit(limit)]
-        self._resettle_from = waiting[-1] if len(waiting) == limit else None
-        if waiting:
-            self._recheck_waiting(waiting)
+            return UniqueKeyTaken(doc["active_key"], (holder["_id"], holder["state"]) if holder else None)
+        return DuplicateJobId(doc.get("_id", "?"))
 
     def _publish_slow(self, token: str) -> None:
         """For servers (or mongomock) without update pipelines: one update per distinct state."""
@@ -260,7 +168,7 @@ class MongoStore(MongoRegistry, Store):
         self._jobs.update_many(  # the jobs whose time has come join the claimable ones
             {"ready": False, "run_at": {"$lte": now}, "state": {"$in": list(CLAIMABLE)}}, {"$set": {"ready": True}}
         )
-        paused = self.paused_queues()
+        paused = {doc["_id"] for doc in self._queues.find({"paused": True}, {"_id": 1})}
         claimed: list[Job] = []
         for queue in queues if queues else [None]:
             if queue in paused:
@@ -285,101 +193,39 @@ class MongoStore(MongoRegistry, Store):
         return claimed
 
     @_translate_errors
-    def heartbeat(
-        self, worker_id: str, beats: list[tuple[Lease, str | None]], now: float, lease: float
-    ) -> set[str]:
-        lost: set[str] = set()
-        for held, output in beats:
-            update: dict[str, Any] = {"lease_expires_at": now + lease}
-            if output is not None:
-                update["output"] = output
-            result = self._jobs.update_one(fence(held), {"$set": update})
-            if result.matched_count == 0:
-                lost.add(held.job_id)
-        return lost
-
-    @_translate_errors
-    def finish(self, lease: Lease, outcome: Outcome, expired_before: float | None = None) -> bool:
-        query = fence(lease)
-        if expired_before is not None:
-            query["lease_expires_at"] = {"$lte": expired_before}
-        update: dict[str, Any] = {
-            "state": outcome.state, "exit_code": outcome.exit_code, "last_error": outcome.last_error,
-            "finished_at": outcome.at if outcome.state in FINISHED else None,
-            "duration": outcome.duration, "updated_at": outcome.at, "locked_by": None,
-            "lease_expires_at": None,
-            "ready": outcome.state in CLAIMABLE and (outcome.run_at is None or outcome.run_at <= outcome.at),
-        }
-        for name in ("run_at", "output", "attempts"):
-            value = getattr(outcome, name)
-            if value is not None:
-                update[name] = value
-        final = outcome.state in FINISHED
-        changes: dict[str, Any] = {"$set": update}
-        if final:
-            changes["$unset"] = {"active_key": ""}
-        written = self._jobs.update_one(query, changes).matched_count == 1
-        if written and final:
-            self._jobs.update_one({"_id": lease.job_id, "on_finish": {"$ne": None}},
-                                  {"$set": {"hook_state": HOOK_DUE}})
-            if self._settle(lease.job_id, outcome.state, outcome.at):
-                self.notify()
-        return written
-
-    @_translate_errors
-    def expired(self, now: float, limit: int = 100) -> list[Job]:
-        cursor = self._jobs.find({"state": PROCESSING, "lease_expires_at": {"$lt": now}}).limit(limit)
-        return [doc_job(doc) for doc in cursor]
-
-    @_translate_errors
-    def cancel(self, job_id: str, now: float) -> Job:
-        from pymongo import ReturnDocument
-
-        doc = self._jobs.find_one_and_update(
-            {"_id": job_id, "state": {"$in": [PENDING, WAITING, "failed", PROCESSING]}},
-            {"$set": {"state": CANCELLED, "finished_at": now, "updated_at": now,
-                      "locked_by": None, "lease_expires_at": None}, "$unset": {"active_key": ""}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if doc is None:
-            existing = self._jobs.find_one({"_id": job_id}, {"state": 1})
-            if existing is None:
-                raise NotFound(f"no job with id {job_id!r}")
-            raise Conflict(f"job {job_id} already finished ({existing['state']}); nothing to cancel")
-        if doc.get("on_finish"):
-            self._jobs.update_one({"_id": job_id}, {"$set": {"hook_state": HOOK_DUE}})
-            doc["hook_state"] = HOOK_DUE
-        if self._settle(job_id, CANCELLED, now):
-            self.notify()
-        return doc_job(doc)
-
-    @_translate_errors
-    def retry_dead(self, job_id: str | None, now: float) -> int:
+    def update_job(
+        self, job_id: str, changes: dict[str, Any], *, states: tuple[str, ...] | None = None,
+        lease: Lease | None = None, expired_before: float | None = None, hook_state: str | None = None,
+    ) -> bool:
         import pymongo.errors as perr
 
-        reset = {"state": PENDING, "attempts": 0, "run_at": now, "updated_at": now, "ready": True,
-                 "finished_at": None, "locked_by": None, "lease_expires_at": None}
-        query: dict[str, Any] = {"state": DEAD}
-        if job_id is not None:
-            query["_id"] = job_id
-        count = 0
-        for doc in self._jobs.find(query, {"unique_key": 1}):
-            update = dict(reset)
-            if doc.get("unique_key") is not None:
-                update["active_key"] = doc["unique_key"]  # the key is taken again
-            try:
-                count += self._jobs.update_one({"_id": doc["_id"], "state": DEAD}, {"$set": update}).modified_count
-            except perr.DuplicateKeyError:
-                raise Conflict(f"job {doc['_id']}'s unique key is taken by an active job; "
-                               "retry it once that one has finished") from None
-        if count == 0 and job_id is not None:
-            existing = self._jobs.find_one({"_id": job_id}, {"state": 1})
-            if existing is None:
-                raise NotFound(f"no job with id {job_id!r}")
-            raise Conflict(f"job {job_id} is {existing['state']}, not in the dead letter queue")
-        if count:
-            self.notify()
-        return count
+        query: dict[str, Any] = fence(lease) if lease is not None else {"_id": job_id}
+        if states:
+            query["state"] = {"$in": list(states)}
+        if expired_before is not None:
+            query["lease_expires_at"] = {"$lte": expired_before}
+        if hook_state is not None:
+            query["hook_state"] = hook_state
+        plain = {name: value for name, value in changes.items() if not isinstance(value, WhenHooked)}
+        hooked = {name: value.value for name, value in changes.items() if isinstance(value, WhenHooked)}
+        update: dict[str, Any] = {"$set": plain}
+        state = changes.get("state")
+        if state is not None:
+            run_at = changes.get("run_at")
+            plain["ready"] = state in CLAIMABLE and run_at is not None and run_at <= changes.get("updated_at", run_at)
+            if state not in KEY_HOLDING:
+                update["$unset"] = {"active_key": ""}
+            elif states is None or any(s not in KEY_HOLDING for s in states):
+                current = self._jobs.find_one({"_id": job_id}, {"unique_key": 1})  # the key is taken again
+                if current is not None and current.get("unique_key") is not None:
+                    plain["active_key"] = current["unique_key"]
+        try:
+            written = self._jobs.update_one(query, update).matched_count == 1
+        except perr.DuplicateKeyError:
+            raise UniqueKeyTaken(plain.get("active_key")) from None
+        if written and hooked:  # a second write: see the store's docstring for what repairs a gap
+            self._jobs.update_one({"_id": job_id, "on_finish": {"$ne": None}}, {"$set": hooked})
+        return written
 
     @_translate_errors
     def purge(self, states: list[str], finished_before: float | None = None, limit: int | None = None) -> int:
@@ -400,21 +246,6 @@ class MongoStore(MongoRegistry, Store):
             query["finished_at"] = {"$lt": finished_before}
         return query
 
-    @_translate_errors
-    def claim_hook(self, now: float) -> Job | None:
-        from pymongo import ReturnDocument
-
-        doc = self._jobs.find_one_and_update(
-            {"hook_state": HOOK_DUE}, {"$set": {"hook_state": "running"}},
-            sort=[("updated_at", 1)], return_document=ReturnDocument.AFTER,
-        )
-        return doc_job(doc) if doc else None
-
-    @_translate_errors
-    def finish_hook(self, job_id: str, error: str | None, now: float) -> None:
-        self._jobs.update_one({"_id": job_id}, {"$set": {"hook_state": HOOK_FAILED if error else HOOK_DONE,
-                                                         "hook_error": error}})
-
     # --- jobs: reading ----------------------------------------------------------------------
 
     @_translate_errors
@@ -424,14 +255,36 @@ class MongoStore(MongoRegistry, Store):
 
     @_translate_errors
     def list_jobs(
-        self, state: str | None = None, queue: str | None = None, limit: int = 50
+        self, state: str | None = None, queue: str | None = None, limit: int = 50, before: float | None = None
     ) -> list[Job]:
         query: dict[str, Any] = {"state": {"$ne": STAGING}}
+        if before is not None:
+            query["created_at"] = {"$lt": before}
         if state:
             query["state"] = state
         if queue:
             query["queue"] = queue
         cursor = self._jobs.find(query).sort("created_at", -1).limit(limit)
+        return [doc_job(doc) for doc in cursor]
+
+    @_translate_errors
+    def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        docs = self._jobs.find({"_id": {"$in": job_ids}}, {"state": 1, "final_state": 1})
+        return {doc["_id"]: doc.get("final_state") or doc["state"] for doc in docs}
+
+    @_translate_errors
+    def waiting_children(self, parent_id: str) -> list[Job]:
+        docs = self._jobs.find({"state": WAITING, "$or": [{"after": parent_id}, {"on_failure_of": parent_id}]})
+        return [doc_job(doc) for doc in docs]
+
+    @_translate_errors
+    def expired(self, now: float, limit: int = 100) -> list[Job]:
+        cursor = self._jobs.find({"state": PROCESSING, "lease_expires_at": {"$lt": now}}).limit(limit)
+        return [doc_job(doc) for doc in cursor]
+
+    @_translate_errors
+    def hooks_due(self, limit: int = 1) -> list[Job]:
+        cursor = self._jobs.find({"hook_state": HOOK_DUE}).sort("updated_at", 1).limit(limit)
         return [doc_job(doc) for doc in cursor]
 
     @_translate_errors
@@ -447,7 +300,7 @@ class MongoStore(MongoRegistry, Store):
     def throughput(self, since: float, bucket: float = 60.0) -> dict[str, dict[int, int]]:
         result: dict[str, dict[int, int]] = {"completed": {}, "failed": {}}
         for name, states, field in (("completed", ["completed"], "finished_at"),
-                                    ("failed", ["failed", DEAD], "updated_at")):
+                                    ("failed", [FAILED, DEAD], "updated_at")):
             for state in states:
                 cursor = self._jobs.find({"state": state, field: {"$gte": since}}, {field: 1, "_id": 0})
                 for doc in cursor:
@@ -457,12 +310,12 @@ class MongoStore(MongoRegistry, Store):
 
     @_translate_errors
     def recent_failures(self, limit: int = 5) -> list[Job]:
-        cursor = self._jobs.find({"state": {"$in": ["failed", DEAD]}}).sort("updated_at", -1).limit(limit)
+        cursor = self._jobs.find({"state": {"$in": [FAILED, DEAD]}}).sort("updated_at", -1).limit(limit)
         return [doc_job(doc) for doc in cursor]
 
     @_translate_errors
     def duration_totals(self) -> tuple[int, float]:
-        pipeline = [{"$match": {"state": "completed", "duration": {"$ne": None}}},
+        pipeline = [{"$match": {"state": COMPLETED, "duration": {"$ne": None}}},
                     {"$group": {"_id": None, "n": {"$sum": 1}, "total": {"$sum": "$duration"}}}]
         rows = list(self._jobs.aggregate(pipeline))
         return (int(rows[0]["n"]), float(rows[0]["total"])) if rows else (0, 0.0)

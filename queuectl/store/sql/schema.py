@@ -7,11 +7,20 @@ import operator
 import sqlite3
 from typing import Any
 
-from queuectl.core.models import Job
+from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING
+from queuectl.core.models import PROCESSING, Job
 
 SCHEMA_VERSION = 6
 
-SCHEMA = """
+def sql_list(values: tuple[str, ...]) -> str:
+    """``('a', 'b')``: a list of state names spelled out in SQL, as partial indexes need them
+    (the planner uses a partial index only for a query whose WHERE spells the same condition)."""
+    return "(" + ", ".join(f"'{value}'" for value in values) + ")"
+
+
+CLAIMABLE_SQL = f"state IN {sql_list(CLAIMABLE)}"
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     command TEXT NOT NULL,
@@ -46,14 +55,14 @@ CREATE TABLE IF NOT EXISTS jobs (
 -- claim order (one queue, any queue): partial indexes of the due jobs only, so neither finished
 -- jobs nor jobs waiting for a future run_at (delays, retries) slow a claim down
 CREATE INDEX IF NOT EXISTS jobs_ready_queue ON jobs(queue, priority DESC, created_at)
-    WHERE state IN ('pending', 'failed') AND ready = 1;
+    WHERE {CLAIMABLE_SQL} AND ready = 1;
 CREATE INDEX IF NOT EXISTS jobs_ready_any ON jobs(priority DESC, created_at)
-    WHERE state IN ('pending', 'failed') AND ready = 1;
+    WHERE {CLAIMABLE_SQL} AND ready = 1;
 -- the not-yet-due jobs, by time: each claim first promotes the ones whose time has come
-CREATE INDEX IF NOT EXISTS jobs_not_due ON jobs(run_at) WHERE state IN ('pending', 'failed') AND ready = 0;
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs(run_at) WHERE state IN ('pending', 'failed');
-CREATE INDEX IF NOT EXISTS jobs_due_queue ON jobs(queue, run_at) WHERE state IN ('pending', 'failed');
-CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_expires_at) WHERE state = 'processing';
+CREATE INDEX IF NOT EXISTS jobs_not_due ON jobs(run_at) WHERE {CLAIMABLE_SQL} AND ready = 0;
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(run_at) WHERE {CLAIMABLE_SQL};
+CREATE INDEX IF NOT EXISTS jobs_due_queue ON jobs(queue, run_at) WHERE {CLAIMABLE_SQL};
+CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_expires_at) WHERE state = '{PROCESSING}';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, queue, created_at);
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(queue, created_at);
 CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs(state, created_at);
@@ -62,8 +71,8 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
 CREATE INDEX IF NOT EXISTS jobs_updated ON jobs(state, updated_at);
 -- a unique key is taken only while its job is active: finished jobs leave the index
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON jobs(unique_key)
-    WHERE unique_key IS NOT NULL AND state IN ('pending', 'waiting', 'processing', 'failed');
-CREATE INDEX IF NOT EXISTS jobs_hook_due ON jobs(updated_at) WHERE hook_state = 'due';
+    WHERE unique_key IS NOT NULL AND state IN {sql_list(KEY_HOLDING)};
+CREATE INDEX IF NOT EXISTS jobs_hook_due ON jobs(updated_at) WHERE hook_state = '{HOOK_DUE}';
 CREATE TABLE IF NOT EXISTS job_deps (
     child TEXT NOT NULL,
     parent TEXT NOT NULL,
@@ -112,8 +121,6 @@ JSON_FIELDS = ("env", "after")
 JOB_COLUMNS = ", ".join(FIELD_COLUMNS.values())
 ADDED_COLUMNS = ("after_ids", "on_failure_of", "unique_key", "on_finish", "hook_state", "hook_error",
                   "schedule")  # schema 3: added to older files by _migrate
-HOOK_DUE_SQL = "hook_state = CASE WHEN on_finish IS NOT NULL THEN 'due' ELSE hook_state END"
-CLAIMABLE_SQL = "state IN ('pending', 'failed')"
 
 
 def needs_migration(conn: sqlite3.Connection) -> bool:
@@ -151,7 +158,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
     values = list(_FIELDS_OF(job))
     for position in _JSON_POSITIONS:
         values[position] = json.dumps(values[position]) if values[position] else None
-    values.append(1 if job.state in ("pending", "failed") and job.run_at <= job.created_at else 0)
+    values.append(1 if job.state in CLAIMABLE and job.run_at <= job.created_at else 0)
     return tuple(values)
 
 

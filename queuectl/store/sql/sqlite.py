@@ -1,4 +1,4 @@
-"""SQLite backend: one file, WAL, a claim is one ``BEGIN IMMEDIATE`` transaction.
+"""SQLite backend: one file, WAL; a unit of work is one ``BEGIN IMMEDIATE`` transaction.
 
 Safe for many processes on one host. The file is private (0600 in a 0700 folder when we create
 it) and a group- or world-writable file is refused: whoever can write the queue can run
@@ -12,18 +12,9 @@ import os
 import sqlite3
 from typing import Any, Iterable, Iterator
 
-from queuectl.core.errors import Conflict, NotFound
-from queuectl.core.models import (
-    CANCELLED,
-    COMPLETED,
-    FINISHED,
-    HOOK_DONE,
-    HOOK_FAILED,
-    Job,
-    Lease,
-    Outcome,
-    dependency_state,
-)
+from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
+from queuectl.core.lifecycle import AFTER, CLAIMABLE, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked
+from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, WAITING, Job, Lease
 from queuectl.store.base import Store, Waker
 from queuectl.store.sql.errors import BUSY_TIMEOUT_S
 from queuectl.store.sql.errors import translate_errors as _translate_errors
@@ -31,27 +22,25 @@ from queuectl.store.sql.files import exclusive_flock, open_private_file
 from queuectl.store.sql.registry import SqliteRegistry
 from queuectl.store.sql.schema import (
     CLAIMABLE_SQL,
-    HOOK_DUE_SQL,
+    FIELD_COLUMNS,
     INSERT_SQL,
     JOB_COLUMNS,
+    JSON_FIELDS,
     job_row,
     migrate,
     needs_migration,
     row_job,
+    sql_list,
 )
 from queuectl.store.wake import SocketWaker, notify_all, wake_dir_for
 
 _INSERT_BATCH = 1000
 
 
-def _ready(outcome: Outcome) -> int:
-    """1 if the job the outcome leaves behind can be claimed right away (a retry waits: 0)."""
-    claimable = outcome.state in ("pending", "failed")
-    return int(claimable and (outcome.run_at is None or outcome.run_at <= outcome.at))
-
-
 class SqliteStore(SqliteRegistry, Store):
     """The default backend. ``path`` may be relative; ``synchronous`` is NORMAL unless asked."""
+
+    transactional = True
 
     def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
@@ -60,6 +49,7 @@ class SqliteStore(SqliteRegistry, Store):
         self._wake_dir = wake_dir_for(self.path)
         self._read_only = not os.access(self.path, os.W_OK)
         self._conn = self._connect(synchronous)
+        self._update_sql: dict[tuple[Any, ...], str] = {}
 
     @_translate_errors
     def _connect(self, synchronous: str) -> sqlite3.Connection:
@@ -85,8 +75,14 @@ class SqliteStore(SqliteRegistry, Store):
 
     @contextlib.contextmanager
     def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so no deadlocks."""
+        """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so no deadlocks.
+
+        Re-entrant: inside an open transaction (a unit of work) it joins that one.
+        """
         conn = conn or self._conn
+        if conn.in_transaction:
+            yield conn
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -95,31 +91,30 @@ class SqliteStore(SqliteRegistry, Store):
             raise
         conn.execute("COMMIT")
 
+    @_translate_errors
+    def unit(self) -> contextlib.AbstractContextManager[None]:
+        return _Unit(self)
+
     # --- jobs: writing ----------------------------------------------------------------------
 
     @_translate_errors
-    def enqueue_many(self, jobs: Iterable[Job]) -> int:
+    def insert_jobs(self, jobs: Iterable[Job]) -> int:
         count = 0
         batch: list[Job] = []
         with self._write() as conn:
             for job in jobs:
+                batch.append(job)
                 if job.after or job.on_failure_of:
-                    self._insert_batch(conn, batch)  # its parents may be in the batch
-                    job.state = self._dependency_state(conn, job)
-                    self._insert_batch(conn, [job])
+                    self._insert_batch(conn, batch)
                     conn.executemany(
                         "INSERT OR IGNORE INTO job_deps (child, parent, kind) VALUES (?, ?, ?)",
-                        [(job.id, parent, "after") for parent in job.after]
-                        + ([(job.id, job.on_failure_of, "on_failure")] if job.on_failure_of else []),
+                        [(job.id, parent, AFTER) for parent in job.after]
+                        + ([(job.id, job.on_failure_of, ON_FAILURE)] if job.on_failure_of else []),
                     )
-                else:
-                    batch.append(job)
-                    if len(batch) >= _INSERT_BATCH:
-                        self._insert_batch(conn, batch)
+                elif len(batch) >= _INSERT_BATCH:
+                    self._insert_batch(conn, batch)
                 count += 1
             self._insert_batch(conn, batch)
-        if count:
-            self.notify()
         return count
 
     def _insert_batch(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
@@ -141,59 +136,14 @@ class SqliteStore(SqliteRegistry, Store):
         batch.clear()
 
     @staticmethod
-    def _dependency_state(conn: sqlite3.Connection, job: Job) -> str:
-        def state_of(job_id: str) -> str | None:
-            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            return row[0] if row else None
-
-        failure = (job.on_failure_of, state_of(job.on_failure_of)) if job.on_failure_of else None
-        return dependency_state(job.id, {parent: state_of(parent) for parent in job.after}, failure)
-
-    @staticmethod
-    def _insert_conflict(conn: sqlite3.Connection, job: Job, exc: sqlite3.IntegrityError) -> Conflict:
+    def _insert_conflict(conn: sqlite3.Connection, job: Job, exc: sqlite3.IntegrityError) -> Exception:
         if "unique_key" in str(exc):
             holder = conn.execute(
-                "SELECT id, state FROM jobs WHERE unique_key = ? AND state IN "
-                "('pending', 'waiting', 'processing', 'failed')", (job.unique_key,)
+                f"SELECT id, state FROM jobs WHERE unique_key = ? AND state IN {sql_list(KEY_HOLDING)}",
+                (job.unique_key,),
             ).fetchone()
-            held = f"job {holder[0]} ({holder[1]})" if holder else "another active job"
-            return Conflict(f"unique key {job.unique_key!r} is taken by {held}; enqueue again once it has finished")
-        return Conflict(f"a job with id {job.id!r} already exists")
-
-    def _settle(self, conn: sqlite3.Connection, job_id: str, state: str, now: float) -> int:
-        """A job just finished: release, or cancel (transitively), the jobs waiting on it.
-
-        Returns how many jobs became pending. Runs inside the caller's transaction.
-        """
-        released = 0
-        todo = [(job_id, state)]
-        while todo:
-            parent, parent_state = todo.pop()
-            children = conn.execute(
-                "SELECT d.child, d.kind FROM job_deps d JOIN jobs c ON c.id = d.child "
-                "WHERE d.parent = ? AND c.state = 'waiting'", (parent,)
-            ).fetchall()
-            for child, kind in children:
-                blocked_for_good = (kind == "after") != (parent_state == COMPLETED)
-                if blocked_for_good:
-                    reason = (f"not needed: {parent} completed" if kind == "on_failure"
-                              else f"parent job {parent} ended {parent_state}")
-                    conn.execute(
-                        f"UPDATE jobs SET state = 'cancelled', last_error = ?, finished_at = ?, "
-                        f"updated_at = ?, {HOOK_DUE_SQL} WHERE id = ? AND state = 'waiting'",
-                        (reason, now, now, child),
-                    )
-                    todo.append((child, CANCELLED))
-                elif not conn.execute(
-                    "SELECT 1 FROM job_deps d JOIN jobs p ON p.id = d.parent WHERE d.child = ? AND "
-                    "((d.kind = 'after' AND p.state != 'completed') OR "
-                    "(d.kind = 'on_failure' AND p.state NOT IN ('dead', 'cancelled'))) LIMIT 1", (child,)
-                ).fetchone():
-                    released += conn.execute(
-                        "UPDATE jobs SET state = 'pending', run_at = max(run_at, ?), updated_at = ?, ready = 0 "
-                        "WHERE id = ? AND state = 'waiting'", (now, now, child),
-                    ).rowcount
-        return released
+            return UniqueKeyTaken(job.unique_key, (holder[0], holder[1]) if holder else None)
+        return DuplicateJobId(job.id)
 
     @_translate_errors
     def claim(
@@ -201,23 +151,6 @@ class SqliteStore(SqliteRegistry, Store):
     ) -> list[Job]:
         with self._write() as conn:
             return self._claim_in(conn, worker_id, queues, now, lease, limit)
-
-    @_translate_errors
-    def finish_and_claim(
-        self, outcomes: list[tuple[Lease, Outcome]], worker_id: str, queues: list[str] | None,
-        now: float, lease: float, limit: int,
-    ) -> tuple[list[bool], list[Job]]:
-        released = 0
-        with self._write() as conn:
-            written = []
-            for held, outcome in outcomes:
-                ok, freed = self._finish_in(conn, held, outcome, None)
-                written.append(ok)
-                released += freed
-            claimed = self._claim_in(conn, worker_id, queues, now, lease, limit) if limit > 0 else []
-        if released:
-            self.notify()
-        return written, claimed
 
     def _claim_in(
         self, conn: sqlite3.Connection, worker_id: str, queues: list[str] | None, now: float, lease: float,
@@ -242,119 +175,74 @@ class SqliteStore(SqliteRegistry, Store):
             else:
                 where, params, index = " AND queue = ?", [queue], "jobs_ready_queue"
             rows = conn.execute(
-                f"UPDATE jobs SET state = 'processing', locked_by = ?, lease_expires_at = ?, "
+                f"UPDATE jobs SET state = ?, locked_by = ?, lease_expires_at = ?, "
                 f"attempts = attempts + 1, started_at = ?, updated_at = ? "
                 f"WHERE id IN (SELECT id FROM jobs INDEXED BY {index} "
                 f"WHERE {CLAIMABLE_SQL} AND ready = 1 AND run_at <= ?{where} "
                 f"ORDER BY priority DESC, created_at LIMIT ?) RETURNING {JOB_COLUMNS}",
-                [worker_id, now + lease, now, now, now, *params, limit - len(claimed)],
+                [PROCESSING, worker_id, now + lease, now, now, now, *params, limit - len(claimed)],
             ).fetchall()
             # RETURNING gives no order: restore the claim order within this queue
             claimed.extend(sorted((row_job(row) for row in rows), key=lambda job: (-job.priority, job.created_at)))
         return claimed
 
     @_translate_errors
-    def heartbeat(
-        self, worker_id: str, beats: list[tuple[Lease, str | None]], now: float, lease: float
-    ) -> set[str]:
-        lost: set[str] = set()
-        if not beats:
-            return lost
-        with self._write() as conn:
-            for held, output in beats:
-                cursor = conn.execute(
-                    "UPDATE jobs SET lease_expires_at = ?, output = coalesce(?, output) "
-                    "WHERE id = ? AND state = 'processing' AND locked_by = ? AND attempts = ?",
-                    (now + lease, output, held.job_id, held.worker_id, held.attempt),
-                )
-                if cursor.rowcount == 0:
-                    lost.add(held.job_id)
-        return lost
-
-    @_translate_errors
-    def finish(self, lease: Lease, outcome: Outcome, expired_before: float | None = None) -> bool:
-        with self._write() as conn:
-            written, released = self._finish_in(conn, lease, outcome, expired_before)
-        if released:
-            self.notify()
-        return written
-
-    def _finish_in(
-        self, conn: sqlite3.Connection, lease: Lease, outcome: Outcome, expired_before: float | None
-    ) -> tuple[bool, int]:
-        """The fenced outcome write; returns (written, how many waiting jobs it released)."""
-        fence = " AND lease_expires_at <= ?" if expired_before is not None else ""
-        params: list[Any] = [
-            outcome.state, outcome.run_at, outcome.exit_code, outcome.last_error, outcome.output,
-            outcome.at if outcome.state in FINISHED else None, outcome.duration, outcome.attempts,
-            outcome.at, _ready(outcome), lease.job_id, lease.worker_id, lease.attempt,
-        ]
+    def update_job(
+        self, job_id: str, changes: dict[str, Any], *, states: tuple[str, ...] | None = None,
+        lease: Lease | None = None, expired_before: float | None = None, hook_state: str | None = None,
+    ) -> bool:
+        shape = (tuple(changes), states, lease is not None, expired_before is not None, hook_state is not None)
+        sql = self._update_sql.get(shape)
+        if sql is None:
+            sql = self._update_sql[shape] = self._build_update(changes, states, shape)
+        params: list[Any] = []
+        for name, value in changes.items():
+            if isinstance(value, WhenHooked):
+                value = value.value
+            elif name in JSON_FIELDS:
+                value = _json(value)
+            params.append(value)
+        if "state" in changes:  # the due flag: claimable and due already, else claims promote it later
+            run_at = changes.get("run_at")
+            params.append(int(changes["state"] in CLAIMABLE and run_at is not None
+                              and run_at <= changes.get("updated_at", run_at)))
+        params.append(job_id)
+        if states:
+            params.extend(states)
+        if lease is not None:
+            params.extend((lease.worker_id, lease.attempt))
         if expired_before is not None:
             params.append(expired_before)
-        final = outcome.state in FINISHED
-        cursor = conn.execute(
-            "UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), exit_code = ?, "
-            "last_error = ?, output = coalesce(?, output), finished_at = ?, duration = ?, "
-            "attempts = coalesce(?, attempts), updated_at = ?, ready = ?, locked_by = NULL, "
-            f"lease_expires_at = NULL{', ' + HOOK_DUE_SQL if final else ''} "
-            f"WHERE id = ? AND state = 'processing' AND locked_by = ? AND attempts = ?{fence}",
-            params,
-        )
-        written = cursor.rowcount == 1
-        released = self._settle(conn, lease.job_id, outcome.state, outcome.at) if written and final else 0
-        return written, released
-
-    @_translate_errors
-    def expired(self, now: float, limit: int = 100) -> list[Job]:
-        rows = self._conn.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'processing' AND lease_expires_at < ? "
-            "LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        return [row_job(row) for row in rows]
-
-    @_translate_errors
-    def cancel(self, job_id: str, now: float) -> Job:
-        with self._write() as conn:
-            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no job with id {job_id!r}")
-            if row[0] in FINISHED:
-                raise Conflict(f"job {job_id} already finished ({row[0]}); nothing to cancel")
-            updated = conn.execute(
-                "UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, locked_by = NULL, "
-                f"lease_expires_at = NULL, {HOOK_DUE_SQL} WHERE id = ? RETURNING {JOB_COLUMNS}",
-                (CANCELLED, now, now, job_id),
-            ).fetchone()
-            released = self._settle(conn, job_id, CANCELLED, now)
-        if released:
-            self.notify()
-        return row_job(updated)
-
-    @_translate_errors
-    def retry_dead(self, job_id: str | None, now: float) -> int:
-        reset = (
-            "UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?, ready = 1, "
-            "finished_at = NULL, locked_by = NULL, lease_expires_at = NULL WHERE state = 'dead'"
-        )
+        if hook_state is not None:
+            params.append(hook_state)
         with self._write() as conn:
             try:
-                if job_id is None:
-                    count = conn.execute(reset, (now, now)).rowcount
-                else:
-                    count = conn.execute(reset + " AND id = ?", (now, now, job_id)).rowcount
+                return conn.execute(sql, params).rowcount == 1
             except sqlite3.IntegrityError:
-                raise Conflict(
-                    "a dead job's unique key is taken by an active job; retry it once that one has finished"
-                ) from None
-            if count == 0 and job_id is not None:
-                row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                if row is None:
-                    raise NotFound(f"no job with id {job_id!r}")
-                raise Conflict(f"job {job_id} is {row[0]}, not in the dead letter queue")
-        if count:
-            self.notify()
-        return count
+                row = conn.execute("SELECT unique_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                raise UniqueKeyTaken(row[0] if row else None) from None
+
+    @staticmethod
+    def _build_update(changes: dict[str, Any], states: tuple[str, ...] | None, shape: tuple[Any, ...]) -> str:
+        sets = []
+        for name, value in changes.items():
+            column = FIELD_COLUMNS[name]
+            if isinstance(value, WhenHooked):
+                sets.append(f"{column} = CASE WHEN on_finish IS NOT NULL THEN ? ELSE {column} END")
+            else:
+                sets.append(f"{column} = ?")
+        if "state" in changes:
+            sets.append("ready = ?")
+        where = "id = ?"
+        if states:
+            where += f" AND state IN ({', '.join('?' * len(states))})"
+        if shape[2]:
+            where += f" AND state = '{PROCESSING}' AND locked_by = ? AND attempts = ?"
+        if shape[3]:
+            where += " AND lease_expires_at <= ?"
+        if shape[4]:
+            where += " AND hook_state = ?"
+        return f"UPDATE jobs SET {', '.join(sets)} WHERE {where}"
 
     @_translate_errors
     def purge(self, states: list[str], finished_before: float | None = None, limit: int | None = None) -> int:
@@ -380,23 +268,6 @@ class SqliteStore(SqliteRegistry, Store):
             params.append(finished_before)
         return where, params
 
-    @_translate_errors
-    def claim_hook(self, now: float) -> Job | None:
-        with self._write() as conn:
-            row = conn.execute(
-                "UPDATE jobs SET hook_state = 'running' WHERE id = (SELECT id FROM jobs "
-                f"WHERE hook_state = 'due' ORDER BY updated_at LIMIT 1) RETURNING {JOB_COLUMNS}"
-            ).fetchone()
-        return row_job(row) if row else None
-
-    @_translate_errors
-    def finish_hook(self, job_id: str, error: str | None, now: float) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE jobs SET hook_state = ?, hook_error = ? WHERE id = ?",
-                (HOOK_FAILED if error else HOOK_DONE, error, job_id),
-            )
-
     # --- jobs: reading ----------------------------------------------------------------------
 
     @_translate_errors
@@ -408,9 +279,13 @@ class SqliteStore(SqliteRegistry, Store):
 
     @_translate_errors
     def list_jobs(
-        self, state: str | None = None, queue: str | None = None, limit: int = 50
+        self, state: str | None = None, queue: str | None = None, limit: int = 50, before: float | None = None
     ) -> list[Job]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
+        if before is not None:
+            clauses.append("created_at < ?")
+            params.append(before)
         if state:
             clauses.append("state = ?")
             params.append(state)
@@ -421,6 +296,39 @@ class SqliteStore(SqliteRegistry, Store):
         rows = self._conn.execute(
             f"SELECT {JOB_COLUMNS} FROM jobs {where}ORDER BY created_at DESC LIMIT ?",
             [*params, limit],
+        ).fetchall()
+        return [row_job(row) for row in rows]
+
+    @_translate_errors
+    def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        if not job_ids:
+            return {}
+        rows = self._conn.execute(
+            f"SELECT id, state FROM jobs WHERE id IN ({', '.join('?' * len(job_ids))})", job_ids
+        ).fetchall()
+        return dict(rows)
+
+    @_translate_errors
+    def waiting_children(self, parent_id: str) -> list[Job]:
+        rows = self._conn.execute(
+            f"SELECT {', '.join('c.' + c for c in FIELD_COLUMNS.values())} FROM job_deps d "
+            "JOIN jobs c ON c.id = d.child WHERE d.parent = ? AND c.state = ? GROUP BY c.id",
+            (parent_id, WAITING),
+        ).fetchall()
+        return [row_job(row) for row in rows]
+
+    @_translate_errors
+    def expired(self, now: float, limit: int = 100) -> list[Job]:
+        rows = self._conn.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{PROCESSING}' AND lease_expires_at < ? LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [row_job(row) for row in rows]
+
+    @_translate_errors
+    def hooks_due(self, limit: int = 1) -> list[Job]:
+        rows = self._conn.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE hook_state = '{HOOK_DUE}' ORDER BY updated_at LIMIT ?", (limit,)
         ).fetchall()
         return [row_job(row) for row in rows]
 
@@ -437,10 +345,10 @@ class SqliteStore(SqliteRegistry, Store):
     def throughput(self, since: float, bucket: float = 60.0) -> dict[str, dict[int, int]]:
         result: dict[str, dict[int, int]] = {"completed": {}, "failed": {}}
         queries = (
-            ("completed", "SELECT CAST(finished_at / ? AS INTEGER), count(*) FROM jobs "
-                          "WHERE state = 'completed' AND finished_at >= ? GROUP BY 1"),
-            ("failed", "SELECT CAST(updated_at / ? AS INTEGER), count(*) FROM jobs "
-                       "WHERE state IN ('failed', 'dead') AND updated_at >= ? GROUP BY 1"),
+            ("completed", f"SELECT CAST(finished_at / ? AS INTEGER), count(*) FROM jobs "
+                          f"WHERE state = '{COMPLETED}' AND finished_at >= ? GROUP BY 1"),
+            ("failed", f"SELECT CAST(updated_at / ? AS INTEGER), count(*) FROM jobs "
+                       f"WHERE state IN {sql_list((FAILED, DEAD))} AND updated_at >= ? GROUP BY 1"),
         )
         for name, sql in queries:
             for slot, count in self._conn.execute(sql, (bucket, since)):
@@ -451,8 +359,8 @@ class SqliteStore(SqliteRegistry, Store):
     def recent_failures(self, limit: int = 5) -> list[Job]:
         # one index walk per state, merged: a single IN (...) ORDER BY would sort every failure
         rows = self._conn.execute(
-            f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?) "
-            f"UNION ALL SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'dead' "
+            f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{FAILED}' ORDER BY updated_at DESC LIMIT ?) "
+            f"UNION ALL SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{DEAD}' "
             "ORDER BY updated_at DESC LIMIT ?)",
             (limit, limit),
         ).fetchall()
@@ -462,7 +370,7 @@ class SqliteStore(SqliteRegistry, Store):
     @_translate_errors
     def duration_totals(self) -> tuple[int, float]:
         count, total = self._conn.execute(
-            "SELECT count(duration), coalesce(sum(duration), 0) FROM jobs WHERE state = 'completed'"
+            f"SELECT count(duration), coalesce(sum(duration), 0) FROM jobs WHERE state = '{COMPLETED}'"
         ).fetchone()
         return int(count), float(total)
 
@@ -501,3 +409,22 @@ class SqliteStore(SqliteRegistry, Store):
     def query_plan(self, sql: str, params: Iterable[Any] = ()) -> list[str]:
         """``EXPLAIN QUERY PLAN`` lines for a statement (used to prove index use)."""
         return [row[3] for row in self._conn.execute(f"EXPLAIN QUERY PLAN {sql}", list(params))]
+
+
+class _Unit:
+    """The context manager behind :meth:`SqliteStore.unit`: one transaction, or a part of the open one."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._cm = store._write()
+
+    def __enter__(self) -> None:
+        self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._cm.__exit__(*exc)
+
+
+def _json(value: Any) -> str | None:
+    import json
+
+    return json.dumps(value) if value else None

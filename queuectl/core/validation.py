@@ -1,0 +1,177 @@
+"""What a valid job is: a spec from the command line, a JSON line or the HTTP API, checked and
+made into a :class:`~queuectl.core.models.Job`. Pure: no store, no clock of its own."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from queuectl.core.config import RuntimeConfig
+from queuectl.core.durations import parse_duration, parse_instant
+from queuectl.core.errors import InvalidInput
+from queuectl.core.models import DEFAULT_QUEUE, STATES, Job, new_job_id
+
+MAX_COMMAND_BYTES = 128 * 1024  # a longer command belongs in a script
+MAX_ENV_BYTES = 64 * 1024  # all of a job's environment variables together
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+JOB_FIELDS = ("id", "command", "max_retries", "priority", "queue", "delay", "run_at", "timeout",
+              "cwd", "env", "after", "on_failure_of", "unique_key", "on_finish")
+
+
+def parse_spec(text: str) -> dict[str, Any]:
+    """A job spec from the command line or one line of a file: a JSON object, or a plain command."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            spec = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"malformed JSON job: {exc.msg} at column {exc.colno}") from None
+        if not isinstance(spec, dict):
+            raise InvalidInput("a JSON job must be an object like {\"command\": \"echo hi\"}")
+        unknown = sorted(set(spec) - set(JOB_FIELDS))
+        if unknown:
+            raise InvalidInput(
+                f"unknown job field(s) {', '.join(unknown)}; valid fields: {', '.join(JOB_FIELDS)}"
+            )
+        return spec
+    return {"command": text}
+
+
+def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
+    """Validate a spec (JSON fields or CLI options) and make the Job to insert."""
+    command = spec.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise InvalidInput("empty command: give the shell command to run, e.g. queuectl enqueue \"echo hi\"")
+    if "\x00" in command:
+        raise InvalidInput("the command contains a NUL byte, which no shell can run")
+    if len(command.encode()) > MAX_COMMAND_BYTES:
+        raise InvalidInput(f"the command is over {MAX_COMMAND_BYTES // 1024} KiB; put it in a script and enqueue that")
+    job_id = spec.get("id")
+    if job_id is None:
+        job_id = new_job_id()
+    elif not isinstance(job_id, str) or not _ID_RE.match(job_id):
+        raise InvalidInput(
+            f"invalid job id {job_id!r}: use 1-64 letters, digits, '.', '_', ':' or '-'"
+        )
+    queue = spec.get("queue") or DEFAULT_QUEUE
+    check_queue_name(queue)
+    run_at = now
+    if spec.get("delay") is not None and spec.get("run_at") is not None:
+        raise InvalidInput("give either delay or run_at, not both")
+    if spec.get("delay") is not None:
+        run_at = now + parse_duration(spec["delay"], "delay")
+    elif spec.get("run_at") is not None:
+        if not isinstance(spec["run_at"], str):
+            raise InvalidInput("run_at: expected an ISO-8601 time such as 2026-12-01T09:00:00Z")
+        run_at = parse_instant(spec["run_at"])
+    timeout = spec.get("timeout")
+    if timeout is not None:
+        timeout = parse_duration(timeout, "timeout")
+        if timeout == 0:
+            raise InvalidInput("timeout: must be more than 0 (leave it out for no timeout)")
+    elif config.job_timeout > 0:
+        timeout = config.job_timeout
+    return Job(
+        id=job_id,
+        command=command,
+        queue=queue,
+        priority=_int_field(spec, "priority", 0, -1_000_000, 1_000_000),
+        max_retries=_int_field(spec, "max_retries", config.max_retries, 0, 1000),
+        timeout=timeout,
+        cwd=_cwd_field(spec.get("cwd")),
+        env=_env_field(spec.get("env")),
+        after=_parents_field(spec.get("after")),
+        on_failure_of=_parent_id(spec.get("on_failure_of"), "on_failure_of"),
+        unique_key=_short_text(spec.get("unique_key"), "unique_key", 200),
+        on_finish=_short_text(spec.get("on_finish"), "on_finish", MAX_COMMAND_BYTES),
+        run_at=run_at,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def check_queue_name(queue: Any) -> str:
+    if not isinstance(queue, str) or not _QUEUE_RE.match(queue):
+        raise InvalidInput(f"invalid queue name {queue!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return queue
+
+
+def _int_field(spec: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = spec.get(name)
+    if value is None:
+        return default
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(f"{name}: expected a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _parent_id(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise InvalidInput(f"{name}: {value!r} is not a job id")
+    return value
+
+
+def _parents_field(value: Any) -> list[str]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise InvalidInput("after: expected a job id or a list of job ids")
+    parents = [_parent_id(item, "after") for item in items]
+    return list(dict.fromkeys(p for p in parents if p))  # without repeats, in order
+
+
+def _short_text(value: Any, name: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\x00" in value or len(value.encode()) > limit:
+        raise InvalidInput(f"{name}: expected a non-empty string of at most {limit} bytes")
+    return value
+
+
+def _cwd_field(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise InvalidInput(f"cwd: expected a directory path, got {value!r}")
+    return value
+
+
+def _env_field(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, list):  # ["KEY=VALUE", ...] as the CLI collects them
+        pairs = {}
+        for item in value:
+            key, sep, val = str(item).partition("=")
+            if not sep:
+                raise InvalidInput(f"env: expected KEY=VALUE, got {item!r}")
+            pairs[key] = val
+        value = pairs
+    if not isinstance(value, dict):
+        raise InvalidInput("env: expected an object of names to strings, or KEY=VALUE pairs")
+    size = 0
+    for key, val in value.items():
+        if not isinstance(key, str) or not _ENV_KEY_RE.match(key):
+            raise InvalidInput(f"env: invalid variable name {key!r}")
+        if key.startswith("QUEUECTL_"):
+            raise InvalidInput(f"env: {key} is reserved for queuectl itself")
+        if not isinstance(val, str) or "\x00" in val:
+            raise InvalidInput(f"env: the value of {key} must be a string without NUL bytes")
+        size += len(key) + len(val.encode())
+    if size > MAX_ENV_BYTES:
+        raise InvalidInput(f"env: over {MAX_ENV_BYTES // 1024} KiB in all; pass large data in a file")
+    return dict(value)
+
+
+def check_state(state: str | None) -> str | None:
+    if state is not None and state not in STATES:
+        raise InvalidInput(f"unknown state {state!r}; valid states: {', '.join(STATES)}")
+    return state

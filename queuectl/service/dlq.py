@@ -1,0 +1,24 @@
+"""The dead letter queue: the jobs that ran out of retries, listed, retried, purged."""
+
+from __future__ import annotations
+
+import time
+
+from queuectl.core import lifecycle
+from queuectl.core.models import DEAD, Job
+from queuectl.service.jobs import purge
+from queuectl.store import Store
+
+
+def list_dead(store: Store, limit: int = 50) -> list[Job]:
+    return store.list_jobs(state=DEAD, limit=limit)
+
+
+def retry(store: Store, job_id: str | None) -> int:
+    """Put one dead job (None: every one) back to pending with attempts reset; returns how many."""
+    return lifecycle.retry_dead(store, job_id, time.time())
+
+
+def purge_dead(store: Store) -> int:
+    """Delete every job in the DLQ (in batches)."""
+    return purge(store, [DEAD], None, time.time())

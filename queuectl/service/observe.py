@@ -1,0 +1,86 @@
+"""Read models of the whole queue, computed once for every front end: totals per state, worker
+liveness, lag. The CLI's ``status``, the dashboard and the metrics all read these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from queuectl.core.config import RuntimeConfig
+from queuectl.core.lifecycle import CLAIMABLE
+from queuectl.core.models import STATES, WorkerInfo
+from queuectl.service.config import load_config
+from queuectl.service.queues import paused_queues
+from queuectl.service.workers import list_workers, worker_is_alive
+from queuectl.store import Store
+
+
+def state_totals(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Totals per state over every queue; every known state is present (zeros included)."""
+    totals = {state: 0 for state in STATES}
+    for per_state in counts.values():
+        for state, count in per_state.items():
+            totals[state] = totals.get(state, 0) + count
+    return totals
+
+
+def alive_workers(workers: list[WorkerInfo], config: RuntimeConfig, now: float) -> list[WorkerInfo]:
+    return [w for w in workers if worker_is_alive(w.last_heartbeat, w.state, config, now)]
+
+
+def next_due(store: Store, counts: dict[str, dict[str, int]], paused: set[str]) -> float | None:
+    """The earliest ``run_at`` of a claimable job in a queue that is not paused (None: none).
+
+    Without paused queues that is one ``next_due(None)``; with some, the queues that hold
+    claimable jobs (known from ``counts``) are asked, so that a paused backlog is not lag.
+    """
+    if not paused:
+        return store.next_due(None)
+    ready = sorted(queue for queue, per_state in counts.items()
+                   if queue not in paused and any(per_state.get(s) for s in CLAIMABLE))
+    return store.next_due(ready) if ready else None  # next_due([]) would mean every queue
+
+
+def lag(due: float | None, now: float) -> float | None:
+    """How long the oldest due, unclaimed job has waited (None: nothing is due)."""
+    return now - due if due is not None and due <= now else None
+
+
+@dataclass
+class Status:
+    """What ``queuectl status`` shows."""
+
+    states: dict[str, int]
+    queues: dict[str, dict[str, int]]
+    paused: set[str]
+    workers_alive: int
+    workers_total: int
+
+
+def status(store: Store, now: float) -> Status:
+    queues = store.counts()
+    config = load_config(store)
+    workers = list_workers(store)
+    return Status(state_totals(queues), queues, paused_queues(store), len(alive_workers(workers, config, now)),
+                  len(workers))
+
+
+@dataclass
+class Reading:
+    """One consistent read for a metrics scrape."""
+
+    counts: dict[str, dict[str, int]]
+    totals: dict[str, int]
+    workers_alive: int
+    lag: float | None
+    completed: int
+    durations: float
+
+
+def metrics_reading(store: Store, now: float) -> Reading:
+    counts = store.counts()
+    config = load_config(store)
+    workers = list_workers(store)
+    due = next_due(store, counts, paused_queues(store))
+    completed, durations = store.duration_totals()
+    return Reading(counts, state_totals(counts), len(alive_workers(workers, config, now)), lag(due, now),
+                   completed, durations)

@@ -1,0 +1,33 @@
+"""Named queues: their counts, and pausing one for every worker on every host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from queuectl.core.validation import check_queue_name
+from queuectl.store import Store
+
+
+def paused_queues(store: Store) -> set[str]:
+    return {record["name"] for record in store.registry_list("queues") if record["paused"]}
+
+
+def set_paused(store: Store, queue: str, paused: bool) -> None:
+    """Pause (no new claims from that queue, on any worker) or resume a queue."""
+    store.registry_put("queues", check_queue_name(queue), {"paused": paused})
+    if not paused:
+        store.notify()
+
+
+@dataclass
+class QueueRow:
+    name: str
+    paused: bool
+    states: dict[str, int]  # the states it has jobs in
+
+
+def list_queues(store: Store) -> list[QueueRow]:
+    """Every queue that holds a job or is paused, by name."""
+    counts, paused = store.counts(), paused_queues(store)
+    return [QueueRow(name, name in paused, dict(counts.get(name, {})))
+            for name in sorted(set(counts) | paused)]

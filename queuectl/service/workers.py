@@ -1,0 +1,91 @@
+"""The worker registry: workers register, beat, are asked to stop, and are forgotten.
+
+Liveness (alive or unresponsive) is decided once, in :func:`worker_is_alive`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Callable
+
+from queuectl.core.config import RuntimeConfig
+from queuectl.core.models import WorkerInfo
+from queuectl.service.config import load_config
+from queuectl.store import Store
+
+RUNNING, STOPPING, STOPPED = "running", "stopping", "stopped"
+
+
+def worker_is_alive(last_heartbeat: float, state: str, config: RuntimeConfig, now: float) -> bool:
+    """A worker counts as alive until it stops or misses its heartbeats for a whole lease."""
+    return state != STOPPED and now - last_heartbeat <= config.lease
+
+
+def register_worker(store: Store, info: WorkerInfo) -> None:
+    """Add (or replace) a worker in the registry."""
+    store.registry_put("workers", info.id, asdict(info))
+
+
+def beat_worker(store: Store, worker_id: str, now: float, state: str, current_jobs: list[str]) -> bool:
+    """Record a worker's heartbeat and current jobs; returns True if it was asked to stop."""
+    store.registry_update("workers", {"last_heartbeat": now, "state": state, "current_jobs": current_jobs},
+                          key=worker_id)
+    records = store.registry_list("workers", key=worker_id)
+    return bool(records and records[0]["stop_requested"])
+
+
+def list_workers(store: Store) -> list[WorkerInfo]:
+    """Every registered worker, newest first."""
+    workers = [WorkerInfo(**record) for record in store.registry_list("workers")]
+    return sorted(workers, key=lambda w: w.started_at, reverse=True)
+
+
+def request_stop(store: Store, worker_ids: list[str] | None = None) -> int:
+    """Ask running workers (all, or the given ones) to stop gracefully; returns how many."""
+    asked = 0
+    alive = (RUNNING, STOPPING)
+    for worker_id in worker_ids or [None]:  # type: ignore[list-item]
+        asked += store.registry_update("workers", {"stop_requested": True}, key=worker_id,
+                                       expect={"state": alive})
+    store.notify(stop=True)
+    return asked
+
+
+def prune_workers(store: Store, seen_before: float) -> int:
+    """Forget workers that stopped or have not beaten since ``seen_before``."""
+    forgotten = 0
+    for worker in list_workers(store):
+        if worker.state == STOPPED or worker.last_heartbeat < seen_before:
+            # compare-and-delete: a worker that beat meanwhile stays
+            forgotten += store.registry_delete("workers", worker.id, expect={"last_heartbeat": worker.last_heartbeat})
+    return forgotten
+
+
+def wait_for_workers_to_stop(
+    store: Store, timeout: float, sleep: Callable[[float], None] = time.sleep
+) -> bool:
+    """Poll the registry until no worker is alive; False if some still are after ``timeout``."""
+    config = load_config(store)
+    deadline = time.monotonic() + timeout
+    while True:
+        now = time.time()
+        if not any(worker_is_alive(w.last_heartbeat, w.state, config, now) for w in list_workers(store)):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        sleep(0.2)
+
+
+def stop_workers(store: Store, wait: bool, timeout: float) -> tuple[int, bool]:
+    """Ask every worker to stop; with ``wait``, also wait. Returns (asked, all stopped in time)."""
+    asked = request_stop(store)
+    if not wait or not asked:
+        return asked, True
+    return asked, wait_for_workers_to_stop(store, timeout)
+
+
+def worker_list(store: Store, include_stopped: bool = False) -> tuple[list[WorkerInfo], float]:
+    """The workers to show (stopped ones only when asked), and the lease that judges their liveness."""
+    workers = [w for w in list_workers(store) if include_stopped or w.state != STOPPED]
+    return workers, load_config(store).lease
