@@ -1036,6 +1036,15 @@ def test_default_database_is_private_in_the_data_dir(tmp_path: Path) -> None:
     assert not (tmp_path / "q.db").exists()
 
 
+def dotenv_warned(proc: subprocess.CompletedProcess, folder: Path) -> subprocess.CompletedProcess:
+    """As root, a run whose queue came from ``.env`` names that file in one warning line (issue 11 #3)."""
+    if IS_ROOT:
+        assert proc.stderr == (f"queuectl: warning: QUEUECTL_DB comes from {folder / '.env'}; running as "
+                               "root, so the jobs of that queue run as root\n"), describe(proc)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, "")
+    return proc
+
+
 def test_database_url_precedence_flag_env_dotenv(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
@@ -1049,7 +1058,9 @@ def test_database_url_precedence_flag_env_dotenv(tmp_path: Path) -> None:
         start_cli("--db", f"sqlite:///{flag_db}", "enqueue", "true", "--id", "via-flag",  # --db beats both
                   env=with_env, cwd=project),
     ]
-    assert [ok(finish(proc)) for proc in procs] == ["via-dotenv\n", "via-env\n", "via-flag\n"]
+    dotenv_run, env_run, flag_run = (finish(proc) for proc in procs)
+    assert [ok(dotenv_warned(dotenv_run, project)), ok(env_run), ok(flag_run)] == [
+        "via-dotenv\n", "via-env\n", "via-flag\n"]
     # each job went to its own file, and the default one was never created
     for path, job_id in ((dotenv_db, "via-dotenv"), (env_db, "via-env"), (flag_db, "via-flag")):
         from queuectl.store.sql.sqlite import SqliteStore
@@ -1061,9 +1072,10 @@ def test_database_url_precedence_flag_env_dotenv(tmp_path: Path) -> None:
             store.close()
     assert not (tmp_path / "data").exists()
     # and config list names the database in use
-    resolved = [ok_json(finish(proc))["database"] for proc in (
+    first, *others = [finish(proc) for proc in (
         start_cli("config", "list", "--json", env=no_env, cwd=project),
         start_cli("config", "list", "--json", env=with_env, cwd=project),
         start_cli("--db", f"sqlite:///{flag_db}", "config", "list", "--json", env=with_env, cwd=project),
     )]
+    resolved = [ok_json(run)["database"] for run in (dotenv_warned(first, project), *others)]
     assert resolved == [f"sqlite:///{dotenv_db}", f"sqlite:///{env_db}", f"sqlite:///{flag_db}"]
