@@ -45,6 +45,7 @@ status is 1 when a correctness check failed (a job lost, not completed, a comman
 Ctrl-C, 0 otherwise. ``--json PATH`` writes every sample, for comparison between commits.
 """
 
+from queuectl.core import lifecycle
 from __future__ import annotations
 
 import argparse
@@ -795,10 +796,10 @@ def fill_store(path: str, completed: int, pending: int) -> None:
                           attempts=1, run_at=t, created_at=t, updated_at=t + 1, started_at=t + 0.5,
                           finished_at=t + 1, duration=0.5, exit_code=0, output=f"{i}\n")
         for first in range(0, completed, 50_000):
-            store.enqueue_many(done(first, min(completed, first + 50_000)))
+            lifecycle.enqueue(store, done(first, min(completed, first + 50_000)))
         now = time.time()
-        store.enqueue_many(Job(id=f"p{i:07d}", command="true", run_at=now, created_at=now + i * 1e-6,
-                               updated_at=now) for i in range(pending))
+        lifecycle.enqueue(store, (Job(id=f"p{i:07d}", command="true", run_at=now, created_at=now + i * 1e-6,
+                                      updated_at=now) for i in range(pending)))
     finally:
         store.close()
 
@@ -837,7 +838,7 @@ def claim_finish_ms(path: str, claims: int) -> float:
                 raise BenchFailure(f"claim found no pending job in {path}")
             job = jobs[0]
             outcome = Outcome(COMPLETED, time.time(), exit_code=0, output="", duration=0.0)
-            if not store.finish(Lease(job.id, "bench", job.attempts), outcome):
+            if not lifecycle.finish(store, Lease(job.id, "bench", job.attempts), outcome):
                 raise BenchFailure(f"finish of job {job.id} was refused (lease lost?)")
         return (time.perf_counter() - start) / claims * 1000
     finally:

@@ -15,7 +15,10 @@ import statistics
 import sys
 import time
 
+from queuectl.core import lifecycle
 from queuectl.core.models import Job, WorkerInfo
+from queuectl.service import queues as queue_service
+from queuectl.service import workers as worker_service
 from queuectl.service.dashboard import collect
 from queuectl.store.sql.sqlite import SqliteStore
 
@@ -42,10 +45,10 @@ def build(store: SqliteStore, count: int, now: float) -> None:
             )
 
     started = time.perf_counter()
-    store.enqueue_many(jobs())
+    lifecycle.enqueue(store, jobs())
     print(f"built {count:,} jobs in {time.perf_counter() - started:.0f}s", file=sys.stderr)
     for n in range(8):
-        store.register_worker(WorkerInfo(
+        worker_service.register_worker(store, WorkerInfo(
             id=f"w{n}", host="bench", pid=1000 + n, state="running", started_at=now,
             last_heartbeat=now - (120 if n == 0 else 1), current_jobs=[f"b{n:09d}"]))
 
@@ -84,7 +87,7 @@ def main() -> None:
         "throughput(now-900, 60)": lambda: store.throughput(time.time() - 900, 60),
         "next_due(None)": lambda: store.next_due(None),
         "recent_failures(5)": lambda: store.recent_failures(5),
-        "list_workers + 8 get": lambda: [store.get(j) for w in store.list_workers() for j in w.current_jobs],
+        "list_workers + 8 get": lambda: [store.get(j) for w in worker_service.list_workers(store) for j in w.current_jobs],
         "duration_totals": store.duration_totals,
     }
     for name, fn in reads.items():
@@ -92,11 +95,11 @@ def main() -> None:
         print(f"  {name:28s} median {median:8.1f} ms   max {worst:8.1f} ms")
     median, worst = timed(lambda: collect(store), args.runs)
     print(f"collect (one dashboard refresh): median {median:.1f} ms, max {worst:.1f} ms")
-    store.set_paused("q3", True)  # a paused queue: the lag is then asked per ready queue
+    queue_service.set_paused(store, "q3", True)  # a paused queue: the lag is then asked per ready queue
     try:
         median, worst = timed(lambda: collect(store), args.runs)
     finally:
-        store.set_paused("q3", False)
+        queue_service.set_paused(store, "q3", False)
     print(f"collect with a paused queue:     median {median:.1f} ms, max {worst:.1f} ms")
     snapshot = collect(store)
     median, worst = timed(lambda: console.print(render(snapshot, None, width=160, height=50)), args.runs)

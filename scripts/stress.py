@@ -33,6 +33,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from queuectl.service import config as config_service
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -129,7 +131,7 @@ class Stress:
         for key, value in (("heartbeat", self.args.heartbeat), ("lease", self.args.lease),
                            ("poll-interval", 0.2), ("backoff-max", 0), ("shutdown-grace", 10),
                            ("kill-grace", 1)):
-            service.set_config(self.store, key, str(value))
+            config_service.set_config(self.store, key, str(value))
         width = len(str(self.args.jobs))
         specs = ({"id": f"s{n:0{width}d}", "max_retries": self.args.max_retries,
                   "command": ledger.ledger_command(self.ledger_path, f"s{n:0{width}d}")}

@@ -26,6 +26,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import pytest
 
+from queuectl.core import lifecycle
 from queuectl.core.config import CONFIG_KEYS as ALL_CONFIG_KEYS
 from queuectl.core.errors import (
     EXIT_CONFLICT,
@@ -162,7 +163,7 @@ class Cli:
             assert [job.id for job in claimed] == [job_id]
             lease = Lease(job_id, "test-worker", claimed[0].attempts)
             outcome = Outcome(DEAD, now, exit_code=1, last_error="exit code 1", output="boom\n", duration=0.01)
-            assert store.finish(lease, outcome)
+            assert lifecycle.finish(store, lease, outcome)
         finally:
             store.close()
 

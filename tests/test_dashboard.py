@@ -17,8 +17,11 @@ import pytest
 from rich.console import Console
 
 from queuectl.cli.dashboard_view import DashboardState, render, status_view, watch
+from queuectl.core import lifecycle
 from queuectl.core.errors import EXIT_UNAVAILABLE, StoreUnavailable
 from queuectl.core.models import Job, WorkerInfo
+from queuectl.service import queues as queue_service
+from queuectl.service import workers as worker_service
 from queuectl.service.dashboard import SPARK_BLOCKS, History, collect, sparkline
 from queuectl.store.sql.sqlite import SqliteStore
 
@@ -53,16 +56,16 @@ def fill(store: SqliteStore, now: float = NOW) -> None:
         job("gone", "dead", attempts=4, max_retries=3, updated_at=now - 70, finished_at=now - 70,
             last_error="timeout: still running after 30s, process group killed", now=now),
     ]
-    store.enqueue_many(jobs)
-    store.register_worker(WorkerInfo(id="w-alive", host="web-1", pid=4242, state="running",
+    lifecycle.enqueue(store, jobs)
+    worker_service.register_worker(store, WorkerInfo(id="w-alive", host="web-1", pid=4242, state="running",
                                      started_at=now - 500, last_heartbeat=now - 2,
                                      current_jobs=["run1"]))
-    store.register_worker(WorkerInfo(id="w-stale", host="web-2", pid=777, state="running",
+    worker_service.register_worker(store, WorkerInfo(id="w-stale", host="web-2", pid=777, state="running",
                                      started_at=now - 400, last_heartbeat=now - 300,
                                      current_jobs=["done0"]))  # finished after it went silent
-    store.register_worker(WorkerInfo(id="w-gone", host="web-3", pid=99, state="stopped",
+    worker_service.register_worker(store, WorkerInfo(id="w-gone", host="web-3", pid=99, state="stopped",
                                      started_at=now - 900, last_heartbeat=now - 800))
-    store.set_paused("builds", True)
+    queue_service.set_paused(store, "builds", True)
 
 
 @pytest.fixture
@@ -148,12 +151,12 @@ def test_nothing_due_means_no_lag_but_the_next_due_time() -> None:
 
 def test_a_paused_backlog_is_not_lag(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "q.db"))
-    store.enqueue_many([job("held", queue="builds", age=300), job("soon", age=-30)])
+    lifecycle.enqueue(store, [job("held", queue="builds", age=300), job("soon", age=-30)])
     assert collect(store, NOW).lag == pytest.approx(300)
-    store.set_paused("builds", True)
+    queue_service.set_paused(store, "builds", True)
     snap = collect(store, NOW)
     assert snap.lag is None and snap.next_due_in == pytest.approx(30)  # only "soon" can run
-    store.enqueue_many([job("ready", age=5)])
+    lifecycle.enqueue(store, [job("ready", age=5)])
     assert collect(store, NOW).lag == pytest.approx(5)
     store.close()
 
@@ -163,7 +166,7 @@ def test_history_compares_with_the_snapshot_a_minute_ago(queue_db: SqliteStore) 
     first = collect(queue_db, NOW)
     history.add(first)
     assert history.change(first) is None  # nothing to compare with yet
-    queue_db.enqueue_many([job("new1", "completed", finished_at=NOW + 20),
+    lifecycle.enqueue(queue_db, [job("new1", "completed", finished_at=NOW + 20),
                            job("new2", "completed", finished_at=NOW + 40)])
     for at in (NOW + 20, NOW + 40, NOW + 61):
         latest = collect(queue_db, at)
@@ -171,7 +174,7 @@ def test_history_compares_with_the_snapshot_a_minute_ago(queue_db: SqliteStore) 
     deltas, span = history.change(latest)  # type: ignore[misc]
     assert span == pytest.approx(61.0)  # against the latest snapshot at least a minute old: NOW
     assert deltas["completed"] == 2 and deltas["pending"] == 0
-    queue_db.enqueue_many([job("new3", "completed", finished_at=NOW + 80)])
+    lifecycle.enqueue(queue_db, [job("new3", "completed", finished_at=NOW + 80)])
     latest = collect(queue_db, NOW + 100)
     history.add(latest)
     deltas, span = history.change(latest)  # type: ignore[misc]
@@ -232,7 +235,7 @@ def test_render_160_uses_the_width(queue_db: SqliteStore) -> None:
 
 def test_render_once_has_no_change_row_and_escapes_user_text(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "q.db"))
-    store.enqueue_many([job("m1", "dead", command="echo [bold]x[/bold]",
+    lifecycle.enqueue(store, [job("m1", "dead", command="echo [bold]x[/bold]",
                             last_error="[red]not markup[/red]", updated_at=NOW - 5)])
     text, _ = recorded(render(collect(store, NOW), None, width=100, now=NOW), 100)
     assert "Δ" not in text and "q quits" not in text
@@ -243,7 +246,7 @@ def test_render_once_has_no_change_row_and_escapes_user_text(tmp_path: Path) -> 
 def test_many_workers_are_cut_to_the_height(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "q.db"))
     for n in range(30):
-        store.register_worker(WorkerInfo(id=f"w{n}", host="h", pid=n, state="running",
+        worker_service.register_worker(store, WorkerInfo(id=f"w{n}", host="h", pid=n, state="running",
                                          started_at=NOW - n, last_heartbeat=NOW))
     text, _ = recorded(render(collect(store, NOW), None, width=80, height=24, interval=1.0, now=NOW), 80)
     assert len(text.rstrip("\n").splitlines()) <= 24
@@ -421,14 +424,8 @@ class _MemoryStore:
     def next_due(self, queues: Any) -> float | None:
         return self.next_due_at
 
-    def config_values(self) -> dict[str, str]:
-        return {}
-
-    def list_workers(self) -> list[WorkerInfo]:
-        return []
+    def registry_list(self, kind: str, key: str | None = None) -> list[dict[str, Any]]:
+        return []  # no config set, no workers, no paused queues
 
     def recent_failures(self, limit: int = 5) -> list[Job]:
         return []
-
-    def paused_queues(self) -> set[str]:
-        return set()

@@ -18,8 +18,10 @@ from typing import Any, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from queuectl.core import lifecycle
 from queuectl.core.errors import EXIT_NOT_FOUND, StoreUnavailable
 from queuectl.core.models import Job, WorkerInfo
+from queuectl.service import workers as worker_service
 from queuectl.service.logtail import SKIPPED, Follower, final_note, follow, new_part, split_marker
 from queuectl.store.sql.sqlite import SqliteStore
 from queuectl.web.metrics import QueueCollector, exposition, registry_for
@@ -154,19 +156,19 @@ def test_follow_rides_out_an_unavailable_store() -> None:
 
 def test_logs_prints_a_finished_jobs_output_as_is(db: SqliteStore, tmp_path: Path) -> None:
     output = "hello [bold]not markup[/bold]\n\ttabbed \x1b[31mraw\x1b[0m\nno newline at the end"
-    db.enqueue_many([job("done1", "completed", time.time(), output=output, exit_code=0)])
+    lifecycle.enqueue(db, [job("done1", "completed", time.time(), output=output, exit_code=0)])
     result = cli(tmp_path, "logs", "done1")
     assert result.stdout == output
     assert result.stderr == ""
 
 
 def test_logs_of_a_job_without_output_prints_nothing(db: SqliteStore, tmp_path: Path) -> None:
-    db.enqueue_many([job("quiet", "completed", time.time(), exit_code=0)])
+    lifecycle.enqueue(db, [job("quiet", "completed", time.time(), exit_code=0)])
     assert cli(tmp_path, "logs", "quiet").stdout == ""
 
 
 def test_logs_of_a_pending_job_says_so_on_stderr(db: SqliteStore, tmp_path: Path) -> None:
-    db.enqueue_many([job("later", "pending", time.time())])
+    lifecycle.enqueue(db, [job("later", "pending", time.time())])
     result = cli(tmp_path, "logs", "later")
     assert result.stdout == "" and "later is pending" in result.stderr and "--follow" in result.stderr
 
@@ -191,7 +193,7 @@ def worker(tmp_path: Path, db: SqliteStore) -> Iterator[subprocess.Popen[bytes]]
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 15
-        while not [w for w in db.list_workers() if w.state == "running"]:
+        while not [w for w in worker_service.list_workers(db) if w.state == "running"]:
             assert proc.poll() is None, (tmp_path / "worker.log").read_text()
             assert time.monotonic() < deadline, "the worker did not register"
             time.sleep(0.05)
@@ -253,7 +255,7 @@ def test_logs_follow_keeps_following_through_a_retry(worker: Any, tmp_path: Path
 
 
 def fill_for_metrics(store: SqliteStore, now: float) -> None:
-    store.enqueue_many([
+    lifecycle.enqueue(store, [
         job("c1", "completed", now, duration=1.5, finished_at=now - 10, exit_code=0),
         job("c2", "completed", now, duration=2.5, finished_at=now - 5, exit_code=0),
         job("c3", "completed", now, queue="builds", duration=4.0, finished_at=now - 5, exit_code=0),
@@ -262,9 +264,9 @@ def fill_for_metrics(store: SqliteStore, now: float) -> None:
         job("f1", "failed", now, attempts=1, run_at=now + 60, last_error="exit code 1"),
         job("d1", "dead", now, attempts=4, last_error="exit code 1"),
     ])
-    store.register_worker(WorkerInfo(id="w1", host="h", pid=1, state="running", started_at=now,
+    worker_service.register_worker(store, WorkerInfo(id="w1", host="h", pid=1, state="running", started_at=now,
                                      last_heartbeat=now - 1))
-    store.register_worker(WorkerInfo(id="w2", host="h", pid=2, state="running", started_at=now,
+    worker_service.register_worker(store, WorkerInfo(id="w2", host="h", pid=2, state="running", started_at=now,
                                      last_heartbeat=now - 3600))  # unresponsive: not alive
 
 
@@ -350,7 +352,7 @@ def test_metrics_serve_answers_fresh_scrapes_until_terminated(db: SqliteStore, t
                 assert time.monotonic() < deadline, "the metrics server did not come up"
                 time.sleep(0.1)
         check_metrics(body)
-        db.enqueue_many([job("c4", "completed", time.time(), duration=1.0, exit_code=0)])
+        lifecycle.enqueue(db, [job("c4", "completed", time.time(), duration=1.0, exit_code=0)])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
             again = samples(reply.read().decode())
         assert again[("queuectl_jobs_completed_total", ())] == 4  # read afresh for each scrape

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from queuectl.core import lifecycle
 from queuectl.core.errors import StoreUnavailable
 from queuectl.core.models import Job
 from queuectl.runtime.worker import Worker, WorkerOptions
-from queuectl.service import jobs as service
+from queuectl.service import config as config_service
 from queuectl.store.sql.sqlite import SqliteStore
 
 
@@ -35,8 +36,8 @@ class FlakyStore:
         def call(*args: Any, **kwargs: Any) -> Any:
             if self.down:
                 raise StoreUnavailable("cannot reach the database (test outage)")
-            if name == "finish_and_claim":
-                self.finish_calls += 1
+            if name == "update_job" and kwargs.get("lease") is not None and "state" in args[1]:
+                self.finish_calls += 1  # an outcome write (a heartbeat changes no state)
             return target(*args, **kwargs)
 
         return call
@@ -45,14 +46,14 @@ class FlakyStore:
 @pytest.fixture
 def flaky(tmp_path: Path) -> FlakyStore:
     store = SqliteStore(str(tmp_path / "q.db"))
-    service.set_config(store, "heartbeat", "0.5")
-    service.set_config(store, "lease", "2")
+    config_service.set_config(store, "heartbeat", "0.5")
+    config_service.set_config(store, "lease", "2")
     return FlakyStore(store)
 
 
 def start_job(worker: Worker, store: SqliteStore, command: str) -> Any:
     now = time.time()
-    store.enqueue(Job(id="j1", command=command, created_at=now, updated_at=now, run_at=now))
+    lifecycle.enqueue_job(store, Job(id="j1", command=command, created_at=now, updated_at=now, run_at=now))
     [job] = store.claim(worker.id, None, now, worker.config.lease, 1)
     worker._start(job)
     return worker.slots["j1"]

@@ -17,6 +17,7 @@ Nothing here imports a store or the CLI: the store is passed in, and every time 
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from queuectl.core.errors import Conflict, InvalidInput, NotFound, UniqueKeyTaken
@@ -235,7 +236,12 @@ def resettle_waiting(store: Store, now: float, before: float | None = None, limi
 # --- the transitions -----------------------------------------------------------------------------
 
 
-def enqueue(store: Store, jobs: Iterable[Job], now: float) -> int:
+def enqueue_job(store: Store, job: Job) -> None:
+    """Insert one job (see :func:`enqueue`)."""
+    enqueue(store, [job])
+
+
+def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None) -> int:
     """Insert every job or none; a job with parents starts waiting or pending as they allow.
 
     Parents may be earlier jobs of the same batch. Conflict for a taken id or unique key.
@@ -262,6 +268,7 @@ def enqueue(store: Store, jobs: Iterable[Job], now: float) -> int:
     with store.unit():
         count = store.insert_jobs(with_start_states())
     if waiting and not store.transactional:
+        now = time.time() if now is None else now
         resettle(store, (job for job in map(store.get, waiting) if job and job.state == WAITING), now)
     if count:
         store.notify()
@@ -306,10 +313,13 @@ def finish_and_claim(
     return written, claimed
 
 
-def heartbeat(store: Store, beats: list[tuple[Lease, str | None]], now: float, lease: float) -> set[str]:
+def heartbeat(
+    store: Store, worker_id: str, beats: list[tuple[Lease, str | None]], now: float, lease: float
+) -> set[str]:
     """Extend the lease of each held job (and save its output so far, when given).
 
-    Fenced: only a job still processing under the same worker and attempt is touched. Returns
+    ``worker_id`` is the beating worker (each lease names it too). Fenced: only a job still
+    processing under the same worker and attempt is touched. Returns
     the ids whose lease is gone (recovered, cancelled, taken over): their runs must be stopped.
     """
     lost: set[str] = set()

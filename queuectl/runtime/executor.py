@@ -2,6 +2,13 @@
 
 The worker multiplexes many runs on one thread, so nothing here blocks: output is read when the
 pipe is readable, and at most ``limit`` bytes of it are ever held, however much a job writes.
+
+A job's process group dies with its worker, without ``PR_SET_PDEATHSIG`` on the job: posix_spawn
+cannot run code in the child, and a parent-death signal would reach only the shell, not the
+processes of the group it leads (an exec wrapper would have to stay resident per job to kill the
+group). Instead: a worker told to stop (SIGTERM, also sent when its supervisor dies) stops its
+jobs' groups after ``shutdown-grace``; a SIGKILLed worker's jobs are re-parented to the
+supervisor, the child subreaper, which kills their groups at once.
 """
 
 from __future__ import annotations

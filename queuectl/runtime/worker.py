@@ -317,7 +317,7 @@ class Worker:
                  for slot in self.slots.values() if slot.stop_reason != "lost"]
         beats += [(lease, None) for lease, _ in self.unsent]
         try:
-            lost = lifecycle.heartbeat(self.store, beats, now, self.config.lease)
+            lost = lifecycle.heartbeat(self.store, self.id, beats, now, self.config.lease)
             state = "stopping" if self.stopping else "running"
             if beat_worker(self.store, self.id, now, state, sorted(self.slots)):
                 self.request_stop("stop requested through the database")

@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from queuectl.service import workers as worker_service
+
 from .procs import kill_marked, pid_alive, processes_with_env
 
 __all__ = ["Queue", "pid_alive", "read_pid", "wait_until"]
@@ -137,7 +139,7 @@ class Queue:
         return totals
 
     def running_workers(self) -> list[Any]:
-        return [w for w in self.store.list_workers() if w.state == "running"]
+        return [w for w in worker_service.list_workers(self.store) if w.state == "running"]
 
     def wait_state(self, job_id: str, states: str | tuple[str, ...], timeout: float) -> Any:
         wanted = (states,) if isinstance(states, str) else states
@@ -154,7 +156,7 @@ class Queue:
         """``queuectl worker start --count N ...`` in its own session; waits for N workers."""
         log_path = self.root / f"supervisor-{len(self.supervisors)}.log"
         self._logs.append(log_path)
-        before = {w.id for w in self.store.list_workers()}
+        before = {w.id for w in worker_service.list_workers(self.store)}
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "queuectl", "worker", "start", "--count", str(count), *args],

@@ -30,7 +30,10 @@ from typing import Any
 
 import pytest
 
+from queuectl.core import lifecycle
+from queuectl.service import config as config_service
 from queuectl.service import jobs as service
+from queuectl.service import workers as worker_service
 
 from .conftest import Queue, pid_alive, wait_until
 from .ledger import Report, Run, check_invariants, ledger_command, read_ledger
@@ -51,8 +54,8 @@ class Harness:
     def config(self, **values: Any) -> None:
         """Runtime keys in the order given (heartbeat before a shorter lease); as ``config set``."""
         for key, value in values.items():
-            service.set_config(self.q.store, key.replace("_", "-"), str(value))
-        current = service.load_config(self.q.store)
+            config_service.set_config(self.q.store, key.replace("_", "-"), str(value))
+        current = config_service.load_config(self.q.store)
         self.lease, self.heartbeat = current.lease, current.heartbeat
 
     def fast(self, **extra: Any) -> None:
@@ -95,7 +98,7 @@ class Harness:
         return proc
 
     def worker_id_of(self, pid: int) -> str:
-        return wait_until(lambda: next((w.id for w in self.q.store.list_workers() if w.pid == pid), None),
+        return wait_until(lambda: next((w.id for w in worker_service.list_workers(self.q.store) if w.pid == pid), None),
                           10, message=lambda: f"worker {pid} registered\n{self.q.logs()}")
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
@@ -273,7 +276,7 @@ def test_frozen_worker_loses_lease_kills_its_run_and_writes_nothing(h: Harness) 
     frozen_at = time.time()
     os.kill(first_worker.pid, signal.SIGSTOP)
     wait_until(lambda: h.q.job(job_id).lease_expires_at < time.time(), 5, message="lease expired")
-    recovered = service.recover_expired(h.q.store, service.load_config(h.q.store), time.time())
+    recovered = lifecycle.recover_expired(h.q.store, config_service.load_config(h.q.store), time.time())
     assert recovered == [job_id]
     assert h.q.job(job_id).state == "failed"
 
@@ -318,7 +321,7 @@ def test_frozen_worker_whose_run_succeeded_meanwhile_cannot_overturn_the_second_
     frozen_at = time.time()
     os.kill(first_worker.pid, signal.SIGSTOP)
     wait_until(lambda: h.q.job(job_id).lease_expires_at < time.time(), 5, message="lease expired")
-    assert service.recover_expired(h.q.store, service.load_config(h.q.store), time.time()) == [job_id]
+    assert lifecycle.recover_expired(h.q.store, config_service.load_config(h.q.store), time.time()) == [job_id]
     first = h.wait_run(job_id, 1, ended=True)
     assert first.succeeded, "the first run finished while its worker was frozen"
 
@@ -336,7 +339,7 @@ def test_frozen_worker_whose_run_succeeded_meanwhile_cannot_overturn_the_second_
     assert all(code is None for _, code in seen), seen
     # it has been beating again since (and dropped the stale outcome: silently, as its slot is gone)
     wait_until(lambda: any(w.id == first_id and w.last_heartbeat > resumed_at + 2 * HEARTBEAT
-                           for w in h.q.store.list_workers()), 5, message="the first worker resumed")
+                           for w in worker_service.list_workers(h.q.store)), 5, message="the first worker resumed")
     assert h.q.job(job_id) == job, "the resumed worker changed the job"
     h.stop(first_worker)
     h.stop(second_worker)
@@ -624,7 +627,7 @@ def test_absurd_numbers_are_refused_with_one_line_naming_the_value(h: Harness) -
         (("enqueue", '{"command": "true", "max_retries": 1e309}'), "inf"),
         (("enqueue", '{"command": "true", "priority": NaN}'), "nan"),
     ]
-    before = h.q.store.config_values()
+    before = config_service.config_values(h.q.store)
     forked = run_cli_concurrently(h, [list(args) for args, _ in cases])
     real = [subprocess.Popen([sys.executable, "-m", "queuectl", *args], env=h.q.env, cwd=h.root,
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -636,7 +639,7 @@ def test_absurd_numbers_are_refused_with_one_line_naming_the_value(h: Harness) -
         assert out == "" and "Traceback" not in err, described
         assert len(err.splitlines()) == 1 and err.startswith("queuectl: error: "), described
         assert named in err, described
-    assert h.q.store.config_values() == before
+    assert config_service.config_values(h.q.store) == before
     assert h.q.counts() == {}
     h.check()
 

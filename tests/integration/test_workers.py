@@ -15,6 +15,8 @@ from typing import Iterator
 
 import pytest
 
+from queuectl.service import workers as worker_service
+
 from .conftest import Queue, pid_alive, read_pid, wait_until
 
 FAST = {"heartbeat": 0.2, "lease": 1}  # heartbeat first: it must stay <= lease / 2
@@ -346,7 +348,7 @@ def test_second_sigterm_hurries_and_kill_grace_ends_stubborn_job(queue: Queue, t
     assert job_pid is not None
 
     sup.send_signal(signal.SIGTERM)
-    wait_until(lambda: [w.state for w in queue.store.list_workers()] == ["stopping"], 5,
+    wait_until(lambda: [w.state for w in worker_service.list_workers(queue.store)] == ["stopping"], 5,
                message=lambda: f"the worker stopping after the first signal\n{queue.logs()}")
     assert sup.poll() is None and pid_alive(job_pid), "the first signal must let the job run on"
     assert queue.state(job_id) == "processing"

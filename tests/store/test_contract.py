@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from queuectl.core import lifecycle
 from queuectl.core.config import RuntimeConfig
 from queuectl.core.errors import Conflict, InvalidInput, NotFound
 from queuectl.core.models import (
@@ -32,7 +33,10 @@ from queuectl.core.models import (
     Schedule,
     WorkerInfo,
 )
-from queuectl.service import jobs as service
+from queuectl.service import config as config_service
+from queuectl.service import queues as queue_service
+from queuectl.service import schedules as schedule_service
+from queuectl.service import workers as worker_service
 from queuectl.store.base import Store
 from queuectl.store.sql.sqlite import SqliteStore
 
@@ -73,11 +77,11 @@ def settle(store: Store, job: Job, state: str, at: float, **outcome: Any) -> Job
 
     The job must be the first eligible one of its queue. ``outcome`` overrides Outcome fields.
     """
-    store.enqueue(job)
+    lifecycle.enqueue_job(store, job)
     claimed = claim_one(store, "setup-worker", [job.queue], now=job.run_at)
     assert claimed.id == job.id, "settle() needs its job to be first in its queue"
     if state == CANCELLED:
-        return store.cancel(job.id, at)
+        return lifecycle.cancel(store, job.id, at)
     fields: dict[str, Any] = {
         "exit_code": 0 if state == COMPLETED else 1,
         "duration": at - job.run_at,
@@ -85,7 +89,7 @@ def settle(store: Store, job: Job, state: str, at: float, **outcome: Any) -> Job
         "last_error": None if state == COMPLETED else "exit code 1",
     }
     fields.update(outcome)
-    assert store.finish(lease_of(claimed), Outcome(state, at, **fields))
+    assert lifecycle.finish(store, lease_of(claimed), Outcome(state, at, **fields))
     settled = job_of(store, job.id)
     assert settled.state == state
     return settled
@@ -114,10 +118,10 @@ def test_enqueue_many_inserts_every_job_and_returns_the_count(store: Store, make
     jobs = [make_job("a", created_at=NOW), make_job("b", created_at=NOW + 1),
             make_job("c", created_at=NOW + 2)]
 
-    assert store.enqueue_many(jobs) == 3
+    assert lifecycle.enqueue(store, jobs) == 3
 
     assert sorted(ids(store.list_jobs())) == ["a", "b", "c"]
-    assert store.enqueue_many([]) == 0
+    assert lifecycle.enqueue(store, []) == 0
 
 
 def test_a_job_reads_back_exactly_as_enqueued(store: Store, make_job: MakeJob) -> None:
@@ -126,16 +130,16 @@ def test_a_job_reads_back_exactly_as_enqueued(store: Store, make_job: MakeJob) -
         timeout=12.5, cwd="/srv/app", env={"GREETING": "héllo", "EMPTY": ""}, created_at=NOW,
         run_at=NOW + 3600.0,
     )
-    store.enqueue(job)
+    lifecycle.enqueue_job(store, job)
 
     assert job_of(store, "full") == job
 
 
 def test_enqueue_of_an_existing_id_is_a_conflict(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("same", command="echo first"))
+    lifecycle.enqueue_job(store, make_job("same", command="echo first"))
 
     with pytest.raises(Conflict, match="same"):
-        store.enqueue(make_job("same", command="echo second"))
+        lifecycle.enqueue_job(store, make_job("same", command="echo second"))
 
     assert job_of(store, "same").command == "echo first"
 
@@ -144,12 +148,12 @@ def test_enqueue_many_with_a_duplicate_in_the_middle_inserts_nothing(
     store: Store, make_job: MakeJob
 ) -> None:
     # Given an existing job "dup"
-    store.enqueue(make_job("dup", created_at=NOW - 10))
+    lifecycle.enqueue_job(store, make_job("dup", created_at=NOW - 10))
     # When a batch holding "dup" between two new jobs is enqueued
     batch = [make_job("new-1", created_at=NOW), make_job("dup", created_at=NOW + 1),
              make_job("new-2", created_at=NOW + 2)]
     with pytest.raises(Conflict, match="dup"):
-        store.enqueue_many(batch)
+        lifecycle.enqueue(store, batch)
     # Then none of the batch is there, before or after the duplicate
     assert store.get("new-1") is None
     assert store.get("new-2") is None
@@ -161,7 +165,7 @@ def test_enqueue_many_with_the_same_id_twice_in_the_batch_inserts_nothing(
     store: Store, make_job: MakeJob
 ) -> None:
     with pytest.raises(Conflict, match="twice"):
-        store.enqueue_many([make_job("twice"), make_job("other"), make_job("twice")])
+        lifecycle.enqueue(store, [make_job("twice"), make_job("other"), make_job("twice")])
 
     assert store.list_jobs() == []
 
@@ -176,13 +180,13 @@ def test_enqueue_many_when_the_iterable_raises_midway_inserts_nothing(
         raise ValueError("line 3: malformed JSON")
 
     with pytest.raises(ValueError, match="malformed"):
-        store.enqueue_many(jobs())
+        lifecycle.enqueue(store, jobs())
 
     assert store.list_jobs() == []
     assert store.counts() == {}
     assert store.claim("w1", None, NOW + 10_000, LEASE) == []
     # the store is still usable (no transaction or lock left behind)
-    assert store.enqueue_many([make_job("after")]) == 1
+    assert lifecycle.enqueue(store, [make_job("after")]) == 1
 
 
 def test_jobs_of_an_unfinished_enqueue_cannot_be_seen_or_claimed(store: Store, make_job: MakeJob) -> None:
@@ -199,7 +203,7 @@ def test_jobs_of_an_unfinished_enqueue_cannot_be_seen_or_claimed(store: Store, m
         yield make_job("last", created_at=NOW + 5000)
 
     # When it completes
-    assert store.enqueue_many(jobs()) == 1201
+    assert lifecycle.enqueue(store, jobs()) == 1201
     # Then nothing was visible midway, and everything is afterwards
     assert seen[0] == ({}, [], None)
     assert seen[1:] in ([], [[]])
@@ -219,18 +223,18 @@ def test_enqueue_many_wakes_idle_workers_once_after_the_commit(store: Store, mak
     sqlite = isinstance(store, SqliteStore)
     try:
         # Given an idle worker's waker, drained after a first job
-        store.enqueue(make_job("existing"))
+        lifecycle.enqueue_job(store, make_job("existing"))
         assert _wait_readable(waker.fileno(), 5.0)
         if not sqlite:
             time.sleep(0.2)  # a change stream may deliver one event per inserted document
         waker.drain()
         # When a batch is refused, nobody is woken (SQLite: nothing was committed)
         with pytest.raises(Conflict):
-            store.enqueue_many([make_job("new"), make_job("existing")])
+            lifecycle.enqueue(store, [make_job("new"), make_job("existing")])
         if sqlite:
             assert not _wait_readable(waker.fileno(), 0.2)
         # When a batch is committed, the worker is woken: once for the batch, not once per job
-        store.enqueue_many([make_job(f"j{n}") for n in range(3)])
+        lifecycle.enqueue(store, [make_job(f"j{n}") for n in range(3)])
         assert _wait_readable(waker.fileno(), 5.0)
         if sqlite:
             assert waker.drain() == b"!"
@@ -247,7 +251,7 @@ def test_get_does_not_see_a_job_of_an_unfinished_enqueue(store: Store, make_job:
             yield make_job(f"bulk-{n}", created_at=NOW + n)
         seen.append(observer.get("bulk-0"))
 
-    store.enqueue_many(jobs())
+    lifecycle.enqueue(store, jobs())
 
     assert seen == [None]
     if observer is not store:
@@ -258,7 +262,7 @@ def test_get_does_not_see_a_job_of_an_unfinished_enqueue(store: Store, make_job:
 
 
 def test_claim_hands_the_job_to_the_worker_under_a_lease(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("a", created_at=NOW - 10))
+    lifecycle.enqueue_job(store, make_job("a", created_at=NOW - 10))
 
     [job] = store.claim("w1", None, NOW, LEASE)
 
@@ -273,7 +277,7 @@ def test_claim_hands_the_job_to_the_worker_under_a_lease(store: Store, make_job:
 
 
 def test_claim_skips_a_job_whose_run_at_is_in_the_future(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("later", run_at=NOW + 60))
+    lifecycle.enqueue_job(store, make_job("later", run_at=NOW + 60))
 
     assert store.claim("w1", None, NOW, LEASE) == []
     assert store.claim("w1", None, NOW + 59.9, LEASE) == []
@@ -282,7 +286,7 @@ def test_claim_skips_a_job_whose_run_at_is_in_the_future(store: Store, make_job:
 
 def test_claim_order_is_priority_then_enqueue_time(store: Store, make_job: MakeJob) -> None:
     # Given jobs enqueued in an order unrelated to the claim order
-    store.enqueue_many([
+    lifecycle.enqueue(store, [
         make_job("low-old", priority=0, created_at=NOW - 9),
         make_job("high-new", priority=5, created_at=NOW - 5),
         make_job("mid", priority=1, created_at=NOW - 8),
@@ -299,7 +303,7 @@ def test_claim_order_is_priority_then_enqueue_time(store: Store, make_job: MakeJ
 
 
 def test_claim_with_a_limit_takes_the_first_jobs_in_claim_order(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([make_job(f"p{p}", priority=p, created_at=NOW - p) for p in range(5)])
+    lifecycle.enqueue(store, [make_job(f"p{p}", priority=p, created_at=NOW - p) for p in range(5)])
 
     first = store.claim("w1", None, NOW, LEASE, limit=3)
     rest = store.claim("w2", None, NOW, LEASE, limit=10)
@@ -314,7 +318,7 @@ def test_claim_with_a_limit_takes_the_first_jobs_in_claim_order(store: Store, ma
 def test_claim_follows_the_order_of_the_queue_list_before_priority(
     store: Store, make_job: MakeJob
 ) -> None:
-    store.enqueue_many([
+    lifecycle.enqueue(store, [
         make_job("bulk-job", queue="bulk", priority=100, created_at=NOW - 100),
         make_job("urgent-job", queue="urgent", priority=0, created_at=NOW - 1),
         make_job("other-job", queue="other", priority=1000, created_at=NOW - 200),
@@ -329,7 +333,7 @@ def test_claim_follows_the_order_of_the_queue_list_before_priority(
 
 
 def test_claim_without_queues_takes_from_any_queue_by_priority(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([
+    lifecycle.enqueue(store, [
         make_job("a-low", queue="a", priority=1, created_at=NOW - 3),
         make_job("b-high", queue="b", priority=9, created_at=NOW - 2),
         make_job("c-mid", queue="c", priority=5, created_at=NOW - 1),
@@ -339,7 +343,7 @@ def test_claim_without_queues_takes_from_any_queue_by_priority(store: Store, mak
 
 
 def test_claim_with_a_limit_fills_from_the_queues_in_order(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([
+    lifecycle.enqueue(store, [
         make_job("a-1", queue="a", priority=0, created_at=NOW - 1),
         make_job("b-top", queue="b", priority=9, created_at=NOW - 3),
         make_job("b-next", queue="b", priority=0, created_at=NOW - 2),
@@ -352,7 +356,7 @@ def test_claim_with_a_limit_fills_from_the_queues_in_order(store: Store, make_jo
 
 
 def test_claim_returns_its_jobs_in_claim_order_across_queues(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([
+    lifecycle.enqueue(store, [
         make_job("a-1", queue="a", priority=0, created_at=NOW - 1),
         make_job("b-top", queue="b", priority=9, created_at=NOW - 3),
     ])
@@ -362,14 +366,14 @@ def test_claim_returns_its_jobs_in_claim_order_across_queues(store: Store, make_
 
 def test_a_paused_queue_is_skipped_until_resumed(store: Store, make_job: MakeJob) -> None:
     # Given a paused queue "a" holding the best job, and an active queue "b"
-    store.enqueue_many([
+    lifecycle.enqueue(store, [
         make_job("a-job", queue="a", priority=9, created_at=NOW - 9),
         make_job("b-1", queue="b", created_at=NOW - 2),
         make_job("b-2", queue="b", created_at=NOW - 1),
     ])
-    store.set_paused("a", True)
-    store.set_paused("a", True)  # idempotent
-    assert store.paused_queues() == {"a"}
+    queue_service.set_paused(store, "a", True)
+    queue_service.set_paused(store, "a", True)  # idempotent
+    assert queue_service.paused_queues(store) == {"a"}
 
     # Then no claim takes from "a", whether named or not
     assert store.claim("w1", ["a"], NOW, LEASE) == []
@@ -378,13 +382,13 @@ def test_a_paused_queue_is_skipped_until_resumed(store: Store, make_job: MakeJob
     assert job_of(store, "a-job").state == PENDING
 
     # When "a" is resumed, its job is claimable again
-    store.set_paused("a", False)
-    assert store.paused_queues() == set()
+    queue_service.set_paused(store, "a", False)
+    assert queue_service.paused_queues(store) == set()
     assert ids(store.claim("w1", ["a"], NOW, LEASE)) == ["a-job"]
 
 
 def test_a_claimed_job_is_not_claimed_again(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("once"))
+    lifecycle.enqueue_job(store, make_job("once"))
     claim_one(store, "w1")
 
     assert store.claim("w2", None, NOW, LEASE) == []
@@ -414,17 +418,17 @@ def test_finished_jobs_are_never_claimed(store: Store, make_job: MakeJob) -> Non
 
 
 def test_heartbeat_extends_the_lease_and_saves_output(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("long"))
+    lifecycle.enqueue_job(store, make_job("long"))
     job = claim_one(store, "w1")
 
-    assert store.heartbeat("w1", [(lease_of(job), "line 1\n")], NOW + 20, LEASE) == set()
+    assert lifecycle.heartbeat(store, "w1", [(lease_of(job), "line 1\n")], NOW + 20, LEASE) == set()
     after = job_of(store, "long")
     assert after.lease_expires_at == NOW + 20 + LEASE
     assert after.output == "line 1\n"
     assert store.expired(NOW + LEASE + 1) == []  # the original lease end has passed
 
     # no output this time: what was saved stays
-    assert store.heartbeat("w1", [(lease_of(job), None)], NOW + 25, LEASE) == set()
+    assert lifecycle.heartbeat(store, "w1", [(lease_of(job), None)], NOW + 25, LEASE) == set()
     after = job_of(store, "long")
     assert after.lease_expires_at == NOW + 25 + LEASE
     assert after.output == "line 1\n"
@@ -432,23 +436,23 @@ def test_heartbeat_extends_the_lease_and_saves_output(store: Store, make_job: Ma
 
 
 def test_heartbeat_without_beats_does_nothing(store: Store) -> None:
-    assert store.heartbeat("w1", [], NOW, LEASE) == set()
+    assert lifecycle.heartbeat(store, "w1", [], NOW, LEASE) == set()
 
 
 def test_heartbeat_reports_cancelled_finished_and_unknown_jobs_as_lost(
     store: Store, make_job: MakeJob
 ) -> None:
     # Given four jobs held by w1: one kept, one cancelled, one finished; and one id never enqueued
-    store.enqueue_many([make_job(name, created_at=NOW - n)
+    lifecycle.enqueue(store, [make_job(name, created_at=NOW - n)
                         for n, name in enumerate(["held", "cancelled", "finished"])])
     held = {job.id: job for job in store.claim("w1", None, NOW, LEASE, limit=3)}
-    store.cancel("cancelled", NOW + 1)
-    assert store.finish(lease_of(held["finished"]), Outcome(COMPLETED, NOW + 2, exit_code=0))
+    lifecycle.cancel(store, "cancelled", NOW + 1)
+    assert lifecycle.finish(store, lease_of(held["finished"]), Outcome(COMPLETED, NOW + 2, exit_code=0))
     beats: list[tuple[Lease, str | None]] = [(lease_of(job), "out") for job in held.values()]
     beats.append((Lease("ghost", "w1", 1), "out"))
 
     # When w1 heartbeats them all
-    lost = store.heartbeat("w1", beats, NOW + 10, LEASE)
+    lost = lifecycle.heartbeat(store, "w1", beats, NOW + 10, LEASE)
 
     # Then all but the held one are lost, and nothing was written to them
     assert lost == {"cancelled", "finished", "ghost"}
@@ -463,31 +467,31 @@ def test_heartbeat_of_a_recovered_and_retaken_job_is_lost_for_the_old_lease(
     store: Store, make_job: MakeJob
 ) -> None:
     # Given w1's lease on "j" expired, the job was recovered and w2 took it (attempt 2)
-    store.enqueue(make_job("j", max_retries=3))
+    lifecycle.enqueue_job(store, make_job("j", max_retries=3))
     old = claim_one(store, "w1", lease=5)
-    assert service.recover_expired(store, RuntimeConfig(backoff_base=2), NOW + 10) == ["j"]
-    assert store.heartbeat("w1", [(lease_of(old), "late output")], NOW + 11, LEASE) == {"j"}
+    assert lifecycle.recover_expired(store, RuntimeConfig(backoff_base=2), NOW + 10) == ["j"]
+    assert lifecycle.heartbeat(store, "w1", [(lease_of(old), "late output")], NOW + 11, LEASE) == {"j"}
     new = claim_one(store, "w2", now=NOW + 12)  # run_at = NOW + 10 + 2**1
     assert (new.attempts, new.lease_expires_at) == (2, NOW + 12 + LEASE)
 
     # Then beats on the old attempt, or on the right attempt under the wrong worker, are lost
-    assert store.heartbeat("w1", [(lease_of(old), "late output")], NOW + 13, LEASE) == {"j"}
-    assert store.heartbeat("w1", [(Lease("j", "w1", 2), "late output")], NOW + 13, LEASE) == {"j"}
-    assert store.heartbeat("w2", [(Lease("j", "w2", 3), "late output")], NOW + 13, LEASE) == {"j"}
+    assert lifecycle.heartbeat(store, "w1", [(lease_of(old), "late output")], NOW + 13, LEASE) == {"j"}
+    assert lifecycle.heartbeat(store, "w1", [(Lease("j", "w1", 2), "late output")], NOW + 13, LEASE) == {"j"}
+    assert lifecycle.heartbeat(store, "w2", [(Lease("j", "w2", 3), "late output")], NOW + 13, LEASE) == {"j"}
     job = job_of(store, "j")
     assert (job.locked_by, job.attempts, job.lease_expires_at) == ("w2", 2, NOW + 12 + LEASE)
     assert job.output is None
     # and the current holder's beat holds
-    assert store.heartbeat("w2", [(lease_of(new), "fresh")], NOW + 14, LEASE) == set()
+    assert lifecycle.heartbeat(store, "w2", [(lease_of(new), "fresh")], NOW + 14, LEASE) == set()
     assert job_of(store, "j").output == "fresh"
 
 
 def test_heartbeat_of_many_jobs_reports_only_the_lost_ones(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([make_job(f"j{n}", created_at=NOW - n) for n in range(3)])
+    lifecycle.enqueue(store, [make_job(f"j{n}", created_at=NOW - n) for n in range(3)])
     jobs = store.claim("w1", None, NOW, LEASE, limit=3)
-    store.cancel("j1", NOW + 1)
+    lifecycle.cancel(store, "j1", NOW + 1)
 
-    lost = store.heartbeat("w1", [(lease_of(job), f"out {job.id}") for job in jobs], NOW + 5, LEASE)
+    lost = lifecycle.heartbeat(store, "w1", [(lease_of(job), f"out {job.id}") for job in jobs], NOW + 5, LEASE)
 
     assert lost == {"j1"}
     for kept in ("j0", "j2"):
@@ -499,11 +503,11 @@ def test_heartbeat_of_many_jobs_reports_only_the_lost_ones(store: Store, make_jo
 
 
 def test_finish_records_a_completed_attempt(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("ok"))
+    lifecycle.enqueue_job(store, make_job("ok"))
     job = claim_one(store)
-    store.heartbeat("w1", [(lease_of(job), "partial")], NOW + 2, LEASE)
+    lifecycle.heartbeat(store, "w1", [(lease_of(job), "partial")], NOW + 2, LEASE)
 
-    assert store.finish(lease_of(job), Outcome(COMPLETED, NOW + 5, exit_code=0, output="hi\n",
+    assert lifecycle.finish(store, lease_of(job), Outcome(COMPLETED, NOW + 5, exit_code=0, output="hi\n",
                                                duration=4.5))
 
     done = job_of(store, "ok")
@@ -515,20 +519,20 @@ def test_finish_records_a_completed_attempt(store: Store, make_job: MakeJob) -> 
 
 
 def test_finish_without_output_keeps_the_output_saved_by_heartbeats(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("ok"))
+    lifecycle.enqueue_job(store, make_job("ok"))
     job = claim_one(store)
-    store.heartbeat("w1", [(lease_of(job), "so far")], NOW + 2, LEASE)
+    lifecycle.heartbeat(store, "w1", [(lease_of(job), "so far")], NOW + 2, LEASE)
 
-    assert store.finish(lease_of(job), Outcome(COMPLETED, NOW + 5, exit_code=0))
+    assert lifecycle.finish(store, lease_of(job), Outcome(COMPLETED, NOW + 5, exit_code=0))
 
     assert job_of(store, "ok").output == "so far"
 
 
 def test_finish_records_a_failed_attempt_for_a_later_retry(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("bad"))
+    lifecycle.enqueue_job(store, make_job("bad"))
     job = claim_one(store)
 
-    assert store.finish(lease_of(job), Outcome(FAILED, NOW + 3, run_at=NOW + 13, exit_code=2,
+    assert lifecycle.finish(store, lease_of(job), Outcome(FAILED, NOW + 3, run_at=NOW + 13, exit_code=2,
                                                last_error="exit code 2", duration=3.0))
 
     failed = job_of(store, "bad")
@@ -539,10 +543,10 @@ def test_finish_records_a_failed_attempt_for_a_later_retry(store: Store, make_jo
 
 
 def test_finish_can_hand_a_job_back_undoing_the_attempt(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("handed-back"))
+    lifecycle.enqueue_job(store, make_job("handed-back"))
     job = claim_one(store)
 
-    assert store.finish(lease_of(job), Outcome(PENDING, NOW + 1, attempts=0))
+    assert lifecycle.finish(store, lease_of(job), Outcome(PENDING, NOW + 1, attempts=0))
 
     back = job_of(store, "handed-back")
     assert (back.state, back.attempts, back.locked_by, back.finished_at) == (PENDING, 0, None, None)
@@ -550,45 +554,45 @@ def test_finish_can_hand_a_job_back_undoing_the_attempt(store: Store, make_job: 
 
 
 def test_finish_is_fenced_on_the_worker_and_attempt(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("j"))
+    lifecycle.enqueue_job(store, make_job("j"))
     job = claim_one(store, "w1")
     before = job_of(store, "j")
     outcome = Outcome(COMPLETED, NOW + 5, exit_code=0, output="not mine")
 
-    assert store.finish(Lease("j", "w2", 1), outcome) is False  # wrong worker
-    assert store.finish(Lease("j", "w1", 2), outcome) is False  # an attempt not made yet
-    assert store.finish(Lease("ghost", "w1", 1), outcome) is False  # unknown job
+    assert lifecycle.finish(store, Lease("j", "w2", 1), outcome) is False  # wrong worker
+    assert lifecycle.finish(store, Lease("j", "w1", 2), outcome) is False  # an attempt not made yet
+    assert lifecycle.finish(store, Lease("ghost", "w1", 1), outcome) is False  # unknown job
     assert job_of(store, "j") == before
 
-    assert store.finish(lease_of(job), Outcome(COMPLETED, NOW + 6, exit_code=0, output="mine"))
-    assert store.finish(lease_of(job), Outcome(FAILED, NOW + 7, run_at=NOW + 8)) is False  # twice
+    assert lifecycle.finish(store, lease_of(job), Outcome(COMPLETED, NOW + 6, exit_code=0, output="mine"))
+    assert lifecycle.finish(store, lease_of(job), Outcome(FAILED, NOW + 7, run_at=NOW + 8)) is False  # twice
     done = job_of(store, "j")
     assert (done.state, done.output, done.finished_at) == (COMPLETED, "mine", NOW + 6)
 
 
 def test_finish_of_a_stale_attempt_writes_nothing(store: Store, make_job: MakeJob) -> None:
     # Given w1's attempt 1 was recovered and w2 now runs attempt 2
-    store.enqueue(make_job("j", max_retries=3))
+    lifecycle.enqueue_job(store, make_job("j", max_retries=3))
     old = claim_one(store, "w1", lease=5)
-    service.recover_expired(store, RuntimeConfig(backoff_base=2), NOW + 10)
+    lifecycle.recover_expired(store, RuntimeConfig(backoff_base=2), NOW + 10)
     new = claim_one(store, "w2", now=NOW + 12)
     before = job_of(store, "j")
 
     # When w1 (the presumed-dead worker) reports its result late
-    late = store.finish(lease_of(old), Outcome(COMPLETED, NOW + 13, exit_code=0, output="late"))
+    late = lifecycle.finish(store, lease_of(old), Outcome(COMPLETED, NOW + 13, exit_code=0, output="late"))
 
     # Then it is refused and attempt 2 is untouched
     assert late is False
     assert job_of(store, "j") == before
-    assert store.finish(lease_of(new), Outcome(COMPLETED, NOW + 14, exit_code=0))
+    assert lifecycle.finish(store, lease_of(new), Outcome(COMPLETED, NOW + 14, exit_code=0))
 
 
 def test_finish_of_a_cancelled_job_is_refused(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("j"))
+    lifecycle.enqueue_job(store, make_job("j"))
     job = claim_one(store)
-    store.cancel("j", NOW + 1)
+    lifecycle.cancel(store, "j", NOW + 1)
 
-    assert store.finish(lease_of(job), Outcome(COMPLETED, NOW + 2, exit_code=0, output="x")) is False
+    assert lifecycle.finish(store, lease_of(job), Outcome(COMPLETED, NOW + 2, exit_code=0, output="x")) is False
 
     after = job_of(store, "j")
     assert (after.state, after.output, after.exit_code) == (CANCELLED, None, None)
@@ -597,15 +601,15 @@ def test_finish_of_a_cancelled_job_is_refused(store: Store, make_job: MakeJob) -
 def test_finish_with_expired_before_requires_the_lease_to_have_ended(
     store: Store, make_job: MakeJob
 ) -> None:
-    store.enqueue(make_job("j"))
+    lifecycle.enqueue_job(store, make_job("j"))
     job = claim_one(store, lease=LEASE)  # lease ends at NOW + 30
     before = job_of(store, "j")
     recovered = Outcome(FAILED, NOW + 40, run_at=NOW + 42, last_error="lease expired")
 
-    assert store.finish(lease_of(job), recovered, expired_before=NOW + LEASE - 0.1) is False
+    assert lifecycle.finish(store, lease_of(job), recovered, expired_before=NOW + LEASE - 0.1) is False
     assert job_of(store, "j") == before
 
-    assert store.finish(lease_of(job), recovered, expired_before=NOW + LEASE) is True  # <=
+    assert lifecycle.finish(store, lease_of(job), recovered, expired_before=NOW + LEASE) is True  # <=
     assert job_of(store, "j").state == FAILED
 
 
@@ -615,7 +619,7 @@ def test_finish_with_expired_before_requires_the_lease_to_have_ended(
 def test_expired_lists_processing_jobs_whose_lease_ended(store: Store, make_job: MakeJob) -> None:
     # Given leases ending at NOW+30 and NOW+60, and jobs that are not processing
     settle(store, make_job("done", queue="q0", created_at=NOW - 50), COMPLETED, at=NOW - 40)
-    store.enqueue_many([
+    lifecycle.enqueue(store, [
         make_job("short", queue="q1", created_at=NOW - 3),
         make_job("long", queue="q2", created_at=NOW - 2),
         make_job("waiting", queue="q3", created_at=NOW - 1, run_at=NOW + 10_000),
@@ -635,9 +639,9 @@ def test_expired_lists_processing_jobs_whose_lease_ended(store: Store, make_job:
 
 
 def test_cancel_a_pending_job(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("j"))
+    lifecycle.enqueue_job(store, make_job("j"))
 
-    cancelled = store.cancel("j", NOW + 5)
+    cancelled = lifecycle.cancel(store, "j", NOW + 5)
 
     assert (cancelled.id, cancelled.state, cancelled.finished_at) == ("j", CANCELLED, NOW + 5)
     assert job_of(store, "j") == cancelled
@@ -647,18 +651,18 @@ def test_cancel_a_pending_job(store: Store, make_job: MakeJob) -> None:
 def test_cancel_a_failed_job_waiting_for_its_retry(store: Store, make_job: MakeJob) -> None:
     settle(store, make_job("j"), FAILED, at=NOW + 1, run_at=NOW + 5)
 
-    assert store.cancel("j", NOW + 2).state == CANCELLED
+    assert lifecycle.cancel(store, "j", NOW + 2).state == CANCELLED
     assert store.claim("w1", None, NOW + 10, LEASE) == []
 
 
 def test_cancel_a_processing_job_makes_its_worker_lose_it(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("j"))
+    lifecycle.enqueue_job(store, make_job("j"))
     job = claim_one(store, "w1")
 
-    cancelled = store.cancel("j", NOW + 5)
+    cancelled = lifecycle.cancel(store, "j", NOW + 5)
 
     assert (cancelled.state, cancelled.locked_by, cancelled.lease_expires_at) == (CANCELLED, None, None)
-    assert store.heartbeat("w1", [(lease_of(job), "out")], NOW + 6, LEASE) == {"j"}
+    assert lifecycle.heartbeat(store, "w1", [(lease_of(job), "out")], NOW + 6, LEASE) == {"j"}
     assert store.expired(NOW + 10_000) == []  # nothing for recovery to take back
     assert job_of(store, "j").state == CANCELLED
 
@@ -668,14 +672,14 @@ def test_cancel_a_finished_job_is_a_conflict(store: Store, make_job: MakeJob, st
     before = settle(store, make_job("j"), state, at=NOW + 1)
 
     with pytest.raises(Conflict, match="j"):
-        store.cancel("j", NOW + 2)
+        lifecycle.cancel(store, "j", NOW + 2)
 
     assert job_of(store, "j") == before
 
 
 def test_cancel_an_unknown_job_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound, match="nope"):
-        store.cancel("nope", NOW)
+        lifecycle.cancel(store, "nope", NOW)
 
 
 # --- retry_dead ---------------------------------------------------------------------------------
@@ -685,7 +689,7 @@ def test_retry_dead_moves_one_dead_job_back_to_pending(store: Store, make_job: M
     settle(store, make_job("dead-1", queue="q1"), DEAD, at=NOW + 1)
     settle(store, make_job("dead-2", queue="q2"), DEAD, at=NOW + 1)
 
-    assert store.retry_dead("dead-1", NOW + 100) == 1
+    assert lifecycle.retry_dead(store, "dead-1", NOW + 100) == 1
 
     job = job_of(store, "dead-1")
     assert (job.state, job.attempts, job.run_at, job.finished_at) == (PENDING, 0, NOW + 100, None)
@@ -699,15 +703,15 @@ def test_retry_dead_without_an_id_retries_every_dead_job(store: Store, make_job:
     settle(store, make_job("dead-2", queue="q2"), DEAD, at=NOW + 1)
     settle(store, make_job("done", queue="q3"), COMPLETED, at=NOW + 1)
 
-    assert store.retry_dead(None, NOW + 100) == 2
+    assert lifecycle.retry_dead(store, None, NOW + 100) == 2
 
     assert [job_of(store, i).state for i in ("dead-1", "dead-2", "done")] == [PENDING, PENDING, COMPLETED]
-    assert store.retry_dead(None, NOW + 200) == 0
+    assert lifecycle.retry_dead(store, None, NOW + 200) == 0
 
 
 def test_retry_dead_of_an_unknown_job_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound, match="nope"):
-        store.retry_dead("nope", NOW)
+        lifecycle.retry_dead(store, "nope", NOW)
 
 
 @pytest.mark.parametrize("state", [PENDING, FAILED, COMPLETED, CANCELLED])
@@ -716,13 +720,13 @@ def test_retry_dead_of_a_job_that_is_not_dead_is_a_conflict(
 ) -> None:
     job = make_job("j")
     if state == PENDING:
-        store.enqueue(job)
+        lifecycle.enqueue_job(store, job)
     else:
         settle(store, job, state, NOW + 1)
     before = job_of(store, "j")
 
     with pytest.raises(Conflict, match="j"):
-        store.retry_dead("j", NOW + 2)
+        lifecycle.retry_dead(store, "j", NOW + 2)
 
     assert job_of(store, "j") == before
 
@@ -730,9 +734,9 @@ def test_retry_dead_of_a_job_that_is_not_dead_is_a_conflict(
 def test_retry_dead_twice_retries_once(store: Store, make_job: MakeJob) -> None:
     settle(store, make_job("j"), DEAD, at=NOW + 1)
 
-    assert store.retry_dead("j", NOW + 2) == 1
+    assert lifecycle.retry_dead(store, "j", NOW + 2) == 1
     with pytest.raises(Conflict):
-        store.retry_dead("j", NOW + 3)
+        lifecycle.retry_dead(store, "j", NOW + 3)
     assert job_of(store, "j").run_at == NOW + 2
 
 
@@ -743,7 +747,7 @@ def test_purge_deletes_only_the_given_states(store: Store, make_job: MakeJob) ->
     settle(store, make_job("done", queue="q1"), COMPLETED, at=NOW + 1)
     settle(store, make_job("dead", queue="q2"), DEAD, at=NOW + 1)
     settle(store, make_job("cancelled", queue="q3"), CANCELLED, at=NOW + 1)
-    store.enqueue_many([make_job("pending", queue="q4"), make_job("running", queue="q5")])
+    lifecycle.enqueue(store, [make_job("pending", queue="q4"), make_job("running", queue="q5")])
     claim_one(store, queues=["q5"])
 
     assert store.purge([DEAD]) == 1
@@ -773,7 +777,7 @@ def test_get_an_unknown_id_is_none(store: Store) -> None:
 
 
 def test_list_jobs_is_newest_first_and_limited(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([make_job(f"j{n}", created_at=NOW + n) for n in (3, 1, 5, 2, 4)])
+    lifecycle.enqueue(store, [make_job(f"j{n}", created_at=NOW + n) for n in (3, 1, 5, 2, 4)])
 
     assert ids(store.list_jobs()) == ["j5", "j4", "j3", "j2", "j1"]
     assert ids(store.list_jobs(limit=2)) == ["j5", "j4"]
@@ -782,7 +786,7 @@ def test_list_jobs_is_newest_first_and_limited(store: Store, make_job: MakeJob) 
 def test_list_jobs_filters_by_state_and_queue(store: Store, make_job: MakeJob) -> None:
     # Given jobs in queues a and b, in states pending, processing and completed
     settle(store, make_job("a-done", queue="a", created_at=NOW - 10), COMPLETED, at=NOW - 5)
-    store.enqueue_many([
+    lifecycle.enqueue(store, [
         make_job("a-run", queue="a", created_at=NOW - 4),
         make_job("a-wait", queue="a", created_at=NOW - 3, run_at=NOW + 1000),
         make_job("b-run", queue="b", created_at=NOW - 2),
@@ -803,7 +807,7 @@ def test_list_jobs_filters_by_state_and_queue(store: Store, make_job: MakeJob) -
 def test_counts_per_queue_and_state(store: Store, make_job: MakeJob) -> None:
     assert store.counts() == {}
     settle(store, make_job("b-done", queue="b"), COMPLETED, at=NOW + 1)
-    store.enqueue_many([make_job(f"a{n}", queue="a", created_at=NOW - n) for n in range(3)])
+    lifecycle.enqueue(store, [make_job(f"a{n}", queue="a", created_at=NOW - n) for n in range(3)])
     claim_one(store, queues=["a"])
 
     assert store.counts() == {"a": {PENDING: 2, PROCESSING: 1}, "b": {COMPLETED: 1}}
@@ -826,8 +830,8 @@ def test_throughput_counts_ended_attempts_per_bucket(store: Store, make_job: Mak
     settle(store, make_job("d", queue="q6"), DEAD, at=1290.0)
     settle(store, make_job("twice", queue="q7", max_retries=5), FAILED, at=1215.0, run_at=1216.0)
     again = claim_one(store, queues=["q7"], now=1216.0)
-    assert store.finish(lease_of(again), Outcome(FAILED, 1280.0, run_at=1300.0, last_error="x"))
-    store.enqueue(make_job("pending", queue="q8"))
+    assert lifecycle.finish(store, lease_of(again), Outcome(FAILED, 1280.0, run_at=1300.0, last_error="x"))
+    lifecycle.enqueue_job(store, make_job("pending", queue="q8"))
 
     result = store.throughput(since=1200.0, bucket=60.0)
 
@@ -841,7 +845,7 @@ def test_recent_failures_are_failed_and_dead_jobs_latest_first(store: Store, mak
     settle(store, make_job("f-new", queue="q3"), FAILED, at=NOW + 40)
     settle(store, make_job("ok", queue="q4"), COMPLETED, at=NOW + 50)
     settle(store, make_job("x", queue="q5"), CANCELLED, at=NOW + 60)
-    store.enqueue(make_job("pending", queue="q6"))
+    lifecycle.enqueue_job(store, make_job("pending", queue="q6"))
 
     assert ids(store.recent_failures()) == ["f-new", "d", "f-old"]
     assert ids(store.recent_failures(limit=2)) == ["f-new", "d"]
@@ -867,7 +871,7 @@ def test_next_due_is_the_earliest_run_at_of_a_claimable_job(store: Store, make_j
     # Given: failed in b (retry at 1200), pending in a at 1500, and earlier non-claimable jobs
     settle(store, make_job("b-failed", queue="b"), FAILED, at=NOW + 1, run_at=1200.0)
     settle(store, make_job("c-done", queue="c"), COMPLETED, at=NOW + 1)
-    store.enqueue_many([make_job("a-later", queue="a", run_at=1500.0),
+    lifecycle.enqueue(store, [make_job("a-later", queue="a", run_at=1500.0),
                         make_job("d-running", queue="d", run_at=NOW)])
     claim_one(store, queues=["d"])
 
@@ -882,14 +886,14 @@ def test_next_due_is_the_earliest_run_at_of_a_claimable_job(store: Store, make_j
 
 
 def test_config_values_are_stored_strings(store: Store) -> None:
-    assert store.config_values() == {}
+    assert config_service.config_values(store) == {}
 
-    store.set_config("max-retries", "5")
-    store.set_config("lease", "60")
-    store.set_config("max-retries", "7")
+    config_service.set_config(store, "max-retries", "5")
+    config_service.set_config(store, "lease", "60")
+    config_service.set_config(store, "max-retries", "7")
 
-    assert store.config_values() == {"max-retries": "7", "lease": "60"}
-    assert service.load_config(store).max_retries == 7
+    assert config_service.config_values(store) == {"max-retries": "7", "lease": "60"}
+    assert config_service.load_config(store).max_retries == 7
 
 
 # --- workers ------------------------------------------------------------------------------------
@@ -897,82 +901,82 @@ def test_config_values_are_stored_strings(store: Store) -> None:
 
 def test_register_and_list_workers_newest_first(store: Store) -> None:
     old, new = worker_info("w-old", 100.0), worker_info("w-new", 200.0)
-    store.register_worker(old)
-    store.register_worker(new)
+    worker_service.register_worker(store, old)
+    worker_service.register_worker(store, new)
 
-    assert store.list_workers() == [new, old]
+    assert worker_service.list_workers(store) == [new, old]
 
 
 def test_register_worker_replaces_a_worker_with_the_same_id(store: Store) -> None:
-    store.register_worker(worker_info("w1", 100.0))
+    worker_service.register_worker(store, worker_info("w1", 100.0))
     replacement = worker_info("w1", 300.0, state="stopping")
 
-    store.register_worker(replacement)
+    worker_service.register_worker(store, replacement)
 
-    assert store.list_workers() == [replacement]
+    assert worker_service.list_workers(store) == [replacement]
 
 
 def test_beat_worker_records_the_beat_and_returns_the_stop_flag(store: Store) -> None:
-    store.register_worker(worker_info("w1", 100.0))
+    worker_service.register_worker(store, worker_info("w1", 100.0))
 
-    assert store.beat_worker("w1", 150.0, "running", ["j1", "j2"]) is False
-    [info] = store.list_workers()
+    assert worker_service.beat_worker(store, "w1", 150.0, "running", ["j1", "j2"]) is False
+    [info] = worker_service.list_workers(store)
     assert (info.last_heartbeat, info.state, info.current_jobs) == (150.0, "running", ["j1", "j2"])
 
-    assert store.request_stop() == 1
-    assert store.beat_worker("w1", 160.0, "stopping", []) is True
-    [info] = store.list_workers()
+    assert worker_service.request_stop(store) == 1
+    assert worker_service.beat_worker(store, "w1", 160.0, "stopping", []) is True
+    [info] = worker_service.list_workers(store)
     assert (info.last_heartbeat, info.state, info.current_jobs, info.stop_requested) == (
         160.0, "stopping", [], True)
 
 
 def test_beat_worker_of_an_unknown_worker_is_false(store: Store) -> None:
-    assert store.beat_worker("ghost", 150.0, "running", []) is False
-    assert store.list_workers() == []
+    assert worker_service.beat_worker(store, "ghost", 150.0, "running", []) is False
+    assert worker_service.list_workers(store) == []
 
 
 def test_request_stop_asks_running_workers_only(store: Store) -> None:
-    store.register_worker(worker_info("r1", 100.0))
-    store.register_worker(worker_info("r2", 101.0))
-    store.register_worker(worker_info("gone", 102.0, state="stopped"))
+    worker_service.register_worker(store, worker_info("r1", 100.0))
+    worker_service.register_worker(store, worker_info("r2", 101.0))
+    worker_service.register_worker(store, worker_info("gone", 102.0, state="stopped"))
 
-    assert store.request_stop(["r1"]) == 1
-    assert {w.id: w.stop_requested for w in store.list_workers()} == {
+    assert worker_service.request_stop(store, ["r1"]) == 1
+    assert {w.id: w.stop_requested for w in worker_service.list_workers(store)} == {
         "r1": True, "r2": False, "gone": False}
-    assert store.request_stop(["gone"]) == 0
-    assert store.request_stop(["r2", "ghost"]) == 1
-    assert {w.id: w.stop_requested for w in store.list_workers()} == {
+    assert worker_service.request_stop(store, ["gone"]) == 0
+    assert worker_service.request_stop(store, ["r2", "ghost"]) == 1
+    assert {w.id: w.stop_requested for w in worker_service.list_workers(store)} == {
         "r1": True, "r2": True, "gone": False}
 
 
 def test_request_stop_of_all_workers(store: Store) -> None:
-    store.register_worker(worker_info("r1", 100.0))
-    store.register_worker(worker_info("r2", 101.0, state="stopping"))
-    store.register_worker(worker_info("gone", 102.0, state="stopped"))
+    worker_service.register_worker(store, worker_info("r1", 100.0))
+    worker_service.register_worker(store, worker_info("r2", 101.0, state="stopping"))
+    worker_service.register_worker(store, worker_info("gone", 102.0, state="stopped"))
 
-    assert store.request_stop() == 2
+    assert worker_service.request_stop(store) == 2
 
-    assert store.beat_worker("r1", 110.0, "running", []) is True
-    assert store.beat_worker("r2", 110.0, "stopping", []) is True
+    assert worker_service.beat_worker(store, "r1", 110.0, "running", []) is True
+    assert worker_service.beat_worker(store, "r2", 110.0, "stopping", []) is True
 
 
 def test_request_stop_counts_a_worker_asked_before(store: Store) -> None:
-    store.register_worker(worker_info("r1", 100.0))
+    worker_service.register_worker(store, worker_info("r1", 100.0))
 
-    assert store.request_stop() == 1
-    assert store.request_stop() == 1  # still running, asked again
-    assert store.request_stop(["r1"]) == 1
+    assert worker_service.request_stop(store) == 1
+    assert worker_service.request_stop(store) == 1  # still running, asked again
+    assert worker_service.request_stop(store, ["r1"]) == 1
 
 
 def test_prune_workers_forgets_stopped_and_silent_workers(store: Store) -> None:
-    store.register_worker(worker_info("stopped", 100.0, state="stopped", last_heartbeat=990.0))
-    store.register_worker(worker_info("silent", 100.0, last_heartbeat=500.0))
-    store.register_worker(worker_info("alive", 100.0, last_heartbeat=990.0))
+    worker_service.register_worker(store, worker_info("stopped", 100.0, state="stopped", last_heartbeat=990.0))
+    worker_service.register_worker(store, worker_info("silent", 100.0, last_heartbeat=500.0))
+    worker_service.register_worker(store, worker_info("alive", 100.0, last_heartbeat=990.0))
 
-    assert store.prune_workers(seen_before=900.0) == 2
+    assert worker_service.prune_workers(store, seen_before=900.0) == 2
 
-    assert [w.id for w in store.list_workers()] == ["alive"]
-    assert store.prune_workers(seen_before=900.0) == 0
+    assert [w.id for w in worker_service.list_workers(store)] == ["alive"]
+    assert worker_service.prune_workers(store, seen_before=900.0) == 0
 
 
 # --- service rules on each backend: recovery, retries and backoff ------------------------------
@@ -980,13 +984,13 @@ def test_prune_workers_forgets_stopped_and_silent_workers(store: Store) -> None:
 
 def test_recover_expired_fails_the_job_with_a_backoff(store: Store, make_job: MakeJob) -> None:
     # Given a job whose worker stopped heartbeating (lease ended at NOW+30), backoff base 3
-    store.set_config("backoff-base", "3")
-    config = service.load_config(store)
-    store.enqueue(make_job("orphan", max_retries=2))
+    config_service.set_config(store, "backoff-base", "3")
+    config = config_service.load_config(store)
+    lifecycle.enqueue_job(store, make_job("orphan", max_retries=2))
     claim_one(store, "w-dead", lease=LEASE)
 
     # When recovery runs just after the lease ended
-    assert service.recover_expired(store, config, NOW + 31) == ["orphan"]
+    assert lifecycle.recover_expired(store, config, NOW + 31) == ["orphan"]
 
     # Then the attempt counts as failed, retried after 3**1 seconds
     job = job_of(store, "orphan")
@@ -1000,12 +1004,12 @@ def test_recover_expired_fails_the_job_with_a_backoff(store: Store, make_job: Ma
 
 def test_recover_expired_sends_a_job_out_of_retries_to_the_dlq(store: Store, make_job: MakeJob) -> None:
     config = RuntimeConfig(backoff_base=2)
-    store.enqueue(make_job("orphan", max_retries=1))
+    lifecycle.enqueue_job(store, make_job("orphan", max_retries=1))
     claim_one(store, "w1", lease=10)
-    assert service.recover_expired(store, config, NOW + 11) == ["orphan"]  # attempt 1: retry
+    assert lifecycle.recover_expired(store, config, NOW + 11) == ["orphan"]  # attempt 1: retry
     claim_one(store, "w2", now=NOW + 13, lease=10)
 
-    assert service.recover_expired(store, config, NOW + 24) == ["orphan"]  # attempt 2: dead
+    assert lifecycle.recover_expired(store, config, NOW + 24) == ["orphan"]  # attempt 2: dead
 
     job = job_of(store, "orphan")
     assert (job.state, job.attempts, job.finished_at, job.locked_by) == (DEAD, 2, NOW + 24, None)
@@ -1013,11 +1017,11 @@ def test_recover_expired_sends_a_job_out_of_retries_to_the_dlq(store: Store, mak
 
 
 def test_recover_expired_leaves_a_job_whose_lease_was_extended(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("alive"))
+    lifecycle.enqueue_job(store, make_job("alive"))
     job = claim_one(store, "w1", lease=LEASE)
-    assert store.heartbeat("w1", [(lease_of(job), None)], NOW + 20, LEASE) == set()
+    assert lifecycle.heartbeat(store, "w1", [(lease_of(job), None)], NOW + 20, LEASE) == set()
 
-    assert service.recover_expired(store, RuntimeConfig(), NOW + LEASE + 1) == []
+    assert lifecycle.recover_expired(store, RuntimeConfig(), NOW + LEASE + 1) == []
 
     after = job_of(store, "alive")
     assert (after.state, after.locked_by, after.lease_expires_at) == (PROCESSING, "w1", NOW + 20 + LEASE)
@@ -1027,15 +1031,15 @@ def test_recover_expired_loses_the_race_to_a_late_heartbeat(
     store: Store, make_job: MakeJob, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given recovery read the expired jobs, and the worker heartbeat right after that read
-    store.enqueue(make_job("slow"))
+    lifecycle.enqueue_job(store, make_job("slow"))
     job = claim_one(store, "w1", lease=LEASE)
     snapshot = store.expired(NOW + 31)
     assert ids(snapshot) == ["slow"]
-    assert store.heartbeat("w1", [(lease_of(job), "still here")], NOW + 31, LEASE) == set()
+    assert lifecycle.heartbeat(store, "w1", [(lease_of(job), "still here")], NOW + 31, LEASE) == set()
     monkeypatch.setattr(store, "expired", lambda now, limit=100: snapshot)
 
     # When recovery goes on with its stale list
-    recovered = service.recover_expired(store, RuntimeConfig(), NOW + 31)
+    recovered = lifecycle.recover_expired(store, RuntimeConfig(), NOW + 31)
 
     # Then the fence on the lease end refuses it: the worker keeps its job
     assert recovered == []
@@ -1046,12 +1050,12 @@ def test_recover_expired_loses_the_race_to_a_late_heartbeat(
 
 def test_failure_outcomes_retry_with_growing_delays_then_go_dead(store: Store, make_job: MakeJob) -> None:
     config = RuntimeConfig(backoff_base=2.0, backoff_max=3600.0)
-    store.enqueue(make_job("flaky", max_retries=2))
+    lifecycle.enqueue_job(store, make_job("flaky", max_retries=2))
     now, run_ats = NOW, []
     for _ in range(3):
         job = claim_one(store, now=now)
-        outcome = service.failure_outcome(job, config, now + 1, "exit code 1", exit_code=1)
-        assert store.finish(lease_of(job), outcome)
+        outcome = lifecycle.failure_outcome(job, config, now + 1, "exit code 1", exit_code=1)
+        assert lifecycle.finish(store, lease_of(job), outcome)
         after = job_of(store, "flaky")
         run_ats.append((after.state, after.run_at - (now + 1)))
         now = after.run_at
@@ -1068,15 +1072,15 @@ def test_failure_outcomes_retry_with_growing_delays_then_go_dead(store: Store, m
 @pytest.mark.parametrize(("attempts", "expected"), [(0, 1.0), (1, 2.0), (3, 8.0), (11, 2048.0),
                                                     (12, 3600.0), (1000, 3600.0)])
 def test_retry_delay_is_base_to_the_attempts_capped(attempts: int, expected: float) -> None:
-    assert service.retry_delay(attempts, RuntimeConfig(backoff_base=2.0, backoff_max=3600.0)) == expected
+    assert lifecycle.retry_delay(attempts, RuntimeConfig(backoff_base=2.0, backoff_max=3600.0)) == expected
 
 
 def test_retry_delay_that_overflows_is_the_cap() -> None:
-    assert service.retry_delay(10_000, RuntimeConfig(backoff_base=100.0, backoff_max=60.0)) == 60.0
+    assert lifecycle.retry_delay(10_000, RuntimeConfig(backoff_base=100.0, backoff_max=60.0)) == 60.0
 
 
 def test_retry_delay_cap_of_zero_retries_at_once() -> None:
-    assert service.retry_delay(5, RuntimeConfig(backoff_base=3.0, backoff_max=0.0)) == 0.0
+    assert lifecycle.retry_delay(5, RuntimeConfig(backoff_base=3.0, backoff_max=0.0)) == 0.0
 
 
 @pytest.mark.parametrize(("attempts", "max_retries", "state", "delay"), [
@@ -1088,7 +1092,7 @@ def test_failure_outcome_retries_until_max_retries(
     job = make_job("j", attempts=attempts, max_retries=max_retries)
     config = RuntimeConfig(backoff_base=2.0, backoff_max=3600.0)
 
-    outcome = service.failure_outcome(job, config, NOW, "boom", exit_code=3, output="o", duration=1.0)
+    outcome = lifecycle.failure_outcome(job, config, NOW, "boom", exit_code=3, output="o", duration=1.0)
 
     assert outcome.state == state
     assert outcome.at == NOW
@@ -1102,15 +1106,15 @@ def test_failure_outcome_retries_until_max_retries(
 
 def test_finish_and_claim_records_outcomes_then_claims(store: Store, make_job: MakeJob) -> None:
     # Given w1 holds "done" and "stale" (whose lease it lost), and "next" is pending
-    store.enqueue_many([make_job("done", created_at=NOW - 3), make_job("stale", created_at=NOW - 2)])
+    lifecycle.enqueue(store, [make_job("done", created_at=NOW - 3), make_job("stale", created_at=NOW - 2)])
     held = {job.id: job for job in store.claim("w1", None, NOW, LEASE, limit=2)}
-    store.cancel("stale", NOW + 1)
-    store.enqueue(make_job("next", created_at=NOW + 1))
+    lifecycle.cancel(store, "stale", NOW + 1)
+    lifecycle.enqueue_job(store, make_job("next", created_at=NOW + 1))
     outcomes = [(lease_of(held["done"]), Outcome(COMPLETED, NOW + 5, exit_code=0)),
                 (lease_of(held["stale"]), Outcome(COMPLETED, NOW + 5, exit_code=0))]
 
     # When it reports both and asks for more work in one call
-    written, claimed = store.finish_and_claim(outcomes, "w1", None, NOW + 5, LEASE, limit=3)
+    written, claimed = lifecycle.finish_and_claim(store, outcomes, "w1", None, NOW + 5, LEASE, limit=3)
 
     # Then only the held lease was written, and the pending job was claimed
     assert written == [True, False]
@@ -1121,10 +1125,10 @@ def test_finish_and_claim_records_outcomes_then_claims(store: Store, make_job: M
 
 
 def test_finish_and_claim_with_no_free_slot_claims_nothing(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([make_job("a", created_at=NOW - 1), make_job("b", created_at=NOW)])
+    lifecycle.enqueue(store, [make_job("a", created_at=NOW - 1), make_job("b", created_at=NOW)])
     job = claim_one(store)
 
-    written, claimed = store.finish_and_claim(
+    written, claimed = lifecycle.finish_and_claim(store,
         [(lease_of(job), Outcome(COMPLETED, NOW + 1, exit_code=0))], "w1", None, NOW + 1, LEASE, limit=0)
 
     assert (written, claimed) == ([True], [])
@@ -1157,15 +1161,15 @@ def complete(store: Store, job_id: str, at: float, state: str = COMPLETED) -> No
     assert claimed.id == job_id
     outcome = Outcome(state, at, exit_code=0 if state == COMPLETED else 1,
                       run_at=at + 60 if state == FAILED else None)
-    assert store.finish(lease_of(claimed), outcome)
+    assert lifecycle.finish(store, lease_of(claimed), outcome)
 
 
 def test_a_job_after_a_running_parent_waits_and_is_released_on_completion(
     store: Store, make_job: MakeJob
 ) -> None:
     # Given a child enqueued after two parents, neither finished
-    store.enqueue_many([make_job("p1", queue="qp1"), make_job("p2", queue="qp2")])
-    store.enqueue(make_job("child", queue="qc", after=["p1", "p2"], created_at=NOW + 1))
+    lifecycle.enqueue(store, [make_job("p1", queue="qp1"), make_job("p2", queue="qp2")])
+    lifecycle.enqueue_job(store, make_job("child", queue="qc", after=["p1", "p2"], created_at=NOW + 1))
     assert job_of(store, "child").state == WAITING
     assert store.claim("w1", ["qc"], NOW + 10_000, LEASE) == []
     assert store.next_due(["qc"]) is None
@@ -1181,16 +1185,16 @@ def test_a_job_after_a_running_parent_waits_and_is_released_on_completion(
 
 
 def test_a_job_after_completed_parents_is_pending_at_once(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("p", queue="qp"))
+    lifecycle.enqueue_job(store, make_job("p", queue="qp"))
     complete(store, "p", NOW + 5)
 
-    store.enqueue(make_job("child", after=["p"], created_at=NOW + 6))
+    lifecycle.enqueue_job(store, make_job("child", after=["p"], created_at=NOW + 6))
 
     assert job_of(store, "child").state == PENDING
 
 
 def test_a_parent_in_the_same_batch_makes_the_child_wait(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([make_job("p", queue="qp"), make_job("child", queue="qc", after=["p"])])
+    lifecycle.enqueue(store, [make_job("p", queue="qp"), make_job("child", queue="qc", after=["p"])])
 
     assert job_of(store, "child").state == WAITING
     complete(store, "p", NOW + 5)
@@ -1202,12 +1206,12 @@ def test_a_parent_that_does_not_complete_cancels_its_waiting_jobs_transitively(
     store: Store, make_job: MakeJob, parent_end: str
 ) -> None:
     # Given extract <- child <- grandchild
-    store.enqueue_many([make_job("extract", queue="qp"), make_job("child", queue="qc", after=["extract"]),
+    lifecycle.enqueue(store, [make_job("extract", queue="qp"), make_job("child", queue="qc", after=["extract"]),
                         make_job("grandchild", queue="qg", after=["child"])])
 
     # When extract ends dead or cancelled
     if parent_end == CANCELLED:
-        store.cancel("extract", NOW + 5)
+        lifecycle.cancel(store, "extract", NOW + 5)
     else:
         complete(store, "extract", NOW + 5, state=DEAD)
 
@@ -1220,7 +1224,7 @@ def test_a_parent_that_does_not_complete_cancels_its_waiting_jobs_transitively(
 
 
 def test_a_parent_that_fails_and_will_retry_keeps_its_children_waiting(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([make_job("p", queue="qp"), make_job("child", queue="qc", after=["p"])])
+    lifecycle.enqueue(store, [make_job("p", queue="qp"), make_job("child", queue="qc", after=["p"])])
 
     complete(store, "p", NOW + 5, state=FAILED)
 
@@ -1231,11 +1235,11 @@ def test_a_parent_that_fails_and_will_retry_keeps_its_children_waiting(store: St
 def test_a_compensation_job_runs_when_its_parent_does_not_complete(
     store: Store, make_job: MakeJob, parent_end: str
 ) -> None:
-    store.enqueue_many([make_job("p", queue="qp"), make_job("undo", queue="qu", on_failure_of="p")])
+    lifecycle.enqueue(store, [make_job("p", queue="qp"), make_job("undo", queue="qu", on_failure_of="p")])
     assert job_of(store, "undo").state == WAITING
 
     if parent_end == CANCELLED:
-        store.cancel("p", NOW + 5)
+        lifecycle.cancel(store, "p", NOW + 5)
     else:
         complete(store, "p", NOW + 5, state=DEAD)
 
@@ -1243,7 +1247,7 @@ def test_a_compensation_job_runs_when_its_parent_does_not_complete(
 
 
 def test_a_compensation_job_is_cancelled_when_its_parent_completes(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([make_job("p", queue="qp"), make_job("undo", queue="qu", on_failure_of="p")])
+    lifecycle.enqueue(store, [make_job("p", queue="qp"), make_job("undo", queue="qu", on_failure_of="p")])
 
     complete(store, "p", NOW + 5)
 
@@ -1260,30 +1264,30 @@ def test_enqueue_after_a_missing_or_ended_parent_is_refused_and_inserts_nothing(
     before = sorted(ids(store.list_jobs()))
 
     with pytest.raises(InvalidInput, match="nope"):
-        store.enqueue_many([make_job("ok"), make_job("orphan", after=["nope"])])
+        lifecycle.enqueue(store, [make_job("ok"), make_job("orphan", after=["nope"])])
     with pytest.raises(Conflict, match="dead-parent"):
-        store.enqueue_many([make_job("ok"), make_job("doomed", after=["dead-parent"])])
+        lifecycle.enqueue(store, [make_job("ok"), make_job("doomed", after=["dead-parent"])])
     with pytest.raises(Conflict, match="done-parent"):
-        store.enqueue(make_job("pointless", on_failure_of="done-parent"))
+        lifecycle.enqueue_job(store, make_job("pointless", on_failure_of="done-parent"))
 
     assert sorted(ids(store.list_jobs())) == before
 
 
 def test_a_waiting_job_can_be_cancelled_and_cancels_its_own_children(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([make_job("p", queue="qp"), make_job("child", queue="qc", after=["p"]),
+    lifecycle.enqueue(store, [make_job("p", queue="qp"), make_job("child", queue="qc", after=["p"]),
                         make_job("grandchild", queue="qg", after=["child"])])
 
-    assert store.cancel("child", NOW + 5).state == CANCELLED
+    assert lifecycle.cancel(store, "child", NOW + 5).state == CANCELLED
 
     assert job_of(store, "grandchild").state == CANCELLED
     assert job_of(store, "p").state == PENDING
 
 
 def test_finish_and_claim_can_claim_the_job_its_outcome_released(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([make_job("p", created_at=NOW - 1), make_job("child", after=["p"], created_at=NOW)])
+    lifecycle.enqueue(store, [make_job("p", created_at=NOW - 1), make_job("child", after=["p"], created_at=NOW)])
     parent = claim_one(store)
 
-    written, claimed = store.finish_and_claim(
+    written, claimed = lifecycle.finish_and_claim(store,
         [(lease_of(parent), Outcome(COMPLETED, NOW + 5, exit_code=0))], "w1", None, NOW + 5, LEASE, limit=1)
 
     assert written == [True]
@@ -1292,7 +1296,7 @@ def test_finish_and_claim_can_claim_the_job_its_outcome_released(store: Store, m
 
 def test_a_purged_completed_parent_does_not_block_its_waiting_job(store: Store, make_job: MakeJob) -> None:
     # Given a child after p1 and p2; p1 completed and was purged (e.g. by retention)
-    store.enqueue_many([make_job("p1", queue="qp1"), make_job("p2", queue="qp2"),
+    lifecycle.enqueue(store, [make_job("p1", queue="qp1"), make_job("p2", queue="qp2"),
                         make_job("child", queue="qc", after=["p1", "p2"])])
     complete(store, "p1", NOW + 10)
     assert store.purge([COMPLETED], finished_before=NOW + 11) == 1
@@ -1308,12 +1312,12 @@ def test_a_parent_completing_during_the_enqueue_of_its_child_still_releases_it(
     store: Store, make_job: MakeJob
 ) -> None:
     # Given a running parent, and another handle on which its worker will report completion
-    store.enqueue(make_job("p", queue="qp"))
+    lifecycle.enqueue_job(store, make_job("p", queue="qp"))
     parent = claim_one(store, "w-parent", ["qp"])
     other = second_handle(store)
     reported: list[bool] = []
     worker = threading.Thread(target=lambda: reported.append(
-        other.finish(lease_of(parent), Outcome(COMPLETED, NOW + 5, exit_code=0))))
+        lifecycle.finish(other, lease_of(parent), Outcome(COMPLETED, NOW + 5, exit_code=0))))
 
     # When the parent completes while the child's enqueue is in progress
     def jobs() -> Iterator[Job]:
@@ -1321,7 +1325,7 @@ def test_a_parent_completing_during_the_enqueue_of_its_child_still_releases_it(
         worker.start()
         worker.join(timeout=0.3)  # SQLite: blocked until the enqueue commits; Mongo: done now
 
-    store.enqueue_many(jobs())
+    lifecycle.enqueue(store, jobs())
     worker.join(timeout=30)
 
     # Then the child is released all the same
@@ -1336,23 +1340,23 @@ def test_a_parent_completing_during_the_enqueue_of_its_child_still_releases_it(
 
 
 def test_a_unique_key_is_held_while_its_job_is_active(store: Store, make_job: MakeJob) -> None:
-    store.enqueue(make_job("first", queue="q1", unique_key="nightly-report"))
+    lifecycle.enqueue_job(store, make_job("first", queue="q1", unique_key="nightly-report"))
 
     with pytest.raises(Conflict, match="nightly-report"):
-        store.enqueue_many([make_job("other"), make_job("second", unique_key="nightly-report")])
+        lifecycle.enqueue(store, [make_job("other"), make_job("second", unique_key="nightly-report")])
     assert store.get("other") is None and store.get("second") is None
 
     # still held while processing and while failed (waiting for a retry)
     claimed = claim_one(store, queues=["q1"])
     with pytest.raises(Conflict):
-        store.enqueue(make_job("second", unique_key="nightly-report"))
-    assert store.finish(lease_of(claimed), Outcome(FAILED, NOW + 1, run_at=NOW + 60, last_error="x"))
+        lifecycle.enqueue_job(store, make_job("second", unique_key="nightly-report"))
+    assert lifecycle.finish(store, lease_of(claimed), Outcome(FAILED, NOW + 1, run_at=NOW + 60, last_error="x"))
     with pytest.raises(Conflict):
-        store.enqueue(make_job("second", unique_key="nightly-report"))
+        lifecycle.enqueue_job(store, make_job("second", unique_key="nightly-report"))
 
     # free once it finished
-    store.cancel("first", NOW + 2)
-    store.enqueue(make_job("second", unique_key="nightly-report"))
+    lifecycle.cancel(store, "first", NOW + 2)
+    lifecycle.enqueue_job(store, make_job("second", unique_key="nightly-report"))
     assert job_of(store, "second").unique_key == "nightly-report"
 
 
@@ -1360,38 +1364,38 @@ def test_a_unique_key_is_held_while_its_job_is_active(store: Store, make_job: Ma
 def test_a_finished_job_frees_its_unique_key(store: Store, make_job: MakeJob, end: str) -> None:
     settle(store, make_job("first", unique_key="k"), end, at=NOW + 1)
 
-    store.enqueue(make_job("second", unique_key="k"))
+    lifecycle.enqueue_job(store, make_job("second", unique_key="k"))
 
     assert job_of(store, "second").state == PENDING
 
 
 def test_a_waiting_job_holds_its_unique_key(store: Store, make_job: MakeJob) -> None:
-    store.enqueue_many([make_job("p", queue="qp"), make_job("child", after=["p"], unique_key="k")])
+    lifecycle.enqueue(store, [make_job("p", queue="qp"), make_job("child", after=["p"], unique_key="k")])
 
     with pytest.raises(Conflict, match="k"):
-        store.enqueue(make_job("again", unique_key="k"))
+        lifecycle.enqueue_job(store, make_job("again", unique_key="k"))
 
 
 def test_the_same_unique_key_twice_in_one_batch_inserts_nothing(store: Store, make_job: MakeJob) -> None:
     with pytest.raises(Conflict):
-        store.enqueue_many([make_job("a", unique_key="k"), make_job("b", unique_key="k")])
+        lifecycle.enqueue(store, [make_job("a", unique_key="k"), make_job("b", unique_key="k")])
 
     assert store.list_jobs() == []
-    store.enqueue(make_job("c", unique_key="k"))  # the key was not left taken
+    lifecycle.enqueue_job(store, make_job("c", unique_key="k"))  # the key was not left taken
 
 
 def test_retry_dead_refuses_while_its_unique_key_is_taken(store: Store, make_job: MakeJob) -> None:
     settle(store, make_job("old", queue="q1", unique_key="k"), DEAD, at=NOW + 1)
-    store.enqueue(make_job("new", queue="q2", unique_key="k"))
+    lifecycle.enqueue_job(store, make_job("new", queue="q2", unique_key="k"))
 
     with pytest.raises(Conflict):
-        store.retry_dead("old", NOW + 2)
+        lifecycle.retry_dead(store, "old", NOW + 2)
 
     assert job_of(store, "old").state == DEAD
-    store.cancel("new", NOW + 3)
-    assert store.retry_dead("old", NOW + 4) == 1
+    lifecycle.cancel(store, "new", NOW + 3)
+    assert lifecycle.retry_dead(store, "old", NOW + 4) == 1
     with pytest.raises(Conflict):  # and the retried job holds the key again
-        store.enqueue(make_job("newer", unique_key="k"))
+        lifecycle.enqueue_job(store, make_job("newer", unique_key="k"))
 
 
 # --- on-finish hooks ----------------------------------------------------------------------------
@@ -1399,23 +1403,23 @@ def test_retry_dead_refuses_while_its_unique_key_is_taken(store: Store, make_job
 
 def test_a_hook_is_due_once_its_job_has_its_final_outcome(store: Store, make_job: MakeJob) -> None:
     # Given a job with a hook that fails once (retry) and then completes
-    store.enqueue(make_job("j", on_finish="notify.sh", max_retries=3))
-    store.enqueue(make_job("plain", queue="q2"))
+    lifecycle.enqueue_job(store, make_job("j", on_finish="notify.sh", max_retries=3))
+    lifecycle.enqueue_job(store, make_job("plain", queue="q2"))
     first = claim_one(store, queues=["default"])
-    assert store.finish(lease_of(first), Outcome(FAILED, NOW + 1, run_at=NOW + 2, last_error="x"))
+    assert lifecycle.finish(store, lease_of(first), Outcome(FAILED, NOW + 1, run_at=NOW + 2, last_error="x"))
     assert job_of(store, "j").hook_state is None
-    assert store.claim_hook(NOW + 1) is None  # not final yet
+    assert lifecycle.claim_hook(store, NOW + 1) is None  # not final yet
 
     second = claim_one(store, queues=["default"], now=NOW + 2)
-    assert store.finish(lease_of(second), Outcome(COMPLETED, NOW + 3, exit_code=0))
+    assert lifecycle.finish(store, lease_of(second), Outcome(COMPLETED, NOW + 3, exit_code=0))
     complete(store, "plain", NOW + 3)
 
     # Then its hook is taken exactly once, by one caller
     assert job_of(store, "j").hook_state == "due"
-    hook = store.claim_hook(NOW + 4)
+    hook = lifecycle.claim_hook(store, NOW + 4)
     assert hook is not None
     assert (hook.id, hook.state, hook.on_finish, hook.exit_code) == ("j", COMPLETED, "notify.sh", 0)
-    assert store.claim_hook(NOW + 5) is None
+    assert lifecycle.claim_hook(store, NOW + 5) is None
     assert job_of(store, "plain").hook_state is None
 
 
@@ -1425,25 +1429,25 @@ def test_finish_hook_records_the_result_without_touching_the_job(
 ) -> None:
     settle(store, make_job("j", on_finish="notify.sh"), DEAD, at=NOW + 1)
     before = job_of(store, "j")
-    assert getattr(store.claim_hook(NOW + 2), "id", None) == "j"
+    assert getattr(lifecycle.claim_hook(store, NOW + 2), "id", None) == "j"
 
-    store.finish_hook("j", error, NOW + 3)
+    lifecycle.finish_hook(store, "j", error, NOW + 3)
 
     after = job_of(store, "j")
     assert (after.hook_state, after.hook_error) == ("failed" if error else "done", error)
     assert (after.state, after.finished_at, after.updated_at) == (before.state, before.finished_at, before.updated_at)
-    assert store.claim_hook(NOW + 4) is None
+    assert lifecycle.claim_hook(store, NOW + 4) is None
 
 
 def test_hooks_of_cancelled_jobs_are_due_oldest_first(store: Store, make_job: MakeJob) -> None:
     # Given a parent with a hook, and a waiting child with a hook
-    store.enqueue_many([make_job("p", queue="qp", on_finish="h1"),
+    lifecycle.enqueue(store, [make_job("p", queue="qp", on_finish="h1"),
                         make_job("child", queue="qc", after=["p"], on_finish="h2"),
                         make_job("newer", queue="qn", on_finish="h3")])
-    store.cancel("p", NOW + 5)  # cancels the child too
-    store.cancel("newer", NOW + 9)
+    lifecycle.cancel(store, "p", NOW + 5)  # cancels the child too
+    lifecycle.cancel(store, "newer", NOW + 9)
 
-    taken = [store.claim_hook(NOW + 10) for _ in range(4)]
+    taken = [lifecycle.claim_hook(store, NOW + 10) for _ in range(4)]
 
     assert [job.id if job else None for job in taken[:2]] in (["p", "child"], ["child", "p"])
     assert [job.id if job else None for job in taken[2:]] == ["newer", None]
@@ -1459,76 +1463,76 @@ def make_schedule(name: str, next_fire_at: float = NOW + 60, **fields: Any) -> S
 
 
 def test_schedules_are_listed_by_name_and_names_are_unique(store: Store) -> None:
-    assert store.list_schedules() == []
-    store.add_schedule(make_schedule("zeta"))
-    store.add_schedule(make_schedule("alpha", spec={"command": "x", "env": {"A": "1"}}))
+    assert schedule_service.list_schedules(store) == []
+    schedule_service.insert_schedule(store, make_schedule("zeta"))
+    schedule_service.insert_schedule(store, make_schedule("alpha", spec={"command": "x", "env": {"A": "1"}}))
 
     with pytest.raises(Conflict, match="alpha"):
-        store.add_schedule(make_schedule("alpha"))
+        schedule_service.insert_schedule(store, make_schedule("alpha"))
 
-    assert store.list_schedules() == [make_schedule("alpha", spec={"command": "x", "env": {"A": "1"}}),
+    assert schedule_service.list_schedules(store) == [make_schedule("alpha", spec={"command": "x", "env": {"A": "1"}}),
                                       make_schedule("zeta")]
 
 
 def test_remove_schedule(store: Store) -> None:
-    store.add_schedule(make_schedule("a"))
+    schedule_service.insert_schedule(store, make_schedule("a"))
 
-    store.remove_schedule("a")
+    schedule_service.remove_schedule(store, "a")
 
-    assert store.list_schedules() == []
+    assert schedule_service.list_schedules(store) == []
     with pytest.raises(NotFound, match="a"):
-        store.remove_schedule("a")
+        schedule_service.remove_schedule(store, "a")
 
 
 def test_due_schedules_are_the_unpaused_ones_whose_time_has_come(store: Store) -> None:
-    store.add_schedule(make_schedule("early", next_fire_at=NOW - 5))
-    store.add_schedule(make_schedule("exact", next_fire_at=NOW))
-    store.add_schedule(make_schedule("later", next_fire_at=NOW + 5))
-    store.add_schedule(make_schedule("held", next_fire_at=NOW - 5, paused=True))
+    schedule_service.insert_schedule(store, make_schedule("early", next_fire_at=NOW - 5))
+    schedule_service.insert_schedule(store, make_schedule("exact", next_fire_at=NOW))
+    schedule_service.insert_schedule(store, make_schedule("later", next_fire_at=NOW + 5))
+    schedule_service.insert_schedule(store, make_schedule("held", next_fire_at=NOW - 5, paused=True))
 
-    assert [s.name for s in store.due_schedules(NOW)] == ["early", "exact"]
+    assert [s.name for s in schedule_service.due_schedules(store, NOW)] == ["early", "exact"]
 
-    store.set_schedule_paused("early", True)
-    assert [s.name for s in store.due_schedules(NOW)] == ["exact"]
-    store.set_schedule_paused("held", False, next_fire_at=NOW + 120)  # resumed: skips missed times
-    assert [(s.name, s.paused, s.next_fire_at) for s in store.list_schedules() if s.name == "held"] == [
+    schedule_service.set_schedule_paused(store, "early", True)
+    assert [s.name for s in schedule_service.due_schedules(store, NOW)] == ["exact"]
+    schedule_service.set_schedule_paused(store, "held", False, next_fire_at=NOW + 120)  # resumed: skips missed times
+    assert [(s.name, s.paused, s.next_fire_at) for s in schedule_service.list_schedules(store) if s.name == "held"] == [
         ("held", False, NOW + 120)]
     with pytest.raises(NotFound):
-        store.set_schedule_paused("nope", True)
+        schedule_service.set_schedule_paused(store, "nope", True)
 
 
 def test_fire_schedule_enqueues_its_job_once_per_slot(store: Store, make_job: MakeJob) -> None:
-    store.add_schedule(make_schedule("tick", next_fire_at=NOW))
+    schedule_service.insert_schedule(store, make_schedule("tick", next_fire_at=NOW))
     job = make_job("tick-1", queue="cron", schedule="tick")
 
-    assert store.fire_schedule("tick", NOW, NOW + 60, job) is True
+    assert schedule_service.fire_schedule(store, "tick", NOW, NOW + 60, job) is True
 
-    [schedule] = store.list_schedules()
+    [schedule] = schedule_service.list_schedules(store)
     assert (schedule.next_fire_at, schedule.last_fire_at) == (NOW + 60, NOW)
     assert (job_of(store, "tick-1").state, job_of(store, "tick-1").schedule) == (PENDING, "tick")
-    assert store.due_schedules(NOW + 59) == []
+    assert schedule_service.due_schedules(store, NOW + 59) == []
     # the same slot again (a slower worker): refused, nothing changes
-    assert store.fire_schedule("tick", NOW, NOW + 60, make_job("tick-1b", queue="cron")) is False
+    assert schedule_service.fire_schedule(store, "tick", NOW, NOW + 60, make_job("tick-1b", queue="cron")) is False
     assert store.get("tick-1b") is None
-    assert store.list_schedules() == [schedule]
+    assert schedule_service.list_schedules(store) == [schedule]
 
 
 def test_fire_schedule_of_a_paused_schedule_does_nothing(store: Store, make_job: MakeJob) -> None:
-    store.add_schedule(make_schedule("tick", next_fire_at=NOW, paused=True))
+    schedule_service.insert_schedule(store, make_schedule("tick", next_fire_at=NOW, paused=True))
 
-    assert store.fire_schedule("tick", NOW, NOW + 60, make_job("tick-1")) is False
+    assert schedule_service.fire_schedule(store, "tick", NOW, NOW + 60, make_job("tick-1")) is False
 
     assert store.get("tick-1") is None
-    assert store.list_schedules()[0].next_fire_at == NOW
+    assert schedule_service.list_schedules(store)[0].next_fire_at == NOW
 
 
 def test_fire_schedule_skips_the_slot_while_the_previous_run_holds_its_unique_key(
     store: Store, make_job: MakeJob
 ) -> None:
-    store.add_schedule(make_schedule("tick", next_fire_at=NOW))
-    assert store.fire_schedule("tick", NOW, NOW + 60, make_job("tick-1", unique_key="tick"))
+    schedule_service.insert_schedule(store, make_schedule("tick", next_fire_at=NOW))
+    assert schedule_service.fire_schedule(store, "tick", NOW, NOW + 60, make_job("tick-1", unique_key="tick"))
 
-    assert store.fire_schedule("tick", NOW + 60, NOW + 120, make_job("tick-2", unique_key="tick")) is False
+    assert schedule_service.fire_schedule(store, "tick", NOW + 60, NOW + 120, make_job("tick-2", unique_key="tick")) is False
 
     assert store.get("tick-2") is None
-    assert store.list_schedules()[0].next_fire_at == NOW + 120  # moved on: no retry storm
+    assert schedule_service.list_schedules(store)[0].next_fire_at == NOW + 120  # moved on: no retry storm

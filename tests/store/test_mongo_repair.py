@@ -1,11 +1,12 @@
 """MongoDB settles a finished job's dependants in steps after its outcome; a worker that dies in
-between leaves them waiting. ``resettle_waiting`` (run by workers now and then) repairs that."""
+between leaves them waiting. ``lifecycle.resettle_waiting`` (the housekeeper runs it) repairs that."""
 
 from __future__ import annotations
 
 import mongomock
 import pytest
 
+from queuectl.core import lifecycle
 from queuectl.core.models import Job
 from queuectl.store.mongo.store import MongoStore
 
@@ -24,12 +25,12 @@ def test_children_left_waiting_by_a_dead_worker_are_settled(
     store: MongoStore, parent_state: str, child_state: str
 ) -> None:
     # Given a child waiting on a parent whose outcome was written, but whose settling step never ran
-    store.enqueue_many([job("p"), job("c", after=["p"]), job("grandchild", after=["c"])])
+    lifecycle.enqueue(store, [job("p"), job("c", after=["p"]), job("grandchild", after=["c"])])
     store._jobs.update_one({"_id": "p"}, {"$set": {"state": parent_state}})
     assert store.get("c").state == "waiting"
 
     # When a worker runs the repair
-    store.resettle_waiting()
+    lifecycle.resettle_waiting(store, 2000.0)
 
     # Then the child is settled as if the parent had just finished (and its own children with it)
     assert store.get("c").state == child_state
@@ -37,6 +38,6 @@ def test_children_left_waiting_by_a_dead_worker_are_settled(
 
 
 def test_children_of_unfinished_parents_stay_waiting(store: MongoStore) -> None:
-    store.enqueue_many([job("p"), job("c", after=["p"])])
-    store.resettle_waiting()
+    lifecycle.enqueue(store, [job("p"), job("c", after=["p"])])
+    lifecycle.resettle_waiting(store, 2000.0)
     assert store.get("c").state == "waiting"

@@ -11,7 +11,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from queuectl.core import lifecycle
 from queuectl.core.models import COMPLETED, Job, Lease, Outcome
+from queuectl.service import queues as queue_service
 from queuectl.store.base import Store
 from queuectl.store.sql.sqlite import SqliteStore
 
@@ -27,10 +29,10 @@ def backend_of(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def filled(store: Store, make_job: Callable[..., Job]) -> Store:
     """Jobs in several queues and states, so that every statement has rows to consider."""
-    store.enqueue_many(make_job(f"j{n:03d}", queue=f"q{n % 3}", priority=n % 5, created_at=NOW - 200 + n)
-                       for n in range(120))
+    lifecycle.enqueue(store, (make_job(f"j{n:03d}", queue=f"q{n % 3}", priority=n % 5, created_at=NOW - 200 + n)
+                              for n in range(120)))
     for job in store.claim("w1", None, NOW, LEASE, limit=40)[:20]:
-        store.finish(Lease(job.id, "w1", job.attempts), Outcome(COMPLETED, NOW + 1, exit_code=0))
+        lifecycle.finish(store, Lease(job.id, "w1", job.attempts), Outcome(COMPLETED, NOW + 1, exit_code=0))
     return store
 
 
@@ -70,7 +72,7 @@ PROMOTE = "SET ready = 1"
 def _sqlite_claim_plans(store: SqliteStore) -> Iterator[tuple[str, list[str]]]:
     yield "jobs_ready_queue", plan_of(store, lambda: store.claim("w2", ["q1"], NOW, LEASE), CLAIM)
     yield "jobs_ready_any", plan_of(store, lambda: store.claim("w2", None, NOW, LEASE), CLAIM)
-    store.set_paused("q0", True)  # any queue but the paused ones: still the same index
+    queue_service.set_paused(store, "q0", True)  # any queue but the paused ones: still the same index
     yield "jobs_ready_any", plan_of(store, lambda: store.claim("w2", None, NOW, LEASE), CLAIM)
     # before choosing, a claim promotes the jobs whose run_at has come: by time, not by a scan
     yield "jobs_not_due", plan_of(store, lambda: store.claim("w2", None, NOW, LEASE), PROMOTE)

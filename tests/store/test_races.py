@@ -18,8 +18,10 @@ from typing import Any, Callable
 
 import pytest
 
+from queuectl.core import lifecycle
 from queuectl.core.errors import Conflict
 from queuectl.core.models import DEAD, PROCESSING, Job, Lease, Outcome, Schedule
+from queuectl.service import schedules as schedule_service
 from queuectl.store.base import Store
 from queuectl.store.sql.sqlite import SqliteStore
 
@@ -105,8 +107,8 @@ def test_racing_claimers_take_every_job_exactly_once(
         pytest.skip(MONGOMOCK_REASON)
     # Given 300 jobs over three queues and six claimers with overlapping queue lists
     all_ids = [f"job-{n:03d}" for n in range(JOBS)]
-    store.enqueue_many(make_job(job_id, queue=f"q{n % 3}", priority=n % 4, created_at=NOW - JOBS + n)
-                       for n, job_id in enumerate(all_ids))
+    lifecycle.enqueue(store, (make_job(job_id, queue=f"q{n % 3}", priority=n % 4, created_at=NOW - JOBS + n)
+                              for n, job_id in enumerate(all_ids)))
 
     # When they all claim at once until the queue is empty
     if backend == "sqlite":
@@ -141,12 +143,12 @@ def test_racing_retries_of_one_dead_job_retry_it_once(
     if backend == "mongomock":
         pytest.skip(MONGOMOCK_REASON)
     # Given a dead job
-    store.enqueue(make_job("dead-job", created_at=NOW))
+    lifecycle.enqueue_job(store, make_job("dead-job", created_at=NOW))
     [job] = store.claim("w0", None, NOW, LEASE)
-    assert store.finish(Lease(job.id, "w0", 1), Outcome(DEAD, NOW + 1, exit_code=1))
+    assert lifecycle.finish(store, Lease(job.id, "w0", 1), Outcome(DEAD, NOW + 1, exit_code=1))
 
     # When six callers retry it at once
-    results = _race_on_handles(store, lambda handle, n: handle.retry_dead("dead-job", NOW + 2))
+    results = _race_on_handles(store, lambda handle, n: lifecycle.retry_dead(handle, "dead-job", NOW + 2))
 
     # Then exactly one retried it and the others were told it is no longer dead
     outcomes = sorted(repr(r) for r in results.values())
@@ -159,16 +161,16 @@ def test_racing_fires_of_one_schedule_slot_enqueue_one_job(
 ) -> None:
     if backend_of(request) == "mongomock":
         pytest.skip(MONGOMOCK_REASON)
-    store.add_schedule(Schedule(name="tick", cron="* * * * *", tz="UTC", spec={"command": "true"},
+    schedule_service.insert_schedule(store, Schedule(name="tick", cron="* * * * *", tz="UTC", spec={"command": "true"},
                                 next_fire_at=NOW, created_at=NOW - 60))
 
     # every worker builds the slot's job with its own id, as if the deterministic id were not there
     results = _race_on_handles(
-        store, lambda handle, n: handle.fire_schedule("tick", NOW, NOW + 60, make_job(f"tick-w{n}")))
+        store, lambda handle, n: schedule_service.fire_schedule(handle, "tick", NOW, NOW + 60, make_job(f"tick-w{n}")))
 
     assert sorted(results.values(), key=repr) == [False] * (CLAIMERS - 1) + [True], results
     assert len(store.list_jobs()) == 1
-    assert store.list_schedules()[0].next_fire_at == NOW + 60
+    assert schedule_service.list_schedules(store)[0].next_fire_at == NOW + 60
 
 
 def test_racing_hook_claims_take_a_hook_once(
@@ -176,10 +178,10 @@ def test_racing_hook_claims_take_a_hook_once(
 ) -> None:
     if backend_of(request) == "mongomock":
         pytest.skip(MONGOMOCK_REASON)
-    store.enqueue(make_job("j", on_finish="notify.sh"))
-    store.cancel("j", NOW + 1)
+    lifecycle.enqueue_job(store, make_job("j", on_finish="notify.sh"))
+    lifecycle.cancel(store, "j", NOW + 1)
 
-    results = _race_on_handles(store, lambda handle, n: handle.claim_hook(NOW + 2))
+    results = _race_on_handles(store, lambda handle, n: lifecycle.claim_hook(handle, NOW + 2))
 
     taken = [r for r in results.values() if r is not None]
     assert [getattr(r, "id", r) for r in taken] == ["j"], results

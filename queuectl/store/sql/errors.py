@@ -12,7 +12,7 @@ from queuectl.store.base import translating_errors
 BUSY_TIMEOUT_S = 30.0
 
 
-def _sqlite_error(store: Any, exc: Exception) -> Exception | None:
+def sqlite_error(store: Any, exc: Exception) -> Exception | None:
     if isinstance(exc, sqlite3.OperationalError):
         return _classify(exc, store.path)
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
@@ -20,7 +20,7 @@ def _sqlite_error(store: Any, exc: Exception) -> Exception | None:
     return None
 
 
-translate_errors = translating_errors(_sqlite_error)
+translate_errors = translating_errors(sqlite_error)
 
 
 def _classify(exc: sqlite3.OperationalError, path: str) -> Exception:

@@ -16,7 +16,7 @@ from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
 from queuectl.core.lifecycle import AFTER, CLAIMABLE, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked
 from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, WAITING, Job, Lease
 from queuectl.store.base import Store, Waker
-from queuectl.store.sql.errors import BUSY_TIMEOUT_S
+from queuectl.store.sql.errors import BUSY_TIMEOUT_S, sqlite_error
 from queuectl.store.sql.errors import translate_errors as _translate_errors
 from queuectl.store.sql.files import exclusive_flock, open_private_file
 from queuectl.store.sql.registry import SqliteRegistry
@@ -91,7 +91,6 @@ class SqliteStore(SqliteRegistry, Store):
             raise
         conn.execute("COMMIT")
 
-    @_translate_errors
     def unit(self) -> contextlib.AbstractContextManager[None]:
         return _Unit(self)
 
@@ -412,16 +411,29 @@ class SqliteStore(SqliteRegistry, Store):
 
 
 class _Unit:
-    """The context manager behind :meth:`SqliteStore.unit`: one transaction, or a part of the open one."""
+    """The context manager behind :meth:`SqliteStore.unit`: one transaction, or a part of the open
+    one. Its BEGIN and COMMIT fail like any other statement: as queuectl's errors."""
 
     def __init__(self, store: SqliteStore) -> None:
+        self._store = store
         self._cm = store._write()
 
     def __enter__(self) -> None:
-        self._cm.__enter__()
+        try:
+            self._cm.__enter__()
+        except Exception as exc:
+            raise self._translated(exc) from exc
 
     def __exit__(self, *exc: Any) -> bool | None:
-        return self._cm.__exit__(*exc)
+        try:
+            return self._cm.__exit__(*exc)
+        except Exception as error:
+            if error is exc[1]:
+                raise
+            raise self._translated(error) from error
+
+    def _translated(self, exc: Exception) -> Exception:
+        return sqlite_error(self._store, exc) or exc
 
 
 def _json(value: Any) -> str | None:
