@@ -4,6 +4,13 @@ The supervisor restarts a worker that died (and says so), forwards SIGTERM/Ctrl-
 graceful stop (a second one hurries), and exits once every worker has stopped. It registers as
 the *child subreaper* of its tree, so a job whose worker was SIGKILLed is re-parented to it
 instead of living on unsupervised: it kills that job's process group at once.
+
+Workers die with it: each is spawned with ``PR_SET_PDEATHSIG`` = SIGTERM (Linux), so a SIGKILLed
+supervisor leaves no orphan worker claiming jobs that nobody restarts or cleans up after; the
+SIGTERM is the usual graceful stop, so their running jobs finish (or are stopped and requeued)
+within ``shutdown-grace``. ``worker stop`` reaches workers through the database, not us; so
+while a dead worker waits for its restart we look at its registry row, and a stop requested
+there means it is not replaced (nor is any other).
 """
 
 from __future__ import annotations
@@ -17,11 +24,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from queuectl.core.config import ENV_DB
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG = 1
+_STOP_CHECK_S = 1.0  # while a restart is pending: how often the registry is read for a stop
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _RESTART_BACKOFF_MAX = 30.0
 
@@ -38,6 +48,14 @@ def become_subreaper() -> bool:
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def _die_with(parent: int) -> None:
+    """In the child before exec: get SIGTERM when the supervisor dies (it survives the exec)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the prctl: do not start an orphan
+        os._exit(1)
 
 
 @dataclass
@@ -62,7 +80,11 @@ class Supervisor:
         self.workers: dict[int, WorkerProcess] = {}
         self.stopping = False
         self.restart_at: dict[int, float] = {}
+        self.dead_pid: dict[int, int] = {}  # index waiting for a restart -> pid of the worker that died
+        self.stop_requested = False  # through the database: no restart any more
         self.failures: dict[int, int] = {}
+        self._store: Any = None
+        self._next_stop_check = 0.0
 
     def _spawn(self, index: int) -> None:
         env = dict(os.environ, **{ENV_DB: self.db_url, "QUEUECTL_SUPERVISED": "1"})
@@ -71,7 +93,8 @@ class Supervisor:
             cmd += ["--queue", ",".join(self.queues)]
         if self.burst:
             cmd.append("--burst")
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        me = os.getpid()
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=lambda: _die_with(me))
         self.workers[proc.pid] = WorkerProcess(index, proc, time.monotonic())
 
     def run(self) -> int:
@@ -85,17 +108,21 @@ class Supervisor:
             + ("" if subreaper else " (no subreaper: orphaned jobs are not cleaned up)"))
         while True:
             self._reap()
+            self._check_stop_requests()
             self._restart_due()
             if not self.workers and (self.stopping or not self.restart_at):
                 break
             timeout = 1.0
             if self.restart_at and not self.stopping:
-                timeout = max(0.0, min(self.restart_at.values()) - time.monotonic())
+                timeout = max(0.0, min(min(self.restart_at.values()) - time.monotonic(), _STOP_CHECK_S))
             select.select([wake_read], [], [], timeout)
             received = read_signals(wake_read)
             for _ in range(sum(1 for signum in received if signum in _STOP_SIGNALS)):
                 self._forward_stop()
         log("all workers stopped")
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()
         return 0
 
     def _forward_stop(self) -> None:
@@ -126,7 +153,7 @@ class Supervisor:
                     log(f"worker {worker.index} (pid {pid}) stopped on request")
                 continue
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            if self.stopping:
+            if self.stopping or self.stop_requested:
                 log(f"worker {worker.index} (pid {pid}) ended with {how}")
                 continue
             failures = self.failures.get(worker.index, 0) + 1
@@ -136,12 +163,57 @@ class Supervisor:
             delay = min(_RESTART_BACKOFF_MAX, 0.5 * 2 ** (failures - 1))
             log(f"worker {worker.index} (pid {pid}) died ({how}); restarting in {delay:g}s")
             self.restart_at[worker.index] = time.monotonic() + delay
+            self.dead_pid[worker.index] = pid
+            self._next_stop_check = 0.0  # it may have died of the stop request's timing: look now
+
+    def _check_stop_requests(self) -> None:
+        """Drop pending restarts once ``worker stop`` asked a dead worker (or its siblings) to stop.
+
+        The stop request marks the registry rows of the workers alive at that moment, the dead
+        one included (its row still says running); a replacement would register afresh and
+        never see it. The database is opened only while a restart is pending.
+        """
+        if not self.restart_at or self.stopping or time.monotonic() < self._next_stop_check:
+            return
+        self._next_stop_check = time.monotonic() + _STOP_CHECK_S
+        rows = self._registry_rows()
+        stopped = [row for row in rows if row.stop_requested and row.state != "stopped"
+                   and row.pid in self.dead_pid.values()]
+        if not stopped:
+            return
+        self.stop_requested = True
+        for index in sorted(self.restart_at):
+            log(f"worker {index} is not restarted: a stop was requested through the database")
+        self.restart_at.clear()
+        for row in stopped:  # the dead worker cannot say it stopped: say it for it
+            with contextlib.suppress(Exception):
+                from queuectl.service import workers as registry
+
+                registry.beat_worker(self._store, row.id, time.time(), "stopped", [])
+
+    def _registry_rows(self) -> list[Any]:
+        """This host's registry rows (any error: none, so restarts go on as before)."""
+        import socket
+
+        try:
+            if self._store is None:
+                from queuectl.store import open_store
+
+                self._store = open_store(self.db_url)
+            from queuectl.service import workers as registry
+
+            host = socket.gethostname()
+            return [row for row in registry.list_workers(self._store) if row.host == host]
+        except Exception as exc:  # noqa: BLE001 - an outage must not stop the supervisor
+            log(f"cannot read the worker registry ({exc}); a stop request may be missed")
+            return []
 
     def _restart_due(self) -> None:
         now = time.monotonic()
         for index, when in list(self.restart_at.items()):
-            if now >= when and not self.stopping:
+            if now >= when and not self.stopping and not self.stop_requested:
                 del self.restart_at[index]
+                self.dead_pid.pop(index, None)
                 self._spawn(index)
 
     def _kill_orphans(self) -> None:
