@@ -45,7 +45,6 @@ status is 1 when a correctness check failed (a job lost, not completed, a comman
 Ctrl-C, 0 otherwise. ``--json PATH`` writes every sample, for comparison between commits.
 """
 
-from queuectl.core import lifecycle
 from __future__ import annotations
 
 import argparse
@@ -65,6 +64,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
+
+from queuectl.core import lifecycle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIOS = ("drain", "pickup", "cli", "idle", "bulk", "scale")

@@ -7,7 +7,8 @@ import typer
 
 from queuectl.cli.context import context_of, store_of
 from queuectl.core.errors import EXIT_NOT_FOUND, StoreUnavailable
-from queuectl.core.models import FINISHED, Job
+from queuectl.core.lifecycle import FINISHED
+from queuectl.core.models import Job
 from queuectl.service import jobs as service
 
 

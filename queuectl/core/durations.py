@@ -6,11 +6,11 @@ import math
 import re
 from datetime import datetime
 
+from queuectl.core.defaults import MAX_DURATION_S as MAX_SECONDS
 from queuectl.core.errors import InvalidInput
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-MAX_SECONDS = 10 * 365 * 86400.0  # ten years: anything longer is a typo, not a schedule
 
 
 def parse_duration(text: str | float | int, what: str = "duration") -> float:

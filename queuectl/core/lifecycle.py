@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+from queuectl.core.defaults import DLQ_RETRY_PAGE as RETRY_PAGE
 from queuectl.core.errors import Conflict, InvalidInput, NotFound, UniqueKeyTaken
 from queuectl.core.models import (
     CANCELLED,
@@ -376,7 +377,6 @@ def cancel(store: Store, job_id: str, now: float) -> Job:
     return cancelled
 
 
-RETRY_PAGE = 1000  # dead jobs read per page by a retry of the whole DLQ
 
 
 def retry_dead(store: Store, job_id: str | None, now: float) -> int:

@@ -7,7 +7,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from queuectl.core.errors import Conflict, InvalidInput
+from queuectl.core.defaults import DEFAULT_QUEUE
 
 PENDING = "pending"
 WAITING = "waiting"  # for its parent jobs (--after, --on-failure-of)
@@ -18,17 +18,6 @@ DEAD = "dead"  # the dead letter queue
 CANCELLED = "cancelled"
 
 STATES = (PENDING, WAITING, PROCESSING, COMPLETED, FAILED, DEAD, CANCELLED)
-CLAIMABLE = (PENDING, FAILED)
-FINISHED = (COMPLETED, DEAD, CANCELLED)
-ACTIVE = (PENDING, WAITING, PROCESSING, FAILED)  # a unique key is taken while its job is in these
-
-HOOK_DUE = "due"  # the on-finish hook waits for a worker to run it
-HOOK_DONE = "done"
-HOOK_FAILED = "failed"
-
-DEFAULT_QUEUE = "default"
-OUTPUT_LIMIT = 64 * 1024  # bytes of output kept per job: the tail
-
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32: no i, l, o, u to misread
 _TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ID_ALPHABET.encode())
 
@@ -39,31 +28,6 @@ def new_job_id() -> str:
     ``os.urandom`` rather than ``secrets``: the latter pulls in OpenSSL (+6 MB per worker).
     """
     return base64.b32encode(os.urandom(10))[:10].translate(_TO_CROCKFORD).decode()
-
-
-def dependency_state(
-    job_id: str, after: dict[str, str | None], failure_parent: tuple[str, str | None] | None
-) -> str:
-    """The state a new job with parents starts in (``waiting`` or ``pending``), or why it can't exist.
-
-    ``after`` maps each parent id to its state (None: no such job); ``failure_parent`` is the
-    ``--on-failure-of`` parent and its state. A job can only name parents that already exist, so
-    a cycle can never be built.
-    """
-    for parent, state in after.items():
-        if state is None:
-            raise InvalidInput(f"--after {parent}: no such job (a job can only wait for existing jobs)")
-        if state in (DEAD, CANCELLED):
-            raise Conflict(f"parent job {parent} already ended {state}, so job {job_id} could never run")
-    waiting = any(state != COMPLETED for state in after.values())
-    if failure_parent is not None:
-        parent, state = failure_parent
-        if state is None:
-            raise InvalidInput(f"--on-failure-of {parent}: no such job")
-        if state == COMPLETED:
-            raise Conflict(f"job {parent} already completed, so its compensation step would never run")
-        waiting = waiting or state not in (DEAD, CANCELLED)
-    return WAITING if waiting else PENDING
 
 
 @dataclass

@@ -8,12 +8,11 @@ import re
 from typing import Any
 
 from queuectl.core.config import RuntimeConfig
+from queuectl.core.defaults import MAX_COMMAND_BYTES, MAX_ENV_BYTES
 from queuectl.core.durations import parse_duration, parse_instant
 from queuectl.core.errors import InvalidInput
 from queuectl.core.models import DEFAULT_QUEUE, STATES, Job, new_job_id
 
-MAX_COMMAND_BYTES = 128 * 1024  # a longer command belongs in a script
-MAX_ENV_BYTES = 64 * 1024  # all of a job's environment variables together
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

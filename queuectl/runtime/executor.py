@@ -19,7 +19,7 @@ import signal
 import subprocess
 import time
 
-from queuectl.core.models import OUTPUT_LIMIT
+from queuectl.core.defaults import OUTPUT_LIMIT
 
 SHELL = "/bin/sh"
 _READ_CHUNK = 65536

@@ -16,15 +16,13 @@ from typing import Callable
 
 from queuectl.core import lifecycle
 from queuectl.core.config import RuntimeConfig
+from queuectl.core.defaults import CHORE_CHECK_S as CHECK_EVERY_S
+from queuectl.core.defaults import FIRST_RETENTION_S, RETENTION_EVERY_S
 from queuectl.core.errors import QueuectlError
 from queuectl.core.models import Job
 from queuectl.runtime import hooks
 from queuectl.service import jobs, schedules
 from queuectl.store import Store
-
-RETENTION_EVERY_S = 60.0  # a retention pass (one batch) this often, sooner while a backlog remains
-FIRST_RETENTION_S = 6.0  # the first pass soon after start
-CHECK_EVERY_S = 1.0  # schedules and hooks are looked at this often (or every poll interval, if less)
 
 
 class Housekeeper:

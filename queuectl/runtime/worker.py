@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from queuectl.core import lifecycle
 from queuectl.core.config import ENV_DB, RuntimeConfig, resolve_db_url
+from queuectl.core.defaults import FORGET_WORKERS_AFTER_S as _FORGET_WORKERS_AFTER_S
+from queuectl.core.defaults import RETRY_WRITE_S as _RETRY_WRITE_S
 from queuectl.core.errors import QueuectlError, StoreReadOnly, StoreUnavailable
 from queuectl.core.models import PENDING, Job, Lease, Outcome, WorkerInfo
 from queuectl.runtime.executor import Run, StartError, job_environment
@@ -30,9 +32,7 @@ from queuectl.service.workers import beat_worker, prune_workers, register_worker
 from queuectl.store import Store, open_store
 
 FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
-_RETRY_WRITE_S = 0.5
 STORE_DOWN = (StoreUnavailable, StoreReadOnly)  # a full disk is an outage too: keep the outcome
-_FORGET_WORKERS_AFTER_S = 3600.0  # a dead worker stays visible (red) for an hour, then is forgotten
 
 
 @dataclass

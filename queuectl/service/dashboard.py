@@ -12,18 +12,15 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from queuectl.core.defaults import FAILURES_SHOWN, HISTORY_WINDOW_S, MAX_JOB_LOOKUPS
+from queuectl.core.defaults import THROUGHPUT_BUCKET_S as BUCKET_S
+from queuectl.core.defaults import THROUGHPUT_BUCKETS as BUCKETS
 from queuectl.core.models import DEAD, PROCESSING
 from queuectl.service import observe
 from queuectl.service.config import load_config
 from queuectl.service.queues import paused_queues
 from queuectl.service.workers import list_workers, worker_is_alive
 from queuectl.store import Store
-
-BUCKET_S = 60.0  # throughput per minute
-BUCKETS = 15  # over the last 15 minutes
-FAILURES_SHOWN = 5
-MAX_JOB_LOOKUPS = 64  # store.get calls per refresh for the workers' current jobs, at most
-HISTORY_WINDOW_S = 60.0  # counts are compared with the snapshot from about a minute ago
 
 
 @dataclass

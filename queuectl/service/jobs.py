@@ -12,14 +12,13 @@ from typing import Any, Callable, Iterable, Iterator
 
 from queuectl.core import lifecycle
 from queuectl.core.config import RuntimeConfig
+from queuectl.core.defaults import RETENTION_BATCH
 from queuectl.core.errors import InvalidInput, NotFound
 from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import CANCELLED, COMPLETED, DEAD, Job
 from queuectl.core.validation import build_job, check_state, parse_spec
 from queuectl.service.config import load_config
 from queuectl.store import Store
-
-RETENTION_BATCH = 1000  # rows per transaction: a big purge never holds the write lock for long
 
 
 class _Clock:

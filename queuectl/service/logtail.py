@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from queuectl.core.models import FAILED, FINISHED, PROCESSING, Job
+from queuectl.core.lifecycle import FINISHED
+from queuectl.core.models import FAILED, PROCESSING, Job
 
 SKIPPED = "[... output skipped ...]\n"
 _DROPPED = re.compile(r"\A\[\.\.\. (\d+) earlier bytes of output dropped \.\.\.\]\n")

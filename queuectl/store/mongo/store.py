@@ -10,6 +10,8 @@ import os
 import threading
 from typing import Any, Iterable
 
+from queuectl.core.defaults import MONGO_CONNECT_TIMEOUT_MS as CONNECT_TIMEOUT_MS
+from queuectl.core.defaults import MONGO_INSERT_BATCH as BATCH
 from queuectl.core.errors import DuplicateJobId, StoreUnavailable, UniqueKeyTaken
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, WhenHooked
 from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, WAITING, Job, Lease
@@ -19,8 +21,6 @@ from queuectl.store.mongo.errors import first_line
 from queuectl.store.mongo.errors import translate_errors as _translate_errors
 from queuectl.store.mongo.registry import MongoRegistry
 
-CONNECT_TIMEOUT_MS = 5000
-BATCH = 1000
 STAGING = "enqueuing"  # a bulk insert's jobs stay invisible to claims until the whole file is in
 
 class MongoStore(MongoRegistry, Store):

@@ -6,10 +6,9 @@ import os
 import sqlite3
 from typing import Any
 
+from queuectl.core.defaults import SQLITE_BUSY_TIMEOUT_S as BUSY_TIMEOUT_S
 from queuectl.core.errors import StoreReadOnly, StoreUnavailable
 from queuectl.store.base import translating_errors
-
-BUSY_TIMEOUT_S = 30.0
 
 
 def sqlite_error(store: Any, exc: Exception) -> Exception | None:

@@ -12,6 +12,7 @@ import os
 import sqlite3
 from typing import Any, Iterable, Iterator
 
+from queuectl.core.defaults import SQLITE_INSERT_BATCH as _INSERT_BATCH
 from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
 from queuectl.core.lifecycle import AFTER, CLAIMABLE, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked
 from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, WAITING, Job, Lease
@@ -33,8 +34,6 @@ from queuectl.store.sql.schema import (
     sql_list,
 )
 from queuectl.store.wake import SocketWaker, notify_all, wake_dir_for
-
-_INSERT_BATCH = 1000
 
 
 class SqliteStore(SqliteRegistry, Store):

@@ -1,0 +1,34 @@
+"""Every built-in default and tuning constant, one name each, in one place.
+
+Runtime settings that all workers share (max-retries, backoff, lease, heartbeat, ...) are not
+here: they live in the database and their defaults in :data:`queuectl.core.config.CONFIG_KEYS`.
+"""
+
+# --- jobs ---------------------------------------------------------------------------------------
+DEFAULT_QUEUE = "default"  # the queue of a job that names none
+OUTPUT_LIMIT = 64 * 1024  # bytes of output kept per job: the tail
+MAX_COMMAND_BYTES = 128 * 1024  # a longer command belongs in a script
+MAX_ENV_BYTES = 64 * 1024  # all of a job's environment variables together
+MAX_DURATION_S = 10 * 365 * 86400.0  # ten years: a longer delay or timeout is a typo, not a plan
+
+# --- stores -------------------------------------------------------------------------------------
+SQLITE_BUSY_TIMEOUT_S = 30.0  # how long a SQLite write waits for the lock before "locked"
+SQLITE_INSERT_BATCH = 1000  # rows per executemany of a bulk insert
+MONGO_CONNECT_TIMEOUT_MS = 5000  # a dead server is reported in seconds, not 30
+MONGO_INSERT_BATCH = 1000  # documents per insert_many of a bulk insert
+
+# --- workers and the housekeeper ----------------------------------------------------------------
+RETRY_WRITE_S = 0.5  # a worker retries writing kept outcomes this often during an outage
+FORGET_WORKERS_AFTER_S = 3600.0  # a dead worker stays visible (red) for an hour, then is forgotten
+CHORE_CHECK_S = 1.0  # schedules and hooks are looked at this often (or every poll interval, if less)
+RETENTION_EVERY_S = 60.0  # a retention pass (one batch) this often, sooner while a backlog remains
+FIRST_RETENTION_S = 6.0  # the first retention pass comes this soon after a worker starts
+RETENTION_BATCH = 1000  # rows per transaction: a big purge never holds the write lock for long
+DLQ_RETRY_PAGE = 1000  # dead jobs read per page by a retry of the whole DLQ
+
+# --- the dashboard ------------------------------------------------------------------------------
+THROUGHPUT_BUCKET_S = 60.0  # throughput per minute
+THROUGHPUT_BUCKETS = 15  # over the last 15 minutes
+FAILURES_SHOWN = 5  # recent failures listed
+MAX_JOB_LOOKUPS = 64  # store.get calls per refresh for the workers' current jobs, at most
+HISTORY_WINDOW_S = 60.0  # counts are compared with the snapshot from about a minute ago
