@@ -89,7 +89,7 @@ def test_status_watch_strips_controls_from_paused_queue_names() -> None:
         def __getattr__(self, name: str) -> object:
             raise AttributeError(name)
 
-    from queuectl.service import jobs as service
+    from queuectl.service import observe as service
 
     class Summary:
         states = {"pending": 1}
