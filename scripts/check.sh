@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The same checks as CI, plus lint and types: run before you push.
+# Everything CI checks: lint, format, types (package and tests), then the README's test command.
+# CI (.ci/run) calls this script after installing; run it before you push.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff check queuectl tests scripts
-mypy queuectl
+ruff format --check queuectl tests scripts
+mypy queuectl tests
 python -m pytest "$@"

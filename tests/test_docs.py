@@ -52,3 +52,12 @@ def test_wait_exit_codes_are_documented() -> None:
 def test_readme_names_the_test_command_that_ci_runs() -> None:
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "python -m pytest" in README and "python -m pytest" in ci
+
+
+def test_ci_runs_the_checks_of_scripts_check_sh() -> None:
+    root = Path(__file__).resolve().parent.parent
+    ci = (root / ".ci" / "run").read_text()
+    check = (root / "scripts" / "check.sh").read_text()
+    assert "scripts/check.sh" in ci
+    for step in ("ruff check", "ruff format --check", "mypy queuectl tests", "python -m pytest"):
+        assert step in check, step
