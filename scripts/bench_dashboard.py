@@ -87,7 +87,9 @@ def main() -> None:
         "throughput(now-900, 60)": lambda: store.throughput(time.time() - 900, 60),
         "next_due(None)": lambda: store.next_due(None),
         "recent_failures(5)": lambda: store.recent_failures(5),
-        "list_workers + 8 get": lambda: [store.get(j) for w in worker_service.list_workers(store) for j in w.current_jobs],
+        "list_workers + 8 get": lambda: [
+            store.get(j) for w in worker_service.list_workers(store) for j in w.current_jobs
+        ],
         "duration_totals": store.duration_totals,
     }
     for name, fn in reads.items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import mongomock
 
@@ -22,7 +23,7 @@ from queuectl.store.mongo.store import MongoStore
 from queuectl.store.sql.sqlite import SqliteStore
 
 
-def job(job_id: str, **fields: object) -> Job:
+def job(job_id: str, **fields: Any) -> Job:
     now = time.time()
     return Job(id=job_id, command="true", created_at=now, updated_at=now, run_at=now, **fields)
 
@@ -84,8 +85,9 @@ def test_a_full_disk_during_an_outcome_write_keeps_the_outcome(tmp_path: Path) -
     lifecycle.enqueue_job(store, job("j1"))
     [claimed] = store.claim(worker.id, None, time.time(), 30, 1)
     worker._start(claimed)
-    slot = worker.slots["j1"]
-    while slot.run.poll() is None:
+    run = worker.slots["j1"].run
+    assert run is not None
+    while run.poll() is None:
         time.sleep(0.01)
     worker._reap()
 
@@ -96,11 +98,15 @@ def test_a_full_disk_during_an_outcome_write_keeps_the_outcome(tmp_path: Path) -
 
     store.update_job = full  # type: ignore[method-assign]
     worker._send_outcomes()  # must not raise out of the worker
-    assert len(worker.unsent) == 1 and store.get("j1").state == "processing"
+    kept = store.get("j1")
+    assert kept is not None
+    assert len(worker.unsent) == 1 and kept.state == "processing"
     store.update_job = real  # type: ignore[method-assign]
     worker.next_write_try = 0.0
     worker._send_outcomes()
-    assert store.get("j1").state == COMPLETED
+    written = store.get("j1")
+    assert written is not None
+    assert written.state == COMPLETED
 
 
 def test_mongo_batched_purge_spares_a_job_retried_in_between() -> None:
@@ -125,7 +131,9 @@ def test_mongo_batched_purge_spares_a_job_retried_in_between() -> None:
 
     store._jobs.find = find_then_retry  # type: ignore[method-assign]
     assert store.purge([DEAD], time.time(), limit=1000) == 0
-    assert store.get("d").state == PENDING
+    retried = store.get("d")
+    assert retried is not None
+    assert retried.state == PENDING
 
 
 def test_mongo_schedule_fire_whose_job_exists_still_moves_on() -> None:

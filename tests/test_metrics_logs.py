@@ -131,7 +131,7 @@ def test_follower_holds_back_the_previous_runs_output_until_the_retry_saves_its_
 
 
 def test_follow_rides_out_an_unavailable_store() -> None:
-    reads = iter([
+    reads: Iterator[Job | Exception] = iter([
         job("j", "processing", 0, started_at=1.0, output="a\n"),
         StoreUnavailable("down"),
         job("j", "completed", 0, started_at=1.0, output="a\nb\n", exit_code=0),
@@ -145,8 +145,12 @@ def test_follow_rides_out_an_unavailable_store() -> None:
 
     out: list[str] = []
     errors: list[Exception] = []
-    last = follow(read, out.append, lambda note: None, sleep=lambda s: None,
-                  on_error=lambda exc: errors.append(exc) or True)
+
+    def retry(exc: Exception) -> bool:
+        errors.append(exc)
+        return True
+
+    last = follow(read, out.append, lambda note: None, sleep=lambda s: None, on_error=retry)
     assert "".join(out) == "a\nb\n" and last is not None and last.state == "completed"
     assert len(errors) == 1
 
@@ -212,11 +216,13 @@ def follow_subprocess(tmp_path: Path, job_id: str) -> tuple[list[tuple[float, st
     proc = subprocess.Popen([*CLI, "logs", job_id, "--follow"], env=cli_env(tmp_path), cwd=tmp_path,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None  # both are PIPEs
     lines: list[tuple[float, str]] = []
     errors: list[str] = []
     readers = [
-        threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in proc.stdout)),
-        threading.Thread(target=lambda: errors.extend(proc.stderr)),
+        threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in stdout)),
+        threading.Thread(target=lambda: errors.extend(stderr)),
     ]
     for reader in readers:
         reader.start()

@@ -107,7 +107,9 @@ def test_an_outcome_finished_during_an_outage_is_written_once_it_ends(flaky: Fla
     flaky.down = True
     worker._reap()
     worker._send_outcomes()
-    assert len(worker.unsent) == 1 and flaky.store.get("j1").state == "processing"
+    job = flaky.store.get("j1")
+    assert job is not None
+    assert len(worker.unsent) == 1 and job.state == "processing"
 
     # When it is back (within the lease), the kept outcome is written -- once
     flaky.down = False
@@ -116,5 +118,6 @@ def test_an_outcome_finished_during_an_outage_is_written_once_it_ends(flaky: Fla
     worker._send_outcomes()
 
     job = flaky.store.get("j1")
-    assert job.state == "completed" and job.exit_code == 0 and "done" in job.output
+    assert job is not None
+    assert job.state == "completed" and job.exit_code == 0 and job.output is not None and "done" in job.output
     assert worker.unsent == [] and flaky.finish_calls == 1

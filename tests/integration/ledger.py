@@ -279,7 +279,7 @@ def check_invariants(
     report.ledger_jobs = len(runs)
     for per_job in runs.values():
         for run in per_job.values():
-            if run.worker in adopters:
+            if run.worker is not None and run.worker in adopters:
                 revoked.setdefault(run.worker, None)
     report.runs = sum(len(per_job) for per_job in runs.values())
 

@@ -236,6 +236,7 @@ def test_die_before_record_job_runs_exactly_once_more(h: Harness) -> None:
     assert done.attempts == 2 and done.exit_code == 0
     first, second = h.runs(job_id)  # exactly one more run
     assert second.succeeded and second.worker == healthy.pid
+    assert first.end is not None and second.start is not None  # both runs were recorded
     assert second.start - first.end >= LEASE - HEARTBEAT - 0.1, "re-run before the lease ran out"
     h.stop(healthy)
     report = h.check(revoked={faulty.pid: first.end})
@@ -269,6 +270,8 @@ def test_frozen_worker_loses_lease_kills_its_run_and_writes_nothing(h: Harness) 
                              "else echo second-run-output; sleep 1; fi")
     first_worker = h.worker()
     first = h.wait_run(job_id, 1)
+    first_pid = first.pid
+    assert first_pid is not None  # wait_run returns a started run
     assert first.worker == first_worker.pid
     wait_until(lambda: "first-run-output" in (h.q.job(job_id).output or ""), 5,
                message="the first run's output saved by a heartbeat")
@@ -283,15 +286,15 @@ def test_frozen_worker_loses_lease_kills_its_run_and_writes_nothing(h: Harness) 
     second_worker = h.worker()
     second = h.wait_run(job_id, 2)
     assert second.worker == second_worker.pid
-    assert pid_alive(first.pid), "the first run goes on while its worker is frozen"
+    assert pid_alive(first_pid), "the first run goes on while its worker is frozen"
     before = h.q.job(job_id)
     assert before.state == "processing" and before.attempts == 2
     assert before.locked_by and before.locked_by.startswith(f"w{second_worker.pid}-")
 
     resumed_at = time.monotonic()
     os.kill(first_worker.pid, signal.SIGCONT)
-    wait_until(lambda: not pid_alive(first.pid), 2,
-               message=lambda: f"first run {first.pid} killed after SIGCONT\n{h.q.logs()}")
+    wait_until(lambda: not pid_alive(first_pid), 2,
+               message=lambda: f"first run {first_pid} killed after SIGCONT\n{h.q.logs()}")
     killed_after = time.monotonic() - resumed_at
     assert killed_after < 1.0, f"the first run lived {killed_after:.2f}s after its worker resumed"
     wait_until(lambda: "lost the lease" in h.q.logs(), 3, message="the first worker logged the loss")
@@ -355,13 +358,15 @@ def test_sigkilled_worker_orphan_is_killed_and_job_completes(h: Harness) -> None
     job_id = h.job("orphaned", 'if [ "$ql_run" = 1 ]; then sleep 30 & wait; fi')
     sup = h.q.start_workers(count=1)
     first = h.wait_run(job_id, 1)
+    group = first.pid
+    assert group is not None  # wait_run returns a started run
     assert first.worker in sup_children(sup.pid)
 
     killed_at = time.time()
     os.kill(first.worker, signal.SIGKILL)
-    wait_until(lambda: not group_members(first.pid), 1.0,
-               message=lambda: f"orphaned job group {first.pid} gone\n{h.q.logs()}")
-    assert not group_members(first.pid), "the job's background child outlived the kill"
+    wait_until(lambda: not group_members(group), 1.0,
+               message=lambda: f"orphaned job group {group} gone\n{h.q.logs()}")
+    assert not group_members(group), "the job's background child outlived the kill"
 
     done = h.q.wait_state(job_id, "completed", 15)
     assert done.attempts == 2
@@ -391,7 +396,8 @@ def test_sigterm_claims_nothing_new_and_requeues_after_grace(h: Harness) -> None
     assert 0.4 <= took < 5, f"stopped {took:.2f}s after SIGTERM with a 0.5 s grace"
 
     [run] = h.runs(long_id)
-    assert run.status == "term" and run.end - signalled >= 0.45, "the job was stopped before its grace"
+    assert run.status == "term" and run.end is not None and run.end - signalled >= 0.45, (
+        "the job was stopped before its grace")
     job = h.q.job(long_id)
     assert job.state == "pending" and job.attempts == 0, job
     assert "shutdown" in (job.last_error or "")
@@ -437,6 +443,7 @@ def test_second_sigterm_takes_the_fast_path(h: Harness) -> None:
     sup.send_signal(signal.SIGTERM)
     wait_until(lambda: "stopping" in h.q.logs(), 5, message="first SIGTERM forwarded")
     time.sleep(0.3)
+    assert run.pid is not None  # wait_run returns a started run
     assert sup.poll() is None and pid_alive(run.pid), "the first SIGTERM must let the job run on"
 
     second_at = time.time()
@@ -445,7 +452,7 @@ def test_second_sigterm_takes_the_fast_path(h: Harness) -> None:
     took = time.time() - second_at
     assert took < 1.5, f"the second SIGTERM took {took:.2f}s"
     [run] = h.runs(job_id)
-    assert run.status == "term" and run.end - second_at < 1.0
+    assert run.status == "term" and run.end is not None and run.end - second_at < 1.0
     job = h.q.job(job_id)
     assert job.state == "pending" and job.attempts == 0, job
 
@@ -473,6 +480,7 @@ def test_write_lock_shorter_than_lease_outcome_written_once_released(h: Harness)
         locked_at = time.time()
         go.touch()
         run = h.wait_run(job_id, 1, timeout=0.5, ended=True)
+        assert run.end is not None  # ended=True waits for the end line
         time.sleep(max(0.0, locked_at + 0.6 - time.time()))
         held = h.q.job(job_id)  # WAL: readers still read during the outage
         released_at = time.time()
