@@ -66,7 +66,11 @@ def _detach(
     if burst:
         cmd.append("--burst")
     try:
-        log = open(log_path, "ab")
+        # private: the log names jobs and errors; never through a symlink someone planted
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)  # an older log created 0644 is tightened too
+        log = os.fdopen(fd, "ab")
     except OSError as exc:
         raise InvalidInput(f"cannot open log file {log_path}: {exc.strerror}") from None
     with log:

@@ -159,14 +159,14 @@ def start_state(job_id: str, after: dict[str, str | None], failure_parent: tuple
     """
     for parent, state in after.items():
         if state is None:
-            raise InvalidInput(f"--after {parent}: no such job (a job can only wait for existing jobs)")
+            raise InvalidInput(f"after: there is no job {parent!r} (a job can only wait for existing jobs)")
         if state in (DEAD, CANCELLED):
             raise Conflict(f"parent job {parent} already ended {state}, so job {job_id} could never run")
     waiting = any(state != COMPLETED for state in after.values())
     if failure_parent is not None:
         parent, state = failure_parent
         if state is None:
-            raise InvalidInput(f"--on-failure-of {parent}: no such job")
+            raise InvalidInput(f"on_failure_of: there is no job {parent!r}")
         if state == COMPLETED:
             raise Conflict(f"job {parent} already completed, so its compensation step would never run")
         waiting = waiting or state not in (DEAD, CANCELLED)
@@ -296,13 +296,35 @@ def _finish_in(store: Store, lease: Lease, outcome: Outcome, expired_before: flo
     return written, 0
 
 
+LOCK_WAIT_NOTICED_S = 0.05  # a wait for the write lock longer than this moves lease times on
+
+
+def _lock_wait(started: float) -> float:
+    """Seconds spent getting the unit's write lock since ``started`` (monotonic), if they matter.
+
+    Lease times are ``now + lease``: computed before a long wait for the lock, a renewal would
+    be written already expired and another worker would take over a live job.
+    """
+    waited = time.monotonic() - started
+    return waited if waited > LOCK_WAIT_NOTICED_S else 0.0
+
+
+def claim(store: Store, worker_id: str, queues: list[str] | None, now: float, lease: float, limit: int) -> list[Job]:
+    """Take up to ``limit`` due jobs; the lease runs from when the write lock was had."""
+    started = time.monotonic()
+    with store.unit():
+        return store.claim(worker_id, queues, now + _lock_wait(started), lease, limit)
+
+
 def finish_and_claim(
     store: Store, outcomes: list[tuple[Lease, Outcome]], worker_id: str, queues: list[str] | None,
     now: float, lease: float, limit: int,
 ) -> tuple[list[bool], list[Job]]:
     """The busy worker's round trip: every outcome and the next claim in one unit of work."""
     released = 0
+    started = time.monotonic()
     with store.unit():
+        now += _lock_wait(started)
         written = []
         for held, outcome in outcomes:
             ok, freed = _finish_in(store, held, outcome, None)
@@ -326,7 +348,9 @@ def heartbeat(
     lost: set[str] = set()
     if not beats:
         return lost
+    started = time.monotonic()
     with store.unit():
+        now += _lock_wait(started)
         for held, output in beats:
             changes: dict[str, Any] = {"lease_expires_at": now + lease}
             if output is not None:

@@ -174,7 +174,7 @@ class Worker:
         free = self.opts.concurrency - len(self.slots)
         now = time.time()
         try:
-            jobs = self.store.claim(self.id, self.opts.queues, now, self.config.lease, free)
+            jobs = lifecycle.claim(self.store, self.id, self.opts.queues, now, self.config.lease, free)
         except STORE_DOWN as exc:
             log(self.id, f"cannot claim: {exc}")
             self._go_idle(now)

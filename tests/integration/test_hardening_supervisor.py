@@ -6,7 +6,9 @@ Real processes: a supervisor in its own session, its workers, and a job's ``slee
 from __future__ import annotations
 
 import os
+import re
 import signal
+import stat
 from pathlib import Path
 
 from .conftest import Queue, pid_alive, wait_until
@@ -58,3 +60,23 @@ def test_worker_stop_during_a_pending_restart_stops_the_supervisor(queue: Queue,
     assert queue.wait_exit(supervisor, 3.0) == 0  # observed: replaced, kept claiming, never exited
     assert "not restarted: a stop was requested" in queue.logs()
     assert not [w for w in queue.running_workers() if w.pid not in killed]
+
+
+def test_the_detached_workers_log_is_private_even_if_it_existed(queue: Queue, tmp_path: Path) -> None:
+    # Given a log file an earlier version created world-readable (it names jobs and their errors)
+    log = tmp_path / "workers.log"
+    log.write_bytes(b"")
+    log.chmod(0o644)
+    queue.add_log(log)
+    out = queue.cli("worker", "start", "--detach", "--burst", "--log", str(log)).stdout
+    match = re.search(r"supervisor pid (\d+)", out)
+    assert match, out
+    queue.extra_groups.append(int(match.group(1)))
+    # Then it is 0600 from the start, and a fresh one too
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    fresh = tmp_path / "fresh.log"
+    queue.add_log(fresh)
+    out = queue.cli("worker", "start", "--detach", "--burst", "--log", str(fresh)).stdout
+    queue.extra_groups.append(int(re.search(r"supervisor pid (\d+)", out).group(1)))  # type: ignore[union-attr]
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    wait_until(lambda: not queue.leftovers(), 10, message=lambda: f"burst workers gone: {queue.leftovers()}")
