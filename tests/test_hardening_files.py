@@ -163,6 +163,7 @@ def shared_tmp() -> Iterator[Path]:
 def test_another_user_cannot_plant_a_wal_for_our_queue(tmp_path: Path, shared_tmp: Path) -> None:
     db = shared_tmp / "q.db"
     wal = Path(f"{db}-wal")
+    assert SETPRIV is not None
     plant = subprocess.run(
         [SETPRIV, "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups", "sh", "-c",
          f"umask 0 && : > {wal} && : > {db}-shm"],

@@ -97,7 +97,7 @@ def test_status_watch_strips_controls_from_paused_queue_names() -> None:
         paused = {f"p{HOSTILE}"}
 
     original = service.status
-    service.status = lambda store, now: Summary()  # type: ignore[assignment,misc]
+    service.status = lambda store, now: Summary()  # type: ignore[assignment,misc,return-value]  # a stand-in
     try:
         console = Console(file=io.StringIO(), width=100, force_terminal=False, color_system=None)
         console.print(status_view(FakeStore()))  # type: ignore[arg-type]

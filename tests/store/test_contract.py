@@ -1532,7 +1532,8 @@ def test_fire_schedule_skips_the_slot_while_the_previous_run_holds_its_unique_ke
     schedule_service.insert_schedule(store, make_schedule("tick", next_fire_at=NOW))
     assert schedule_service.fire_schedule(store, "tick", NOW, NOW + 60, make_job("tick-1", unique_key="tick"))
 
-    assert schedule_service.fire_schedule(store, "tick", NOW + 60, NOW + 120, make_job("tick-2", unique_key="tick")) is False
+    second = make_job("tick-2", unique_key="tick")
+    assert schedule_service.fire_schedule(store, "tick", NOW + 60, NOW + 120, second) is False
 
     assert store.get("tick-2") is None
     assert schedule_service.list_schedules(store)[0].next_fire_at == NOW + 120  # moved on: no retry storm
