@@ -42,7 +42,13 @@ def start(
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         print("queuectl: warning: workers run as root, so every job runs as root; "
               "prefer an unprivileged user", file=sys.stderr)
-    store_of(ctx)  # fail now, clearly, if the database cannot be opened
+    import socket
+
+    stale = service.retire_stale_workers(store_of(ctx), socket.gethostname())  # also: can the queue be opened?
+    if stale:
+        print(f"queuectl: warning: {len(stale)} worker(s) of an earlier run on this host died without stopping "
+              f"(pids {', '.join(str(w.pid) for w in stale)}); marked stopped, their jobs come back when their "
+              "leases expire", file=sys.stderr)
     if detach:
         _detach(app_ctx.db_url, count, queue, concurrency, log_file, burst)
         return

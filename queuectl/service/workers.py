@@ -89,3 +89,27 @@ def worker_list(store: Store, include_stopped: bool = False) -> tuple[list[Worke
     """The workers to show (stopped ones only when asked), and the lease that judges their liveness."""
     workers = [w for w in list_workers(store) if include_stopped or w.state != STOPPED]
     return workers, load_config(store).lease
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # somebody else's process holds that pid now: not ours to judge
+    return True
+
+
+def retire_stale_workers(store: Store, host: str) -> list[WorkerInfo]:
+    """Workers registered on ``host`` as running whose process is gone (their supervisor was
+    killed, the machine rebooted). They are marked stopped and returned, so that a new
+    ``worker start`` can say so; their jobs come back when their leases expire."""
+    stale = [w for w in list_workers(store)
+             if w.host == host and w.state != STOPPED and not _pid_alive(w.pid)]
+    for worker in stale:
+        store.registry_update("workers", {"state": STOPPED}, key=worker.id,
+                              expect={"last_heartbeat": worker.last_heartbeat})
+    return stale

@@ -80,3 +80,27 @@ def test_the_detached_workers_log_is_private_even_if_it_existed(queue: Queue, tm
     queue.extra_groups.append(int(re.search(r"supervisor pid (\d+)", out).group(1)))  # type: ignore[union-attr]
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
     wait_until(lambda: not queue.leftovers(), 10, message=lambda: f"burst workers gone: {queue.leftovers()}")
+
+
+def test_a_new_worker_start_reports_and_retires_workers_that_died_without_stopping(queue: Queue) -> None:
+    import socket
+    import subprocess
+    import time
+
+    from queuectl.core.models import WorkerInfo
+    from queuectl.service import workers as worker_service
+
+    # Given a worker of an earlier run whose process is gone (its supervisor was SIGKILLed)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    now = time.time()
+    worker_service.register_worker(queue.store, WorkerInfo(
+        id="w-old", host=socket.gethostname(), pid=gone.pid, state="running", started_at=now - 60,
+        last_heartbeat=now - 30))
+    # When workers are started again
+    started = queue.cli("worker", "start", "--burst", check=False)
+    # Then the dead one is named, and no longer counts as running (stopped: the new workers forget it)
+    assert started.returncode == 0, started.stderr
+    assert f"pids {gone.pid}" in started.stderr and "died without stopping" in started.stderr
+    states = {w["id"]: w["state"] for w in queue.cli_json("worker", "list", "--all")}
+    assert states.get("w-old", "stopped") == "stopped"
