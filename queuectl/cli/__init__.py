@@ -6,7 +6,8 @@ from typing import Optional
 import typer
 
 from queuectl.cli.context import AppContext
-from queuectl.core.errors import QueuectlError
+from queuectl.core.errors import EXIT_USAGE, QueuectlError
+from queuectl.core.validation import is_utf8
 
 app = typer.Typer(
     name="queuectl",
@@ -47,6 +48,11 @@ _register()
 
 def main() -> None:
     """Run one command; errors become one line on stderr and their exit code (SystemExit)."""
+    for position, argument in enumerate(sys.argv[1:], start=1):
+        if not is_utf8(argument):  # bytes that are not UTF-8 arrive as lone surrogates
+            print(f"queuectl: error: argument {position} is not valid UTF-8 text; pass it as UTF-8",
+                  file=sys.stderr)
+            sys.exit(EXIT_USAGE)
     try:
         app()
     except QueuectlError as exc:

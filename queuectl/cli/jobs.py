@@ -9,6 +9,7 @@ from typing import Any, List, Optional
 import typer
 
 from queuectl.cli.context import store_of
+from queuectl.core.defaults import MAX_LINE_BYTES
 from queuectl.core.errors import InvalidInput
 from queuectl.core.models import STATES
 from queuectl.service import jobs as service
@@ -76,12 +77,12 @@ def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
         # a pipe may be slow: read it all first, so the write transaction never waits on it
         with _spooled(sys.stdin.buffer if path == "-" else open(path, "rb")) as spool:
             try:
-                return service.enqueue_lines(store, io.TextIOWrapper(spool, encoding="utf-8"), options)
+                return service.enqueue_stream(store, io.TextIOWrapper(spool, encoding="utf-8"), options)
             except UnicodeDecodeError:
                 raise InvalidInput("the input is not UTF-8 text; nothing was enqueued") from None
     try:
         with open(path, encoding="utf-8", errors="strict") as handle:
-            return service.enqueue_lines(store, handle, options)
+            return service.enqueue_stream(store, handle, options)
     except FileNotFoundError:
         raise InvalidInput(f"no such file: {path}") from None
     except IsADirectoryError:
@@ -97,8 +98,18 @@ def _spooled(source: Any) -> Any:
     import tempfile
 
     spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    run = 0  # bytes since the last newline: a line past the limit is refused while it streams in
     try:
         while chunk := source.read(1024 * 1024):
+            parts = chunk.split(b"\n")
+            longest = run + len(parts[0])  # the line the previous chunk ended in
+            if len(parts) > 1:
+                longest = max([longest, *(len(part) for part in parts[1:-1])])
+                run = len(parts[-1])
+            else:
+                run = longest
+            if max(longest, run) > MAX_LINE_BYTES:
+                raise InvalidInput(f"a line of the input is over {MAX_LINE_BYTES // 1024} KiB; nothing was enqueued")
             spool.write(chunk)
     except UnicodeDecodeError:
         raise InvalidInput("the input is not UTF-8 text; nothing was enqueued") from None

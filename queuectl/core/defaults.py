@@ -9,6 +9,7 @@ DEFAULT_QUEUE = "default"  # the queue of a job that names none
 OUTPUT_LIMIT = 64 * 1024  # bytes of output kept per job: the tail
 MAX_COMMAND_BYTES = 128 * 1024  # a longer command belongs in a script
 MAX_ENV_BYTES = 64 * 1024  # all of a job's environment variables together
+MAX_LINE_BYTES = 256 * 1024  # one line of `enqueue --file`: a command, its env and the other fields
 MAX_DURATION_S = 10 * 365 * 86400.0  # ten years: a longer delay or timeout is a typo, not a plan
 
 # --- stores -------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from queuectl.core.config import RuntimeConfig
-from queuectl.core.defaults import MAX_COMMAND_BYTES, MAX_ENV_BYTES
+from queuectl.core.defaults import MAX_COMMAND_BYTES, MAX_DURATION_S, MAX_ENV_BYTES
 from queuectl.core.durations import parse_duration, parse_instant
 from queuectl.core.errors import InvalidInput
 from queuectl.core.models import DEFAULT_QUEUE, STATES, Job, new_job_id
@@ -22,12 +22,18 @@ JOB_FIELDS = ("id", "command", "max_retries", "priority", "queue", "delay", "run
 
 def parse_spec(text: str) -> dict[str, Any]:
     """A job spec from the command line or one line of a file: a JSON object, or a plain command."""
-    stripped = text.strip()
-    if stripped.startswith("{"):
+    stripped = text.strip().lstrip("\ufeff")  # a UTF-8 byte order mark is not part of the job
+    if stripped.startswith(("{", "[")):
         try:
             spec = json.loads(stripped)
         except json.JSONDecodeError as exc:
+            if stripped.startswith("["):
+                return {"command": text}  # a shell command such as [ -f x ] && ...
             raise InvalidInput(f"malformed JSON job: {exc.msg} at column {exc.colno}") from None
+        except RecursionError:
+            raise InvalidInput("a JSON job nested too deeply; a job is a flat object of fields") from None
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+            raise InvalidInput(f"malformed JSON job: {str(exc).splitlines()[0]}") from None
         if not isinstance(spec, dict):
             raise InvalidInput("a JSON job must be an object like {\"command\": \"echo hi\"}")
         unknown = sorted(set(spec) - set(JOB_FIELDS))
@@ -39,8 +45,27 @@ def parse_spec(text: str) -> dict[str, Any]:
     return {"command": text}
 
 
+def _check_utf8(spec: dict[str, Any]) -> None:
+    """Arguments with bytes that are not UTF-8 arrive as lone surrogates; no database stores them."""
+    for name, value in spec.items():
+        texts = value if isinstance(value, list) else list(value.items()) if isinstance(value, dict) else [value]
+        for text in texts:
+            for part in text if isinstance(text, tuple) else (text,):
+                if isinstance(part, str) and not is_utf8(part):
+                    raise InvalidInput(f"{name}: not valid UTF-8 text; pass it as UTF-8")
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
     """Validate a spec (JSON fields or CLI options) and make the Job to insert."""
+    _check_utf8(spec)
     command = spec.get("command")
     if not isinstance(command, str) or not command.strip():
         raise InvalidInput("empty command: give the shell command to run, e.g. queuectl enqueue \"echo hi\"")
@@ -51,11 +76,12 @@ def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
     job_id = spec.get("id")
     if job_id is None:
         job_id = new_job_id()
-    elif not isinstance(job_id, str) or not _ID_RE.match(job_id):
+    elif not isinstance(job_id, str) or not _ID_RE.fullmatch(job_id):
         raise InvalidInput(
             f"invalid job id {job_id!r}: use 1-64 letters, digits, '.', '_', ':' or '-'"
         )
-    queue = spec.get("queue") or DEFAULT_QUEUE
+    queue = spec.get("queue")
+    queue = DEFAULT_QUEUE if queue is None else queue
     check_queue_name(queue)
     run_at = now
     if spec.get("delay") is not None and spec.get("run_at") is not None:
@@ -66,6 +92,8 @@ def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
         if not isinstance(spec["run_at"], str):
             raise InvalidInput("run_at: expected an ISO-8601 time such as 2026-12-01T09:00:00Z")
         run_at = parse_instant(spec["run_at"])
+        if run_at - now > MAX_DURATION_S:
+            raise InvalidInput(f"run_at: {spec['run_at']!r} is out of range (at most 10 years ahead)")
     timeout = spec.get("timeout")
     if timeout is not None:
         timeout = parse_duration(timeout, "timeout")
@@ -93,7 +121,7 @@ def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
 
 
 def check_queue_name(queue: Any) -> str:
-    if not isinstance(queue, str) or not _QUEUE_RE.match(queue):
+    if not isinstance(queue, str) or not _QUEUE_RE.fullmatch(queue):
         raise InvalidInput(f"invalid queue name {queue!r}: use 1-64 letters, digits, '.', '_' or '-'")
     return queue
 
@@ -112,7 +140,7 @@ def _int_field(spec: dict[str, Any], name: str, default: int, low: int, high: in
 def _parent_id(value: Any, name: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise InvalidInput(f"{name}: {value!r} is not a job id")
     return value
 
@@ -158,7 +186,7 @@ def _env_field(value: Any) -> dict[str, str]:
         raise InvalidInput("env: expected an object of names to strings, or KEY=VALUE pairs")
     size = 0
     for key, val in value.items():
-        if not isinstance(key, str) or not _ENV_KEY_RE.match(key):
+        if not isinstance(key, str) or not _ENV_KEY_RE.fullmatch(key):
             raise InvalidInput(f"env: invalid variable name {key!r}")
         if key.startswith("QUEUECTL_"):
             raise InvalidInput(f"env: {key} is reserved for queuectl itself")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from queuectl.core import lifecycle
 from queuectl.core.config import RuntimeConfig
-from queuectl.core.defaults import RETENTION_BATCH
+from queuectl.core.defaults import MAX_LINE_BYTES, RETENTION_BATCH
 from queuectl.core.errors import InvalidInput, NotFound
 from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import CANCELLED, COMPLETED, DEAD, Job
@@ -72,6 +72,22 @@ def enqueue_lines(store: Store, lines: Iterable[str], overrides: dict[str, Any])
                 raise InvalidInput(f"line {number}: {exc}; nothing was enqueued") from None
 
     return lifecycle.enqueue(store, jobs(), time.time())
+
+
+def bounded_lines(stream: IO[str], limit: int = MAX_LINE_BYTES) -> Iterator[str]:
+    """The lines of ``stream``, refusing one as soon as it passes ``limit`` characters (a file
+    with no newline at all, such as /dev/zero, is refused after reading ``limit``, not all of it)."""
+    number = 0
+    while line := stream.readline(limit + 1):
+        number += 1
+        if len(line) > limit:
+            raise InvalidInput(f"line {number} is over {limit // 1024} KiB; nothing was enqueued")
+        yield line
+
+
+def enqueue_stream(store: Store, stream: IO[str], overrides: dict[str, Any]) -> int:
+    """:func:`enqueue_lines` from an open text file, each line bounded."""
+    return enqueue_lines(store, bounded_lines(stream), overrides)
 
 
 def get_job(store: Store, job_id: str) -> Job:

@@ -32,7 +32,7 @@ def insert_schedule(store: Store, schedule: Schedule) -> None:
 
 def add_schedule(store: Store, name: str, cron: str, spec: dict[str, Any], tz: str, now: float) -> Schedule:
     """Validate and store a schedule; its job spec is checked now, not at the first fire."""
-    if not _SCHEDULE_NAME.match(name):
+    if not _SCHEDULE_NAME.fullmatch(name):
         raise InvalidInput(
             f"invalid schedule name {name!r}: use 1-48 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
