@@ -12,34 +12,31 @@ import os
 import sqlite3
 from typing import Any, Iterable, Iterator
 
-from queuectl.core.defaults import SQLITE_INSERT_BATCH as _INSERT_BATCH
-from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
-from queuectl.core.lifecycle import AFTER, CLAIMABLE, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked
-from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, WAITING, Job, Lease
 from queuectl.store.base import Store, Waker
 from queuectl.store.sql.errors import BUSY_TIMEOUT_S, sqlite_error
 from queuectl.store.sql.errors import translate_errors as _translate_errors
 from queuectl.store.sql.files import exclusive_flock, open_private_file
+from queuectl.store.sql.jobs import SqlJobs
 from queuectl.store.sql.registry import SqliteRegistry
 from queuectl.store.sql.schema import (
-    CLAIMABLE_SQL,
-    FIELD_COLUMNS,
-    INSERT_SQL,
-    JOB_COLUMNS,
-    JSON_FIELDS,
-    job_row,
     migrate,
     needs_migration,
-    row_job,
-    sql_list,
 )
 from queuectl.store.wake import SocketWaker, notify_all, wake_dir_for
 
 
-class SqliteStore(SqliteRegistry, Store):
+class SqliteStore(SqlJobs, SqliteRegistry, Store):
     """The default backend. ``path`` may be relative; ``synchronous`` is NORMAL unless asked."""
 
     transactional = True
+    integrity_error = sqlite3.IntegrityError
+
+    def classify_error(self, exc: Exception) -> Exception | None:
+        return sqlite_error(self, exc)
+
+    def hint(self, index: str) -> str:
+        # the planner picks a worse index for a claim on some data shapes: name the partial one
+        return f"INDEXED BY {index}"
 
     def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
@@ -93,303 +90,6 @@ class SqliteStore(SqliteRegistry, Store):
     def unit(self) -> contextlib.AbstractContextManager[None]:
         return _Unit(self)
 
-    # --- jobs: writing ----------------------------------------------------------------------
-
-    @_translate_errors
-    def insert_jobs(self, jobs: Iterable[Job]) -> int:
-        count = 0
-        batch: list[Job] = []
-        with self._write() as conn:
-            for job in jobs:
-                batch.append(job)
-                if job.after or job.on_failure_of:
-                    self._insert_batch(conn, batch)
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO job_deps (child, parent, kind) VALUES (?, ?, ?)",
-                        [(job.id, parent, AFTER) for parent in job.after]
-                        + ([(job.id, job.on_failure_of, ON_FAILURE)] if job.on_failure_of else []),
-                    )
-                elif len(batch) >= _INSERT_BATCH:
-                    self._insert_batch(conn, batch)
-                count += 1
-            self._insert_batch(conn, batch)
-        return count
-
-    def _insert_batch(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
-        """Insert and empty ``batch`` with one executemany; on a conflict, name the job that caused it."""
-        if not batch:
-            return
-        conn.execute("SAVEPOINT insert_batch")
-        try:
-            conn.executemany(INSERT_SQL, [job_row(job) for job in batch])
-        except sqlite3.IntegrityError:
-            conn.execute("ROLLBACK TO insert_batch")
-            for job in batch:  # one by one, to find the culprit
-                try:
-                    conn.execute(INSERT_SQL, job_row(job))
-                except sqlite3.IntegrityError as exc:
-                    raise self._insert_conflict(conn, job, exc) from None
-        finally:
-            conn.execute("RELEASE insert_batch")
-        batch.clear()
-
-    @staticmethod
-    def _insert_conflict(conn: sqlite3.Connection, job: Job, exc: sqlite3.IntegrityError) -> Exception:
-        if "unique_key" in str(exc):
-            holder = conn.execute(
-                f"SELECT id, state FROM jobs WHERE unique_key = ? AND state IN {sql_list(KEY_HOLDING)}",
-                (job.unique_key,),
-            ).fetchone()
-            return UniqueKeyTaken(job.unique_key, (holder[0], holder[1]) if holder else None)
-        return DuplicateJobId(job.id)
-
-    @_translate_errors
-    def claim(
-        self, worker_id: str, queues: list[str] | None, now: float, lease: float, limit: int = 1
-    ) -> list[Job]:
-        with self._write() as conn:
-            return self._claim_in(conn, worker_id, queues, now, lease, limit)
-
-    def _claim_in(
-        self, conn: sqlite3.Connection, worker_id: str, queues: list[str] | None, now: float, lease: float,
-        limit: int,
-    ) -> list[Job]:
-        claimed: list[Job] = []
-        conn.execute(  # the jobs whose time has come join the claim indexes
-            f"UPDATE jobs SET ready = 1 WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_not_due "
-            f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ?)",
-            (now,),
-        )
-        paused = [row[0] for row in conn.execute("SELECT name FROM queues WHERE paused = 1")]
-        for queue in queues if queues else [None]:
-            if queue in paused or len(claimed) >= limit:
-                continue
-            if queue is None:
-                where, params = "", []
-                if paused:
-                    where = f" AND queue NOT IN ({', '.join('?' * len(paused))})"
-                    params = list(paused)
-                index = "jobs_ready_any"
-            else:
-                where, params, index = " AND queue = ?", [queue], "jobs_ready_queue"
-            rows = conn.execute(
-                f"UPDATE jobs SET state = ?, locked_by = ?, lease_expires_at = ?, "
-                f"attempts = attempts + 1, started_at = ?, updated_at = ? "
-                f"WHERE id IN (SELECT id FROM jobs INDEXED BY {index} "
-                f"WHERE {CLAIMABLE_SQL} AND ready = 1 AND run_at <= ?{where} "
-                f"ORDER BY priority DESC, created_at LIMIT ?) RETURNING {JOB_COLUMNS}",
-                [PROCESSING, worker_id, now + lease, now, now, now, *params, limit - len(claimed)],
-            ).fetchall()
-            # RETURNING gives no order: restore the claim order within this queue
-            claimed.extend(sorted((row_job(row) for row in rows), key=lambda job: (-job.priority, job.created_at)))
-        return claimed
-
-    @_translate_errors
-    def update_job(
-        self, job_id: str, changes: dict[str, Any], *, states: tuple[str, ...] | None = None,
-        lease: Lease | None = None, expired_before: float | None = None, hook_state: str | None = None,
-    ) -> bool:
-        shape = (tuple(changes), states, lease is not None, expired_before is not None, hook_state is not None)
-        sql = self._update_sql.get(shape)
-        if sql is None:
-            sql = self._update_sql[shape] = self._build_update(changes, states, shape)
-        params: list[Any] = []
-        for name, value in changes.items():
-            if isinstance(value, WhenHooked):
-                value = value.value
-            elif name in JSON_FIELDS:
-                value = _json(value)
-            params.append(value)
-        if "state" in changes:  # the due flag: claimable and due already, else claims promote it later
-            run_at = changes.get("run_at")
-            params.append(int(changes["state"] in CLAIMABLE and run_at is not None
-                              and run_at <= changes.get("updated_at", run_at)))
-        params.append(job_id)
-        if states:
-            params.extend(states)
-        if lease is not None:
-            params.extend((lease.worker_id, lease.attempt))
-        if expired_before is not None:
-            params.append(expired_before)
-        if hook_state is not None:
-            params.append(hook_state)
-        with self._write() as conn:
-            try:
-                return conn.execute(sql, params).rowcount == 1
-            except sqlite3.IntegrityError:
-                row = conn.execute("SELECT unique_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                raise UniqueKeyTaken(row[0] if row else None) from None
-
-    @staticmethod
-    def _build_update(changes: dict[str, Any], states: tuple[str, ...] | None, shape: tuple[Any, ...]) -> str:
-        sets = []
-        for name, value in changes.items():
-            column = FIELD_COLUMNS[name]
-            if isinstance(value, WhenHooked):
-                sets.append(f"{column} = CASE WHEN on_finish IS NOT NULL THEN ? ELSE {column} END")
-            else:
-                sets.append(f"{column} = ?")
-        if "state" in changes:
-            sets.append("ready = ?")
-        where = "id = ?"
-        if states:
-            where += f" AND state IN ({', '.join('?' * len(states))})"
-        if shape[2]:
-            where += f" AND state = '{PROCESSING}' AND locked_by = ? AND attempts = ?"
-        if shape[3]:
-            where += " AND lease_expires_at <= ?"
-        if shape[4]:
-            where += " AND hook_state = ?"
-        return f"UPDATE jobs SET {', '.join(sets)} WHERE {where}"
-
-    @_translate_errors
-    def purge(self, states: list[str], finished_before: float | None = None, limit: int | None = None) -> int:
-        where, params = self._purge_filter(states, finished_before)
-        if limit is not None:
-            where = f"id IN (SELECT id FROM jobs WHERE {where} LIMIT ?)"
-            params.append(limit)
-        with self._write() as conn:
-            conn.execute(f"DELETE FROM job_deps WHERE child IN (SELECT id FROM jobs WHERE {where})", params)
-            return conn.execute(f"DELETE FROM jobs WHERE {where}", params).rowcount
-
-    @_translate_errors
-    def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
-        where, params = self._purge_filter(states, finished_before)
-        return self._conn.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()[0]
-
-    @staticmethod
-    def _purge_filter(states: list[str], finished_before: float | None) -> tuple[str, list[Any]]:
-        where = f"state IN ({', '.join('?' * len(states))})"
-        params: list[Any] = list(states)
-        if finished_before is not None:
-            where += " AND finished_at < ?"
-            params.append(finished_before)
-        return where, params
-
-    # --- jobs: reading ----------------------------------------------------------------------
-
-    @_translate_errors
-    def get(self, job_id: str) -> Job | None:
-        row = self._conn.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
-        ).fetchone()
-        return row_job(row) if row else None
-
-    @_translate_errors
-    def list_jobs(
-        self, state: str | None = None, queue: str | None = None, limit: int = 50, before: float | None = None
-    ) -> list[Job]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if before is not None:
-            clauses.append("created_at < ?")
-            params.append(before)
-        if state:
-            clauses.append("state = ?")
-            params.append(state)
-        if queue:
-            clauses.append("queue = ?")
-            params.append(queue)
-        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-        rows = self._conn.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs {where}ORDER BY created_at DESC LIMIT ?",
-            [*params, limit],
-        ).fetchall()
-        return [row_job(row) for row in rows]
-
-    @_translate_errors
-    def job_states(self, job_ids: list[str]) -> dict[str, str]:
-        if not job_ids:
-            return {}
-        rows = self._conn.execute(
-            f"SELECT id, state FROM jobs WHERE id IN ({', '.join('?' * len(job_ids))})", job_ids
-        ).fetchall()
-        return dict(rows)
-
-    @_translate_errors
-    def waiting_children(self, parent_id: str) -> list[Job]:
-        rows = self._conn.execute(
-            f"SELECT {', '.join('c.' + c for c in FIELD_COLUMNS.values())} FROM job_deps d "
-            "JOIN jobs c ON c.id = d.child WHERE d.parent = ? AND c.state = ? GROUP BY c.id",
-            (parent_id, WAITING),
-        ).fetchall()
-        return [row_job(row) for row in rows]
-
-    @_translate_errors
-    def expired(self, now: float, limit: int = 100) -> list[Job]:
-        rows = self._conn.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{PROCESSING}' AND lease_expires_at < ? LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        return [row_job(row) for row in rows]
-
-    @_translate_errors
-    def hooks_due(self, limit: int = 1) -> list[Job]:
-        rows = self._conn.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE hook_state = '{HOOK_DUE}' ORDER BY updated_at LIMIT ?", (limit,)
-        ).fetchall()
-        return [row_job(row) for row in rows]
-
-    @_translate_errors
-    def counts(self) -> dict[str, dict[str, int]]:
-        result: dict[str, dict[str, int]] = {}
-        for state, queue, count in self._conn.execute(
-            "SELECT state, queue, count(*) FROM jobs GROUP BY state, queue"
-        ):
-            result.setdefault(queue, {})[state] = count
-        return result
-
-    @_translate_errors
-    def throughput(self, since: float, bucket: float = 60.0) -> dict[str, dict[int, int]]:
-        result: dict[str, dict[int, int]] = {"completed": {}, "failed": {}}
-        queries = (
-            ("completed", f"SELECT CAST(finished_at / ? AS INTEGER), count(*) FROM jobs "
-                          f"WHERE state = '{COMPLETED}' AND finished_at >= ? GROUP BY 1"),
-            ("failed", f"SELECT CAST(updated_at / ? AS INTEGER), count(*) FROM jobs "
-                       f"WHERE state IN {sql_list((FAILED, DEAD))} AND updated_at >= ? GROUP BY 1"),
-        )
-        for name, sql in queries:
-            for slot, count in self._conn.execute(sql, (bucket, since)):
-                result[name][slot] = result[name].get(slot, 0) + count
-        return result
-
-    @_translate_errors
-    def recent_failures(self, limit: int = 5) -> list[Job]:
-        # one index walk per state, merged: a single IN (...) ORDER BY would sort every failure
-        rows = self._conn.execute(
-            f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{FAILED}' ORDER BY updated_at DESC LIMIT ?) "
-            f"UNION ALL SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{DEAD}' "
-            "ORDER BY updated_at DESC LIMIT ?)",
-            (limit, limit),
-        ).fetchall()
-        jobs = sorted((row_job(row) for row in rows), key=lambda job: job.updated_at, reverse=True)
-        return jobs[:limit]
-
-    @_translate_errors
-    def duration_totals(self) -> tuple[int, float]:
-        count, total = self._conn.execute(
-            f"SELECT count(duration), coalesce(sum(duration), 0) FROM jobs WHERE state = '{COMPLETED}'"
-        ).fetchone()
-        return int(count), float(total)
-
-    @_translate_errors
-    def next_due(self, queues: list[str] | None) -> float | None:
-        # ORDER BY ... LIMIT 1 on the partial indexes: one index probe, whatever the queue holds
-        if not queues:
-            row = self._conn.execute(
-                f"SELECT run_at FROM jobs INDEXED BY jobs_due WHERE {CLAIMABLE_SQL} ORDER BY run_at LIMIT 1"
-            ).fetchone()
-            return row[0] if row else None
-        due = []
-        for queue in queues:
-            row = self._conn.execute(
-                f"SELECT run_at FROM jobs INDEXED BY jobs_due_queue WHERE {CLAIMABLE_SQL} AND queue = ? "
-                "ORDER BY run_at LIMIT 1", (queue,)
-            ).fetchone()
-            if row:
-                due.append(row[0])
-        return min(due) if due else None
-
     # --- waking -----------------------------------------------------------------------------
 
     def waker(self, worker_id: str) -> Waker | None:
@@ -434,8 +134,3 @@ class _Unit:
     def _translated(self, exc: Exception) -> Exception:
         return sqlite_error(self._store, exc) or exc
 
-
-def _json(value: Any) -> str | None:
-    import json
-
-    return json.dumps(value) if value else None
