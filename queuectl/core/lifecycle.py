@@ -248,22 +248,16 @@ def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None) -> int:
     Parents may be earlier jobs of the same batch. Conflict for a taken id or unique key.
     Returns how many were inserted, and wakes idle workers once, after the commit.
     """
-    placed: dict[str, str] = {}  # the batch so far: a job may name a parent inserted just before it
     waiting: list[str] = []
 
     def with_start_states() -> Iterator[Job]:
         for job in jobs:
             if job.after or job.on_failure_of:
-                parents = parents_of(job)
-                states: dict[str, str | None] = {p: placed[p] for p in parents if p in placed}
-                missing = [p for p in parents if p not in states]
-                if missing:
-                    states.update(store.job_states(missing))
+                states: dict[str, str | None] = dict(store.job_states(parents_of(job)))
                 failure = (job.on_failure_of, states.get(job.on_failure_of)) if job.on_failure_of else None
                 job.state = start_state(job.id, {p: states.get(p) for p in job.after}, failure)
                 if job.state == WAITING:
                     waiting.append(job.id)
-            placed[job.id] = job.state
             yield job
 
     with store.unit():

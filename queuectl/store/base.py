@@ -150,7 +150,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def job_states(self, job_ids: list[str]) -> dict[str, str]:
-        """``{id: state}`` of those jobs that exist (a job inserted in the open unit included)."""
+        """``{id: state}`` of those jobs that exist, including the jobs already taken from the
+        iterable of an :meth:`insert_jobs` in progress (so a job may name a parent earlier in
+        its own batch) and those inserted in the open unit of work."""
 
     @abc.abstractmethod
     def waiting_children(self, parent_id: str) -> list[Job]:

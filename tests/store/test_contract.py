@@ -1537,3 +1537,15 @@ def test_fire_schedule_skips_the_slot_while_the_previous_run_holds_its_unique_ke
 
     assert store.get("tick-2") is None
     assert schedule_service.list_schedules(store)[0].next_fire_at == NOW + 120  # moved on: no retry storm
+
+
+def test_a_batch_that_fails_leaves_no_rows_behind_for_later_reads(store: Store, make_job: MakeJob) -> None:
+    # Given a batch refused at its third job (a duplicate id), after a job that names an earlier one
+    lifecycle.enqueue(store, [make_job("dup")])
+    with pytest.raises(Conflict):
+        lifecycle.enqueue(store, [make_job("a"), make_job("b", after=["a"]), make_job("dup")])
+    # Then nothing of it is there, now or after the next reads and writes
+    assert store.job_states(["a", "b"]) == {}
+    lifecycle.enqueue(store, [make_job("c")])
+    assert store.get("a") is None and store.get("b") is None
+    assert sorted(job.id for job in store.list_jobs()) == ["c", "dup"]

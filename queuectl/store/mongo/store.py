@@ -43,6 +43,7 @@ class MongoStore(MongoRegistry, Store):
         self._queues = db["queues"]
         self._workers = db["workers"]
         self._schedules = db["schedules"]
+        self._staging_states: dict[str, str] = {}  # the jobs of an insert_jobs in progress
         self._collections = {"schedules": self._schedules, "queues": self._queues, "config": self._config,
                              "workers": self._workers}
         self._ensure_indexes()
@@ -123,8 +124,10 @@ class MongoStore(MongoRegistry, Store):
             staged = True
             buffer.clear()
 
+        self._staging_states = staging = {}  # job_states, asked while the iterable runs, sees these
         try:
             for job in jobs:
+                staging[job.id] = job.state
                 doc = job_doc(job)
                 doc["final_state"], doc["state"], doc["batch"] = doc["state"], STAGING, token
                 buffer.append(doc)
@@ -143,6 +146,8 @@ class MongoStore(MongoRegistry, Store):
             if staged or count:
                 self._jobs.delete_many({"batch": token})  # what is still staged: nothing half-visible
             raise
+        finally:
+            self._staging_states = {}
         return count
 
     def _insert_conflict(self, doc: dict[str, Any]) -> Exception:
@@ -269,8 +274,12 @@ class MongoStore(MongoRegistry, Store):
 
     @_translate_errors
     def job_states(self, job_ids: list[str]) -> dict[str, str]:
-        docs = self._jobs.find({"_id": {"$in": job_ids}}, {"state": 1, "final_state": 1})
-        return {doc["_id"]: doc.get("final_state") or doc["state"] for doc in docs}
+        found = {job_id: self._staging_states[job_id] for job_id in job_ids if job_id in self._staging_states}
+        missing = [job_id for job_id in job_ids if job_id not in found]
+        if missing:
+            docs = self._jobs.find({"_id": {"$in": missing}}, {"state": 1, "final_state": 1})
+            found.update({doc["_id"]: doc.get("final_state") or doc["state"] for doc in docs})
+        return found
 
     @_translate_errors
     def waiting_children(self, parent_id: str) -> list[Job]:

@@ -40,6 +40,7 @@ class SqlJobs:
 
     _conn: Any
     _update_sql: dict[tuple[Any, ...], str]
+    _unflushed: list[Job] = []  # the rows of an insert_jobs in progress, not yet sent
     insert_ignore = "INSERT OR IGNORE"  # an insert that skips a row whose key exists
     integrity_error: type[Exception] = Exception  # the driver's constraint violation
 
@@ -61,20 +62,24 @@ class SqlJobs:
     def insert_jobs(self, jobs: Iterable[Job]) -> int:
         count = 0
         batch: list[Job] = []
-        with self._write() as conn:
-            for job in jobs:
-                batch.append(job)
-                if job.after or job.on_failure_of:
-                    self._insert_batch(conn, batch)
-                    conn.executemany(
-                        f"{self.insert_ignore} INTO job_deps (child, parent, kind) VALUES (?, ?, ?)",
-                        [(job.id, parent, AFTER) for parent in job.after]
-                        + ([(job.id, job.on_failure_of, ON_FAILURE)] if job.on_failure_of else []),
-                    )
-                elif len(batch) >= _INSERT_BATCH:
-                    self._insert_batch(conn, batch)
-                count += 1
-            self._insert_batch(conn, batch)
+        self._unflushed = batch  # job_states, asked while the iterable runs, sees these too
+        try:
+            with self._write() as conn:
+                for job in jobs:
+                    batch.append(job)
+                    if job.after or job.on_failure_of:
+                        self._insert_batch(conn, batch)
+                        conn.executemany(
+                            f"{self.insert_ignore} INTO job_deps (child, parent, kind) VALUES (?, ?, ?)",
+                            [(job.id, parent, AFTER) for parent in job.after]
+                            + ([(job.id, job.on_failure_of, ON_FAILURE)] if job.on_failure_of else []),
+                        )
+                    elif len(batch) >= _INSERT_BATCH:
+                        self._insert_batch(conn, batch)
+                    count += 1
+                self._insert_batch(conn, batch)
+        finally:
+            self._unflushed = []  # a failed insert leaves nothing behind to be flushed later
         return count
 
     def _insert_batch(self, conn: Any, batch: list[Job]) -> None:
@@ -263,6 +268,8 @@ class SqlJobs:
     def job_states(self, job_ids: list[str]) -> dict[str, str]:
         if not job_ids:
             return {}
+        if self._unflushed:  # an insert is in progress in this transaction: its rows first
+            self._insert_batch(self._conn, self._unflushed)
         rows = self._conn.execute(
             f"SELECT id, state FROM jobs WHERE id IN ({', '.join('?' * len(job_ids))})", job_ids
         ).fetchall()
