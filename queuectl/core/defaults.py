@@ -11,6 +11,7 @@ MAX_COMMAND_BYTES = 128 * 1024  # a longer command belongs in a script
 MAX_ENV_BYTES = 64 * 1024  # all of a job's environment variables together
 MAX_LINE_BYTES = 256 * 1024  # one line of `enqueue --file`: a command, its env and the other fields
 MAX_DURATION_S = 10 * 365 * 86400.0  # ten years: a longer delay or timeout is a typo, not a plan
+MAX_RUN_AT = 32503680000.0  # 3000-01-01T00:00:00Z: a later --run-at is a typo (and past year 9999, unprintable)
 
 # --- stores -------------------------------------------------------------------------------------
 SQLITE_BUSY_TIMEOUT_S = 30.0  # how long a SQLite write waits for the lock before "locked"
@@ -25,7 +26,6 @@ CHORE_CHECK_S = 1.0  # schedules and hooks are looked at this often (or every po
 RETENTION_EVERY_S = 60.0  # a retention pass (one batch) this often, sooner while a backlog remains
 FIRST_RETENTION_S = 6.0  # the first retention pass comes this soon after a worker starts
 RETENTION_BATCH = 1000  # rows per transaction: a big purge never holds the write lock for long
-DLQ_RETRY_PAGE = 1000  # dead jobs read per page by a retry of the whole DLQ
 
 # --- the dashboard ------------------------------------------------------------------------------
 THROUGHPUT_BUCKET_S = 60.0  # throughput per minute

@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from queuectl.core.defaults import DLQ_RETRY_PAGE as RETRY_PAGE
 from queuectl.core.errors import Conflict, InvalidInput, NotFound, UniqueKeyTaken
 from queuectl.core.models import (
     CANCELLED,
@@ -173,8 +172,15 @@ def start_state(job_id: str, after: dict[str, str | None], failure_parent: tuple
     return WAITING if waiting else PENDING
 
 
-def _kind(child: Job, parent: str) -> str:
-    return ON_FAILURE if child.on_failure_of == parent else AFTER
+def _blocked_by(child: Job, parent: str, parent_state: str) -> str | None:
+    """Why ``child`` can never run now that ``parent`` ended in ``parent_state`` (None: it still
+    may). A child may name one parent both ways (after it, and as its compensation): then it can
+    never run at all, and whichever edge the parent's end breaks says why."""
+    if parent in child.after and parent_state != COMPLETED:
+        return f"parent job {parent} ended {parent_state}"
+    if child.on_failure_of == parent and parent_state == COMPLETED:
+        return f"not needed: {parent} completed"
+    return None
 
 
 def _may_start(store: Store, child: Job) -> bool:
@@ -197,10 +203,8 @@ def settle(store: Store, job_id: str, state: str, now: float) -> int:
     while todo:
         parent, parent_state = todo.pop()
         for child in store.waiting_children(parent):
-            kind = _kind(child, parent)
-            if (kind == AFTER) != (parent_state == COMPLETED):
-                reason = (f"not needed: {parent} completed" if kind == ON_FAILURE
-                          else f"parent job {parent} ended {parent_state}")
+            reason = _blocked_by(child, parent, parent_state)
+            if reason is not None:
                 if store.update_job(child.id, ending_changes(CANCELLED, now, reason), states=(WAITING,)):
                     todo.append((child.id, CANCELLED))
             elif _may_start(store, child):
@@ -244,6 +248,8 @@ def enqueue_job(store: Store, job: Job) -> None:
 
 def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None) -> int:
     """Insert every job or none; a job with parents starts waiting or pending as they allow.
+
+    ``now`` (default: the time the insert ended) stamps any child settled right after it.
 
     Parents may be earlier jobs of the same batch. Conflict for a taken id or unique key.
     Returns how many were inserted, and wakes idle workers once, after the commit.
@@ -405,18 +411,19 @@ def retry_dead(store: Store, job_id: str | None, now: float) -> int:
     """
     reset = {"state": PENDING, "attempts": 0, "run_at": now, "updated_at": now, "finished_at": None,
              "locked_by": None, "lease_expires_at": None}
-    count = 0
     with store.unit():
-        while True:
-            ids = [job_id] if job_id is not None else [j.id for j in store.list_jobs(state=DEAD, limit=RETRY_PAGE)]
-            for dead_id in ids:
-                try:
-                    count += store.update_job(dead_id, reset, states=(DEAD,))
-                except UniqueKeyTaken:
-                    raise Conflict(f"job {dead_id}'s unique key is taken by an active job; "
-                                   "retry it once that one has finished") from None
-            if job_id is not None or len(ids) < RETRY_PAGE:
-                break
+        if job_id is None:
+            try:
+                count = store.update_jobs(reset, states=(DEAD,))
+            except UniqueKeyTaken:
+                raise Conflict("a dead job's unique key is taken by an active job; "
+                               "retry it once that one has finished") from None
+        else:
+            try:
+                count = int(store.update_job(job_id, reset, states=(DEAD,)))
+            except UniqueKeyTaken:
+                raise Conflict(f"job {job_id}'s unique key is taken by an active job; "
+                               "retry it once that one has finished") from None
         if count == 0 and job_id is not None:
             job = store.get(job_id)
             if job is None:

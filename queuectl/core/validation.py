@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from queuectl.core.config import RuntimeConfig
-from queuectl.core.defaults import MAX_COMMAND_BYTES, MAX_DURATION_S, MAX_ENV_BYTES
+from queuectl.core.defaults import MAX_COMMAND_BYTES, MAX_ENV_BYTES, MAX_RUN_AT
 from queuectl.core.durations import parse_duration, parse_instant
 from queuectl.core.errors import InvalidInput
 from queuectl.core.models import DEFAULT_QUEUE, STATES, Job, new_job_id
@@ -92,8 +92,8 @@ def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
         if not isinstance(spec["run_at"], str):
             raise InvalidInput("run_at: expected an ISO-8601 time such as 2026-12-01T09:00:00Z")
         run_at = parse_instant(spec["run_at"])
-        if run_at - now > MAX_DURATION_S:
-            raise InvalidInput(f"run_at: {spec['run_at']!r} is out of range (at most 10 years ahead)")
+        if run_at >= MAX_RUN_AT:
+            raise InvalidInput(f"run_at: {spec['run_at']!r} is out of range (before the year 3000)")
     timeout = spec.get("timeout")
     if timeout is not None:
         timeout = parse_duration(timeout, "timeout")

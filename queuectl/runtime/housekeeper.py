@@ -58,11 +58,11 @@ class Housekeeper:
         woke = False
         try:
             self._write_hook_results()
-            if stopping:
-                return False  # a stopping worker only finishes what it started
-            if mono >= self.next_recovery:
+            if mono >= self.next_recovery:  # a stopping worker still watches for dead ones
                 self.next_recovery = mono + config.heartbeat
                 woke = bool(lifecycle.recover_expired(self.store, config, self.wall())) or woke
+            if stopping:
+                return woke  # otherwise, a stopping worker only finishes what it started
             if mono >= self.next_schedule_check:
                 self.next_schedule_check = mono + min(CHECK_EVERY_S, config.poll_interval)
                 woke = bool(schedules.fire_due_schedules(self.store, self.wall())) or woke
@@ -82,7 +82,7 @@ class Housekeeper:
     def next_moment(self, stopping: bool) -> float:
         """The monotonic time :meth:`tick` has something to do next."""
         if stopping:
-            return self.clock() + 0.1 if self.busy() else float("inf")  # a stop waits for the hook
+            return min(self.next_recovery, self.clock() + 0.1 if self.busy() else float("inf"))  # a stop waits for the hook
         return min(self.next_schedule_check, self.next_recovery)
 
     def busy(self) -> bool:

@@ -44,7 +44,7 @@ def enqueue(store: Store, specs: Iterable[dict[str, Any]]) -> list[str]:
             ids.append(job.id)
             yield job
 
-    lifecycle.enqueue(store, jobs(), time.time())
+    lifecycle.enqueue(store, jobs())
     return ids
 
 
@@ -71,7 +71,7 @@ def enqueue_lines(store: Store, lines: Iterable[str], overrides: dict[str, Any])
             except InvalidInput as exc:
                 raise InvalidInput(f"line {number}: {exc}; nothing was enqueued") from None
 
-    return lifecycle.enqueue(store, jobs(), time.time())
+    return lifecycle.enqueue(store, jobs())
 
 
 def bounded_lines(stream: IO[str], limit: int = MAX_LINE_BYTES) -> Iterator[str]:

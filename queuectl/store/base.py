@@ -125,6 +125,13 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...]) -> int:
+        """The guarded update of every job in ``states`` (see :meth:`update_job`); returns how
+        many were written. SQL: one statement. MongoDB: atomic per job, not as a whole.
+        Raises :class:`UniqueKeyTaken` if a job would hold a key another job holds (SQL: and
+        then nothing is written)."""
+
+    @abc.abstractmethod
     def purge(self, states: list[str], finished_before: float | None = None, limit: int | None = None) -> int:
         """Delete up to ``limit`` jobs in ``states`` finished before the given time; returns the count.
 

@@ -133,3 +133,12 @@ def test_without_transactions_retention_passes_also_resettle_waiting_jobs(clock:
     clock.advance(housekeeping.FIRST_RETENTION_S)
     chores.tick(stopping=False)
     assert store.get("c").state == "cancelled"  # type: ignore[union-attr]
+
+
+def test_a_stopping_worker_still_recovers_the_jobs_of_dead_ones(store: Store, clock: Clock) -> None:
+    lifecycle.enqueue(store, [job("j", clock.wall - 100)])
+    store.claim("gone", None, clock.wall - 100, 30.0)
+    chores = keeper(store, clock)
+    assert chores.tick(stopping=True) is True  # as the old worker did after each heartbeat
+    recovered = store.get("j")
+    assert recovered is not None and recovered.state == "failed"

@@ -1549,3 +1549,40 @@ def test_a_batch_that_fails_leaves_no_rows_behind_for_later_reads(store: Store, 
     lifecycle.enqueue(store, [make_job("c")])
     assert store.get("a") is None and store.get("b") is None
     assert sorted(job.id for job in store.list_jobs()) == ["c", "dup"]
+
+
+def test_a_child_naming_one_parent_both_ways_is_cancelled_however_it_ends(store: Store, make_job: MakeJob) -> None:
+    # after p AND compensation of p: it can never run; found in review to wait forever on a dead p
+    lifecycle.enqueue(store, [make_job("p", max_retries=0), make_job("c", after=["p"], on_failure_of="p"),
+                              make_job("q", created_at=NOW + 0.5), make_job("d", after=["q"], on_failure_of="q")])
+    for job_id, state in (("p", DEAD), ("q", COMPLETED)):
+        claimed = store.claim("w1", None, NOW + 1, LEASE, 1)[0]
+        assert claimed.id == job_id
+        lifecycle.finish(store, lease_of(claimed), Outcome(state, NOW + 2, exit_code=1 if state == DEAD else 0))
+    c, d = store.get("c"), store.get("d")
+    assert c is not None and c.state == CANCELLED and c.last_error == "parent job p ended dead"
+    assert d is not None and d.state == CANCELLED and d.last_error == "not needed: q completed"
+
+
+def test_one_job_is_inserted_in_one_write(store: Store, make_job: MakeJob) -> None:
+    # a schedule's fire inserts one job: on MongoDB one insert_one, never a staged batch that a
+    # crash between its two writes would leave hidden (and holding its id and unique key)
+    if not isinstance(store, SqliteStore):
+        calls: list[str] = []
+        jobs = store._jobs  # type: ignore[attr-defined]  # the collection, watched
+        for name in ("insert_one", "insert_many", "update_many"):
+            original = getattr(jobs, name)
+
+            def watched(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+                calls.append(_name)
+                return _original(*args, **kwargs)
+
+            setattr(jobs, name, watched)
+        store.insert_job(make_job("one", unique_key="k"))
+        assert calls == ["insert_one"]
+    else:
+        store.insert_job(make_job("one", unique_key="k"))
+    one = store.get("one")
+    assert one is not None and one.state == PENDING
+    with pytest.raises(Conflict):
+        store.insert_job(make_job("two", unique_key="k"))

@@ -150,6 +150,17 @@ class MongoStore(MongoRegistry, Store):
             self._staging_states = {}
         return count
 
+    @_translate_errors
+    def insert_job(self, job: Job) -> None:
+        """One job, one ``insert_one``: no staging, so no second write a crash could cut off."""
+        import pymongo.errors as perr
+
+        doc = job_doc(job)
+        try:
+            self._jobs.insert_one(doc)
+        except perr.DuplicateKeyError:
+            raise self._insert_conflict(doc) from None
+
     def _insert_conflict(self, doc: dict[str, Any]) -> Exception:
         if doc.get("active_key") is not None and self._jobs.find_one({"_id": doc.get("_id")}) is None:
             holder = self._jobs.find_one({"active_key": doc["active_key"]}, {"state": 1})
@@ -220,7 +231,7 @@ class MongoStore(MongoRegistry, Store):
             plain["ready"] = state in CLAIMABLE and run_at is not None and run_at <= changes.get("updated_at", run_at)
             if state not in KEY_HOLDING:
                 update["$unset"] = {"active_key": ""}
-            elif states is None or any(s not in KEY_HOLDING for s in states):
+            elif lease is None and (states is None or any(s not in KEY_HOLDING for s in states)):
                 current = self._jobs.find_one({"_id": job_id}, {"unique_key": 1})  # the key is taken again
                 if current is not None and current.get("unique_key") is not None:
                     plain["active_key"] = current["unique_key"]
@@ -231,6 +242,13 @@ class MongoStore(MongoRegistry, Store):
         if written and hooked:  # a second write: see the store's docstring for what repairs a gap
             self._jobs.update_one({"_id": job_id, "on_finish": {"$ne": None}}, {"$set": hooked})
         return written
+
+    @_translate_errors
+    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...]) -> int:
+        count = 0
+        for doc in self._jobs.find({"state": {"$in": list(states)}}, {"_id": 1}):
+            count += self.update_job(doc["_id"], changes, states=states)
+        return count
 
     @_translate_errors
     def purge(self, states: list[str], finished_before: float | None = None, limit: int | None = None) -> int:

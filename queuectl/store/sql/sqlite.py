@@ -44,6 +44,7 @@ class SqliteStore(SqlJobs, SqliteRegistry, Store):
         open_private_file(self.path)
         self._wake_dir = wake_dir_for(self.path)
         self._read_only = not os.access(self.path, os.W_OK)
+        self._depth = 0  # nesting of _write: 0 outside a transaction
         self._conn = self._connect(synchronous)
         self._update_sql: dict[tuple[Any, ...], str] = {}
 
@@ -73,19 +74,37 @@ class SqliteStore(SqlJobs, SqliteRegistry, Store):
     def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so no deadlocks.
 
-        Re-entrant: inside an open transaction (a unit of work) it joins that one.
+        Re-entrant: inside a unit of work it joins that one (counted, not guessed from the
+        connection: a transaction left open by a failed COMMIT must never be joined). A COMMIT
+        that fails (a full disk) rolls back, so the next write starts clean and the lock is freed.
         """
         conn = conn or self._conn
-        if conn.in_transaction:
-            yield conn
+        if self._depth:
+            self._depth += 1
+            try:
+                yield conn
+            finally:
+                self._depth -= 1
             return
+        if conn.in_transaction:  # left open by a failure we could not roll back: start clean
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._depth = 0
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        self._depth = 0
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
 
     def unit(self) -> contextlib.AbstractContextManager[None]:
         return _Unit(self)
