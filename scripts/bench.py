@@ -87,10 +87,28 @@ class Sizes:
     scale_reps: int  # CLI samples per run and store
 
 
-FULL = Sizes(drain_jobs=2000, pickup_samples=30, cli_reps=5, idle_seconds=10.0, bulk_lines=100_000,
-             scale_jobs=1_000_000, scale_pending=1000, scale_claims=200, scale_reps=3)
-QUICK = Sizes(drain_jobs=200, pickup_samples=5, cli_reps=2, idle_seconds=3.0, bulk_lines=5000,
-              scale_jobs=20_000, scale_pending=300, scale_claims=50, scale_reps=1)
+FULL = Sizes(
+    drain_jobs=2000,
+    pickup_samples=30,
+    cli_reps=5,
+    idle_seconds=10.0,
+    bulk_lines=100_000,
+    scale_jobs=1_000_000,
+    scale_pending=1000,
+    scale_claims=200,
+    scale_reps=3,
+)
+QUICK = Sizes(
+    drain_jobs=200,
+    pickup_samples=5,
+    cli_reps=2,
+    idle_seconds=3.0,
+    bulk_lines=5000,
+    scale_jobs=20_000,
+    scale_pending=300,
+    scale_claims=50,
+    scale_reps=1,
+)
 
 
 class BenchFailure(Exception):
@@ -167,8 +185,9 @@ class Ran:
         return self
 
 
-def run_cmd(cmd: list[str], env: dict[str, str], cwd: str, timeout: float = 600.0,
-            stdin_path: Optional[str] = None) -> Ran:
+def run_cmd(
+    cmd: list[str], env: dict[str, str], cwd: str, timeout: float = 600.0, stdin_path: Optional[str] = None
+) -> Ran:
     """Run a command to the end and measure it with wait4 (its own rusage, not the bench's)."""
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(tempfile.TemporaryFile())
@@ -196,8 +215,16 @@ def run_cmd(cmd: list[str], env: dict[str, str], cwd: str, timeout: float = 600.
         PROCS.forget(proc)
         out.seek(0)
         err.seek(0)
-        ran = Ran(cmd, wall, proc.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime,
-                  out.read().decode(errors="replace"), err.read().decode(errors="replace"), returned_at)
+        ran = Ran(
+            cmd,
+            wall,
+            proc.returncode,
+            usage.ru_maxrss,
+            usage.ru_utime + usage.ru_stime,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+            returned_at,
+        )
     if timed_out.is_set():
         raise BenchFailure(f"{' '.join(cmd[-4:])}: still running after {timeout:g}s, killed")
     return ran
@@ -273,8 +300,9 @@ class Results:
         self.failures: list[str] = []
         self.notes: list[str] = []
 
-    def define(self, key: str, label: str, unit: str, baseline: Optional[str] = None,
-               target: Optional[Target] = None) -> str:
+    def define(
+        self, key: str, label: str, unit: str, baseline: Optional[str] = None, target: Optional[Target] = None
+    ) -> str:
         if key not in self.figures:
             self.figures[key] = Figure(key, label, unit, baseline, target)
         return key
@@ -300,11 +328,17 @@ class Results:
         ratio = self.paired(fig, _ratio)
         delta = self.paired(fig, lambda a, b: a - b)
         row: dict[str, Any] = {
-            "label": fig.label, "unit": fig.unit, "baseline": fig.baseline,
+            "label": fig.label,
+            "unit": fig.unit,
+            "baseline": fig.baseline,
             "samples_by_run": {str(run): values for run, values in sorted(fig.by_run.items())},
             "median": statistics.median(samples) if samples else None,
-            "min": min(samples) if samples else None, "max": max(samples) if samples else None,
-            "ratio": ratio, "delta": delta, "target": None, "status": None,
+            "min": min(samples) if samples else None,
+            "max": max(samples) if samples else None,
+            "ratio": ratio,
+            "delta": delta,
+            "target": None,
+            "status": None,
         }
         if fig.target is not None:
             judged = {"value": row["median"], "ratio": ratio, "delta": delta}[fig.target.on]
@@ -345,9 +379,7 @@ class Queue:
         totals = self.counts()
         others = {s: c for s, c in totals.items() if s != state and c}
         if totals.get(state, 0) != count or others:
-            raise BenchFailure(
-                f"{what}: expected {count} {state} job(s), the store holds {totals or 'none'}"
-            )
+            raise BenchFailure(f"{what}: expected {count} {state} job(s), the store holds {totals or 'none'}")
 
 
 class Bench:
@@ -381,11 +413,11 @@ class Bench:
         else:
             assert self.mongo_url is not None
             url = mongo_url_with_db(self.mongo_url, f"qbench_{os.getpid()}_{self._counter}")
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("QUEUECTL_") and k != "PYTHONDONTWRITEBYTECODE"}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUECTL_") and k != "PYTHONDONTWRITEBYTECODE"}
         # Compiled bytecode, as an installed package has it, without writing into the checkout
-        env.update({"QUEUECTL_DB": url, "XDG_DATA_HOME": os.path.join(folder, "xdg"),
-                    "PYTHONPYCACHEPREFIX": self.pycache})
+        env.update(
+            {"QUEUECTL_DB": url, "XDG_DATA_HOME": os.path.join(folder, "xdg"), "PYTHONPYCACHEPREFIX": self.pycache}
+        )
         return Queue(backend, url, folder, env)
 
     @contextlib.contextmanager
@@ -476,8 +508,9 @@ def start_workers(bench: Bench, queue: Queue, count: int) -> tuple[subprocess.Po
     run_cmd(bench.q("status"), queue.env, queue.dir).check("status (creating the database)")
     log = open(os.path.join(queue.dir, "workers.log"), "wb")
     with log:
-        proc = PROCS.spawn(bench.q("worker", "start", "--count", str(count)), env=queue.env, cwd=queue.dir,
-                           stdout=log, stderr=log)
+        proc = PROCS.spawn(
+            bench.q("worker", "start", "--count", str(count)), env=queue.env, cwd=queue.dir, stdout=log, stderr=log
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -543,9 +576,15 @@ def prefix(backend: str) -> str:
 def warm_up(bench: Bench) -> None:
     """Run every kind of process once, untimed: fills the bytecode cache and the page cache."""
     with bench.queue("sqlite", "warm-up") as queue:
-        for cmd in ([bench.python, "-c", "import typer"], bench.q("--help"), bench.q("enqueue", "true"),
-                    bench.q("status"), bench.q("list"), bench.q("worker", "list", "--json"),
-                    bench.q("worker", "start", "--burst")):
+        for cmd in (
+            [bench.python, "-c", "import typer"],
+            bench.q("--help"),
+            bench.q("enqueue", "true"),
+            bench.q("status"),
+            bench.q("list"),
+            bench.q("worker", "list", "--json"),
+            bench.q("worker", "start", "--burst"),
+        ):
             run_cmd(cmd, queue.env, queue.dir, timeout=120).check(f"warm-up: {' '.join(cmd[-2:])}")
         queue.expect_all("completed", 1, "warm-up")
 
@@ -564,21 +603,22 @@ def scenario_drain(bench: Bench, backend: str, run: int) -> None:
         raw_rate = res.define(f"raw.xargs{slots}.jobs_per_s", f"xargs -P{slots} jobs/s", "jobs/s")
         raw_cpu = res.define(f"raw.xargs{slots}.cpu_s", f"xargs -P{slots} CPU (all processes)", "s")
         key = f"{backend}.drain.{shape}"
-        drain_s = res.define(f"{key}.s", f"{prefix(backend)}drain {shape} (K={slots}), {n} jobs", "s",
-                             baseline=raw_s)
-        rate = res.define(f"{key}.jobs_per_s", f"{prefix(backend)}drain {shape} jobs/s", "jobs/s",
-                          baseline=raw_rate)
-        cpu = res.define(f"{key}.cpu_s", f"{prefix(backend)}drain {shape} CPU (all processes)", "s",
-                         baseline=raw_cpu)
+        drain_s = res.define(f"{key}.s", f"{prefix(backend)}drain {shape} (K={slots}), {n} jobs", "s", baseline=raw_s)
+        rate = res.define(f"{key}.jobs_per_s", f"{prefix(backend)}drain {shape} jobs/s", "jobs/s", baseline=raw_rate)
+        cpu = res.define(f"{key}.cpu_s", f"{prefix(backend)}drain {shape} CPU (all processes)", "s", baseline=raw_cpu)
         with bench.queue(backend, f"drain-{shape}") as queue:
-            raw = run_cmd(["xargs", "-P", str(slots), "-I{}", "sh", "-c", "true"], queue.env, queue.dir,
-                          stdin_path=lines).check("xargs")
+            raw = run_cmd(
+                ["xargs", "-P", str(slots), "-I{}", "sh", "-c", "true"], queue.env, queue.dir, stdin_path=lines
+            ).check("xargs")
             res.add(raw_s, run, raw.wall)
             res.add(raw_rate, run, n / raw.wall)
             res.add(raw_cpu, run, raw.cpu)
             enqueue_file(bench, queue, lines, n)
-            ran = run_cmd(bench.q("worker", "start", "--count", str(count), "--concurrency",
-                                  str(concurrency), "--burst"), queue.env, queue.dir)
+            ran = run_cmd(
+                bench.q("worker", "start", "--count", str(count), "--concurrency", str(concurrency), "--burst"),
+                queue.env,
+                queue.dir,
+            )
             ran.check(f"worker start --burst {shape}")
             queue.expect_all("completed", n, f"drain {shape} on {backend}")
             res.add(drain_s, run, ran.wall)
@@ -620,8 +660,15 @@ def scenario_pickup(bench: Bench, backend: str, run: int) -> None:
             queue.expect_all("completed", 2 * samples, f"pickup on {backend}")
         finally:
             stop_workers(supervisor, queue)
-    for figure, values, pct in ((p50, cli, 50), (p95, cli, 95), (e2e, end_to_end, 50), (api50, api, 50),
-                                (api95, api, 95), (base50, spawned, 50), (base95, spawned, 95)):
+    for figure, values, pct in (
+        (p50, cli, 50),
+        (p95, cli, 95),
+        (e2e, end_to_end, 50),
+        (api50, api, 50),
+        (api95, api, 95),
+        (base50, spawned, 50),
+        (base95, spawned, 95),
+    ):
         res.add(figure, run, percentile(values, pct))
 
 
@@ -657,16 +704,27 @@ def scenario_cli(bench: Bench, backend: str, run: int) -> None:
     res = bench.results
     typer_ms = f"{backend}.cli.import_typer"
     commands: dict[str, tuple[str, list[str], Optional[str], Optional[Target]]] = {
-        f"{backend}.cli.python_pass": (f"{prefix(backend)}python -c pass", [bench.python, "-c", "pass"],
-                                       None, None),
-        typer_ms: (f"{prefix(backend)}python -c 'import typer'", [bench.python, "-c", "import typer"],
-                   f"{backend}.cli.python_pass", None),
-        f"{backend}.cli.enqueue": (f"{prefix(backend)}queuectl enqueue true", bench.q("enqueue", "true"),
-                                   typer_ms, Target("delta", 25, "<= import typer + 25 ms")),
+        f"{backend}.cli.python_pass": (f"{prefix(backend)}python -c pass", [bench.python, "-c", "pass"], None, None),
+        typer_ms: (
+            f"{prefix(backend)}python -c 'import typer'",
+            [bench.python, "-c", "import typer"],
+            f"{backend}.cli.python_pass",
+            None,
+        ),
+        f"{backend}.cli.enqueue": (
+            f"{prefix(backend)}queuectl enqueue true",
+            bench.q("enqueue", "true"),
+            typer_ms,
+            Target("delta", 25, "<= import typer + 25 ms"),
+        ),
     }
     if backend == "sqlite":  # --help never opens the database
-        commands[f"{backend}.cli.help"] = ("queuectl --help", bench.q("--help"), typer_ms,
-                                           Target("delta", 25, "<= import typer + 25 ms"))
+        commands[f"{backend}.cli.help"] = (
+            "queuectl --help",
+            bench.q("--help"),
+            typer_ms,
+            Target("delta", 25, "<= import typer + 25 ms"),
+        )
     for key, (label, _, baseline, target) in commands.items():
         res.define(key, label, "ms", baseline=baseline, target=target)
     with bench.queue(backend, "cli") as queue:
@@ -691,11 +749,21 @@ def scenario_idle(bench: Bench, backend: str, run: int) -> None:
     seconds = bench.sizes.idle_seconds
     base_rss = res.define("raw.idle_python.rss", "idle python (time.sleep) RSS", "MB")
     base_cpu = res.define("raw.idle_python.cpu", "idle python (time.sleep) CPU", "% core")
-    rss = res.define("sqlite.idle.worker_rss", "idle worker RSS (each of 2)", "MB", baseline=base_rss,
-                     target=Target("value", 20, "<= 20 MB"))
+    rss = res.define(
+        "sqlite.idle.worker_rss",
+        "idle worker RSS (each of 2)",
+        "MB",
+        baseline=base_rss,
+        target=Target("value", 20, "<= 20 MB"),
+    )
     sup_rss = res.define("sqlite.idle.supervisor_rss", "idle supervisor RSS", "MB", baseline=base_rss)
-    cpu = res.define("sqlite.idle.cpu", f"idle supervisor + 2 workers CPU over {seconds:g}s", "% core",
-                     baseline=base_cpu, target=Target("value", 0.5, "<= 0.5 % of a core"))
+    cpu = res.define(
+        "sqlite.idle.cpu",
+        f"idle supervisor + 2 workers CPU over {seconds:g}s",
+        "% core",
+        baseline=base_cpu,
+        target=Target("value", 0.5, "<= 0.5 % of a core"),
+    )
     with bench.queue(backend, "idle") as queue:
         sleeper = PROCS.spawn([bench.python, "-c", "import time; time.sleep(3600)"], env=queue.env, cwd=queue.dir)
         try:
@@ -762,7 +830,7 @@ def scenario_bulk(bench: Bench, backend: str, run: int) -> None:
         write_lines(lines, n, lambda i: f"echo {i}")
     with bench.queue(backend, "bulk-raw") as queue:
         res.add(floor, run, run_isolated(bench.python, ["true"], queue.env, queue.dir).maxrss_kb / 1024)
-        db = queue.url[len("sqlite:///"):]
+        db = queue.url[len("sqlite:///") :]
         SqliteStore(db).close()  # the real schema and indexes, empty
         ran = run_isolated(bench.python, [bench.python, "-c", _RAW_INSERT, db, lines], queue.env, queue.dir)
         ran.check("raw insert")
@@ -790,17 +858,35 @@ def fill_store(path: str, completed: int, pending: int) -> None:
     store = SqliteStore(path)
     start = time.time() - 30 * 86400
     try:
+
         def done(first: int, last: int) -> Iterator[Job]:
             for i in range(first, last):
                 t = start + i * 0.01
-                yield Job(id=f"{rng.getrandbits(50):013x}", command=f"echo {i}", state=COMPLETED,
-                          attempts=1, run_at=t, created_at=t, updated_at=t + 1, started_at=t + 0.5,
-                          finished_at=t + 1, duration=0.5, exit_code=0, output=f"{i}\n")
+                yield Job(
+                    id=f"{rng.getrandbits(50):013x}",
+                    command=f"echo {i}",
+                    state=COMPLETED,
+                    attempts=1,
+                    run_at=t,
+                    created_at=t,
+                    updated_at=t + 1,
+                    started_at=t + 0.5,
+                    finished_at=t + 1,
+                    duration=0.5,
+                    exit_code=0,
+                    output=f"{i}\n",
+                )
+
         for first in range(0, completed, 50_000):
             lifecycle.enqueue(store, done(first, min(completed, first + 50_000)))
         now = time.time()
-        lifecycle.enqueue(store, (Job(id=f"p{i:07d}", command="true", run_at=now, created_at=now + i * 1e-6,
-                                      updated_at=now) for i in range(pending)))
+        lifecycle.enqueue(
+            store,
+            (
+                Job(id=f"p{i:07d}", command="true", run_at=now, created_at=now + i * 1e-6, updated_at=now)
+                for i in range(pending)
+            ),
+        )
     finally:
         store.close()
 
@@ -814,13 +900,19 @@ def big_store(bench: Bench) -> str:
         path = os.path.join(bench.root, "scale", "q.db")
         os.makedirs(os.path.dirname(path))
         n = bench.sizes.scale_jobs
-        print(f"building the scale store: {n} completed + {scale_pending(bench)} pending jobs ...",
-              file=sys.stderr, flush=True)
+        print(
+            f"building the scale store: {n} completed + {scale_pending(bench)} pending jobs ...",
+            file=sys.stderr,
+            flush=True,
+        )
         start = time.perf_counter()
         fill_store(path, n, scale_pending(bench))
         bench.scale_build_seconds = time.perf_counter() - start
-        print(f"  built in {bench.scale_build_seconds:.1f}s ({os.path.getsize(path) / 2**20:.0f} MB)",
-              file=sys.stderr, flush=True)
+        print(
+            f"  built in {bench.scale_build_seconds:.1f}s ({os.path.getsize(path) / 2**20:.0f} MB)",
+            file=sys.stderr,
+            flush=True,
+        )
         bench.scale_store = path
     return bench.scale_store
 
@@ -853,17 +945,33 @@ def scenario_scale(bench: Bench, backend: str, run: int) -> None:
     small_claim = res.define("sqlite.scale.empty.claim", "claim+finish, store with pending jobs only", "ms")
     small_status = res.define("sqlite.scale.empty.status", "queuectl status, pending jobs only", "ms")
     small_list = res.define("sqlite.scale.empty.list", "queuectl list --limit 50, pending jobs only", "ms")
-    claim = res.define("sqlite.scale.claim", f"claim+finish, {n} jobs in store", "ms", baseline=small_claim,
-                       target=Target("ratio", 1.5, "<= 1.5 x empty store"))
-    status = res.define("sqlite.scale.status", f"queuectl status, {n} jobs", "ms", baseline=small_status,
-                        target=Target("value", 300, "<= 300 ms"))
-    listing = res.define("sqlite.scale.list", f"queuectl list --limit 50, {n} jobs", "ms", baseline=small_list,
-                         target=Target("value", 100, "<= 100 ms"))
+    claim = res.define(
+        "sqlite.scale.claim",
+        f"claim+finish, {n} jobs in store",
+        "ms",
+        baseline=small_claim,
+        target=Target("ratio", 1.5, "<= 1.5 x empty store"),
+    )
+    status = res.define(
+        "sqlite.scale.status",
+        f"queuectl status, {n} jobs",
+        "ms",
+        baseline=small_status,
+        target=Target("value", 300, "<= 300 ms"),
+    )
+    listing = res.define(
+        "sqlite.scale.list",
+        f"queuectl list --limit 50, {n} jobs",
+        "ms",
+        baseline=small_list,
+        target=Target("value", 100, "<= 100 ms"),
+    )
     with bench.queue(backend, "scale-small") as small_queue:
-        small = small_queue.url[len("sqlite:///"):]
+        small = small_queue.url[len("sqlite:///") :]
         fill_store(small, 0, scale_pending(bench))
-        big_queue = Queue(backend, f"sqlite:///{big}", small_queue.dir,
-                          {**small_queue.env, "QUEUECTL_DB": f"sqlite:///{big}"})
+        big_queue = Queue(
+            backend, f"sqlite:///{big}", small_queue.dir, {**small_queue.env, "QUEUECTL_DB": f"sqlite:///{big}"}
+        )
         chunk = max(1, bench.sizes.scale_claims // 4)
         for _ in range(bench.sizes.scale_claims // chunk):  # alternate, so noise hits both alike
             res.add(small_claim, run, claim_finish_ms(small, chunk))
@@ -871,8 +979,7 @@ def scenario_scale(bench: Bench, backend: str, run: int) -> None:
         for queue in (small_queue, big_queue):  # warm the page cache
             run_cmd(bench.q("status"), queue.env, queue.dir).check("status")
         for _ in range(bench.sizes.scale_reps):
-            for queue, status_key, list_key in ((small_queue, small_status, small_list),
-                                                (big_queue, status, listing)):
+            for queue, status_key, list_key in ((small_queue, small_status, small_list), (big_queue, status, listing)):
                 ran = run_cmd(bench.q("status"), queue.env, queue.dir).check("status")
                 res.add(status_key, run, ran.wall * 1000)
                 ran = run_cmd(bench.q("list", "--limit", "50"), queue.env, queue.dir).check("list")
@@ -903,18 +1010,28 @@ def print_table(bench: Bench) -> dict[str, dict[str, Any]]:
     lines = [header]
     for row in rows.values():
         base = rows.get(row["baseline"]) if row["baseline"] else None
-        lines.append((
-            row["label"], row["unit"], fmt(row["median"]), f"{fmt(row['min'])} .. {fmt(row['max'])}",
-            fmt(base["median"]) if base else "", f"x{row['ratio']:.2f}" if row["ratio"] is not None else "",
-            f"{row['delta']:+.1f}" if row["delta"] is not None and row["unit"] != "jobs/s" else "",
-            row["target"] or "",
-            row["status"] or "",
-        ))
+        lines.append(
+            (
+                row["label"],
+                row["unit"],
+                fmt(row["median"]),
+                f"{fmt(row['min'])} .. {fmt(row['max'])}",
+                fmt(base["median"]) if base else "",
+                f"x{row['ratio']:.2f}" if row["ratio"] is not None else "",
+                f"{row['delta']:+.1f}" if row["delta"] is not None and row["unit"] != "jobs/s" else "",
+                row["target"] or "",
+                row["status"] or "",
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     right = {2, 3, 4, 5, 6}
     for number, line in enumerate(lines):
-        print("  ".join(cell.rjust(w) if i in right else cell.ljust(w)
-                        for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip())
+        print(
+            "  ".join(
+                cell.rjust(w) if i in right else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+            ).rstrip()
+        )
         if number == 0:
             print("  ".join("-" * w for w in widths).rstrip())
     return rows
@@ -932,11 +1049,18 @@ def git_state() -> dict[str, Any]:
 def write_json(bench: Bench, rows: dict[str, dict[str, Any]], path: str, seconds: float) -> None:
     data = {
         "meta": {
-            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 1), **git_state(),
-            "queuectl": bench.queuectl, "python": bench.python, "cpus": os.cpu_count(),
-            "quick": bench.args.quick, "runs": bench.args.runs, "sizes": bench.sizes.__dict__,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(seconds, 1),
+            **git_state(),
+            "queuectl": bench.queuectl,
+            "python": bench.python,
+            "cpus": os.cpu_count(),
+            "quick": bench.args.quick,
+            "runs": bench.args.runs,
+            "sizes": bench.sizes.__dict__,
             "scale_build_seconds": bench.scale_build_seconds,
-            "mongodb": bool(bench.mongo_url), "bytecode": "compiled once into a private PYTHONPYCACHEPREFIX",
+            "mongodb": bool(bench.mongo_url),
+            "bytecode": "compiled once into a private PYTHONPYCACHEPREFIX",
         },
         "figures": rows,
         "failures": bench.results.failures,
@@ -950,8 +1074,12 @@ def write_json(bench: Bench, rows: dict[str, dict[str, Any]], path: str, seconds
 # --- main ---------------------------------------------------------------------------------------
 
 RUNNERS: dict[str, Callable[[Bench, str, int], None]] = {
-    "drain": scenario_drain, "pickup": scenario_pickup, "cli": scenario_cli, "idle": scenario_idle,
-    "bulk": scenario_bulk, "scale": scenario_scale,
+    "drain": scenario_drain,
+    "pickup": scenario_pickup,
+    "cli": scenario_cli,
+    "idle": scenario_idle,
+    "bulk": scenario_bulk,
+    "scale": scenario_scale,
 }
 
 
@@ -962,8 +1090,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--json", default="bench-results.json", metavar="PATH", help="where to write results")
     parser.add_argument("--only", default="", metavar="NAME[,NAME]", help=f"scenarios: {','.join(SCENARIOS)}")
     parser.add_argument("--scale-jobs", type=int, default=None, metavar="N", help="jobs in the scale store")
-    parser.add_argument("--mongodb-url", default=None, metavar="URL",
-                        help="also run drain, pickup, cli on MongoDB (or set QUEUECTL_BENCH_MONGODB_URL)")
+    parser.add_argument(
+        "--mongodb-url",
+        default=None,
+        metavar="URL",
+        help="also run drain, pickup, cli on MongoDB (or set QUEUECTL_BENCH_MONGODB_URL)",
+    )
     args = parser.parse_args(argv)
     if args.runs is None:
         args.runs = 1 if args.quick else 3
@@ -1014,16 +1146,17 @@ def main(argv: Optional[list[str]] = None) -> int:
             try:
                 check_mongo(bench.mongo_url)
             except Exception as exc:  # pymongo's errors: the URL was given, so this is fatal
-                print(f"bench: cannot reach MongoDB at {redact(bench.mongo_url)}: {str(exc)[:300]}",
-                      file=sys.stderr)
+                print(f"bench: cannot reach MongoDB at {redact(bench.mongo_url)}: {str(exc)[:300]}", file=sys.stderr)
                 return 2
         else:
-            bench.results.notes.append(
-                "MongoDB: skipped (give --mongodb-url URL or set QUEUECTL_BENCH_MONGODB_URL)")
+            bench.results.notes.append("MongoDB: skipped (give --mongodb-url URL or set QUEUECTL_BENCH_MONGODB_URL)")
         sizes = bench.sizes
-        print(f"queuectl: {' '.join(bench.queuectl)}; python: {bench.python}; runs: {args.runs}; "
-              f"drain {sizes.drain_jobs}, bulk {sizes.bulk_lines}, scale {sizes.scale_jobs} jobs",
-              file=sys.stderr, flush=True)
+        print(
+            f"queuectl: {' '.join(bench.queuectl)}; python: {bench.python}; runs: {args.runs}; "
+            f"drain {sizes.drain_jobs}, bulk {sizes.bulk_lines}, scale {sizes.scale_jobs} jobs",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             warm_up(bench)
         except BenchFailure as exc:

@@ -34,9 +34,15 @@ def build(store: SqliteStore, count: int, now: float) -> None:
             duration = rng.uniform(0.05, 3.0)
             done = state in ("completed", "dead")
             yield Job(
-                id=f"b{i:09d}", command=f"./task.sh {i}", state=state, queue=f"q{i % 4}",
-                attempts=0 if state == "pending" else 1, run_at=created, created_at=created,
-                updated_at=created + duration, started_at=None if state == "pending" else created,
+                id=f"b{i:09d}",
+                command=f"./task.sh {i}",
+                state=state,
+                queue=f"q{i % 4}",
+                attempts=0 if state == "pending" else 1,
+                run_at=created,
+                created_at=created,
+                updated_at=created + duration,
+                started_at=None if state == "pending" else created,
                 finished_at=created + duration if done else None,
                 duration=duration if state == "completed" else None,
                 exit_code=0 if state == "completed" else (None if state == "pending" else 1),
@@ -48,9 +54,18 @@ def build(store: SqliteStore, count: int, now: float) -> None:
     lifecycle.enqueue(store, jobs())
     print(f"built {count:,} jobs in {time.perf_counter() - started:.0f}s", file=sys.stderr)
     for n in range(8):
-        worker_service.register_worker(store, WorkerInfo(
-            id=f"w{n}", host="bench", pid=1000 + n, state="running", started_at=now,
-            last_heartbeat=now - (120 if n == 0 else 1), current_jobs=[f"b{n:09d}"]))
+        worker_service.register_worker(
+            store,
+            WorkerInfo(
+                id=f"w{n}",
+                host="bench",
+                pid=1000 + n,
+                state="running",
+                started_at=now,
+                last_heartbeat=now - (120 if n == 0 else 1),
+                current_jobs=[f"b{n:09d}"],
+            ),
+        )
 
 
 def main() -> None:

@@ -41,8 +41,9 @@ sys.path.insert(0, str(REPO))
 
 def _load(name: str) -> Any:
     """A helper module of the integration tests (not a package on sys.path)."""
-    spec = importlib.util.spec_from_file_location(f"queuectl_stress_{name}",
-                                                  REPO / "tests" / "integration" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"queuectl_stress_{name}", REPO / "tests" / "integration" / f"{name}.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -59,16 +60,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, help="jobs to run (default 20000; --quick 2000)")
     parser.add_argument("--workers", type=int, help="worker processes (default 8; --quick 4)")
     parser.add_argument("--concurrency", type=int, help="jobs per worker at once (default 4; --quick 2)")
-    parser.add_argument("--kill-every", type=float,
-                        help="mean seconds between SIGKILLs of a random worker; 0: none (default 3; --quick 1)")
+    parser.add_argument(
+        "--kill-every",
+        type=float,
+        help="mean seconds between SIGKILLs of a random worker; 0: none (default 3; --quick 1)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
     parser.add_argument("--quick", action="store_true", help="a smaller run with more frequent kills")
     parser.add_argument("--lease", type=float, default=2.0, help="lease in seconds (default 2)")
     parser.add_argument("--heartbeat", type=float, default=0.5, help="heartbeat in seconds (default 0.5)")
-    parser.add_argument("--max-retries", type=int, default=20,
-                        help="per job, so that crashes alone do not send jobs to the DLQ (default 20)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="give up after this many seconds (default: 120 + jobs / 20)")
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        default=20,
+        help="per job, so that crashes alone do not send jobs to the DLQ (default 20)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="give up after this many seconds (default: 120 + jobs / 20)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     quick = {"jobs": 2000, "workers": 4, "concurrency": 2, "kill_every": 1.0}
@@ -128,24 +137,50 @@ class Stress:
         from queuectl.store.sql.sqlite import SqliteStore
 
         self.store = SqliteStore(str(self.db))
-        for key, value in (("heartbeat", self.args.heartbeat), ("lease", self.args.lease),
-                           ("poll-interval", 0.2), ("backoff-max", 0), ("shutdown-grace", 10),
-                           ("kill-grace", 1)):
+        for key, value in (
+            ("heartbeat", self.args.heartbeat),
+            ("lease", self.args.lease),
+            ("poll-interval", 0.2),
+            ("backoff-max", 0),
+            ("shutdown-grace", 10),
+            ("kill-grace", 1),
+        ):
             config_service.set_config(self.store, key, str(value))
         width = len(str(self.args.jobs))
-        specs = ({"id": f"s{n:0{width}d}", "max_retries": self.args.max_retries,
-                  "command": ledger.ledger_command(self.ledger_path, f"s{n:0{width}d}")}
-                 for n in range(self.args.jobs))
+        specs = (
+            {
+                "id": f"s{n:0{width}d}",
+                "max_retries": self.args.max_retries,
+                "command": ledger.ledger_command(self.ledger_path, f"s{n:0{width}d}"),
+            }
+            for n in range(self.args.jobs)
+        )
         started = time.monotonic()
         count = len(service.enqueue(self.store, specs))
         self.say(f"enqueued {count} jobs in {time.monotonic() - started:.1f}s into {self.db}")
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "queuectl", "worker", "start", "--count", str(self.args.workers),
-               "--concurrency", str(self.args.concurrency)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "queuectl",
+            "worker",
+            "start",
+            "--count",
+            str(self.args.workers),
+            "--concurrency",
+            str(self.args.concurrency),
+        ]
         with open(self.log_path, "ab") as log:
-            self.sup = subprocess.Popen(cmd, env=self.env, cwd=self.root, stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=log, start_new_session=True)
+            self.sup = subprocess.Popen(
+                cmd,
+                env=self.env,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -184,8 +219,11 @@ class Stress:
                 if workers:
                     victim = rng.choice(sorted(workers))
                     prefix = f"w{victim}-"
-                    held = [job for job in self.store.list_jobs(state="processing", limit=100_000)
-                            if (job.locked_by or "").startswith(prefix)]
+                    held = [
+                        job
+                        for job in self.store.list_jobs(state="processing", limit=100_000)
+                        if (job.locked_by or "").startswith(prefix)
+                    ]
                     self.held_at_kill += len(held)
                     self.revoked[victim] = time.time()  # it heartbeats no more after this
                     try:
@@ -195,8 +233,7 @@ class Stress:
                 next_kill = next_kill_after(now)
             if now >= next_report:
                 done = states.get("completed", 0)
-                self.say(f"  {now - started:5.0f}s  {done} completed, {left} to go, "
-                         f"{len(self.revoked)} kills")
+                self.say(f"  {now - started:5.0f}s  {done} completed, {left} to go, {len(self.revoked)} kills")
                 next_report = now + 10
             time.sleep(0.05)
 
@@ -235,9 +272,12 @@ class Stress:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stress = Stress(args)
-    print(f"stress: {args.jobs} jobs, {args.workers} workers x {args.concurrency}, a SIGKILL every "
-          f"~{args.kill_every:g}s, lease {args.lease:g}s, heartbeat {args.heartbeat:g}s, "
-          f"seed {args.seed}", flush=True)
+    print(
+        f"stress: {args.jobs} jobs, {args.workers} workers x {args.concurrency}, a SIGKILL every "
+        f"~{args.kill_every:g}s, lease {args.lease:g}s, heartbeat {args.heartbeat:g}s, "
+        f"seed {args.seed}",
+        flush=True,
+    )
     ok = False
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     try:
@@ -246,14 +286,26 @@ def main(argv: list[str] | None = None) -> int:
         finished, duration = stress.run()
         stress.stop()
         report = ledger.check_invariants(
-            stress.store, stress.ledger_path, args.lease, heartbeat=args.heartbeat,
-            revoked=stress.revoked, adopters=[stress.sup.pid] if stress.sup else [],
-            slack=max(0.5, args.heartbeat), settle=5.0, orphan_grace=1.0, raise_on_failure=False)
+            stress.store,
+            stress.ledger_path,
+            args.lease,
+            heartbeat=args.heartbeat,
+            revoked=stress.revoked,
+            adopters=[stress.sup.pid] if stress.sup else [],
+            slack=max(0.5, args.heartbeat),
+            settle=5.0,
+            orphan_grace=1.0,
+            raise_on_failure=False,
+        )
         log = stress.log_path.read_text(errors="replace")
         attempts = Counter(job.attempts for job in stress.store.list_jobs(limit=10**9))
-        kinds = Counter(("overlapping" if d.overlapping else "sequential",
-                         "after a revoked lease" if d.after_revoked else "NOT after a revoked lease")
-                        for d in report.duplicates)
+        kinds = Counter(
+            (
+                "overlapping" if d.overlapping else "sequential",
+                "after a revoked lease" if d.after_revoked else "NOT after a revoked lease",
+            )
+            for d in report.duplicates
+        )
         figures = {
             "jobs": args.jobs,
             "workers x concurrency": f"{args.workers} x {args.concurrency}",

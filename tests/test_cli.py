@@ -47,8 +47,15 @@ FAR_FUTURE_EPOCH = datetime(2099, 1, 1, tzinfo=timezone.utc).timestamp()
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 CONFIG_KEYS = tuple(ALL_CONFIG_KEYS)
 ORIGINAL_CONFIG_KEYS = {
-    "max-retries", "backoff-base", "backoff-max", "lease", "heartbeat", "job-timeout",
-    "shutdown-grace", "kill-grace", "poll-interval",
+    "max-retries",
+    "backoff-base",
+    "backoff-max",
+    "lease",
+    "heartbeat",
+    "job-timeout",
+    "shutdown-grace",
+    "kill-grace",
+    "poll-interval",
 }
 
 Call = Union[Sequence[str], tuple[Sequence[str], str]]  # args, or (args, stdin)
@@ -72,11 +79,14 @@ def clean_env(tmp_path: Path, db: Optional[str] = "default") -> dict[str, str]:
     return env
 
 
-def run_cli(
-    *args: str, env: dict[str, str], cwd: Path, input: Optional[str] = None
-) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict[str, str], cwd: Path, input: Optional[str] = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*CLI, *args], env=env, cwd=str(cwd), input=input, capture_output=True, text=True,
+        [*CLI, *args],
+        env=env,
+        cwd=str(cwd),
+        input=input,
+        capture_output=True,
+        text=True,
         timeout=TIMEOUT_S,
     )
 
@@ -87,15 +97,27 @@ def start_cli(*args: str, env: dict[str, str], cwd: Path, input: Optional[str] =
         stdin.write(input or "")
         stdin.seek(0)
         return subprocess.Popen(
-            [*CLI, *args], env=env, cwd=str(cwd), stdin=stdin, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            [*CLI, *args],
+            env=env,
+            cwd=str(cwd),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
 
 def start_cli_python(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen:
     """``python ARGS`` (not ``-m queuectl``) in the test environment."""
-    return subprocess.Popen([sys.executable, *args], env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, *args],
+        env=env,
+        cwd=str(cwd),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
@@ -173,8 +195,12 @@ class Cli:
 
     def enqueue_dead(self, *job_ids: str) -> None:
         """Jobs that ran out of retries, each alone in queue ``doomed-<id>``."""
-        self.enqueue_lines(*(json.dumps({"id": job_id, "command": "exit 1", "max_retries": 0,
-                                         "queue": f"doomed-{job_id}"}) for job_id in job_ids))
+        self.enqueue_lines(
+            *(
+                json.dumps({"id": job_id, "command": "exit 1", "max_retries": 0, "queue": f"doomed-{job_id}"})
+                for job_id in job_ids
+            )
+        )
         for job_id in job_ids:
             self.make_dead(f"doomed-{job_id}", job_id)
 
@@ -237,7 +263,10 @@ def test_enqueue_plain_command_prints_an_id_and_stores_defaults(run: Cli) -> Non
     other = ok(run("enqueue", "echo there")).strip()
     assert other != job_id
     shown, detail, table, listed = run.many(
-        ("show", job_id, "--json"), ("show", job_id), ("list",), ("list", "--json"),
+        ("show", job_id, "--json"),
+        ("show", job_id),
+        ("list",),
+        ("list", "--json"),
     )
     job = ok_json(shown)
     assert job["id"] == job_id and job["command"] == "echo hi"
@@ -253,8 +282,14 @@ def test_enqueue_plain_command_prints_an_id_and_stores_defaults(run: Cli) -> Non
 
 def test_enqueue_json_job_stores_every_field(run: Cli, tmp_path: Path) -> None:
     spec = {
-        "id": "json-1", "command": "echo from json", "max_retries": 7, "priority": 9,
-        "queue": "builds", "delay": "2h", "timeout": "10m", "cwd": str(tmp_path),
+        "id": "json-1",
+        "command": "echo from json",
+        "max_retries": 7,
+        "priority": 9,
+        "queue": "builds",
+        "delay": "2h",
+        "timeout": "10m",
+        "cwd": str(tmp_path),
         "env": {"GREETING": "hello", "EMPTY": ""},
     }
     # run_at as JSON, and numbers given as strings
@@ -274,9 +309,28 @@ def test_enqueue_json_job_stores_every_field(run: Cli, tmp_path: Path) -> None:
 
 def test_enqueue_options_are_stored(run: Cli, tmp_path: Path) -> None:
     results = run.many(
-        ("enqueue", "echo opts", "--id", "opt-1", "--max-retries", "5", "--priority", "-3",
-         "--queue", "builds", "--delay", "30s", "--timeout", "15m", "--cwd", str(tmp_path),
-         "--env", "A=1", "-e", "B=x=y"),
+        (
+            "enqueue",
+            "echo opts",
+            "--id",
+            "opt-1",
+            "--max-retries",
+            "5",
+            "--priority",
+            "-3",
+            "--queue",
+            "builds",
+            "--delay",
+            "30s",
+            "--timeout",
+            "15m",
+            "--cwd",
+            str(tmp_path),
+            "--env",
+            "A=1",
+            "-e",
+            "B=x=y",
+        ),
         ("enqueue", "true", "--id", "at-z", "--run-at", FAR_FUTURE),
         ("enqueue", "true", "--id", "at-off", "--run-at", "2099-01-01T02:00:00+02:00"),
         ("enqueue", '{"command": "true", "priority": 1}', "--id", "ovr", "-p", "4"),
@@ -298,9 +352,9 @@ def test_enqueue_options_are_stored(run: Cli, tmp_path: Path) -> None:
 
 
 def test_enqueue_uses_configured_max_retries_and_job_timeout(run: Cli) -> None:
-    assert [ok(proc) for proc in run.many(("config", "set", "max-retries", "6"),
-                                          ("config", "set", "job-timeout", "90s"))] == [
-        "max-retries = 6\n", "job-timeout = 90\n"]
+    assert [
+        ok(proc) for proc in run.many(("config", "set", "max-retries", "6"), ("config", "set", "job-timeout", "90s"))
+    ] == ["max-retries = 6\n", "job-timeout = 90\n"]
     plain, explicit = run.many(("enqueue", "true"), ("enqueue", "true", "--max-retries", "0", "--timeout", "5s"))
     job = run.stored_job(ok(plain).strip())
     assert (job["max_retries"], job["timeout"]) == (6, 90)
@@ -487,8 +541,15 @@ def test_slow_stdin_does_not_lock_the_queue(run: Cli) -> None:
     import sqlite3
 
     ok(run("status", "--json"))  # creates the database
-    proc = subprocess.Popen([*CLI, "enqueue", "--file", "-"], env=run.env, cwd=str(run.tmp_path),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*CLI, "enqueue", "--file", "-"],
+        env=run.env,
+        cwd=str(run.tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     locked = False
     try:
         assert proc.stdin is not None
@@ -527,7 +588,9 @@ def test_enqueue_file_that_cannot_be_read(run: Cli, tmp_path: Path) -> None:
     (tmp_path / "folder").mkdir()
     (tmp_path / "latin1.txt").write_bytes(b"echo caf\xe9\n")
     missing, folder, latin1 = run.many(
-        ("enqueue", "--file", "missing.txt"), ("enqueue", "--file", "folder"), ("enqueue", "--file", "latin1.txt"),
+        ("enqueue", "--file", "missing.txt"),
+        ("enqueue", "--file", "folder"),
+        ("enqueue", "--file", "latin1.txt"),
     )
     fails(missing, EXIT_USAGE, "no such file", "missing.txt")
     fails(folder, EXIT_USAGE, "directory")
@@ -539,8 +602,18 @@ def test_enqueue_file_that_cannot_be_read(run: Cli, tmp_path: Path) -> None:
 
 
 def test_list_filters_limit_and_bad_state(run: Cli) -> None:
-    run.enqueue_lines(*(json.dumps({"id": job_id, "command": f"echo {job_id}", "queue": queue}) for job_id, queue in (
-        ("d1", "default"), ("b1", "builds"), ("d2", "default"), ("b2", "builds"), ("d3", "default"))))
+    run.enqueue_lines(
+        *(
+            json.dumps({"id": job_id, "command": f"echo {job_id}", "queue": queue})
+            for job_id, queue in (
+                ("d1", "default"),
+                ("b1", "builds"),
+                ("d2", "default"),
+                ("b2", "builds"),
+                ("d3", "default"),
+            )
+        )
+    )
     assert ok(run("cancel", "d2")) == "cancelled d2\n"
     (everything, builds, cancelled, pending_default, dead, nope, limited, table, empty_json, bad) = run.many(
         ("list", "--json"),
@@ -574,7 +647,9 @@ def test_show_unknown_id_is_not_found(run: Cli) -> None:
 
 def test_status_counts(run: Cli) -> None:
     assert ok_json(run("status", "--json")) == {
-        "states": {state: 0 for state in STATES}, "queues": {}, "paused": [],
+        "states": {state: 0 for state in STATES},
+        "queues": {},
+        "paused": [],
         "workers": {"alive": 0, "registered": 0},
     }
     run.enqueue_lines("echo 1", "echo 2", '{"command": "echo 3", "queue": "builds"}', '{"id": "c1", "command": "x"}')
@@ -584,7 +659,9 @@ def test_status_counts(run: Cli) -> None:
     summary = ok_json(as_json)
     assert summary["states"] == {**{state: 0 for state in STATES}, "pending": 3, "cancelled": 1, "dead": 1}
     assert summary["queues"] == {
-        "default": {"pending": 2, "cancelled": 1}, "builds": {"pending": 1}, "doomed-dead1": {"dead": 1},
+        "default": {"pending": 2, "cancelled": 1},
+        "builds": {"pending": 1},
+        "doomed-dead1": {"dead": 1},
     }
     assert summary["workers"] == {"alive": 0, "registered": 0} and summary["paused"] == []
     assert "pending" in ok(text) and "workers alive: 0" in text.stdout
@@ -621,8 +698,13 @@ def test_dlq_list_and_retry(run: Cli) -> None:
     # one job
     assert ok(run("dlq", "retry", "x1")) == "requeued x1\n"
     again, alive, unknown, neither, both, shown, left = run.many(
-        ("dlq", "retry", "x1"), ("dlq", "retry", "alive"), ("dlq", "retry", "nope"), ("dlq", "retry"),
-        ("dlq", "retry", "x2", "--all"), ("show", "x1", "--json"), ("dlq", "list", "--json"),
+        ("dlq", "retry", "x1"),
+        ("dlq", "retry", "alive"),
+        ("dlq", "retry", "nope"),
+        ("dlq", "retry"),
+        ("dlq", "retry", "x2", "--all"),
+        ("show", "x1", "--json"),
+        ("dlq", "list", "--json"),
     )
     fails(again, EXIT_CONFLICT, "x1", "pending", "not in the dead letter queue")
     fails(alive, EXIT_CONFLICT, "alive")
@@ -638,7 +720,11 @@ def test_dlq_list_and_retry(run: Cli) -> None:
     assert ok(run("dlq", "retry", "--all")) == "requeued 2 job(s)\n"
     assert ok_json(run("dlq", "list", "--json")) == []
     assert {job["id"]: job["state"] for job in run.stored()} == {
-        "alive": "pending", "x1": "pending", "x2": "pending", "x3": "pending"}
+        "alive": "pending",
+        "x1": "pending",
+        "x2": "pending",
+        "x3": "pending",
+    }
     assert ok(run("dlq", "retry", "--all")) == "requeued 0 job(s)\n"
 
 
@@ -666,13 +752,17 @@ def test_dlq_purge(run: Cli) -> None:
 def test_config_get_set_list(run: Cli, tmp_path: Path) -> None:
     assert ok(run("config", "get", "max-retries")) == "3\n"
     sets = run.many(
-        ("config", "set", "max-retries", "5"), ("config", "set", "lease", "2m"),
+        ("config", "set", "max-retries", "5"),
+        ("config", "set", "lease", "2m"),
         ("config", "set", "backoff-base", "1.5"),
     )
     assert [ok(proc) for proc in sets] == ["max-retries = 5\n", "lease = 120\n", "backoff-base = 1.5\n"]
     assert ok(run("config", "set", "heartbeat", "60")) == "heartbeat = 60\n"  # exactly lease/2
     retries, lease, as_json, text = run.many(
-        ("config", "get", "max-retries"), ("config", "get", "lease"), ("config", "list", "--json"), ("config", "list"),
+        ("config", "get", "max-retries"),
+        ("config", "get", "lease"),
+        ("config", "list", "--json"),
+        ("config", "list"),
     )
     assert (ok(retries), ok(lease)) == ("5\n", "120\n")
     listed = ok_json(as_json)
@@ -814,8 +904,10 @@ def test_mongodb_without_tls_warns_in_one_line(mongo_unreachable: dict[str, _Bac
 
 def test_unsupported_db_url_exits_2(run: Cli, tmp_path: Path) -> None:
     postgres, postgres_write, empty_path, no_scheme = run.many(
-        ("--db", "postgres://x", "status"), ("--db", "postgres://x", "enqueue", "true"),
-        ("--db", "sqlite:///", "status"), ("--db", "queue.db", "status"),
+        ("--db", "postgres://x", "status"),
+        ("--db", "postgres://x", "enqueue", "true"),
+        ("--db", "sqlite:///", "status"),
+        ("--db", "queue.db", "status"),
     )
     fails(postgres, EXIT_USAGE, "unsupported database URL scheme 'postgres'", "sqlite:///")
     fails(postgres_write, EXIT_USAGE, "'postgres'")
@@ -836,8 +928,11 @@ def test_group_writable_database_is_refused(run: Cli, tmp_path: Path) -> None:
     assert listed_ids(run("list", "--json")) == ["j1"]
 
 
-@pytest.mark.skipif(IS_ROOT, reason="running as root: file permissions are not enforced, so a 0400 "
-                                    "database is still writable and the read-only path cannot be reached")
+@pytest.mark.skipif(
+    IS_ROOT,
+    reason="running as root: file permissions are not enforced, so a 0400 "
+    "database is still writable and the read-only path cannot be reached",
+)
 def test_read_only_database_reads_work_writes_exit_6(run: Cli, tmp_path: Path) -> None:
     ok(run("enqueue", "true", "--id", "j1"))
     ok(run("queue", "pause", "held"))
@@ -845,7 +940,10 @@ def test_read_only_database_reads_work_writes_exit_6(run: Cli, tmp_path: Path) -
     db.chmod(0o400)
     try:
         listed, shown, status, config, queues = run.many(
-            ("list", "--json"), ("show", "j1", "--json"), ("status", "--json"), ("config", "get", "max-retries"),
+            ("list", "--json"),
+            ("show", "j1", "--json"),
+            ("status", "--json"),
+            ("config", "get", "max-retries"),
             ("queue", "list", "--json"),
         )
         assert listed_ids(listed) == ["j1"]
@@ -853,8 +951,13 @@ def test_read_only_database_reads_work_writes_exit_6(run: Cli, tmp_path: Path) -
         assert ok_json(status)["states"]["pending"] == 1
         assert ok(config) == "3\n"
         assert ok_json(queues)["held"]["paused"] is True
-        writes = run.many(("enqueue", "true"), ("cancel", "j1"), ("config", "set", "max-retries", "5"),
-                          ("queue", "resume", "held"), ("dlq", "purge", "--yes"))
+        writes = run.many(
+            ("enqueue", "true"),
+            ("cancel", "j1"),
+            ("config", "set", "max-retries", "5"),
+            ("queue", "resume", "held"),
+            ("dlq", "purge", "--yes"),
+        )
         for proc in writes:
             fails(proc, EXIT_READ_ONLY, "read-only")
         assert listed_ids(run("list", "--json")) == ["j1"]
@@ -881,9 +984,14 @@ def test_queue_list_pause_resume(run: Cli) -> None:
     assert ok_json(run("queue", "list", "--json")) == {}
     run.enqueue_lines('{"command": "true", "queue": "builds"}', "true", "true")
     assert [ok(proc) for proc in run.many(("queue", "pause", "builds"), ("queue", "pause", "empty-one"))] == [
-        "paused builds\n", "paused empty-one\n"]
+        "paused builds\n",
+        "paused empty-one\n",
+    ]
     queues, status, status_text, queues_text, again = run.many(
-        ("queue", "list", "--json"), ("status", "--json"), ("status",), ("queue", "list"),
+        ("queue", "list", "--json"),
+        ("status", "--json"),
+        ("status",),
+        ("queue", "list"),
         ("queue", "pause", "builds"),
     )
     assert ok_json(queues) == {
@@ -897,8 +1005,11 @@ def test_queue_list_pause_resume(run: Cli) -> None:
     assert ok(again) == "paused builds\n"  # idempotent
     assert ok(run("queue", "resume", "builds")) == "resumed builds\n"
     queues, status, *bad = run.many(
-        ("queue", "list", "--json"), ("status", "--json"),
-        ("queue", "pause", "bad name"), ("queue", "resume", "bad name"), ("queue", "pause", "x/y"),
+        ("queue", "list", "--json"),
+        ("status", "--json"),
+        ("queue", "pause", "bad name"),
+        ("queue", "resume", "bad name"),
+        ("queue", "pause", "x/y"),
     )
     assert ok_json(queues)["builds"] == {"paused": False, "pending": 1}
     assert ok_json(status)["paused"] == ["empty-one"]
@@ -913,8 +1024,11 @@ def test_queue_list_pause_resume(run: Cli) -> None:
 def test_worker_list_and_stop_with_no_workers(run: Cli) -> None:
     ok(run("status", "--json"))  # creates the database before the burst
     listed, listed_all, table, stop, stop_wait, bad_queue = run.many(
-        ("worker", "list", "--json"), ("worker", "list", "--all", "--json"), ("worker", "list"),
-        ("worker", "stop"), ("worker", "stop", "--wait", "--timeout", "5"),
+        ("worker", "list", "--json"),
+        ("worker", "list", "--all", "--json"),
+        ("worker", "list"),
+        ("worker", "stop"),
+        ("worker", "stop", "--wait", "--timeout", "5"),
         ("worker", "start", "--queue", "bad name"),
     )
     assert ok_json(listed) == [] and ok_json(listed_all) == []
@@ -952,9 +1066,23 @@ def test_every_command_has_help_and_example() -> None:
     tree = command_tree()
     leaves = {" ".join(path) for path, command in tree if not is_group(command)}
     assert leaves >= {
-        "enqueue", "list", "show", "status", "cancel", "worker start", "worker stop", "worker list",
-        "dlq list", "dlq retry", "dlq purge", "config get", "config set", "config list",
-        "queue list", "queue pause", "queue resume",
+        "enqueue",
+        "list",
+        "show",
+        "status",
+        "cancel",
+        "worker start",
+        "worker stop",
+        "worker list",
+        "dlq list",
+        "dlq retry",
+        "dlq purge",
+        "config get",
+        "config set",
+        "config list",
+        "queue list",
+        "queue pause",
+        "queue resume",
     }
     missing = []
     for path, command in tree:
@@ -994,17 +1122,22 @@ def test_help_of_every_command_exits_0(tmp_path: Path) -> None:
     tree = command_tree()
     groups = [(path, command) for path, command in tree if is_group(command)]
     leaves = [(path, command) for path, command in tree if not is_group(command)]
-    in_one = start_cli_python("-c", HELP_SCRIPT, json.dumps([list(path) for path, _ in leaves]),
-                              env=cli.env, cwd=tmp_path)
+    in_one = start_cli_python(
+        "-c", HELP_SCRIPT, json.dumps([list(path) for path, _ in leaves]), env=cli.env, cwd=tmp_path
+    )
     results = cli.many(*((*path, "--help") for path, _ in groups))
     leaf_results = json.loads(ok(finish(in_one)))
-    results += [subprocess.CompletedProcess(["python", "-m", "queuectl", *path, "--help"], code, out, err)
-                for (path, _), (code, out, err) in zip(leaves, leaf_results, strict=True)]
+    results += [
+        subprocess.CompletedProcess(["python", "-m", "queuectl", *path, "--help"], code, out, err)
+        for (path, _), (code, out, err) in zip(leaves, leaf_results, strict=True)
+    ]
     problems = []
     for (path, command), proc in zip(groups + leaves, results, strict=True):
         words = " ".join(proc.stdout.split())
         checks = [
-            proc.returncode == EXIT_OK, proc.stderr == "", "Usage:" in proc.stdout,
+            proc.returncode == EXIT_OK,
+            proc.stderr == "",
+            "Usage:" in proc.stdout,
             " ".join(command.help.splitlines()[0].split()) in words,
         ]
         if is_group(command):
@@ -1040,8 +1173,10 @@ def test_default_database_is_private_in_the_data_dir(tmp_path: Path) -> None:
 def dotenv_warned(proc: subprocess.CompletedProcess, folder: Path) -> subprocess.CompletedProcess:
     """As root, a run whose queue came from ``.env`` names that file in one warning line (issue 11 #3)."""
     if IS_ROOT:
-        assert proc.stderr == (f"queuectl: warning: QUEUECTL_DB comes from {folder / '.env'}; running as "
-                               "root, so the jobs of that queue run as root\n"), describe(proc)
+        assert proc.stderr == (
+            f"queuectl: warning: QUEUECTL_DB comes from {folder / '.env'}; running as "
+            "root, so the jobs of that queue run as root\n"
+        ), describe(proc)
         return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, "")
     return proc
 
@@ -1056,12 +1191,23 @@ def test_database_url_precedence_flag_env_dotenv(tmp_path: Path) -> None:
     procs = [
         start_cli("enqueue", "true", "--id", "via-dotenv", env=no_env, cwd=project),  # .env is honoured
         start_cli("enqueue", "true", "--id", "via-env", env=with_env, cwd=project),  # env beats .env
-        start_cli("--db", f"sqlite:///{flag_db}", "enqueue", "true", "--id", "via-flag",  # --db beats both
-                  env=with_env, cwd=project),
+        start_cli(
+            "--db",
+            f"sqlite:///{flag_db}",
+            "enqueue",
+            "true",
+            "--id",
+            "via-flag",  # --db beats both
+            env=with_env,
+            cwd=project,
+        ),
     ]
     dotenv_run, env_run, flag_run = (finish(proc) for proc in procs)
     assert [ok(dotenv_warned(dotenv_run, project)), ok(env_run), ok(flag_run)] == [
-        "via-dotenv\n", "via-env\n", "via-flag\n"]
+        "via-dotenv\n",
+        "via-env\n",
+        "via-flag\n",
+    ]
     # each job went to its own file, and the default one was never created
     for path, job_id in ((dotenv_db, "via-dotenv"), (env_db, "via-env"), (flag_db, "via-flag")):
         from queuectl.store.sql.sqlite import SqliteStore
@@ -1073,10 +1219,13 @@ def test_database_url_precedence_flag_env_dotenv(tmp_path: Path) -> None:
             store.close()
     assert not (tmp_path / "data").exists()
     # and config list names the database in use
-    first, *others = [finish(proc) for proc in (
-        start_cli("config", "list", "--json", env=no_env, cwd=project),
-        start_cli("config", "list", "--json", env=with_env, cwd=project),
-        start_cli("--db", f"sqlite:///{flag_db}", "config", "list", "--json", env=with_env, cwd=project),
-    )]
+    first, *others = [
+        finish(proc)
+        for proc in (
+            start_cli("config", "list", "--json", env=no_env, cwd=project),
+            start_cli("config", "list", "--json", env=with_env, cwd=project),
+            start_cli("--db", f"sqlite:///{flag_db}", "config", "list", "--json", env=with_env, cwd=project),
+        )
+    ]
     resolved = [ok_json(run)["database"] for run in (dotenv_warned(first, project), *others)]
     assert resolved == [f"sqlite:///{dotenv_db}", f"sqlite:///{env_db}", f"sqlite:///{flag_db}"]

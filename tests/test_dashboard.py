@@ -34,37 +34,87 @@ def job(job_id: str, state: str = "pending", age: float = 100.0, now: float = NO
     created = fields.pop("created_at", now - age)
     fields.setdefault("updated_at", created)
     fields.setdefault("run_at", created)
-    return Job(id=job_id, command=fields.pop("command", f"echo {job_id}"), state=state,
-               created_at=created, **fields)
+    return Job(id=job_id, command=fields.pop("command", f"echo {job_id}"), state=state, created_at=created, **fields)
 
 
 def fill(store: SqliteStore, now: float = NOW) -> None:
     """3 completed, 2 pending, 1 running, 1 failed (retry later), 1 dead; three workers."""
     jobs = [
-        job(f"done{i}", "completed", finished_at=now - 30 - 60 * i, updated_at=now - 30 - 60 * i,
-            started_at=now - 31 - 60 * i, duration=1.0 + i, exit_code=0, now=now)
+        job(
+            f"done{i}",
+            "completed",
+            finished_at=now - 30 - 60 * i,
+            updated_at=now - 30 - 60 * i,
+            started_at=now - 31 - 60 * i,
+            duration=1.0 + i,
+            exit_code=0,
+            now=now,
+        )
         for i in range(3)
     ]
     jobs += [job("wait1", age=40, now=now), job("wait2", age=20, now=now)]
     jobs += [
-        job("run1", "processing", command="sleep 100 && echo slow", locked_by="w-alive",
-            started_at=now - 12, attempts=1, now=now),
-        job("flaky", "failed", attempts=1, run_at=now + 50, updated_at=now - 10,
+        job(
+            "run1",
+            "processing",
+            command="sleep 100 && echo slow",
+            locked_by="w-alive",
+            started_at=now - 12,
+            attempts=1,
+            now=now,
+        ),
+        job(
+            "flaky",
+            "failed",
+            attempts=1,
+            run_at=now + 50,
+            updated_at=now - 10,
             command="curl https://example.com/api",
-            last_error="exit code 7\nthe second line must not show", exit_code=7,
-            output="curl: (7) Failed to connect\n", now=now),
-        job("gone", "dead", attempts=4, max_retries=3, updated_at=now - 70, finished_at=now - 70,
-            last_error="timeout: still running after 30s, process group killed", now=now),
+            last_error="exit code 7\nthe second line must not show",
+            exit_code=7,
+            output="curl: (7) Failed to connect\n",
+            now=now,
+        ),
+        job(
+            "gone",
+            "dead",
+            attempts=4,
+            max_retries=3,
+            updated_at=now - 70,
+            finished_at=now - 70,
+            last_error="timeout: still running after 30s, process group killed",
+            now=now,
+        ),
     ]
     lifecycle.enqueue(store, jobs)
-    worker_service.register_worker(store, WorkerInfo(id="w-alive", host="web-1", pid=4242, state="running",
-                                     started_at=now - 500, last_heartbeat=now - 2,
-                                     current_jobs=["run1"]))
-    worker_service.register_worker(store, WorkerInfo(id="w-stale", host="web-2", pid=777, state="running",
-                                     started_at=now - 400, last_heartbeat=now - 300,
-                                     current_jobs=["done0"]))  # finished after it went silent
-    worker_service.register_worker(store, WorkerInfo(id="w-gone", host="web-3", pid=99, state="stopped",
-                                     started_at=now - 900, last_heartbeat=now - 800))
+    worker_service.register_worker(
+        store,
+        WorkerInfo(
+            id="w-alive",
+            host="web-1",
+            pid=4242,
+            state="running",
+            started_at=now - 500,
+            last_heartbeat=now - 2,
+            current_jobs=["run1"],
+        ),
+    )
+    worker_service.register_worker(
+        store,
+        WorkerInfo(
+            id="w-stale",
+            host="web-2",
+            pid=777,
+            state="running",
+            started_at=now - 400,
+            last_heartbeat=now - 300,
+            current_jobs=["done0"],
+        ),
+    )  # finished after it went silent
+    worker_service.register_worker(
+        store,
+        WorkerInfo(id="w-gone", host="web-3", pid=99, state="stopped", started_at=now - 900, last_heartbeat=now - 800),
+    )
     queue_service.set_paused(store, "builds", True)
 
 
@@ -88,8 +138,14 @@ def live_db(tmp_path: Path) -> Iterator[SqliteStore]:
 
 def recorded(renderable: Any, width: int, height: int | None = None) -> tuple[str, str]:
     """(plain text, text with ANSI styles) of a renderable printed at that size."""
-    console = Console(record=True, width=width, height=height or 200, force_terminal=True,
-                      color_system="standard", file=open(os.devnull, "w"))
+    console = Console(
+        record=True,
+        width=width,
+        height=height or 200,
+        force_terminal=True,
+        color_system="standard",
+        file=open(os.devnull, "w"),
+    )
     console.print(renderable)
     return console.export_text(clear=False), console.export_text(styles=True)
 
@@ -166,8 +222,9 @@ def test_history_compares_with_the_snapshot_a_minute_ago(queue_db: SqliteStore) 
     first = collect(queue_db, NOW)
     history.add(first)
     assert history.change(first) is None  # nothing to compare with yet
-    lifecycle.enqueue(queue_db, [job("new1", "completed", finished_at=NOW + 20),
-                           job("new2", "completed", finished_at=NOW + 40)])
+    lifecycle.enqueue(
+        queue_db, [job("new1", "completed", finished_at=NOW + 20), job("new2", "completed", finished_at=NOW + 40)]
+    )
     for at in (NOW + 20, NOW + 40, NOW + 61):
         latest = collect(queue_db, at)
         history.add(latest)
@@ -201,8 +258,15 @@ def test_render_80x24_fits_and_shows_counts_stale_worker_and_failure(queue_db: S
     lines = text.rstrip("\n").splitlines()
     assert len(lines) <= 24, text
     assert max(len(line.rstrip()) for line in lines) <= 80
-    assert counts_row(text) == {"pending": 2, "waiting": 0, "processing": 1, "completed": 3,
-                                "failed": 1, "dead": 1, "cancelled": 0}
+    assert counts_row(text) == {
+        "pending": 2,
+        "waiting": 0,
+        "processing": 1,
+        "completed": 3,
+        "failed": 1,
+        "dead": 1,
+        "cancelled": 0,
+    }
     assert "Δ 1m" in text
     assert "DLQ 1" in text and "paused: builds" in text and "lag 40.0s" in text
     assert "1 alive" in text and "1 unresponsive" in text
@@ -235,8 +299,10 @@ def test_render_160_uses_the_width(queue_db: SqliteStore) -> None:
 
 def test_render_once_has_no_change_row_and_escapes_user_text(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "q.db"))
-    lifecycle.enqueue(store, [job("m1", "dead", command="echo [bold]x[/bold]",
-                            last_error="[red]not markup[/red]", updated_at=NOW - 5)])
+    lifecycle.enqueue(
+        store,
+        [job("m1", "dead", command="echo [bold]x[/bold]", last_error="[red]not markup[/red]", updated_at=NOW - 5)],
+    )
     text, _ = recorded(render(collect(store, NOW), None, width=100, now=NOW), 100)
     assert "Δ" not in text and "q quits" not in text
     assert "[red]not markup[/red]" in text
@@ -246,8 +312,9 @@ def test_render_once_has_no_change_row_and_escapes_user_text(tmp_path: Path) -> 
 def test_many_workers_are_cut_to_the_height(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "q.db"))
     for n in range(30):
-        worker_service.register_worker(store, WorkerInfo(id=f"w{n}", host="h", pid=n, state="running",
-                                         started_at=NOW - n, last_heartbeat=NOW))
+        worker_service.register_worker(
+            store, WorkerInfo(id=f"w{n}", host="h", pid=n, state="running", started_at=NOW - n, last_heartbeat=NOW)
+        )
     text, _ = recorded(render(collect(store, NOW), None, width=80, height=24, interval=1.0, now=NOW), 80)
     assert len(text.rstrip("\n").splitlines()) <= 24
     assert re.search(r"… \d+ more", text)
@@ -311,17 +378,22 @@ def test_unavailable_from_the_start_shows_the_banner_alone(queue_db: SqliteStore
 
 def cli_env(tmp_path: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("QUEUECTL_")}
-    env.update({"QUEUECTL_DB": f"sqlite:///{tmp_path / 'q.db'}", "XDG_DATA_HOME": str(tmp_path),
-                "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update(
+        {
+            "QUEUECTL_DB": f"sqlite:///{tmp_path / 'q.db'}",
+            "XDG_DATA_HOME": str(tmp_path),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
     env.pop("COLUMNS", None)
     return env
 
 
 @pytest.mark.parametrize("args", [["dashboard", "--once"], ["dashboard"]])
-def test_dashboard_without_a_tty_prints_one_snapshot(live_db: SqliteStore, tmp_path: Path,
-                                                     args: list[str]) -> None:
-    result = subprocess.run([*CLI, *args], env=cli_env(tmp_path), capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=30)
+def test_dashboard_without_a_tty_prints_one_snapshot(live_db: SqliteStore, tmp_path: Path, args: list[str]) -> None:
+    result = subprocess.run(
+        [*CLI, *args], env=cli_env(tmp_path), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     counts = counts_row(result.stdout)
@@ -332,14 +404,14 @@ def test_dashboard_without_a_tty_prints_one_snapshot(live_db: SqliteStore, tmp_p
 def test_dashboard_once_on_an_unusable_database_exits_5(tmp_path: Path) -> None:
     (tmp_path / "q.db").write_text("this is not a database\n" * 100)
     os.chmod(tmp_path / "q.db", 0o600)
-    result = subprocess.run([*CLI, "dashboard", "--once"], env=cli_env(tmp_path), capture_output=True,
-                            text=True, timeout=30)
+    result = subprocess.run(
+        [*CLI, "dashboard", "--once"], env=cli_env(tmp_path), capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == EXIT_UNAVAILABLE
     assert result.stderr.startswith("queuectl: error: ") and result.stderr.count("\n") == 1
 
 
-def test_live_dashboard_on_a_terminal_quits_on_q_and_restores_it(live_db: SqliteStore,
-                                                                  tmp_path: Path) -> None:
+def test_live_dashboard_on_a_terminal_quits_on_q_and_restores_it(live_db: SqliteStore, tmp_path: Path) -> None:
     import pty
     import termios
 
@@ -352,8 +424,14 @@ def test_live_dashboard_on_a_terminal_quits_on_q_and_restores_it(live_db: Sqlite
     before = termios.tcgetattr(slave)
     env = cli_env(tmp_path)
     env["TERM"] = "xterm-256color"
-    proc = subprocess.Popen([*CLI, "dashboard", "--interval", "0.3"], env=env, stdin=slave,
-                            stdout=slave, stderr=slave, start_new_session=True)
+    proc = subprocess.Popen(
+        [*CLI, "dashboard", "--interval", "0.3"],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
     screen = b""
     try:
         deadline = time.monotonic() + 20
@@ -379,8 +457,10 @@ def test_live_dashboard_on_a_terminal_quits_on_q_and_restores_it(live_db: Sqlite
 
 
 def test_cli_start_up_does_not_import_rich_or_prometheus() -> None:
-    code = ("import sys, queuectl.cli; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'prometheus_client'}))")
+    code = (
+        "import sys, queuectl.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'prometheus_client'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "[]", out.stderr
 

@@ -38,8 +38,7 @@ def write_env(folder: Path, url: str, mode: int = 0o600) -> Path:
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to chown the .env to another user")
-def test_dotenv_of_another_user_is_ignored_with_a_warning(project: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_dotenv_of_another_user_is_ignored_with_a_warning(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_env(project, "sqlite:////tmp/attacker.db")
     os.chown(path, NOBODY, NOBODY)
     assert resolve_db_url() == default_db_url()  # observed: the attacker's queue
@@ -47,8 +46,7 @@ def test_dotenv_of_another_user_is_ignored_with_a_warning(project: Path,
     assert err.count("\n") == 1 and str(path) in err and "uid 65534" in err, err
 
 
-def test_dotenv_writable_by_others_is_ignored_with_a_warning(project: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_dotenv_writable_by_others_is_ignored_with_a_warning(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_env(project, "sqlite:////tmp/attacker.db", mode=0o666)
     assert resolve_db_url() == default_db_url()
     err = capsys.readouterr().err
@@ -71,8 +69,7 @@ def test_own_dotenv_is_used_silently(project: Path, capsys: pytest.CaptureFixtur
     assert capsys.readouterr().err == ""
 
 
-def test_foreign_dotenv_without_the_key_is_not_mentioned(project: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_foreign_dotenv_without_the_key_is_not_mentioned(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = project / ".env"
     path.write_text("OTHER_TOOL=1\n")
     path.chmod(0o666)
@@ -80,8 +77,9 @@ def test_foreign_dotenv_without_the_key_is_not_mentioned(project: Path,
     assert capsys.readouterr().err == ""
 
 
-def test_option_and_environment_never_read_the_dotenv(project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_option_and_environment_never_read_the_dotenv(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_env(project, "sqlite:////tmp/attacker.db", mode=0o666)
     assert resolve_db_url("sqlite:////tmp/flag.db") == "sqlite:////tmp/flag.db"
     monkeypatch.setenv("QUEUECTL_DB", "sqlite:////tmp/env.db")
@@ -97,8 +95,14 @@ def test_cli_as_root_ignores_a_planted_dotenv(tmp_path: Path) -> None:
     os.chown(planted, NOBODY, NOBODY)
     env = {key: value for key, value in os.environ.items() if not key.startswith("QUEUECTL_")}
     env["XDG_DATA_HOME"] = str(tmp_path / "data")
-    proc = subprocess.run([sys.executable, "-m", "queuectl", "config", "list", "--json"], env=env,
-                          cwd=project, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "queuectl", "config", "list", "--json"],
+        env=env,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["database"] == f"sqlite:///{tmp_path / 'data' / 'queuectl' / 'queue.db'}"
     assert not (tmp_path / "attacker.db").exists()

@@ -31,8 +31,9 @@ SETPRIV = shutil.which("setpriv")
 def cli(tmp_path: Path, db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("QUEUECTL_")}
     env.update(QUEUECTL_DB=f"sqlite:///{db}", XDG_DATA_HOME=str(tmp_path / "data"))
-    return subprocess.run([sys.executable, "-m", "queuectl", *args], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "queuectl", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
 
 
 def refused(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
@@ -165,9 +166,20 @@ def test_another_user_cannot_plant_a_wal_for_our_queue(tmp_path: Path, shared_tm
     wal = Path(f"{db}-wal")
     assert SETPRIV is not None
     plant = subprocess.run(
-        [SETPRIV, "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups", "sh", "-c",
-         f"umask 0 && : > {wal} && : > {db}-shm"],
-        capture_output=True, text=True, timeout=30,
+        [
+            SETPRIV,
+            "--reuid",
+            str(NOBODY),
+            "--regid",
+            str(NOBODY),
+            "--clear-groups",
+            "sh",
+            "-c",
+            f"umask 0 && : > {wal} && : > {db}-shm",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert plant.returncode == 0, plant.stderr
     assert wal.stat().st_uid == NOBODY

@@ -15,11 +15,19 @@ from queuectl.core.defaults import MAX_LINE_BYTES
 EXIT_USAGE = 2
 
 
-def run(tmp_path: Path, *args: str | bytes, stdin: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+def run(
+    tmp_path: Path, *args: str | bytes, stdin: bytes | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUECTL_")}
     env["QUEUECTL_DB"] = f"sqlite:///{tmp_path / 'q.db'}"
-    return subprocess.run([sys.executable, "-m", "queuectl", *args], env=env, cwd=tmp_path, input=stdin,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "queuectl", *args],
+        env=env,
+        cwd=tmp_path,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def jobs_in(tmp_path: Path) -> bytes:
@@ -37,16 +45,24 @@ def refused(result: subprocess.CompletedProcess[bytes], *words: str) -> None:
 BAD = b"caf\xe9"  # Latin-1, not UTF-8
 
 
-@pytest.mark.parametrize("args", [
-    (b"enqueue", b"echo " + BAD),
-    (b"enqueue", b"true", b"--cwd", b"/tmp/" + BAD),
-    (b"enqueue", b"true", b"--env", b"K=" + BAD),
-    (b"enqueue", b"true", b"--unique-key", BAD),
-    (b"enqueue", b"true", b"--on-finish", b"echo " + BAD),
-    (b"show", BAD), (b"cancel", BAD), (b"logs", BAD), (b"wait", BAD), (b"dlq", b"retry", BAD),
-    (b"list", b"--queue", BAD),
-    (b"schedule", b"add", b"s", b"* * * * *", b"echo " + BAD),
-], ids=lambda args: b" ".join(args[:2]).decode(errors="replace"))
+@pytest.mark.parametrize(
+    "args",
+    [
+        (b"enqueue", b"echo " + BAD),
+        (b"enqueue", b"true", b"--cwd", b"/tmp/" + BAD),
+        (b"enqueue", b"true", b"--env", b"K=" + BAD),
+        (b"enqueue", b"true", b"--unique-key", BAD),
+        (b"enqueue", b"true", b"--on-finish", b"echo " + BAD),
+        (b"show", BAD),
+        (b"cancel", BAD),
+        (b"logs", BAD),
+        (b"wait", BAD),
+        (b"dlq", b"retry", BAD),
+        (b"list", b"--queue", BAD),
+        (b"schedule", b"add", b"s", b"* * * * *", b"echo " + BAD),
+    ],
+    ids=lambda args: b" ".join(args[:2]).decode(errors="replace"),
+)
 def test_arguments_that_are_not_utf8_are_refused(tmp_path: Path, args: tuple[bytes, ...]) -> None:
     refused(run(tmp_path, *args), "not valid UTF-8")
     assert jobs_in(tmp_path).strip() == b"[]"

@@ -39,22 +39,48 @@ def test_printable_replaces_controls_and_keeps_newlines_and_tabs() -> None:
 
 
 def hostile_job() -> Job:
-    return Job(id="j1", command=f"echo {HOSTILE}\nsecond {HOSTILE}", queue=f"q{HOSTILE}",
-               state="dead", created_at=1000.0, updated_at=1000.0, run_at=1000.0,
-               last_error=f"exit code 1 {HOSTILE}", output=f"out {HOSTILE}\nline two",
-               on_finish=f"notify {HOSTILE}", hook_state="failed", hook_error=f"hook {HOSTILE}",
-               cwd=f"/tmp/{HOSTILE}", env={"K": HOSTILE}, unique_key=HOSTILE, schedule=HOSTILE)
+    return Job(
+        id="j1",
+        command=f"echo {HOSTILE}\nsecond {HOSTILE}",
+        queue=f"q{HOSTILE}",
+        state="dead",
+        created_at=1000.0,
+        updated_at=1000.0,
+        run_at=1000.0,
+        last_error=f"exit code 1 {HOSTILE}",
+        output=f"out {HOSTILE}\nline two",
+        on_finish=f"notify {HOSTILE}",
+        hook_state="failed",
+        hook_error=f"hook {HOSTILE}",
+        cwd=f"/tmp/{HOSTILE}",
+        env={"K": HOSTILE},
+        unique_key=HOSTILE,
+        schedule=HOSTILE,
+    )
 
 
-def test_list_show_workers_and_plain_tables_strip_controls(capsys: pytest.CaptureFixture[str],
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_list_show_workers_and_plain_tables_strip_controls(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     job = hostile_job()
     render.jobs_table([job], "jobs", now=2000.0)
     render.job_detail(job)
-    render.workers_table([WorkerInfo(id=f"w{HOSTILE}", host=f"h{HOSTILE}", pid=1, state=HOSTILE,
-                                     started_at=1.0, last_heartbeat=time.time(), queues=HOSTILE,
-                                     current_jobs=[HOSTILE])], lease=30)
+    render.workers_table(
+        [
+            WorkerInfo(
+                id=f"w{HOSTILE}",
+                host=f"h{HOSTILE}",
+                pid=1,
+                state=HOSTILE,
+                started_at=1.0,
+                last_heartbeat=time.time(),
+                queues=HOSTILE,
+                current_jobs=[HOSTILE],
+            )
+        ],
+        lease=30,
+    )
     render.plain_table("schedules", ("name", "command"), [(HOSTILE, f"run {HOSTILE}")])
     out = capsys.readouterr().out
     assert "pwned" in out and "line two" in out  # the text itself is shown...
@@ -63,22 +89,52 @@ def test_list_show_workers_and_plain_tables_strip_controls(capsys: pytest.Captur
 
 def snapshot() -> Snapshot:
     job = RunningJob(id=f"r{HOSTILE}", command=f"sleep {HOSTILE}", running_for=3.0)
-    worker = WorkerRow(id=f"w{HOSTILE}", host=f"h{HOSTILE}", pid=7, state="running", queues=HOSTILE,
-                       concurrency=1, heartbeat_age=1.0, unresponsive=False, jobs=[job])
-    failure = Failure(id=f"f{HOSTILE}", state="dead", queue=f"q{HOSTILE}", attempts=3, max_attempts=3,
-                      age=5.0, error=f"exit code 1 {HOSTILE}", command=f"cmd {HOSTILE}",
-                      last_output=f"boom {HOSTILE}")
-    return Snapshot(at=time.time(), states={"dead": 1, HOSTILE: 1}, queues={f"q{HOSTILE}": {"dead": 1}},
-                    paused=[f"p{HOSTILE}"], completed_per_bucket=[0] * 15, failed_per_bucket=[0] * 15,
-                    lag=None, next_due_in=None, workers=[worker], workers_stopped=0,
-                    failures=[failure], lease=30.0)
+    worker = WorkerRow(
+        id=f"w{HOSTILE}",
+        host=f"h{HOSTILE}",
+        pid=7,
+        state="running",
+        queues=HOSTILE,
+        concurrency=1,
+        heartbeat_age=1.0,
+        unresponsive=False,
+        jobs=[job],
+    )
+    failure = Failure(
+        id=f"f{HOSTILE}",
+        state="dead",
+        queue=f"q{HOSTILE}",
+        attempts=3,
+        max_attempts=3,
+        age=5.0,
+        error=f"exit code 1 {HOSTILE}",
+        command=f"cmd {HOSTILE}",
+        last_output=f"boom {HOSTILE}",
+    )
+    return Snapshot(
+        at=time.time(),
+        states={"dead": 1, HOSTILE: 1},
+        queues={f"q{HOSTILE}": {"dead": 1}},
+        paused=[f"p{HOSTILE}"],
+        completed_per_bucket=[0] * 15,
+        failed_per_bucket=[0] * 15,
+        lag=None,
+        next_due_in=None,
+        workers=[worker],
+        workers_stopped=0,
+        failures=[failure],
+        lease=30.0,
+    )
 
 
 @pytest.mark.parametrize("width", [80, 200])
 def test_dashboard_strips_controls(width: int) -> None:
     console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
-    console.print(render_dashboard(snapshot(), None, width=width, error=f"down {HOSTILE}",
-                                   source=f"sqlite:///{HOSTILE}", interval=1.0))
+    console.print(
+        render_dashboard(
+            snapshot(), None, width=width, error=f"down {HOSTILE}", source=f"sqlite:///{HOSTILE}", interval=1.0
+        )
+    )
     out = console.file.getvalue()  # type: ignore[attr-defined]
     assert "pwned" in out
     assert_clean(out)  # observed: a failing job's output printed with its OSC and ESC[2J
@@ -108,12 +164,12 @@ def test_status_watch_strips_controls_from_paused_queue_names() -> None:
 
 def test_cli_list_show_and_schedule_list_strip_controls(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("QUEUECTL_")}
-    env.update(QUEUECTL_DB=f"sqlite:///{tmp_path / 'q.db'}", XDG_DATA_HOME=str(tmp_path / "data"),
-               COLUMNS="200")
+    env.update(QUEUECTL_DB=f"sqlite:///{tmp_path / 'q.db'}", XDG_DATA_HOME=str(tmp_path / "data"), COLUMNS="200")
 
     def cli(*args: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "queuectl", *args], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "queuectl", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 

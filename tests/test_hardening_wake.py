@@ -36,8 +36,9 @@ def stale_socket(path: Path) -> None:
     sock.close()
 
 
-def test_symlinked_wake_folder_is_neither_followed_nor_emptied(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_symlinked_wake_folder_is_neither_followed_nor_emptied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     victim = victim_folder(tmp_path)
     wake = tmp_path / "q.db.wake"
     wake.symlink_to(victim)
@@ -109,8 +110,7 @@ def test_wake_folder_or_socket_of_another_user_is_left_alone(tmp_path: Path) -> 
     assert os.listdir(mine) == ["planted"]
 
 
-def test_long_path_wake_folder_planted_in_tmpdir_is_refused(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_long_path_wake_folder_planted_in_tmpdir_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     db = tmp_path / ("d" * 90) / "q.db"
     wake = Path(wake_dir_for(str(db)))
@@ -127,8 +127,14 @@ def test_enqueue_with_a_planted_wake_symlink_deletes_nothing(tmp_path: Path) -> 
     Path(f"{db}.wake").symlink_to(victim)
     env = {key: value for key, value in os.environ.items() if not key.startswith("QUEUECTL_")}
     env.update(QUEUECTL_DB=f"sqlite:///{db}", XDG_DATA_HOME=str(tmp_path / "data"))
-    proc = subprocess.run([sys.executable, "-m", "queuectl", "enqueue", "true", "--id", "j1"], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "queuectl", "enqueue", "true", "--id", "j1"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and proc.stdout == "j1\n", proc.stderr
     assert "Traceback" not in proc.stderr
     assert (victim / "thesis.tex").read_text() == "years of work"  # observed: deleted

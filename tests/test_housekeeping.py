@@ -61,10 +61,16 @@ def test_one_broken_schedule_does_not_stop_the_others(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "q.db"))
     now = time.time()
     # a schedule whose job spec went bad after it was stored (e.g. edited in the database)
-    schedule_service.insert_schedule(store, Schedule(name="bad", cron="* * * * *", tz="UTC", spec={"command": ""},
-                                next_fire_at=now - 1, created_at=now))
-    schedule_service.insert_schedule(store, Schedule(name="good", cron="* * * * *", tz="UTC", spec={"command": "true"},
-                                next_fire_at=now - 1, created_at=now))
+    schedule_service.insert_schedule(
+        store,
+        Schedule(name="bad", cron="* * * * *", tz="UTC", spec={"command": ""}, next_fire_at=now - 1, created_at=now),
+    )
+    schedule_service.insert_schedule(
+        store,
+        Schedule(
+            name="good", cron="* * * * *", tz="UTC", spec={"command": "true"}, next_fire_at=now - 1, created_at=now
+        ),
+    )
     fired = schedule_service.fire_due_schedules(store, now)
     assert len(fired) == 1 and fired[0].startswith("good-")
 
@@ -72,8 +78,15 @@ def test_one_broken_schedule_does_not_stop_the_others(tmp_path: Path) -> None:
 def test_retention_deletes_one_batch_per_pass_when_asked(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "q.db"))
     old = time.time() - 30 * 86400
-    lifecycle.enqueue(store, (Job(id=f"j{n}", command="true", state=COMPLETED, created_at=old, updated_at=old,
-                                  run_at=old, finished_at=old) for n in range(job_service.RETENTION_BATCH + 10)))
+    lifecycle.enqueue(
+        store,
+        (
+            Job(
+                id=f"j{n}", command="true", state=COMPLETED, created_at=old, updated_at=old, run_at=old, finished_at=old
+            )
+            for n in range(job_service.RETENTION_BATCH + 10)
+        ),
+    )
     config = RuntimeConfig(retain_completed=86400)
     assert job_service.apply_retention(store, config, time.time(), max_batches=1) == job_service.RETENTION_BATCH
     assert job_service.apply_retention(store, config, time.time(), max_batches=1) == 10
@@ -140,8 +153,10 @@ def test_mongo_schedule_fire_whose_job_exists_still_moves_on() -> None:
     # Given a worker that inserted the slot's job and died before moving the schedule on
     store = MongoStore(mongomock.MongoClient(), db_name="fire")
     now = time.time()
-    schedule_service.insert_schedule(store, Schedule(name="s", cron="* * * * *", tz="UTC", spec={"command": "true"},
-                                next_fire_at=now - 1, created_at=now))
+    schedule_service.insert_schedule(
+        store,
+        Schedule(name="s", cron="* * * * *", tz="UTC", spec={"command": "true"}, next_fire_at=now - 1, created_at=now),
+    )
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now - 1))
     lifecycle.enqueue_job(store, job(f"s-{stamp}"))
 

@@ -35,14 +35,27 @@ TIMEOUT_S = 30
 
 def cli_env(tmp_path: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("QUEUECTL_")}
-    env.update({"QUEUECTL_DB": f"sqlite:///{tmp_path / 'q.db'}", "XDG_DATA_HOME": str(tmp_path),
-                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "QUEUECTL_DB": f"sqlite:///{tmp_path / 'q.db'}",
+            "XDG_DATA_HOME": str(tmp_path),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
 def cli(tmp_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([*CLI, *args], env=cli_env(tmp_path), cwd=tmp_path, capture_output=True,
-                            text=True, stdin=subprocess.DEVNULL, timeout=TIMEOUT_S)
+    result = subprocess.run(
+        [*CLI, *args],
+        env=cli_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=TIMEOUT_S,
+    )
     if check:
         assert result.returncode == 0, f"{args}: {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result
@@ -111,8 +124,17 @@ def test_follower_holds_back_the_previous_runs_output_until_the_retry_saves_its_
     first = job("j", "processing", 0, attempts=1, max_retries=1, started_at=10.0, output="try\n")
     follower = Follower(first)
     assert [e.text for e in follower.first(first)] == ["try\n"]
-    failed = job("j", "failed", 0, attempts=1, max_retries=1, started_at=10.0, output="try\nno\n",
-                 last_error="exit code 1", run_at=20.0)
+    failed = job(
+        "j",
+        "failed",
+        0,
+        attempts=1,
+        max_retries=1,
+        started_at=10.0,
+        output="try\nno\n",
+        last_error="exit code 1",
+        run_at=20.0,
+    )
     events = follower.update(failed)
     assert [e.text for e in events if e.text] == ["no\n"]
     assert any("attempt 1 failed (exit code 1)" in e.note for e in events)
@@ -122,8 +144,18 @@ def test_follower_holds_back_the_previous_runs_output_until_the_retry_saves_its_
     assert [e.note for e in events] == ["attempt 2 of 2 started"]  # the stale output is not repeated
     own = job("j", "processing", 0, attempts=2, max_retries=1, started_at=21.0, output="try\n")
     assert [e.text for e in follower.update(own)] == ["try\n"]
-    done = job("j", "dead", 0, attempts=2, max_retries=1, started_at=21.0, output="try\nno\n",
-               exit_code=1, last_error="exit code 1", duration=0.5)
+    done = job(
+        "j",
+        "dead",
+        0,
+        attempts=2,
+        max_retries=1,
+        started_at=21.0,
+        output="try\nno\n",
+        exit_code=1,
+        last_error="exit code 1",
+        duration=0.5,
+    )
     assert [e.text for e in follower.update(done)] == ["no\n"]
     assert final_note(done) == "job j dead (exit code 1, ran 500ms, attempt 2 of 2)"
     cancelled = job("j", "cancelled", 0, attempts=1, last_error="cancelled by user\nmore")
@@ -131,11 +163,13 @@ def test_follower_holds_back_the_previous_runs_output_until_the_retry_saves_its_
 
 
 def test_follow_rides_out_an_unavailable_store() -> None:
-    reads: Iterator[Job | Exception] = iter([
-        job("j", "processing", 0, started_at=1.0, output="a\n"),
-        StoreUnavailable("down"),
-        job("j", "completed", 0, started_at=1.0, output="a\nb\n", exit_code=0),
-    ])
+    reads: Iterator[Job | Exception] = iter(
+        [
+            job("j", "processing", 0, started_at=1.0, output="a\n"),
+            StoreUnavailable("down"),
+            job("j", "completed", 0, started_at=1.0, output="a\nb\n", exit_code=0),
+        ]
+    )
 
     def read() -> Job | None:
         item = next(reads)
@@ -192,9 +226,15 @@ def worker(tmp_path: Path, db: SqliteStore) -> Iterator[subprocess.Popen[bytes]]
     cli(tmp_path, "config", "set", "backoff-base", "1")
     cli(tmp_path, "config", "set", "poll-interval", "0.1")
     log = open(tmp_path / "worker.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "queuectl.runtime.worker"], env=cli_env(tmp_path),
-                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "queuectl.runtime.worker"],
+        env=cli_env(tmp_path),
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 15
         while not [w for w in worker_service.list_workers(db) if w.state == "running"]:
@@ -213,9 +253,15 @@ def worker(tmp_path: Path, db: SqliteStore) -> Iterator[subprocess.Popen[bytes]]
 
 def follow_subprocess(tmp_path: Path, job_id: str) -> tuple[list[tuple[float, str]], float, int, str]:
     """Run ``logs ID --follow``: (stdout lines with their arrival time, exit time, code, stderr)."""
-    proc = subprocess.Popen([*CLI, "logs", job_id, "--follow"], env=cli_env(tmp_path), cwd=tmp_path,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [*CLI, "logs", job_id, "--follow"],
+        env=cli_env(tmp_path),
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stdout, stderr = proc.stdout, proc.stderr
     assert stdout is not None and stderr is not None  # both are PIPEs
     lines: list[tuple[float, str]] = []
@@ -248,8 +294,7 @@ def test_logs_follow_streams_a_running_jobs_output(worker: Any, tmp_path: Path, 
 
 
 def test_logs_follow_keeps_following_through_a_retry(worker: Any, tmp_path: Path) -> None:
-    job_id = cli(tmp_path, "enqueue", "echo try; sleep 0.3; echo failing; exit 3",
-                 "--max-retries", "1").stdout.strip()
+    job_id = cli(tmp_path, "enqueue", "echo try; sleep 0.3; echo failing; exit 3", "--max-retries", "1").stdout.strip()
     lines, _, code, stderr = follow_subprocess(tmp_path, job_id)
     assert code == 0, stderr
     assert [text for _, text in lines] == ["try\n", "failing\n", "try\n", "failing\n"]
@@ -261,19 +306,24 @@ def test_logs_follow_keeps_following_through_a_retry(worker: Any, tmp_path: Path
 
 
 def fill_for_metrics(store: SqliteStore, now: float) -> None:
-    lifecycle.enqueue(store, [
-        job("c1", "completed", now, duration=1.5, finished_at=now - 10, exit_code=0),
-        job("c2", "completed", now, duration=2.5, finished_at=now - 5, exit_code=0),
-        job("c3", "completed", now, queue="builds", duration=4.0, finished_at=now - 5, exit_code=0),
-        job("p1", "pending", now, created_at=now - 42),
-        job("p2", "pending", now, queue="builds", created_at=now - 7),
-        job("f1", "failed", now, attempts=1, run_at=now + 60, last_error="exit code 1"),
-        job("d1", "dead", now, attempts=4, last_error="exit code 1"),
-    ])
-    worker_service.register_worker(store, WorkerInfo(id="w1", host="h", pid=1, state="running", started_at=now,
-                                     last_heartbeat=now - 1))
-    worker_service.register_worker(store, WorkerInfo(id="w2", host="h", pid=2, state="running", started_at=now,
-                                     last_heartbeat=now - 3600))  # unresponsive: not alive
+    lifecycle.enqueue(
+        store,
+        [
+            job("c1", "completed", now, duration=1.5, finished_at=now - 10, exit_code=0),
+            job("c2", "completed", now, duration=2.5, finished_at=now - 5, exit_code=0),
+            job("c3", "completed", now, queue="builds", duration=4.0, finished_at=now - 5, exit_code=0),
+            job("p1", "pending", now, created_at=now - 42),
+            job("p2", "pending", now, queue="builds", created_at=now - 7),
+            job("f1", "failed", now, attempts=1, run_at=now + 60, last_error="exit code 1"),
+            job("d1", "dead", now, attempts=4, last_error="exit code 1"),
+        ],
+    )
+    worker_service.register_worker(
+        store, WorkerInfo(id="w1", host="h", pid=1, state="running", started_at=now, last_heartbeat=now - 1)
+    )
+    worker_service.register_worker(
+        store, WorkerInfo(id="w2", host="h", pid=2, state="running", started_at=now, last_heartbeat=now - 3600)
+    )  # unresponsive: not alive
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -342,9 +392,15 @@ def free_port() -> int:
 def test_metrics_serve_answers_fresh_scrapes_until_terminated(db: SqliteStore, tmp_path: Path) -> None:
     fill_for_metrics(db, time.time())
     port = free_port()
-    proc = subprocess.Popen([*CLI, "metrics", "--serve", str(port)], env=cli_env(tmp_path), cwd=tmp_path,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [*CLI, "metrics", "--serve", str(port)],
+        env=cli_env(tmp_path),
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:

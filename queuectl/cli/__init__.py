@@ -23,9 +23,11 @@ app = typer.Typer(
 def _global(
     ctx: typer.Context,
     db: Optional[str] = typer.Option(
-        None, "--db", metavar="URL",
+        None,
+        "--db",
+        metavar="URL",
         help="Database URL (sqlite:///path, mongodb://...). Default: $QUEUECTL_DB, .env, "
-             "else a SQLite file in your data directory.",
+        "else a SQLite file in your data directory.",
     ),
 ) -> None:
     ctx.obj = AppContext(db)
@@ -50,8 +52,7 @@ def main() -> None:
     """Run one command; errors become one line on stderr and their exit code (SystemExit)."""
     for position, argument in enumerate(sys.argv[1:], start=1):
         if not is_utf8(argument):  # bytes that are not UTF-8 arrive as lone surrogates
-            print(f"queuectl: error: argument {position} is not valid UTF-8 text; pass it as UTF-8",
-                  file=sys.stderr)
+            print(f"queuectl: error: argument {position} is not valid UTF-8 text; pass it as UTF-8", file=sys.stderr)
             sys.exit(EXIT_USAGE)
     try:
         app()

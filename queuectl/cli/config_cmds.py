@@ -28,9 +28,7 @@ def set_(ctx: typer.Context, key: str = typer.Argument(...), value: str = typer.
 
 
 @app.command("list")
-def list_(
-    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
-) -> None:
+def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every setting with its value and meaning.
 
     Example: queuectl config list
@@ -44,7 +42,7 @@ def list_(
         print_json({"database": database, **{name: value for name, value, _, _ in items}})
         return
     plain_table(
-        f"config (database: {database})", ("key", "value", "meaning"),
-        [(name, value + (" (default)" if default else ""), meaning)
-         for name, value, default, meaning in items],
+        f"config (database: {database})",
+        ("key", "value", "meaning"),
+        [(name, value + (" (default)" if default else ""), meaning) for name, value, default, meaning in items],
     )

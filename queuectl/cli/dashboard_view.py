@@ -48,7 +48,7 @@ def _middle_ellipsis(text: str, width: int) -> str:
     if len(text) <= width:
         return text
     keep = max(1, width - 1)
-    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
+    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2) :]
 
 
 def _delta(value: int) -> Text:
@@ -84,8 +84,7 @@ def _header(snapshot: Optional[Snapshot], source: str, width: int, interval: Opt
 def _banner(error: str, snapshot: Optional[Snapshot], interval: Optional[float], now: float) -> Text:
     text = Text(f" database unavailable: {printable(error)} ", style="bold white on red")
     if snapshot is not None:
-        text.append(f"\n showing data read at {_clock(snapshot.at)} ({_ago(now - snapshot.at)})",
-                    style="red")
+        text.append(f"\n showing data read at {_clock(snapshot.at)} ({_ago(now - snapshot.at)})", style="red")
     else:
         text.append("\n no data yet", style="red")
     if interval is not None:
@@ -102,8 +101,9 @@ def _jobs_table(snapshot: Snapshot, history: Optional[History], show_change: boo
     table.add_column("jobs", style="bold", no_wrap=True)
     names = _state_names(snapshot)
     for name in names:
-        table.add_column(Text(printable(name), style=f"bold {STATE_STYLES.get(name, '')}"), justify="right",
-                         no_wrap=True)
+        table.add_column(
+            Text(printable(name), style=f"bold {STATE_STYLES.get(name, '')}"), justify="right", no_wrap=True
+        )
     table.add_row("now", *(_num(snapshot.states.get(name, 0)) for name in names))
     if show_change:
         change = history.change(snapshot) if history is not None else None
@@ -147,11 +147,14 @@ def _throughput(snapshot: Snapshot, wide: bool) -> Table:
     scale = max(snapshot.completed_per_bucket + snapshot.failed_per_bucket + [0])
     repeat = 2 if wide else 1
     minutes = int(BUCKETS * BUCKET_S // 60)
-    for label, values, style in (("completed/min", snapshot.completed_per_bucket, "green"),
-                                 ("failed/min", snapshot.failed_per_bucket, "magenta")):
+    for label, values, style in (
+        ("completed/min", snapshot.completed_per_bucket, "green"),
+        ("failed/min", snapshot.failed_per_bucket, "magenta"),
+    ):
         line = "".join(block * repeat for block in sparkline(values, scale))
         grid.add_row(
-            Text(label, style="bold"), Text(line, style=style),
+            Text(label, style="bold"),
+            Text(line, style=style),
             Text(f"{_num(values[-1])} this min · {_num(sum(values))} in {minutes}m", style="dim"),
         )
     if wide:
@@ -165,8 +168,9 @@ def _queues_table(snapshot: Snapshot, max_rows: int) -> Table:
     table.add_column("queue", style="bold", no_wrap=True, overflow="ellipsis", max_width=20)
     shown_states = [s for s in _state_names(snapshot) if s not in ("completed", "cancelled")]
     for name in shown_states:
-        table.add_column(Text(printable(name), style=f"bold {STATE_STYLES.get(name, '')}"), justify="right",
-                         no_wrap=True)
+        table.add_column(
+            Text(printable(name), style=f"bold {STATE_STYLES.get(name, '')}"), justify="right", no_wrap=True
+        )
     names = sorted(set(snapshot.queues) | set(snapshot.paused))
     for index, queue in enumerate(names):
         if index == max_rows - 1 and len(names) > max_rows:
@@ -197,13 +201,15 @@ def _workers_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) ->
     title = Text("workers", style="bold", no_wrap=True, overflow="ellipsis")
     title.append(f"  {snapshot.workers_alive} alive", style="green" if snapshot.workers_alive else "dim")
     if snapshot.workers_unresponsive:
-        title.append(f" · {snapshot.workers_unresponsive} unresponsive (silent for over the "
-                     f"{format_duration(snapshot.lease)} lease)", style="bold red")
+        title.append(
+            f" · {snapshot.workers_unresponsive} unresponsive (silent for over the "
+            f"{format_duration(snapshot.lease)} lease)",
+            style="bold red",
+        )
     if snapshot.workers_stopped:
         title.append(f" · {snapshot.workers_stopped} stopped", style="dim")
     if not snapshot.workers:
-        return Group(title, Text("  no workers running; start some with: queuectl worker start",
-                                 style="dim"))
+        return Group(title, Text("  no workers running; start some with: queuectl worker start", style="dim"))
     table = Table(box=None, padding=(0, 1), pad_edge=False, expand=True, header_style="bold")
     if wide:
         table.add_column("worker", no_wrap=True)
@@ -254,8 +260,7 @@ def _failures_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) -
         when = _ago(failure.age)
         if wide and failure.retry_in is not None:
             when += f", retry in {format_duration(failure.retry_in)}"
-        cells: list[Any] = [Text(printable(failure.id)), state, f"{failure.attempts}/{failure.max_attempts}",
-                            when]
+        cells: list[Any] = [Text(printable(failure.id)), state, f"{failure.attempts}/{failure.max_attempts}", when]
         if wide:
             cells += [Text(printable(failure.queue)), Text(printable(failure.command))]
         error = Text(printable(failure.error) or "-", style="red" if failure.state == "dead" else "")
@@ -336,8 +341,12 @@ def render(
         wanted_failures = min(len(snapshot.failures), 5)
         worker_rows = max(2, min(len(snapshot.workers), available - max(1, wanted_failures)))
         failure_rows = max(1, min(wanted_failures, available - min(len(snapshot.workers), worker_rows)))
-    parts += [Text(""), _workers_section(snapshot, wide, worker_rows), Text(""),
-              _failures_section(snapshot, wide, failure_rows)]
+    parts += [
+        Text(""),
+        _workers_section(snapshot, wide, worker_rows),
+        Text(""),
+        _failures_section(snapshot, wide, failure_rows),
+    ]
     return Group(*parts)
 
 
@@ -354,8 +363,7 @@ class DashboardState:
     :meth:`refresh` may run on another thread than :meth:`view`; a lock keeps them consistent.
     """
 
-    def __init__(self, store: Store, source: str = "",
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, source: str = "", clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.source = source
         self.clock = clock
@@ -383,12 +391,21 @@ class DashboardState:
 
     def view(self, width: int, height: Optional[int], interval: Optional[float]) -> RenderableType:
         with self._lock:
-            view = render(self.snapshot, self.history, width=width, height=height, error=self.error,
-                          source=self.source, interval=interval, now=self.clock())
+            view = render(
+                self.snapshot,
+                self.history,
+                width=width,
+                height=height,
+                error=self.error,
+                source=self.source,
+                interval=interval,
+                now=self.clock(),
+            )
         since = self.reading_since
         if interval is not None and since is not None and time.monotonic() - since > max(2.0, 2 * interval):
-            stalled = Text(f" still reading the database ({time.monotonic() - since:.0f}s)… ",
-                           style="bold black on yellow")
+            stalled = Text(
+                f" still reading the database ({time.monotonic() - since:.0f}s)… ", style="bold black on yellow"
+            )
             view = Group(view, stalled)
         return view
 
@@ -449,8 +466,14 @@ def run_live(
     try:
         if fd is not None:
             tty.setcbreak(fd)
-        with Live(console=console, screen=screen, auto_refresh=False, transient=False,
-                  redirect_stdout=False, redirect_stderr=False) as live:
+        with Live(
+            console=console,
+            screen=screen,
+            auto_refresh=False,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ) as live:
             thread.start()
             size, drawn_at, fresh = None, 0.0, False
             while True:
@@ -490,8 +513,7 @@ def run_live(
             os.close(wake_write)
 
 
-def run_dashboard(store: Store, source: str, interval: float, once: bool,
-                  console: Optional[Console] = None) -> None:
+def run_dashboard(store: Store, source: str, interval: float, once: bool, console: Optional[Console] = None) -> None:
     """``queuectl dashboard``: the live view on a terminal, else (or with ``once``) one snapshot."""
     console = console or Console(highlight=False)
     state = DashboardState(store, source)
@@ -499,8 +521,7 @@ def run_dashboard(store: Store, source: str, interval: float, once: bool,
         snapshot = collect(store)  # a store error ends the command with its exit code
         console.print(render(snapshot, None, width=console.width, source=source))
         return
-    run_live(lambda width, height: state.view(width, height, interval), state.refresh, interval,
-             console, screen=True)
+    run_live(lambda width, height: state.view(width, height, interval), state.refresh, interval, console, screen=True)
 
 
 # --- status --watch -----------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from queuectl.service import observe
 def enqueue(
     ctx: typer.Context,
     spec: Optional[str] = typer.Argument(
-        None, metavar="COMMAND|JSON",
+        None,
+        metavar="COMMAND|JSON",
         help='A shell command ("echo hi") or a JSON job ({"command": "...", "max_retries": 5}).',
     ),
     file: Optional[str] = typer.Option(
@@ -52,9 +53,18 @@ def enqueue(
     Example: queuectl enqueue "echo hi" --priority 5 --delay 30s
     """
     options: dict[str, Any] = {
-        "id": job_id, "max_retries": max_retries, "priority": priority, "queue": queue,
-        "delay": delay, "run_at": run_at, "timeout": timeout, "cwd": cwd, "env": env or None,
-        "after": after or None, "on_failure_of": on_failure_of, "unique_key": unique_key,
+        "id": job_id,
+        "max_retries": max_retries,
+        "priority": priority,
+        "queue": queue,
+        "delay": delay,
+        "run_at": run_at,
+        "timeout": timeout,
+        "cwd": cwd,
+        "env": env or None,
+        "after": after or None,
+        "on_failure_of": on_failure_of,
+        "unique_key": unique_key,
         "on_finish": on_finish,
     }
     options = {key: value for key, value in options.items() if value is not None}
@@ -177,16 +187,18 @@ def status(
     if as_json:
         from queuectl.cli.render import print_json
 
-        print_json({
-            "states": summary.states, "queues": summary.queues, "paused": sorted(summary.paused),
-            "workers": {"alive": summary.workers_alive, "registered": summary.workers_total},
-        })
+        print_json(
+            {
+                "states": summary.states,
+                "queues": summary.queues,
+                "paused": sorted(summary.paused),
+                "workers": {"alive": summary.workers_alive, "registered": summary.workers_total},
+            }
+        )
         return
     from queuectl.cli.render import key_value_table, styled_state
 
-    key_value_table(
-        "jobs", ("state", "count"), [(styled_state(s), str(summary.states.get(s, 0))) for s in STATES]
-    )
+    key_value_table("jobs", ("state", "count"), [(styled_state(s), str(summary.states.get(s, 0))) for s in STATES])
     print(f"workers alive: {summary.workers_alive}")
     if summary.paused:
         print(f"paused queues: {', '.join(sorted(summary.paused))}")

@@ -58,8 +58,10 @@ def logs(
             if not job.output.endswith("\n") and out.isatty():
                 write("\n")
         if job.state not in FINISHED:
-            note(f"job {job.id} is {job.state}; its output so far is saved at each heartbeat "
-                 f"(use --follow to keep reading)")
+            note(
+                f"job {job.id} is {job.state}; its output so far is saved at each heartbeat "
+                f"(use --follow to keep reading)"
+            )
         return
 
     from queuectl.service.logtail import final_note
@@ -94,7 +96,11 @@ def logs(
 def metrics(
     ctx: typer.Context,
     serve: Optional[int] = typer.Option(
-        None, "--serve", metavar="PORT", min=0, max=65535,
+        None,
+        "--serve",
+        metavar="PORT",
+        min=0,
+        max=65535,
         help="Serve the metrics over HTTP on 127.0.0.1:PORT until Ctrl-C (0: any free port).",
     ),
 ) -> None:
@@ -115,4 +121,3 @@ def register(app: typer.Typer) -> None:
     app.command()(dashboard)
     app.command()(logs)
     app.command()(metrics)
-

@@ -10,9 +10,7 @@ app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("list")
-def list_(
-    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
-) -> None:
+def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every queue with its job counts and whether it is paused.
 
     Example: queuectl queue list
@@ -24,7 +22,8 @@ def list_(
         print_json({row.name: {"paused": row.paused, **row.states} for row in rows})
         return
     plain_table(
-        "queues", ("queue", "paused", *STATES),
+        "queues",
+        ("queue", "paused", *STATES),
         [(row.name, "yes" if row.paused else "no", *(str(row.states.get(s, 0)) for s in STATES)) for row in rows],
     )
 

@@ -16,8 +16,13 @@ from queuectl.core.durations import format_duration
 from queuectl.core.models import Job, WorkerInfo
 
 STATE_STYLES = {
-    "pending": "cyan", "waiting": "blue", "processing": "yellow", "completed": "green",
-    "failed": "magenta", "dead": "red", "cancelled": "dim",
+    "pending": "cyan",
+    "waiting": "blue",
+    "processing": "yellow",
+    "completed": "green",
+    "failed": "magenta",
+    "dead": "red",
+    "cancelled": "dim",
 }
 
 
@@ -97,8 +102,12 @@ def jobs_table(jobs: Iterable[Job], title: str, now: Optional[float] = None) -> 
         else:
             moment = ago(job.finished_at or job.updated_at, now)
         row = [
-            safe(job.id), styled_state(job.state), safe(job.queue),
-            str(job.priority), f"{job.attempts}/{job.max_retries + 1}", safe(first_line(job.command, 200)),
+            safe(job.id),
+            styled_state(job.state),
+            safe(job.queue),
+            str(job.priority),
+            f"{job.attempts}/{job.max_retries + 1}",
+            safe(first_line(job.command, 200)),
             moment,
         ]
         if wide:
@@ -115,9 +124,12 @@ def job_detail(job: Job) -> None:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     rows = [
-        ("id", safe(job.id)), ("command", safe(job.command)),
-        ("state", styled_state(job.state)), ("queue", safe(job.queue)),
-        ("priority", str(job.priority)), ("attempts", f"{job.attempts} of {job.max_retries + 1}"),
+        ("id", safe(job.id)),
+        ("command", safe(job.command)),
+        ("state", styled_state(job.state)),
+        ("queue", safe(job.queue)),
+        ("priority", str(job.priority)),
+        ("attempts", f"{job.attempts} of {job.max_retries + 1}"),
         ("run at", f"{when(job.run_at)} ({ago(job.run_at, now)})"),
         ("timeout", format_duration(job.timeout) if job.timeout else "none"),
         ("cwd", safe(job.cwd) or "(the worker's)"),
@@ -127,11 +139,15 @@ def job_detail(job: Job) -> None:
         ("unique key", safe(job.unique_key) or "-"),
         ("on finish", _hook_text(job)),
         ("schedule", safe(job.schedule) or "-"),
-        ("locked by", safe(job.locked_by) or "-"), ("lease until", when(job.lease_expires_at)),
+        ("locked by", safe(job.locked_by) or "-"),
+        ("lease until", when(job.lease_expires_at)),
         ("exit code", "-" if job.exit_code is None else str(job.exit_code)),
-        ("duration", format_duration(job.duration)), ("last error", safe(job.last_error) or "-"),
-        ("created", when(job.created_at)), ("started", when(job.started_at)),
-        ("finished", when(job.finished_at)), ("updated", when(job.updated_at)),
+        ("duration", format_duration(job.duration)),
+        ("last error", safe(job.last_error) or "-"),
+        ("created", when(job.created_at)),
+        ("started", when(job.started_at)),
+        ("finished", when(job.finished_at)),
+        ("updated", when(job.updated_at)),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -161,8 +177,14 @@ def workers_table(workers: Iterable[WorkerInfo], lease: float, now: Optional[flo
         stale = worker.state != "stopped" and now - worker.last_heartbeat > lease
         state = "[red]unresponsive[/]" if stale else safe(worker.state)
         table.add_row(
-            safe(worker.id), safe(worker.host), str(worker.pid), state, safe(worker.queues),
-            str(worker.concurrency), safe(", ".join(worker.current_jobs)) or "-", ago(worker.last_heartbeat, now),
+            safe(worker.id),
+            safe(worker.host),
+            str(worker.pid),
+            state,
+            safe(worker.queues),
+            str(worker.concurrency),
+            safe(", ".join(worker.current_jobs)) or "-",
+            ago(worker.last_heartbeat, now),
         )
     console().print(table)
 

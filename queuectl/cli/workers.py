@@ -40,15 +40,20 @@ def start(
     queues = _parse_queues(queue)
     app_ctx = context_of(ctx)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
-        print("queuectl: warning: workers run as root, so every job runs as root; "
-              "prefer an unprivileged user", file=sys.stderr)
+        print(
+            "queuectl: warning: workers run as root, so every job runs as root; prefer an unprivileged user",
+            file=sys.stderr,
+        )
     import socket
 
     stale = service.retire_stale_workers(store_of(ctx), socket.gethostname())  # also: can the queue be opened?
     if stale:
-        print(f"queuectl: warning: {len(stale)} worker(s) of an earlier run on this host died without stopping "
-              f"(pids {', '.join(str(w.pid) for w in stale)}); marked stopped, their jobs come back when their "
-              "leases expire", file=sys.stderr)
+        print(
+            f"queuectl: warning: {len(stale)} worker(s) of an earlier run on this host died without stopping "
+            f"(pids {', '.join(str(w.pid) for w in stale)}); marked stopped, their jobs come back when their "
+            "leases expire",
+            file=sys.stderr,
+        )
     if detach:
         _detach(app_ctx.db_url, count, queue, concurrency, log_file, burst)
         return
@@ -65,8 +70,17 @@ def _detach(
 
     log_path = log_file or os.path.join(default_data_dir(), "workers.log")
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), mode=0o700, exist_ok=True)
-    cmd = [sys.executable, "-m", "queuectl", "worker", "start", "--count", str(count),
-           "--concurrency", str(concurrency)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "queuectl",
+        "worker",
+        "start",
+        "--count",
+        str(count),
+        "--concurrency",
+        str(concurrency),
+    ]
     if queue:
         cmd += ["--queue", queue]
     if burst:
@@ -81,11 +95,17 @@ def _detach(
         raise InvalidInput(f"cannot open log file {log_path}: {exc.strerror}") from None
     with log:
         proc = subprocess.Popen(
-            cmd, env=dict(os.environ, **{ENV_DB: db_url}), stdin=subprocess.DEVNULL,
-            stdout=log, stderr=log, start_new_session=True,
+            cmd,
+            env=dict(os.environ, **{ENV_DB: db_url}),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
-    print(f"started {count} worker(s) in the background (supervisor pid {proc.pid}); "
-          f"log: {log_path}; stop with: queuectl worker stop")
+    print(
+        f"started {count} worker(s) in the background (supervisor pid {proc.pid}); "
+        f"log: {log_path}; stop with: queuectl worker stop"
+    )
 
 
 @app.command()

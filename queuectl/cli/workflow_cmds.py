@@ -74,8 +74,14 @@ def schedule_add(
 
     Example: queuectl schedule add nightly "0 3 * * *" "./backup.sh" --queue ops --tz Europe/Berlin
     """
-    spec = {"command": command, "queue": queue, "priority": priority, "max_retries": max_retries,
-            "timeout": timeout, "unique_key": unique_key}
+    spec = {
+        "command": command,
+        "queue": queue,
+        "priority": priority,
+        "max_retries": max_retries,
+        "timeout": timeout,
+        "unique_key": unique_key,
+    }
     spec = {key: value for key, value in spec.items() if value is not None}
     from queuectl.service import schedules
 
@@ -86,9 +92,7 @@ def schedule_add(
 
 
 @schedule_app.command("list")
-def schedule_list(
-    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
-) -> None:
+def schedule_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every schedule with its next and last fire time.
 
     Example: queuectl schedule list
@@ -102,9 +106,21 @@ def schedule_list(
         print_json([s.to_dict() for s in schedules])
         return
     plain_table(
-        "schedules", ("name", "cron", "tz", "command", "queue", "next", "last", "paused"),
-        [(s.name, s.cron, s.tz, s.spec.get("command", ""), s.spec.get("queue", "default"),
-          when(s.next_fire_at), when(s.last_fire_at), "yes" if s.paused else "no") for s in schedules],
+        "schedules",
+        ("name", "cron", "tz", "command", "queue", "next", "last", "paused"),
+        [
+            (
+                s.name,
+                s.cron,
+                s.tz,
+                s.spec.get("command", ""),
+                s.spec.get("queue", "default"),
+                when(s.next_fire_at),
+                when(s.last_fire_at),
+                "yes" if s.paused else "no",
+            )
+            for s in schedules
+        ],
     )
 
 
@@ -148,6 +164,3 @@ def register(app: typer.Typer) -> None:
     app.command()(wait)
     app.command()(purge)
     app.add_typer(schedule_app, name="schedule", help="Cron schedules that enqueue jobs.")
-
-
-

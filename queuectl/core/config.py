@@ -127,30 +127,54 @@ class ConfigKey:
 CONFIG_KEYS: dict[str, ConfigKey] = {
     key.name: key
     for key in (
-        ConfigKey("max-retries", "3", _int_between(0, 1000),
-                  "retries after the first attempt before a job goes to the DLQ"),
-        ConfigKey("backoff-base", "2", _float_between(1, 100),
-                  "retry delay is backoff-base ** attempts seconds"),
-        ConfigKey("backoff-max", "3600", _seconds_between(0, 30 * 86400),
-                  "upper bound of one retry delay, in seconds"),
-        ConfigKey("lease", "30", _seconds_between(1, 86400),
-                  "how long a claim holds without a heartbeat before the job is recovered"),
-        ConfigKey("heartbeat", "5", _seconds_between(0.1, 3600),
-                  "how often a worker renews its leases and saves output; at most lease/2"),
-        ConfigKey("job-timeout", "0", _seconds_between(0, 30 * 86400),
-                  "default per-job timeout in seconds; 0 means none"),
-        ConfigKey("shutdown-grace", "30", _seconds_between(0, 86400),
-                  "on graceful stop, how long running jobs may finish before they are killed"),
-        ConfigKey("kill-grace", "5", _seconds_between(0, 3600),
-                  "between SIGTERM and SIGKILL when a job is stopped"),
-        ConfigKey("poll-interval", "1", _seconds_between(0.01, 60),
-                  "how often an idle worker looks for due jobs when nothing woke it"),
-        ConfigKey("retain-completed", "604800", _seconds_between(0, 10 * 365 * 86400),
-                  "workers delete completed jobs finished longer ago than this (seconds); 0 keeps them"),
-        ConfigKey("retain-dead", "0", _seconds_between(0, 10 * 365 * 86400),
-                  "workers delete dead and cancelled jobs finished longer ago than this; 0 keeps them"),
-        ConfigKey("hook-timeout", "60", _seconds_between(1, 86400),
-                  "an on-finish hook is killed after this many seconds"),
+        ConfigKey(
+            "max-retries", "3", _int_between(0, 1000), "retries after the first attempt before a job goes to the DLQ"
+        ),
+        ConfigKey("backoff-base", "2", _float_between(1, 100), "retry delay is backoff-base ** attempts seconds"),
+        ConfigKey("backoff-max", "3600", _seconds_between(0, 30 * 86400), "upper bound of one retry delay, in seconds"),
+        ConfigKey(
+            "lease",
+            "30",
+            _seconds_between(1, 86400),
+            "how long a claim holds without a heartbeat before the job is recovered",
+        ),
+        ConfigKey(
+            "heartbeat",
+            "5",
+            _seconds_between(0.1, 3600),
+            "how often a worker renews its leases and saves output; at most lease/2",
+        ),
+        ConfigKey(
+            "job-timeout", "0", _seconds_between(0, 30 * 86400), "default per-job timeout in seconds; 0 means none"
+        ),
+        ConfigKey(
+            "shutdown-grace",
+            "30",
+            _seconds_between(0, 86400),
+            "on graceful stop, how long running jobs may finish before they are killed",
+        ),
+        ConfigKey("kill-grace", "5", _seconds_between(0, 3600), "between SIGTERM and SIGKILL when a job is stopped"),
+        ConfigKey(
+            "poll-interval",
+            "1",
+            _seconds_between(0.01, 60),
+            "how often an idle worker looks for due jobs when nothing woke it",
+        ),
+        ConfigKey(
+            "retain-completed",
+            "604800",
+            _seconds_between(0, 10 * 365 * 86400),
+            "workers delete completed jobs finished longer ago than this (seconds); 0 keeps them",
+        ),
+        ConfigKey(
+            "retain-dead",
+            "0",
+            _seconds_between(0, 10 * 365 * 86400),
+            "workers delete dead and cancelled jobs finished longer ago than this; 0 keeps them",
+        ),
+        ConfigKey(
+            "hook-timeout", "60", _seconds_between(1, 86400), "an on-finish hook is killed after this many seconds"
+        ),
     )
 }
 

@@ -35,13 +35,10 @@ def parse_instant(text: str, what: str = "run-at") -> float:
     try:
         moment = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)
     except ValueError:
-        raise InvalidInput(
-            f"{what}: {text!r} is not an ISO-8601 time; use e.g. 2026-12-01T09:00:00Z"
-        ) from None
+        raise InvalidInput(f"{what}: {text!r} is not an ISO-8601 time; use e.g. 2026-12-01T09:00:00Z") from None
     if moment.tzinfo is None:
         raise InvalidInput(
-            f"{what}: {text!r} has no timezone, so its moment is ambiguous; "
-            "add Z for UTC or an offset like +01:00"
+            f"{what}: {text!r} has no timezone, so its moment is ambiguous; add Z for UTC or an offset like +01:00"
         )
     return moment.timestamp()
 

@@ -102,8 +102,15 @@ def failure_outcome(
     """A failed attempt: retry later (``failed`` with a new run_at), or ``dead`` when out of retries."""
     if job.attempts > job.max_retries:
         return Outcome(DEAD, now, exit_code=exit_code, last_error=error, output=output, duration=duration)
-    return Outcome(FAILED, now, run_at=now + retry_delay(job.attempts, config), exit_code=exit_code,
-                   last_error=error, output=output, duration=duration)
+    return Outcome(
+        FAILED,
+        now,
+        run_at=now + retry_delay(job.attempts, config),
+        exit_code=exit_code,
+        last_error=error,
+        output=output,
+        duration=duration,
+    )
 
 
 def success_outcome(now: float, output: str | None, duration: float | None) -> Outcome:
@@ -112,17 +119,29 @@ def success_outcome(now: float, output: str | None, duration: float | None) -> O
 
 def shutdown_outcome(job: Job, now: float, output: str | None, duration: float | None) -> Outcome:
     """A run stopped by a worker's shutdown did not fail: back to pending, the claim's count undone."""
-    return Outcome(PENDING, now, run_at=now, attempts=job.attempts - 1, output=output,
-                   last_error="interrupted by a worker shutdown; requeued", duration=duration)
+    return Outcome(
+        PENDING,
+        now,
+        run_at=now,
+        attempts=job.attempts - 1,
+        output=output,
+        last_error="interrupted by a worker shutdown; requeued",
+        duration=duration,
+    )
 
 
 def outcome_changes(outcome: Outcome) -> dict[str, Any]:
     """The fields an attempt's end writes (fields left as None in the outcome keep their value)."""
     final = outcome.state in FINISHED
     changes: dict[str, Any] = {
-        "state": outcome.state, "exit_code": outcome.exit_code, "last_error": outcome.last_error,
-        "finished_at": outcome.at if final else None, "duration": outcome.duration,
-        "updated_at": outcome.at, "locked_by": None, "lease_expires_at": None,
+        "state": outcome.state,
+        "exit_code": outcome.exit_code,
+        "last_error": outcome.last_error,
+        "finished_at": outcome.at if final else None,
+        "duration": outcome.duration,
+        "updated_at": outcome.at,
+        "locked_by": None,
+        "lease_expires_at": None,
     }
     for name in ("run_at", "output", "attempts"):
         value = getattr(outcome, name)
@@ -135,8 +154,14 @@ def outcome_changes(outcome: Outcome) -> dict[str, Any]:
 
 def ending_changes(state: str, now: float, error: str | None = None) -> dict[str, Any]:
     """The fields written when a job is ended from outside an attempt (cancelled, never needed)."""
-    changes: dict[str, Any] = {"state": state, "finished_at": now, "updated_at": now, "locked_by": None,
-                               "lease_expires_at": None, "hook_state": HOOK_FALLS_DUE}
+    changes: dict[str, Any] = {
+        "state": state,
+        "finished_at": now,
+        "updated_at": now,
+        "locked_by": None,
+        "lease_expires_at": None,
+        "hook_state": HOOK_FALLS_DUE,
+    }
     if error is not None:
         changes["last_error"] = error
     return changes
@@ -209,7 +234,8 @@ def settle(store: Store, job_id: str, state: str, now: float) -> int:
                     todo.append((child.id, CANCELLED))
             elif _may_start(store, child):
                 released += store.update_job(
-                    child.id, {"state": PENDING, "run_at": max(child.run_at, now), "updated_at": now},
+                    child.id,
+                    {"state": PENDING, "run_at": max(child.run_at, now), "updated_at": now},
                     states=(WAITING,),
                 )
     return released
@@ -317,8 +343,13 @@ def claim(store: Store, worker_id: str, queues: list[str] | None, now: float, le
 
 
 def finish_and_claim(
-    store: Store, outcomes: list[tuple[Lease, Outcome]], worker_id: str, queues: list[str] | None,
-    now: float, lease: float, limit: int,
+    store: Store,
+    outcomes: list[tuple[Lease, Outcome]],
+    worker_id: str,
+    queues: list[str] | None,
+    now: float,
+    lease: float,
+    limit: int,
 ) -> tuple[list[bool], list[Job]]:
     """The busy worker's round trip: every outcome and the next claim in one unit of work."""
     released = 0
@@ -391,8 +422,9 @@ def cancel(store: Store, job_id: str, now: float) -> Job:
             job_id, ending_changes(CANCELLED, now), states=CANCELLABLE
         ):
             latest = store.get(job_id)
-            raise Conflict(f"job {job_id} already finished ({latest.state if latest else job.state}); "
-                           "nothing to cancel")
+            raise Conflict(
+                f"job {job_id} already finished ({latest.state if latest else job.state}); nothing to cancel"
+            )
         released = settle(store, job_id, CANCELLED, now)
         cancelled = store.get(job_id)
     if released:
@@ -401,29 +433,36 @@ def cancel(store: Store, job_id: str, now: float) -> Job:
     return cancelled
 
 
-
-
 def retry_dead(store: Store, job_id: str | None, now: float) -> int:
     """Move one dead job (or, with None, all of them) back to pending with attempts reset.
 
     Atomic per job: of many concurrent retries of one job exactly one returns 1. NotFound for
     an unknown id; Conflict if that job is not dead, or its unique key is held meanwhile.
     """
-    reset = {"state": PENDING, "attempts": 0, "run_at": now, "updated_at": now, "finished_at": None,
-             "locked_by": None, "lease_expires_at": None}
+    reset = {
+        "state": PENDING,
+        "attempts": 0,
+        "run_at": now,
+        "updated_at": now,
+        "finished_at": None,
+        "locked_by": None,
+        "lease_expires_at": None,
+    }
     with store.unit():
         if job_id is None:
             try:
                 count = store.update_jobs(reset, states=(DEAD,))
             except UniqueKeyTaken:
-                raise Conflict("a dead job's unique key is taken by an active job; "
-                               "retry it once that one has finished") from None
+                raise Conflict(
+                    "a dead job's unique key is taken by an active job; retry it once that one has finished"
+                ) from None
         else:
             try:
                 count = int(store.update_job(job_id, reset, states=(DEAD,)))
             except UniqueKeyTaken:
-                raise Conflict(f"job {job_id}'s unique key is taken by an active job; "
-                               "retry it once that one has finished") from None
+                raise Conflict(
+                    f"job {job_id}'s unique key is taken by an active job; retry it once that one has finished"
+                ) from None
         if count == 0 and job_id is not None:
             job = store.get(job_id)
             if job is None:

@@ -16,8 +16,22 @@ from queuectl.core.models import DEFAULT_QUEUE, STATES, Job, new_job_id
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-JOB_FIELDS = ("id", "command", "max_retries", "priority", "queue", "delay", "run_at", "timeout",
-              "cwd", "env", "after", "on_failure_of", "unique_key", "on_finish")
+JOB_FIELDS = (
+    "id",
+    "command",
+    "max_retries",
+    "priority",
+    "queue",
+    "delay",
+    "run_at",
+    "timeout",
+    "cwd",
+    "env",
+    "after",
+    "on_failure_of",
+    "unique_key",
+    "on_finish",
+)
 
 
 def parse_spec(text: str) -> dict[str, Any]:
@@ -35,12 +49,10 @@ def parse_spec(text: str) -> dict[str, Any]:
         except ValueError as exc:  # e.g. an integer of more than 4,300 digits
             raise InvalidInput(f"malformed JSON job: {str(exc).splitlines()[0]}") from None
         if not isinstance(spec, dict):
-            raise InvalidInput("a JSON job must be an object like {\"command\": \"echo hi\"}")
+            raise InvalidInput('a JSON job must be an object like {"command": "echo hi"}')
         unknown = sorted(set(spec) - set(JOB_FIELDS))
         if unknown:
-            raise InvalidInput(
-                f"unknown job field(s) {', '.join(unknown)}; valid fields: {', '.join(JOB_FIELDS)}"
-            )
+            raise InvalidInput(f"unknown job field(s) {', '.join(unknown)}; valid fields: {', '.join(JOB_FIELDS)}")
         return spec
     return {"command": text}
 
@@ -68,7 +80,7 @@ def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
     _check_utf8(spec)
     command = spec.get("command")
     if not isinstance(command, str) or not command.strip():
-        raise InvalidInput("empty command: give the shell command to run, e.g. queuectl enqueue \"echo hi\"")
+        raise InvalidInput('empty command: give the shell command to run, e.g. queuectl enqueue "echo hi"')
     if "\x00" in command:
         raise InvalidInput("the command contains a NUL byte, which no shell can run")
     if len(command.encode()) > MAX_COMMAND_BYTES:
@@ -77,9 +89,7 @@ def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
     if job_id is None:
         job_id = new_job_id()
     elif not isinstance(job_id, str) or not _ID_RE.fullmatch(job_id):
-        raise InvalidInput(
-            f"invalid job id {job_id!r}: use 1-64 letters, digits, '.', '_', ':' or '-'"
-        )
+        raise InvalidInput(f"invalid job id {job_id!r}: use 1-64 letters, digits, '.', '_', ':' or '-'")
     queue = spec.get("queue")
     queue = DEFAULT_QUEUE if queue is None else queue
     check_queue_name(queue)

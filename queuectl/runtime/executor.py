@@ -46,7 +46,9 @@ def _spawn_fast(command: str, env: dict[str, str]) -> tuple[int, int]:
     read_fd, write_fd = os.pipe()
     try:
         pid = os.posix_spawn(
-            SHELL, [SHELL, "-c", command], env,
+            SHELL,
+            [SHELL, "-c", command],
+            env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, write_fd, 1),
@@ -67,9 +69,7 @@ def _spawn_fast(command: str, env: dict[str, str]) -> tuple[int, int]:
 class Run:
     """One running command. Call :meth:`read` when :meth:`fileno` is readable."""
 
-    def __init__(
-        self, command: str, cwd: str | None, env: dict[str, str], limit: int = OUTPUT_LIMIT
-    ) -> None:
+    def __init__(self, command: str, cwd: str | None, env: dict[str, str], limit: int = OUTPUT_LIMIT) -> None:
         self.limit = limit
         self.started = time.monotonic()
         self._tail = bytearray()
@@ -182,7 +182,7 @@ class Run:
         dropped = self._dropped
         encoded = text.encode()
         if len(encoded) > self.limit:  # replacements grew it: keep the last `limit` bytes of text
-            kept = encoded[-self.limit:].decode("utf-8", errors="ignore")
+            kept = encoded[-self.limit :].decode("utf-8", errors="ignore")
             dropped += len(self._tail) - len(kept.encode())  # roughly, in the job's own bytes
             text = kept
         if dropped > 0:

@@ -19,18 +19,25 @@ def run_hook(job: Job, config: RuntimeConfig, base_env: dict[str, str]) -> str |
     """
     assert job.on_finish is not None
     env = job_environment(base_env, job.env)
-    env.update({
-        "QUEUECTL_JOB_ID": job.id,
-        "QUEUECTL_JOB_STATE": job.state,
-        "QUEUECTL_EXIT_CODE": "" if job.exit_code is None else str(job.exit_code),
-        "QUEUECTL_JOB_COMMAND": job.command,
-    })
+    env.update(
+        {
+            "QUEUECTL_JOB_ID": job.id,
+            "QUEUECTL_JOB_STATE": job.state,
+            "QUEUECTL_EXIT_CODE": "" if job.exit_code is None else str(job.exit_code),
+            "QUEUECTL_JOB_COMMAND": job.command,
+        }
+    )
     cwd = job.cwd if job.cwd and os.path.isdir(job.cwd) else None
     with tempfile.TemporaryFile() as output:  # a file, not a pipe: a background child can't hold it open
         try:
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", job.on_finish], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                ["/bin/sh", "-c", job.on_finish],
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         except OSError as exc:
             return f"hook could not start: {exc.strerror}"
@@ -52,4 +59,3 @@ def run_hook(job: Job, config: RuntimeConfig, base_env: dict[str, str]) -> str |
             tail = output.read().decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
             return f"hook exited with {code}: {tail[0][:200]}"
     return None
-

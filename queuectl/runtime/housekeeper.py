@@ -30,8 +30,12 @@ class Housekeeper:
     store error (a chore that fails is skipped and tried again on its next turn)."""
 
     def __init__(
-        self, store: Store, config: Callable[[], RuntimeConfig], base_env: dict[str, str],
-        log: Callable[[str], None], clock: Callable[[], float] = time.monotonic,
+        self,
+        store: Store,
+        config: Callable[[], RuntimeConfig],
+        base_env: dict[str, str],
+        log: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         run_hook: Callable[[Job, RuntimeConfig, dict[str, str]], str | None] = hooks.run_hook,
     ) -> None:
@@ -82,7 +86,8 @@ class Housekeeper:
     def next_moment(self, stopping: bool) -> float:
         """The monotonic time :meth:`tick` has something to do next."""
         if stopping:
-            return min(self.next_recovery, self.clock() + 0.1 if self.busy() else float("inf"))  # a stop waits for the hook
+            hook_wait = self.clock() + 0.1 if self.busy() else float("inf")  # a stop waits for the hook
+            return min(self.next_recovery, hook_wait)
         return min(self.next_schedule_check, self.next_recovery)
 
     def busy(self) -> bool:

@@ -37,8 +37,7 @@ _RESTART_BACKOFF_MAX = 30.0
 
 
 def log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} [supervisor {os.getpid()}] {message}", file=sys.stderr,
-          flush=True)
+    print(f"{time.strftime('%H:%M:%S')} [supervisor {os.getpid()}] {message}", file=sys.stderr, flush=True)
 
 
 def become_subreaper() -> bool:
@@ -104,8 +103,10 @@ class Supervisor:
         wake_read = open_signal_pipe()
         for index in range(self.count):
             self._spawn(index)
-        log(f"started {self.count} worker(s); Ctrl-C or SIGTERM stops them gracefully"
-            + ("" if subreaper else " (no subreaper: orphaned jobs are not cleaned up)"))
+        log(
+            f"started {self.count} worker(s); Ctrl-C or SIGTERM stops them gracefully"
+            + ("" if subreaper else " (no subreaper: orphaned jobs are not cleaned up)")
+        )
         while True:
             self._reap()
             self._check_stop_requests()
@@ -177,8 +178,9 @@ class Supervisor:
             return
         self._next_stop_check = time.monotonic() + _STOP_CHECK_S
         rows = self._registry_rows()
-        stopped = [row for row in rows if row.stop_requested and row.state != "stopped"
-                   and row.pid in self.dead_pid.values()]
+        stopped = [
+            row for row in rows if row.stop_requested and row.state != "stopped" and row.pid in self.dead_pid.values()
+        ]
         if not stopped:
             return
         self.stop_requested = True

@@ -98,21 +98,33 @@ class Worker:
             self.selector.register(waker, selectors.EVENT_READ, "wake")
         now = time.time()
         prune_workers(self.store, seen_before=now - _FORGET_WORKERS_AFTER_S)
-        register_worker(self.store, WorkerInfo(
-            id=self.id, host=socket.gethostname(), pid=os.getpid(), state="running",
-            started_at=now, last_heartbeat=now, queues=",".join(self.opts.queues or ["*"]),
-            concurrency=self.opts.concurrency,
-        ))
-        log(self.id, f"started (queues: {','.join(self.opts.queues or ['*'])}, "
-                     f"concurrency {self.opts.concurrency})")
+        register_worker(
+            self.store,
+            WorkerInfo(
+                id=self.id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                state="running",
+                started_at=now,
+                last_heartbeat=now,
+                queues=",".join(self.opts.queues or ["*"]),
+                concurrency=self.opts.concurrency,
+            ),
+        )
+        log(self.id, f"started (queues: {','.join(self.opts.queues or ['*'])}, concurrency {self.opts.concurrency})")
         next_beat = time.monotonic()
         try:
             while True:
                 mono = time.monotonic()
                 if self._may_claim(mono):
                     self._claim()
-                if self.stopping and not self.slots and not self.housekeeper.busy() and (
-                    not self.unsent or self.stop_signals > 1  # a second signal gives up on an outage
+                if (
+                    self.stopping
+                    and not self.slots
+                    and not self.housekeeper.busy()
+                    and (
+                        not self.unsent or self.stop_signals > 1  # a second signal gives up on an outage
+                    )
                 ):
                     break
                 events = self.selector.select(self._wait_seconds(next_beat))
@@ -157,8 +169,10 @@ class Worker:
         if not self.stopping:
             self.stopping = True
             self.grace_deadline = mono + self.config.shutdown_grace
-            log(self.id, f"stopping ({why}): {len(self.slots)} running job(s) may finish "
-                         f"within {self.config.shutdown_grace:g}s")
+            log(
+                self.id,
+                f"stopping ({why}): {len(self.slots)} running job(s) may finish within {self.config.shutdown_grace:g}s",
+            )
         elif why == "signal" and self.stop_signals > 1:
             self.grace_deadline = mono
             log(self.id, "stopping now: running jobs are stopped and requeued")
@@ -313,8 +327,11 @@ class Worker:
 
     def _heartbeat(self) -> None:
         now, mono = time.time(), time.monotonic()
-        beats = [(slot.lease, slot.run.output(only_if_changed=True) if slot.run else None)
-                 for slot in self.slots.values() if slot.stop_reason != "lost"]
+        beats = [
+            (slot.lease, slot.run.output(only_if_changed=True) if slot.run else None)
+            for slot in self.slots.values()
+            if slot.stop_reason != "lost"
+        ]
         beats += [(lease, None) for lease, _ in self.unsent]
         try:
             lost = lifecycle.heartbeat(self.store, self.id, beats, now, self.config.lease)

@@ -27,8 +27,9 @@ def set_config(store: Store, key: str, value: str) -> str:
 def config_items(store: Store) -> list[tuple[str, str, bool, str]]:
     """``(key, value, is_default, help)`` for every runtime key."""
     values = config_values(store)
-    return [(key.name, values.get(key.name, key.default), key.name not in values, key.help)
-            for key in CONFIG_KEYS.values()]
+    return [
+        (key.name, values.get(key.name, key.default), key.name not in values, key.help) for key in CONFIG_KEYS.values()
+    ]
 
 
 def get_config(store: Store, key: str) -> str:

@@ -132,8 +132,13 @@ def collect(store: Store, now: float | None = None) -> Snapshot:
             stopped += 1
             continue
         row = WorkerRow(
-            id=info.id, host=info.host, pid=info.pid, state=info.state, queues=info.queues,
-            concurrency=info.concurrency, heartbeat_age=max(0.0, now - info.last_heartbeat),
+            id=info.id,
+            host=info.host,
+            pid=info.pid,
+            state=info.state,
+            queues=info.queues,
+            concurrency=info.concurrency,
+            heartbeat_age=max(0.0, now - info.last_heartbeat),
             unresponsive=not worker_is_alive(info.last_heartbeat, info.state, config, now),
         )
         for job_id in info.current_jobs:
@@ -154,18 +159,32 @@ def collect(store: Store, now: float | None = None) -> Snapshot:
 
     failures = [
         Failure(
-            id=job.id, state=job.state, queue=job.queue, attempts=job.attempts,
-            max_attempts=job.max_retries + 1, age=max(0.0, now - job.updated_at),
-            error=first_line(job.last_error), command=first_line(job.command),
+            id=job.id,
+            state=job.state,
+            queue=job.queue,
+            attempts=job.attempts,
+            max_attempts=job.max_retries + 1,
+            age=max(0.0, now - job.updated_at),
+            error=first_line(job.last_error),
+            command=first_line(job.command),
             retry_in=(job.run_at - now) if job.state != DEAD and job.run_at > now else None,
             last_output=last_line(job.output),
         )
         for job in store.recent_failures(FAILURES_SHOWN)
     ]
     return Snapshot(
-        at=now, states=states, queues=queues, paused=sorted(paused),
-        completed_per_bucket=completed, failed_per_bucket=failed, lag=lag, next_due_in=next_due_in,
-        workers=workers, workers_stopped=stopped, failures=failures, lease=config.lease,
+        at=now,
+        states=states,
+        queues=queues,
+        paused=sorted(paused),
+        completed_per_bucket=completed,
+        failed_per_bucket=failed,
+        lag=lag,
+        next_due_in=next_due_in,
+        workers=workers,
+        workers_stopped=stopped,
+        failures=failures,
+        lease=config.lease,
         elapsed=time.perf_counter() - started,
     )
 

@@ -116,7 +116,11 @@ def cancel(store: Store, job_id: str) -> Job:
 
 
 def purge(
-    store: Store, states: list[str], older_than: float | None, now: float, dry_run: bool = False,
+    store: Store,
+    states: list[str],
+    older_than: float | None,
+    now: float,
+    dry_run: bool = False,
     max_batches: int | None = None,
 ) -> int:
     """Delete finished jobs by state and age, in batches (at most ``max_batches``); ``dry_run`` counts."""
@@ -158,8 +162,11 @@ class WaitResult:
 
 
 def wait_for(
-    store: Store, job_ids: list[str], timeout: float | None,
-    sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+    store: Store,
+    job_ids: list[str],
+    timeout: float | None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> WaitResult:
     """Block until every job is finished (or the timeout passes), polling with a growing interval."""
     for job_id in job_ids:

@@ -27,7 +27,7 @@ def split_marker(text: str) -> tuple[int, str]:
     match = _DROPPED.match(text)
     if match is None:
         return 0, text
-    return int(match.group(1)), text[match.end():]
+    return int(match.group(1)), text[match.end() :]
 
 
 def _overlap_by_hint(old: str, new: str, shift: int) -> Optional[str]:
@@ -73,7 +73,7 @@ def new_part(old: Optional[str], new: Optional[str]) -> str:
     if not old:
         return new
     if new.startswith(old):
-        return new[len(old):]
+        return new[len(old) :]
     old_dropped, old_tail = split_marker(old)
     new_dropped, new_tail = split_marker(new)
     # a cut inside a multi-byte character leaves one U+FFFD per continuation byte: skip those
@@ -92,7 +92,7 @@ def new_part(old: Optional[str], new: Optional[str]) -> str:
 
 def _leading_replacements(text: str) -> int:
     count = 0
-    while count < 3 and text[count:count + 1] == "\ufffd":
+    while count < 3 and text[count : count + 1] == "\ufffd":
         count += 1
     return count
 
@@ -150,8 +150,7 @@ class Follower:
         if job.state == FAILED:
             why = job.last_error or "failed"
             retry = time.strftime("%H:%M:%S", time.localtime(job.run_at))
-            return [FollowEvent(note=f"attempt {job.attempts} failed ({why}); retry at {retry}, "
-                                     "still following")]
+            return [FollowEvent(note=f"attempt {job.attempts} failed ({why}); retry at {retry}, still following")]
         return []
 
 

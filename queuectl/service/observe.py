@@ -35,8 +35,9 @@ def next_due(store: Store, counts: dict[str, dict[str, int]], paused: set[str]) 
     """
     if not paused:
         return store.next_due(None)
-    ready = sorted(queue for queue, per_state in counts.items()
-                   if queue not in paused and any(per_state.get(s) for s in CLAIMABLE))
+    ready = sorted(
+        queue for queue, per_state in counts.items() if queue not in paused and any(per_state.get(s) for s in CLAIMABLE)
+    )
     return store.next_due(ready) if ready else None  # next_due([]) would mean every queue
 
 
@@ -60,8 +61,9 @@ def status(store: Store, now: float) -> Status:
     queues = store.counts()
     config = load_config(store)
     workers = list_workers(store)
-    return Status(state_totals(queues), queues, paused_queues(store), len(alive_workers(workers, config, now)),
-                  len(workers))
+    return Status(
+        state_totals(queues), queues, paused_queues(store), len(alive_workers(workers, config, now)), len(workers)
+    )
 
 
 @dataclass
@@ -82,5 +84,6 @@ def metrics_reading(store: Store, now: float) -> Reading:
     workers = list_workers(store)
     due = next_due(store, counts, paused_queues(store))
     completed, durations = store.duration_totals()
-    return Reading(counts, state_totals(counts), len(alive_workers(workers, config, now)), lag(due, now),
-                   completed, durations)
+    return Reading(
+        counts, state_totals(counts), len(alive_workers(workers, config, now)), lag(due, now), completed, durations
+    )

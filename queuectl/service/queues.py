@@ -29,5 +29,4 @@ class QueueRow:
 def list_queues(store: Store) -> list[QueueRow]:
     """Every queue that holds a job or is paused, by name."""
     counts, paused = store.counts(), paused_queues(store)
-    return [QueueRow(name, name in paused, dict(counts.get(name, {})))
-            for name in sorted(set(counts) | paused)]
+    return [QueueRow(name, name in paused, dict(counts.get(name, {}))) for name in sorted(set(counts) | paused)]

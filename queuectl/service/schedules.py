@@ -40,8 +40,9 @@ def add_schedule(store: Store, name: str, cron: str, spec: dict[str, Any], tz: s
     if spec.get("id") or spec.get("after") or spec.get("on_failure_of") or spec.get("delay") or spec.get("run_at"):
         raise InvalidInput("a schedule's job cannot have an id, parents, delay or run_at")
     build_job(spec, load_config(store), now)  # raises on a bad spec
-    schedule = Schedule(name=name, cron=cron, tz=tz, spec=spec,
-                        next_fire_at=next_fire_time(cron, tz, now), created_at=now)
+    schedule = Schedule(
+        name=name, cron=cron, tz=tz, spec=spec, next_fire_at=next_fire_time(cron, tz, now), created_at=now
+    )
     insert_schedule(store, schedule)
     return schedule
 
@@ -101,8 +102,9 @@ def fire_schedule(store: Store, name: str, slot: float, next_fire_at: float, job
             inserted = True
         except Conflict:
             inserted = False  # the slot's job exists already, or its unique key is still held
-        moved = store.registry_update("schedules", {"next_fire_at": next_fire_at, "last_fire_at": slot},
-                                      key=name, expect={"next_fire_at": slot})
+        moved = store.registry_update(
+            "schedules", {"next_fire_at": next_fire_at, "last_fire_at": slot}, key=name, expect={"next_fire_at": slot}
+        )
     if inserted:
         store.notify()
     return inserted and bool(moved)

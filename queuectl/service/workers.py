@@ -29,8 +29,9 @@ def register_worker(store: Store, info: WorkerInfo) -> None:
 
 def beat_worker(store: Store, worker_id: str, now: float, state: str, current_jobs: list[str]) -> bool:
     """Record a worker's heartbeat and current jobs; returns True if it was asked to stop."""
-    store.registry_update("workers", {"last_heartbeat": now, "state": state, "current_jobs": current_jobs},
-                          key=worker_id)
+    store.registry_update(
+        "workers", {"last_heartbeat": now, "state": state, "current_jobs": current_jobs}, key=worker_id
+    )
     records = store.registry_list("workers", key=worker_id)
     return bool(records and records[0]["stop_requested"])
 
@@ -46,8 +47,7 @@ def request_stop(store: Store, worker_ids: list[str] | None = None) -> int:
     asked = 0
     alive = (RUNNING, STOPPING)
     for worker_id in worker_ids or [None]:  # type: ignore[list-item]
-        asked += store.registry_update("workers", {"stop_requested": True}, key=worker_id,
-                                       expect={"state": alive})
+        asked += store.registry_update("workers", {"stop_requested": True}, key=worker_id, expect={"state": alive})
     store.notify(stop=True)
     return asked
 
@@ -62,9 +62,7 @@ def prune_workers(store: Store, seen_before: float) -> int:
     return forgotten
 
 
-def wait_for_workers_to_stop(
-    store: Store, timeout: float, sleep: Callable[[float], None] = time.sleep
-) -> bool:
+def wait_for_workers_to_stop(store: Store, timeout: float, sleep: Callable[[float], None] = time.sleep) -> bool:
     """Poll the registry until no worker is alive; False if some still are after ``timeout``."""
     config = load_config(store)
     deadline = time.monotonic() + timeout
@@ -107,9 +105,9 @@ def retire_stale_workers(store: Store, host: str) -> list[WorkerInfo]:
     """Workers registered on ``host`` as running whose process is gone (their supervisor was
     killed, the machine rebooted). They are marked stopped and returned, so that a new
     ``worker start`` can say so; their jobs come back when their leases expire."""
-    stale = [w for w in list_workers(store)
-             if w.host == host and w.state != STOPPED and not _pid_alive(w.pid)]
+    stale = [w for w in list_workers(store) if w.host == host and w.state != STOPPED and not _pid_alive(w.pid)]
     for worker in stale:
-        store.registry_update("workers", {"state": STOPPED}, key=worker.id,
-                              expect={"last_heartbeat": worker.last_heartbeat})
+        store.registry_update(
+            "workers", {"state": STOPPED}, key=worker.id, expect={"last_heartbeat": worker.last_heartbeat}
+        )
     return stale

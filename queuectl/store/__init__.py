@@ -12,8 +12,7 @@ __all__ = ["Store", "open_store", "redact_url"]
 
 # URL options whose value is a secret (MongoDB option names are case-insensitive); the
 # legacy ``sslPEMKeyPassword`` is the old name of ``tlsCertificateKeyFilePassword``
-_SECRET_OPTIONS = ("tlsCertificateKeyFilePassword", "sslPEMKeyPassword", "authMechanismProperties",
-                   "proxyPassword")
+_SECRET_OPTIONS = ("tlsCertificateKeyFilePassword", "sslPEMKeyPassword", "authMechanismProperties", "proxyPassword")
 _SECRET_OPTION = re.compile(r"([?&;](?:" + "|".join(_SECRET_OPTIONS) + r")=)[^&;#]*", re.IGNORECASE)
 
 
@@ -29,7 +28,7 @@ def open_store(url: str) -> Store:
     if url.startswith("sqlite:///"):
         from queuectl.store.sql.sqlite import SqliteStore
 
-        path, _, query = url[len("sqlite:///"):].partition("?")
+        path, _, query = url[len("sqlite:///") :].partition("?")
         if not path:
             raise InvalidInput("sqlite URL without a file: use sqlite:///path/to/queue.db")
         options = dict(part.partition("=")[::2] for part in query.split("&") if part)
@@ -41,6 +40,4 @@ def open_store(url: str) -> Store:
 
         return MongoStore.connect(url)
     scheme = url.partition("://")[0] if "://" in url else url
-    raise InvalidInput(
-        f"unsupported database URL scheme {scheme!r}: use sqlite:///path, mongodb:// or mongodb+srv://"
-    )
+    raise InvalidInput(f"unsupported database URL scheme {scheme!r}: use sqlite:///path, mongodb:// or mongodb+srv://")

@@ -91,9 +91,7 @@ class Store(abc.ABC):
         self.insert_jobs([job])
 
     @abc.abstractmethod
-    def claim(
-        self, worker_id: str, queues: list[str] | None, now: float, lease: float, limit: int = 1
-    ) -> list[Job]:
+    def claim(self, worker_id: str, queues: list[str] | None, now: float, lease: float, limit: int = 1) -> list[Job]:
         """Atomically take up to ``limit`` eligible jobs for ``worker_id``.
 
         Eligible: state in ``CLAIMABLE``, ``run_at <= now``, queue in ``queues`` (None: any)
@@ -106,8 +104,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def update_job(
-        self, job_id: str, changes: dict[str, Any], *, states: tuple[str, ...] | None = None,
-        lease: Lease | None = None, expired_before: float | None = None, hook_state: str | None = None,
+        self,
+        job_id: str,
+        changes: dict[str, Any],
+        *,
+        states: tuple[str, ...] | None = None,
+        lease: Lease | None = None,
+        expired_before: float | None = None,
+        hook_state: str | None = None,
     ) -> bool:
         """The guarded update: write ``changes`` to the job if every guard given still holds.
 

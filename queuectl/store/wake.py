@@ -41,8 +41,12 @@ class UnsafeWakeDir(OSError):
 def _warn_once(wake_dir: str, why: str) -> None:
     if wake_dir not in _warned:
         _warned.add(wake_dir)
-        print(f"queuectl: warning: not using the wake folder {wake_dir} ({why}); workers poll "
-              f"instead; remove it if you did not create it", file=sys.stderr, flush=True)
+        print(
+            f"queuectl: warning: not using the wake folder {wake_dir} ({why}); workers poll "
+            f"instead; remove it if you did not create it",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def open_wake_dir(wake_dir: str, create: bool) -> int:

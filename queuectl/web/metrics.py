@@ -57,15 +57,15 @@ class QueueCollector:
     def _read(self) -> list[Metric]:
         reading = observe.metrics_reading(self.store, self.clock())
         counts, totals = reading.counts, reading.totals
-        jobs = GaugeMetricFamily("queuectl_jobs", "Jobs in the queue, per state and queue",
-                                 labels=["state", "queue"])
+        jobs = GaugeMetricFamily("queuectl_jobs", "Jobs in the queue, per state and queue", labels=["state", "queue"])
         for queue in sorted(counts):
             per_state = counts[queue]
             for state in list(STATES) + sorted(set(per_state) - set(STATES)):
                 jobs.add_metric([state, queue], per_state.get(state, 0))
 
         workers_alive = GaugeMetricFamily(
-            "queuectl_workers_alive", "Workers that heartbeat within the lease", value=reading.workers_alive)
+            "queuectl_workers_alive", "Workers that heartbeat within the lease", value=reading.workers_alive
+        )
         oldest = GaugeMetricFamily(
             "queuectl_oldest_pending_age_seconds",
             "Seconds the oldest due, unclaimed job (pending or failed, run_at reached, queue not "
@@ -73,15 +73,21 @@ class QueueCollector:
             value=max(0.0, reading.lag or 0.0),
         )
         done = CounterMetricFamily(
-            "queuectl_jobs_completed", "Jobs completed (those still stored: purging lowers it)",
-            value=totals.get(COMPLETED, 0))
+            "queuectl_jobs_completed",
+            "Jobs completed (those still stored: purging lowers it)",
+            value=totals.get(COMPLETED, 0),
+        )
         failed = CounterMetricFamily(
             "queuectl_jobs_failed",
             "Jobs whose latest attempt failed: waiting for a retry or dead (those still stored)",
-            value=totals.get(FAILED, 0) + totals.get(DEAD, 0))
+            value=totals.get(FAILED, 0) + totals.get(DEAD, 0),
+        )
         duration = SummaryMetricFamily(
-            "queuectl_job_duration_seconds", "Run time of the completed jobs",
-            count_value=reading.completed, sum_value=reading.durations)
+            "queuectl_job_duration_seconds",
+            "Run time of the completed jobs",
+            count_value=reading.completed,
+            sum_value=reading.durations,
+        )
         return [jobs, workers_alive, oldest, done, failed, duration]
 
 
@@ -112,8 +118,7 @@ def serve(store: Store, port: int, addr: str = "127.0.0.1") -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
-    print(f"serving metrics on http://{addr}:{server.server_port}/metrics; Ctrl-C to stop",
-          file=sys.stderr, flush=True)
+    print(f"serving metrics on http://{addr}:{server.server_port}/metrics; Ctrl-C to stop", file=sys.stderr, flush=True)
     try:
         while thread.is_alive():
             thread.join(1.0)

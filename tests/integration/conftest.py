@@ -30,8 +30,9 @@ if not sys.platform.startswith("linux"):
 CLI_TIMEOUT_S = 30.0
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
-               message: str | Callable[[], str] = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.05, message: str | Callable[[], str] = "condition"
+) -> Any:
     """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while True:
@@ -67,10 +68,8 @@ class Queue:
         self.db_path = root / "queue.db"
         self.url = f"sqlite:///{self.db_path}"  # sqlite:////abs/path
         assert self.url.startswith("sqlite:////")
-        self.env = {key: value for key, value in os.environ.items()
-                    if not key.startswith("QUEUECTL_")}
-        self.env.update({"QUEUECTL_DB": self.url, "XDG_DATA_HOME": str(root),
-                         "PYTHONUNBUFFERED": "1"})
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("QUEUECTL_")}
+        self.env.update({"QUEUECTL_DB": self.url, "XDG_DATA_HOME": str(root), "PYTHONUNBUFFERED": "1"})
         self.marker = f"XDG_DATA_HOME={root}"
         self.supervisors: list[subprocess.Popen[bytes]] = []
         self.extra_groups: list[int] = []  # process groups to kill at teardown (detached runs)
@@ -79,11 +78,15 @@ class Queue:
 
     # --- the CLI ----------------------------------------------------------------------------
 
-    def cli(self, *args: str, check: bool = True, timeout: float = CLI_TIMEOUT_S
-            ) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, check: bool = True, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "queuectl", *args], env=self.env, cwd=self.root,
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "queuectl", *args],
+            env=self.env,
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -145,14 +148,13 @@ class Queue:
         wanted = (states,) if isinstance(states, str) else states
         return wait_until(
             lambda: (job := self.job(job_id)) is not None and job.state in wanted and job,
-            timeout, message=lambda: f"job {job_id} in {wanted}, it is {self.state(job_id)}\n"
-                                     f"{self.logs()}",
+            timeout,
+            message=lambda: f"job {job_id} in {wanted}, it is {self.state(job_id)}\n{self.logs()}",
         )
 
     # --- supervisors --------------------------------------------------------------------------
 
-    def start_workers(self, *args: str, count: int = 1, wait_ready: bool = True
-                      ) -> subprocess.Popen[bytes]:
+    def start_workers(self, *args: str, count: int = 1, wait_ready: bool = True) -> subprocess.Popen[bytes]:
         """``queuectl worker start --count N ...`` in its own session; waits for N workers."""
         log_path = self.root / f"supervisor-{len(self.supervisors)}.log"
         self._logs.append(log_path)
@@ -160,14 +162,20 @@ class Queue:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "queuectl", "worker", "start", "--count", str(count), *args],
-                env=self.env, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True, preexec_fn=_default_signals,
+                env=self.env,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=_default_signals,
             )
         self.supervisors.append(proc)
         if wait_ready:
             wait_until(
                 lambda: len([w for w in self.running_workers() if w.id not in before]) >= count,
-                15, message=lambda: f"{count} worker(s) registered\n{self.logs()}",
+                15,
+                message=lambda: f"{count} worker(s) registered\n{self.logs()}",
             )
         return proc
 
@@ -187,9 +195,7 @@ class Queue:
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"supervisor {proc.pid} still running {timeout:g}s later\n{self.logs()}"
-            ) from None
+            raise AssertionError(f"supervisor {proc.pid} still running {timeout:g}s later\n{self.logs()}") from None
 
     # --- teardown -----------------------------------------------------------------------------
 

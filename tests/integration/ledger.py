@@ -58,7 +58,7 @@ def ledger_command(ledger_path: str | os.PathLike[str], job_id: str, body: str =
     term = line.format(event="end", extra=" " + TERM)
     return (
         f"QL_LEDGER={quote(os.fspath(runs))}; export QL_LEDGER\n"  # marks every descendant
-        f"ql_term() {{ if [ -n \"$ql_run\" ]; then {term} >> {led}; fi; exit 143; }}\n"
+        f'ql_term() {{ if [ -n "$ql_run" ]; then {term} >> {led}; fi; exit 143; }}\n'
         f"trap ql_term TERM\n"
         f"ql_n=1; while ! mkdir {slot}$ql_n 2>/dev/null; do\n"
         f"  ql_n=$((ql_n + 1)); [ $ql_n -le 10000 ] || exit 97\n"
@@ -122,7 +122,8 @@ def read_ledger(ledger_path: str | os.PathLike[str]) -> dict[str, dict[int, Run]
             values = (int(pid), int(worker), float(stamp))
         except ValueError:
             runs.setdefault("<malformed>", {}).setdefault(lineno, Run("<malformed>", lineno)).problems.append(
-                f"ledger line {lineno} is malformed: {line!r}")
+                f"ledger line {lineno} is malformed: {line!r}"
+            )
             continue
         if event == "start" and len(parts) == 6:
             if run.start is not None:
@@ -193,17 +194,18 @@ class Report:
     def summary(self) -> str:
         overlapping = sum(d.overlapping for d in self.duplicates)
         revoked = sum(d.after_revoked for d in self.duplicates)
-        return (f"{self.jobs} jobs {dict(self.states)}; {self.runs} runs of {self.ledger_jobs} ledger "
-                f"jobs; {len(self.duplicates)} duplicate runs ({overlapping} overlapping), "
-                f"{revoked} of them after a revoked lease")
+        return (
+            f"{self.jobs} jobs {dict(self.states)}; {self.runs} runs of {self.ledger_jobs} ledger "
+            f"jobs; {len(self.duplicates)} duplicate runs ({overlapping} overlapping), "
+            f"{revoked} of them after a revoked lease"
+        )
 
 
 class InvariantViolation(AssertionError):
     def __init__(self, report: Report) -> None:
         shown = "\n  ".join(report.problems[:40])
         more = f"\n  ... and {len(report.problems) - 40} more" if len(report.problems) > 40 else ""
-        super().__init__(f"{len(report.problems)} invariant violation(s):\n  {shown}{more}\n"
-                         f"{report.summary()}")
+        super().__init__(f"{len(report.problems)} invariant violation(s):\n  {shown}{more}\n{report.summary()}")
         self.report = report
 
 
@@ -299,8 +301,9 @@ def check_invariants(
             for run in per_job.values():
                 killed = revoked.get(run.worker) if run.worker is not None else None
                 if killed is not None and run.end is not None and run.end > killed + orphan_grace:
-                    problems.append(f"I1: {run} ended {run.end - killed:.2f}s after its worker was "
-                                    f"killed: an orphan outlived it")
+                    problems.append(
+                        f"I1: {run} ended {run.end - killed:.2f}s after its worker was killed: an orphan outlived it"
+                    )
 
     # I2
     marker = os.fspath(runs_dir(ledger_path))
@@ -311,13 +314,19 @@ def check_invariants(
             problems.extend(f"I2a: {run}: {text}" for text in run.problems)
             if run.start is not None and run.end is not None and run.end < run.start:
                 problems.append(f"I2a: {run} ended before it started")
-            if (job is not None and job.state in FINAL_STATES and job.finished_at is not None
-                    and run.start is not None and run.start > job.finished_at
-                    and run.worker not in revoked):
-                problems.append(f"I2d: {run} started {run.start - job.finished_at:.3f}s after job "
-                                f"{job_id} finished ({job.state})")
+            if (
+                job is not None
+                and job.state in FINAL_STATES
+                and job.finished_at is not None
+                and run.start is not None
+                and run.start > job.finished_at
+                and run.worker not in revoked
+            ):
+                problems.append(
+                    f"I2d: {run} started {run.start - job.finished_at:.3f}s after job {job_id} finished ({job.state})"
+                )
         for i, a in enumerate(ordered):
-            for b in ordered[i + 1:]:
+            for b in ordered[i + 1 :]:
                 overlapping = a.end is None or (b.start is not None and a.end > b.start)
                 follows = b.number == a.number + 1
                 if overlapping:
@@ -325,16 +334,19 @@ def check_invariants(
                         pass  # killed before it wrote anything: some revoked worker ran it
                     elif a.worker not in revoked:
                         problems.append(f"I2b: {b} overlaps {a}, whose worker was not revoked")
-                    elif (when := revoked[a.worker]) is not None and b.start is not None and \
-                            b.start < when + lease - heartbeat - slack:
+                    elif (
+                        (when := revoked[a.worker]) is not None
+                        and b.start is not None
+                        and b.start < when + lease - heartbeat - slack
+                    ):
                         problems.append(
                             f"I2b: {b} started {b.start - when:.3f}s after worker {a.worker} was "
-                            f"revoked, before its lease ({lease:g}s) could have run out")
+                            f"revoked, before its lease ({lease:g}s) could have run out"
+                        )
                 if a.succeeded and follows and a.worker not in revoked:
                     problems.append(f"I2c: {b} re-ran a job whose {a} had succeeded on a live worker")
                 if follows and (overlapping or a.succeeded):
-                    report.duplicates.append(Duplicate(a, b, overlapping,
-                                                       a.worker in revoked or a.worker is None))
+                    report.duplicates.append(Duplicate(a, b, overlapping, a.worker in revoked or a.worker is None))
 
     # I3
     for job_id, per_job in runs.items():
@@ -348,30 +360,40 @@ def check_invariants(
             if job.exit_code != 0:
                 problems.append(f"I3b: job {job_id} completed with exit code {job.exit_code}")
             if not 1 <= job.attempts <= job.max_retries + 1:
-                problems.append(f"I3b: job {job_id} completed after {job.attempts} attempts "
-                                f"(max_retries {job.max_retries})")
-            if not any(run.succeeded and run.start is not None and
-                       (job.finished_at is None or run.start < job.finished_at) for run in ordered):
-                problems.append(f"I3b: job {job_id} is completed but no run of it succeeded: "
-                                f"{[str(r) for r in ordered]}")
+                problems.append(
+                    f"I3b: job {job_id} completed after {job.attempts} attempts (max_retries {job.max_retries})"
+                )
+            if not any(
+                run.succeeded and run.start is not None and (job.finished_at is None or run.start < job.finished_at)
+                for run in ordered
+            ):
+                problems.append(
+                    f"I3b: job {job_id} is completed but no run of it succeeded: {[str(r) for r in ordered]}"
+                )
         elif job.state == "dead":
             if job.attempts != job.max_retries + 1:
-                problems.append(f"I3c: job {job_id} is dead after {job.attempts} attempts, "
-                                f"expected max_retries + 1 = {job.max_retries + 1}")
+                problems.append(
+                    f"I3c: job {job_id} is dead after {job.attempts} attempts, "
+                    f"expected max_retries + 1 = {job.max_retries + 1}"
+                )
             code = job.exit_code
-            if code is not None and code > 0 and str(code) not in statuses and \
-                    not (code == 143 and TERM in statuses):
-                problems.append(f"I3c: job {job_id} is dead with exit code {code}, which no run "
-                                f"ended with ({sorted(statuses)})")
+            if code is not None and code > 0 and str(code) not in statuses and not (code == 143 and TERM in statuses):
+                problems.append(
+                    f"I3c: job {job_id} is dead with exit code {code}, which no run ended with ({sorted(statuses)})"
+                )
         if job_id not in attempts_reset:
             started = len(ordered)
             interrupted = sum(run.status == TERM for run in ordered)
             if started - interrupted > job.attempts:
-                problems.append(f"I3d: job {job_id}: {started} runs ({interrupted} interrupted) "
-                                f"but only {job.attempts} attempts counted")
+                problems.append(
+                    f"I3d: job {job_id}: {started} runs ({interrupted} interrupted) "
+                    f"but only {job.attempts} attempts counted"
+                )
             if not revoked and started - interrupted != job.attempts:
-                problems.append(f"I3d: job {job_id}: {started} runs ({interrupted} interrupted) "
-                                f"but {job.attempts} attempts counted, and no worker was revoked")
+                problems.append(
+                    f"I3d: job {job_id}: {started} runs ({interrupted} interrupted) "
+                    f"but {job.attempts} attempts counted, and no worker was revoked"
+                )
     for job in jobs.values():
         if marker in job.command and job.id not in runs and job.state not in ("cancelled", "dead"):
             problems.append(f"I3a: ledger job {job.id} is {job.state} but never ran")

@@ -19,8 +19,9 @@ import pytest
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount_point = tmp_path / "small"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'not root'})")
     try:
@@ -32,8 +33,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUECTL_")}
     env["QUEUECTL_DB"] = f"sqlite:///{db}"
-    return subprocess.run([sys.executable, "-m", "queuectl", *args], env=env, capture_output=True,
-                          text=True, timeout=60, cwd=db.parent.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "queuectl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=db.parent.parent,
+    )
 
 
 def test_full_disk_refuses_writes_with_exit_6_and_keeps_reads_and_integrity(small_disk: Path) -> None:

@@ -29,14 +29,21 @@ def test_sigkilled_supervisor_takes_its_workers_and_their_jobs_along(queue: Queu
     assert len(worker_pids) == 2
     job_id = queue.enqueue("sleep 300")
     queue.wait_state(job_id, "processing", timeout=15)
-    sleeps = wait_until(lambda: [pid for pid in queue.leftovers()
-                                 if _proc_cmdline(pid).startswith(b"sleep\x00300")], 10,
-                        message="the job's sleep is running")
+    sleeps = wait_until(
+        lambda: [pid for pid in queue.leftovers() if _proc_cmdline(pid).startswith(b"sleep\x00300")],
+        10,
+        message="the job's sleep is running",
+    )
     os.kill(supervisor.pid, signal.SIGKILL)  # only the supervisor: its workers are on their own now
     supervisor.wait(timeout=5)
-    wait_until(lambda: not any(pid_alive(pid) for pid in worker_pids + sleeps), 8,
-               message=lambda: "workers and the job's sleep gone; alive: "
-                               f"{[pid for pid in worker_pids + sleeps if pid_alive(pid)]}\n{queue.logs()}")
+    wait_until(
+        lambda: not any(pid_alive(pid) for pid in worker_pids + sleeps),
+        8,
+        message=lambda: (
+            "workers and the job's sleep gone; alive: "
+            f"{[pid for pid in worker_pids + sleeps if pid_alive(pid)]}\n{queue.logs()}"
+        ),
+    )
     # observed before: both workers lived on with ppid 1, one of them still running the job
     job = queue.wait_state(job_id, "pending", timeout=5)  # stopped and handed back, not failed
     assert job.attempts == 0, job
@@ -46,14 +53,15 @@ def test_worker_stop_during_a_pending_restart_stops_the_supervisor(queue: Queue,
     supervisor = queue.start_workers(count=1)
     killed: set[int] = set()
     for delay in ("0.5s", "1s", "2s", "4s"):  # each quick death doubles the next restart delay
-        pid = wait_until(lambda: next((w.pid for w in queue.running_workers()
-                                       if w.pid not in killed and pid_alive(w.pid)), None), 15,
-                         message=lambda: f"a new worker registered\n{queue.logs()}")
+        pid = wait_until(
+            lambda: next((w.pid for w in queue.running_workers() if w.pid not in killed and pid_alive(w.pid)), None),
+            15,
+            message=lambda: f"a new worker registered\n{queue.logs()}",
+        )
         os.kill(pid, signal.SIGKILL)
         killed.add(pid)
         announced = f"restarting in {delay}"
-        wait_until(lambda text=announced: text in queue.logs(), 10,  # type: ignore[misc]
-                   message=lambda text=announced: f"{text!r} logged\n{queue.logs()}")  # type: ignore[misc]
+        wait_until(lambda: announced in queue.logs(), 10, message=f"{announced!r} logged")  # noqa: B023
     # the worker crashed just before the stop request; its replacement is due in 4 s
     asked = queue.cli("worker", "stop").stdout
     assert "asked" in asked, asked
@@ -94,9 +102,17 @@ def test_a_new_worker_start_reports_and_retires_workers_that_died_without_stoppi
     gone = subprocess.Popen(["true"])
     gone.wait()
     now = time.time()
-    worker_service.register_worker(queue.store, WorkerInfo(
-        id="w-old", host=socket.gethostname(), pid=gone.pid, state="running", started_at=now - 60,
-        last_heartbeat=now - 30))
+    worker_service.register_worker(
+        queue.store,
+        WorkerInfo(
+            id="w-old",
+            host=socket.gethostname(),
+            pid=gone.pid,
+            state="running",
+            started_at=now - 60,
+            last_heartbeat=now - 30,
+        ),
+    )
     # When workers are started again
     started = queue.cli("worker", "start", "--burst", check=False)
     # Then the dead one is named, and no longer counts as running (stopped: the new workers forget it)

@@ -78,11 +78,17 @@ class Harness:
                     return runs[number - 1]
             return None
 
-        return wait_until(ready, timeout, message=lambda: f"run {number} of {job_id} "
-                          f"{'ended' if ended else 'started'}; runs {self.runs(job_id)}\n{self.q.logs()}")
+        return wait_until(
+            ready,
+            timeout,
+            message=lambda: (
+                f"run {number} of {job_id} {'ended' if ended else 'started'}; runs {self.runs(job_id)}\n{self.q.logs()}"
+            ),
+        )
 
-    def worker(self, *args: str, fault: str | None = None, env: dict[str, str] | None = None
-               ) -> subprocess.Popen[bytes]:
+    def worker(
+        self, *args: str, fault: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """``python -m queuectl.runtime.worker`` directly (no supervisor), in its own session."""
         log = self.root / f"worker-{len(self.workers)}.log"
         self.q.add_log(log)
@@ -90,16 +96,25 @@ class Harness:
         if fault:
             child_env["QUEUECTL_TEST_FAULT"] = fault
         with open(log, "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "queuectl.runtime.worker", *args], env=child_env,
-                                    cwd=self.root, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "queuectl.runtime.worker", *args],
+                env=child_env,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
         self.workers.append(proc)
         self.q.supervisors.append(proc)  # killed (its group) at teardown if still running
         return proc
 
     def worker_id_of(self, pid: int) -> str:
-        return wait_until(lambda: next((w.id for w in worker_service.list_workers(self.q.store) if w.pid == pid), None),
-                          10, message=lambda: f"worker {pid} registered\n{self.q.logs()}")
+        return wait_until(
+            lambda: next((w.id for w in worker_service.list_workers(self.q.store) if w.pid == pid), None),
+            10,
+            message=lambda: f"worker {pid} registered\n{self.q.logs()}",
+        )
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
         proc.send_signal(signal.SIGTERM)
@@ -266,15 +281,19 @@ def test_poison_job_that_kills_its_worker_goes_dead_after_max_retries_plus_one(h
 
 def test_frozen_worker_loses_lease_kills_its_run_and_writes_nothing(h: Harness) -> None:
     h.fast(backoff_max=0)
-    job_id = h.job("fenced", 'if [ "$ql_run" = 1 ]; then echo first-run-output; sleep 30; '
-                             "else echo second-run-output; sleep 1; fi")
+    job_id = h.job(
+        "fenced", 'if [ "$ql_run" = 1 ]; then echo first-run-output; sleep 30; else echo second-run-output; sleep 1; fi'
+    )
     first_worker = h.worker()
     first = h.wait_run(job_id, 1)
     first_pid = first.pid
     assert first_pid is not None  # wait_run returns a started run
     assert first.worker == first_worker.pid
-    wait_until(lambda: "first-run-output" in (h.q.job(job_id).output or ""), 5,
-               message="the first run's output saved by a heartbeat")
+    wait_until(
+        lambda: "first-run-output" in (h.q.job(job_id).output or ""),
+        5,
+        message="the first run's output saved by a heartbeat",
+    )
 
     frozen_at = time.time()
     os.kill(first_worker.pid, signal.SIGSTOP)
@@ -293,14 +312,23 @@ def test_frozen_worker_loses_lease_kills_its_run_and_writes_nothing(h: Harness) 
 
     resumed_at = time.monotonic()
     os.kill(first_worker.pid, signal.SIGCONT)
-    wait_until(lambda: not pid_alive(first_pid), 2,
-               message=lambda: f"first run {first_pid} killed after SIGCONT\n{h.q.logs()}")
+    wait_until(
+        lambda: not pid_alive(first_pid), 2, message=lambda: f"first run {first_pid} killed after SIGCONT\n{h.q.logs()}"
+    )
     killed_after = time.monotonic() - resumed_at
     assert killed_after < 1.0, f"the first run lived {killed_after:.2f}s after its worker resumed"
     wait_until(lambda: "lost the lease" in h.q.logs(), 3, message="the first worker logged the loss")
     after = h.q.job(job_id)
-    for name in ("state", "attempts", "locked_by", "exit_code", "last_error", "updated_at",
-                 "started_at", "finished_at"):
+    for name in (
+        "state",
+        "attempts",
+        "locked_by",
+        "exit_code",
+        "last_error",
+        "updated_at",
+        "started_at",
+        "finished_at",
+    ):
         assert getattr(after, name) == getattr(before, name), f"{name} changed by the fenced worker"
 
     done = h.q.wait_state(job_id, "completed", 10)
@@ -317,8 +345,7 @@ def test_frozen_worker_whose_run_succeeded_meanwhile_cannot_overturn_the_second_
     """The first run succeeds while its worker is frozen; the second run fails for good. On
     resuming, the first worker reaps a success it must not record: the job stays dead."""
     h.fast(backoff_max=0)
-    job_id = h.job("overturn", 'if [ "$ql_run" = 1 ]; then sleep 1.5; exit 0; fi; sleep 0.5; exit 3',
-                   max_retries=1)
+    job_id = h.job("overturn", 'if [ "$ql_run" = 1 ]; then sleep 1.5; exit 0; fi; sleep 0.5; exit 3', max_retries=1)
     first_worker = h.worker()
     first = h.wait_run(job_id, 1)
     frozen_at = time.time()
@@ -341,8 +368,14 @@ def test_frozen_worker_whose_run_succeeded_meanwhile_cannot_overturn_the_second_
     assert job.last_error == "exit code 3"
     assert all(code is None for _, code in seen), seen
     # it has been beating again since (and dropped the stale outcome: silently, as its slot is gone)
-    wait_until(lambda: any(w.id == first_id and w.last_heartbeat > resumed_at + 2 * HEARTBEAT
-                           for w in worker_service.list_workers(h.q.store)), 5, message="the first worker resumed")
+    wait_until(
+        lambda: any(
+            w.id == first_id and w.last_heartbeat > resumed_at + 2 * HEARTBEAT
+            for w in worker_service.list_workers(h.q.store)
+        ),
+        5,
+        message="the first worker resumed",
+    )
     assert h.q.job(job_id) == job, "the resumed worker changed the job"
     h.stop(first_worker)
     h.stop(second_worker)
@@ -364,8 +397,7 @@ def test_sigkilled_worker_orphan_is_killed_and_job_completes(h: Harness) -> None
 
     killed_at = time.time()
     os.kill(first.worker, signal.SIGKILL)
-    wait_until(lambda: not group_members(group), 1.0,
-               message=lambda: f"orphaned job group {group} gone\n{h.q.logs()}")
+    wait_until(lambda: not group_members(group), 1.0, message=lambda: f"orphaned job group {group} gone\n{h.q.logs()}")
     assert not group_members(group), "the job's background child outlived the kill"
 
     done = h.q.wait_state(job_id, "completed", 15)
@@ -397,7 +429,8 @@ def test_sigterm_claims_nothing_new_and_requeues_after_grace(h: Harness) -> None
 
     [run] = h.runs(long_id)
     assert run.status == "term" and run.end is not None and run.end - signalled >= 0.45, (
-        "the job was stopped before its grace")
+        "the job was stopped before its grace"
+    )
     job = h.q.job(long_id)
     assert job.state == "pending" and job.attempts == 0, job
     assert "shutdown" in (job.last_error or "")
@@ -431,7 +464,8 @@ def test_sigterm_reaches_the_workers_promptly(h: Harness) -> None:
     h.stop(sup)
     h.check()
     assert not [j for j, started in claimed.items() if started is not None], (
-        f"claimed after SIGTERM was sent at {signalled:.3f}: {claimed}")
+        f"claimed after SIGTERM was sent at {signalled:.3f}: {claimed}"
+    )
 
 
 def test_second_sigterm_takes_the_fast_path(h: Harness) -> None:
@@ -509,8 +543,7 @@ def test_many_concurrent_writers_never_see_database_locked(h: Harness) -> None:
     sup = h.q.start_workers("--concurrency", "2", count=4)
     argvs = []
     for n in range(20):
-        specs = [{"id": f"w{n:02d}-{k}", "command": ledger_command(h.ledger, f"w{n:02d}-{k}")}
-                 for k in range(10)]
+        specs = [{"id": f"w{n:02d}-{k}", "command": ledger_command(h.ledger, f"w{n:02d}-{k}")} for k in range(10)]
         path = h.root / f"jobs-{n:02d}.jsonl"
         path.write_text("".join(json.dumps(spec) + "\n" for spec in specs))
         argvs.append(["enqueue", "--file", str(path)])
@@ -519,8 +552,11 @@ def test_many_concurrent_writers_never_see_database_locked(h: Harness) -> None:
     assert not [err for _, _, err in results if err], results
     assert all(re.search(r"enqueued 10 job", out) for _, out, _ in results), results
 
-    wait_until(lambda: h.q.counts().get("completed", 0) == 200, 40,
-               message=lambda: f"200 completed, {h.q.counts()}\n{h.q.logs()}")
+    wait_until(
+        lambda: h.q.counts().get("completed", 0) == 200,
+        40,
+        message=lambda: f"200 completed, {h.q.counts()}\n{h.q.logs()}",
+    )
     h.stop(sup, 15)
     assert "locked" not in h.q.logs().lower()
     report = h.check()
@@ -637,9 +673,18 @@ def test_absurd_numbers_are_refused_with_one_line_naming_the_value(h: Harness) -
     ]
     before = config_service.config_values(h.q.store)
     forked = run_cli_concurrently(h, [list(args) for args, _ in cases])
-    real = [subprocess.Popen([sys.executable, "-m", "queuectl", *args], env=h.q.env, cwd=h.root,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for args, _ in cases[:3]]
+    real = [
+        subprocess.Popen(
+            [sys.executable, "-m", "queuectl", *args],
+            env=h.q.env,
+            cwd=h.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args, _ in cases[:3]
+    ]
     finished = [(proc.wait(timeout=30), *proc.communicate()) for proc in real]  # the real thing too
     for (args, named), (code, out, err) in zip(cases + cases[:3], forked + finished, strict=True):
         described = f"queuectl {' '.join(args)} -> {code}\n{out}{err}"
@@ -678,8 +723,15 @@ def test_default_database_is_private_and_unsafe_modes_are_refused(h: Harness, tm
     env["XDG_DATA_HOME"] = str(data)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "queuectl", *args], env=env, cwd=tmp_path,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "queuectl", *args],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     old_umask = os.umask(0)  # the modes must not depend on a lax umask
     try:
@@ -700,8 +752,15 @@ def test_default_database_is_private_and_unsafe_modes_are_refused(h: Harness, tm
         assert refused.returncode == 5, refused
         assert refused.stdout == "" and len(refused.stderr.splitlines()) == 1, refused.stderr
         assert "chmod 600" in refused.stderr and "Traceback" not in refused.stderr
-        worker = subprocess.run([sys.executable, "-m", "queuectl.runtime.worker"], env=env, cwd=tmp_path,
-                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        worker = subprocess.run(
+            [sys.executable, "-m", "queuectl.runtime.worker"],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert worker.returncode == 5 and "chmod 600" in worker.stderr, worker
     db.chmod(0o600)
     h.check()

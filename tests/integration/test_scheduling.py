@@ -15,8 +15,9 @@ def test_single_worker_runs_jobs_by_priority_then_fifo(queue: Queue, tmp_path: P
     # Given jobs of mixed priority enqueued before any worker runs
     ledger = tmp_path / "order.txt"
     specs = [("low-1", 0), ("high-1", 10), ("low-2", 0), ("mid-1", 5), ("high-2", 10), ("neg", -3)]
-    queue.enqueue_file([{"id": job_id, "command": f"echo {job_id} >> {ledger}", "priority": prio}
-                        for job_id, prio in specs])
+    queue.enqueue_file(
+        [{"id": job_id, "command": f"echo {job_id} >> {ledger}", "priority": prio} for job_id, prio in specs]
+    )
 
     # When one worker with one slot drains the queue
     proc = queue.start_workers("--burst", wait_ready=False)

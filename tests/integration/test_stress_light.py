@@ -15,10 +15,30 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "stress.py"
 
 def test_stress_light_with_worker_kills_keeps_invariants() -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--jobs", "300", "--workers", "3", "--concurrency", "2",
-         "--kill-every", "1", "--lease", "1", "--heartbeat", "0.2", "--seed", "20240601",
-         "--timeout", "90"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--jobs",
+            "300",
+            "--workers",
+            "3",
+            "--concurrency",
+            "2",
+            "--kill-every",
+            "1",
+            "--lease",
+            "1",
+            "--heartbeat",
+            "0.2",
+            "--seed",
+            "20240601",
+            "--timeout",
+            "90",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=150,
     )
     described = f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert proc.returncode == 0, described

@@ -51,8 +51,11 @@ def test_many_jobs_four_workers_each_runs_exactly_once(queue: Queue, tmp_path: P
         specs = [{"id": i, "command": f"echo {i} $PPID >> {quote(str(ledger))}"} for i in batch]
         assert queue.enqueue_file(specs) == len(batch)
 
-    wait_until(lambda: queue.counts().get("completed", 0) == total, 60,
-               message=lambda: f"{total} completed; counts {queue.counts()}\n{queue.logs()}")
+    wait_until(
+        lambda: queue.counts().get("completed", 0) == total,
+        60,
+        message=lambda: f"{total} completed; counts {queue.counts()}\n{queue.logs()}",
+    )
 
     entries = [line.split() for line in lines(ledger)]
     seen = Counter(entry[0] for entry in entries)
@@ -67,8 +70,7 @@ def test_many_jobs_four_workers_each_runs_exactly_once(queue: Queue, tmp_path: P
 
     listed = queue.cli_json("list", "--state", "completed", "--limit", "1000")
     assert sorted(job["id"] for job in listed) == ids
-    assert all(job["attempts"] == 1 and job["exit_code"] == 0 and job["locked_by"] is None
-               for job in listed)
+    assert all(job["attempts"] == 1 and job["exit_code"] == 0 and job["locked_by"] is None for job in listed)
     status = queue.cli_json("status")
     assert status["states"]["completed"] == total
     assert sum(status["states"].values()) == total
@@ -98,8 +100,11 @@ def test_sigkilled_worker_job_is_recovered_and_orphan_killed(queue: Queue, tmp_p
     sup = queue.start_workers(count=2)
     job_id = queue.enqueue(command)
 
-    wait_until(lambda: read_pid(shell_pid_file) and read_pid(child_pid_file), 10,
-               message=lambda: f"first attempt running\n{queue.logs()}")
+    wait_until(
+        lambda: read_pid(shell_pid_file) and read_pid(child_pid_file),
+        10,
+        message=lambda: f"first attempt running\n{queue.logs()}",
+    )
     shell_pid, child_pid = read_pid(shell_pid_file), read_pid(child_pid_file)
     assert shell_pid and child_pid and pid_alive(shell_pid) and pid_alive(child_pid)
     job = queue.show(job_id)
@@ -112,16 +117,22 @@ def test_sigkilled_worker_job_is_recovered_and_orphan_killed(queue: Queue, tmp_p
     os.kill(worker_pid, signal.SIGKILL)
 
     # the supervisor (child subreaper) kills the orphaned job's process group at once
-    wait_until(lambda: not pid_alive(shell_pid) and not pid_alive(child_pid), 3,
-               message=lambda: f"orphaned job processes {shell_pid}, {child_pid} gone\n{queue.logs()}")
+    wait_until(
+        lambda: not pid_alive(shell_pid) and not pid_alive(child_pid),
+        3,
+        message=lambda: f"orphaned job processes {shell_pid}, {child_pid} gone\n{queue.logs()}",
+    )
 
     done = queue.wait_state(job_id, "completed", 20)
     assert done.attempts == 2
     assert lines(ledger) == ["start", "start", "second"]
     assert sup.poll() is None, "the supervisor died with its worker"
     # the dead worker was replaced: two live workers again, the killed one not among them
-    wait_until(lambda: len({w.pid for w in queue.running_workers()} - {worker_pid}) == 2, 10,
-               message="the killed worker restarted")
+    wait_until(
+        lambda: len({w.pid for w in queue.running_workers()} - {worker_pid}) == 2,
+        10,
+        message="the killed worker restarted",
+    )
 
     sup.send_signal(signal.SIGTERM)
     assert queue.wait_exit(sup, 15) == 0
@@ -135,13 +146,15 @@ def test_sigterm_finishes_running_job_and_claims_nothing_new(queue: Queue, tmp_p
     ledger = tmp_path / "ledger"
     running = queue.enqueue(
         f"echo started >> {quote(str(ledger))}; sleep 1.5; echo done >> {quote(str(ledger))}",
-        "--priority", "10",
+        "--priority",
+        "10",
     )
     waiting = queue.enqueue(f"echo must-not-run >> {quote(str(ledger))}")
     sup = queue.start_workers(count=1)
 
-    wait_until(lambda: lines(ledger) == ["started"], 10,
-               message=lambda: f"job started; ledger {lines(ledger)}\n{queue.logs()}")
+    wait_until(
+        lambda: lines(ledger) == ["started"], 10, message=lambda: f"job started; ledger {lines(ledger)}\n{queue.logs()}"
+    )
     sup.send_signal(signal.SIGTERM)
     signalled = time.time()
 
@@ -172,7 +185,7 @@ def test_failing_job_backs_off_then_dead_then_dlq_retry(queue: Queue, tmp_path: 
     assert len(starts) == 3, starts
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]  # consecutive pairs
     for attempt, gap in enumerate(gaps, start=1):
-        delay = base ** attempt  # the delay after attempt n is base ** n
+        delay = base**attempt  # the delay after attempt n is base ** n
         assert gap >= delay - 0.05, f"attempt {attempt + 1} came {gap:.3f}s after, before {delay}s"
         assert gap < delay + 5, f"attempt {attempt + 1} came {gap:.3f}s after, expected ~{delay}s"
     assert gaps[1] > gaps[0], f"backoff did not grow: {gaps}"
@@ -201,8 +214,9 @@ def test_worker_stop_wait_stops_detached_workers(queue: Queue, tmp_path: Path) -
     sup_pid = int(match.group(1))
     queue.extra_groups.append(sup_pid)  # it leads its own session: killed at teardown if need be
 
-    wait_until(lambda: len(queue.running_workers()) == 2, 15,
-               message=lambda: f"2 detached workers running\n{queue.logs()}")
+    wait_until(
+        lambda: len(queue.running_workers()) == 2, 15, message=lambda: f"2 detached workers running\n{queue.logs()}"
+    )
     worker_pids = {w["pid"] for w in queue.cli_json("worker", "list")}
     assert len(worker_pids) == 2 and all(pid_alive(p) for p in worker_pids)
 
@@ -212,10 +226,12 @@ def test_worker_stop_wait_stops_detached_workers(queue: Queue, tmp_path: Path) -
     assert "all workers stopped" in stop.stdout
     assert queue.cli_json("worker", "list") == []
 
-    wait_until(lambda: not pid_alive(sup_pid) and not any(pid_alive(p) for p in worker_pids), 10,
-               message=lambda: f"supervisor and workers gone\n{queue.logs()}")
-    wait_until(lambda: not queue.leftovers(), 5,
-               message=lambda: f"no leftover processes: {queue.leftovers()}")
+    wait_until(
+        lambda: not pid_alive(sup_pid) and not any(pid_alive(p) for p in worker_pids),
+        10,
+        message=lambda: f"supervisor and workers gone\n{queue.logs()}",
+    )
+    wait_until(lambda: not queue.leftovers(), 5, message=lambda: f"no leftover processes: {queue.leftovers()}")
 
 
 # --- 6. shutdown grace runs out: the job is stopped and requeued, not failed --------------------
@@ -249,7 +265,10 @@ def test_job_timeout_kills_process_group(queue: Queue, tmp_path: Path) -> None:
     child_file = tmp_path / "child.pid"
     job_id = queue.enqueue(
         f"sleep 30 & echo $! > {quote(str(child_file))}; wait",
-        "--timeout", "1", "--max-retries", "0",
+        "--timeout",
+        "1",
+        "--max-retries",
+        "0",
     )
     sup = queue.start_workers(count=1)
     wait_until(lambda: read_pid(child_file), 10, message=lambda: f"job started\n{queue.logs()}")
@@ -273,15 +292,22 @@ def test_concurrency_runs_jobs_in_parallel(queue: Queue, tmp_path: Path) -> None
     queue.config(**FAST)
     ledger = tmp_path / "ledger"
     led = quote(str(ledger))
-    specs = [{"id": f"par-{n}",
-              "command": f"echo par-{n} start $(date +%s.%N) $PPID >> {led}; sleep 1; "
-                         f"echo par-{n} end $(date +%s.%N) $PPID >> {led}"}
-             for n in range(4)]
+    specs = [
+        {
+            "id": f"par-{n}",
+            "command": f"echo par-{n} start $(date +%s.%N) $PPID >> {led}; sleep 1; "
+            f"echo par-{n} end $(date +%s.%N) $PPID >> {led}",
+        }
+        for n in range(4)
+    ]
     assert queue.enqueue_file(specs) == 4
     sup = queue.start_workers("--concurrency", "4", count=1)
 
-    wait_until(lambda: queue.counts().get("completed", 0) == 4, 20,
-               message=lambda: f"4 completed; {queue.counts()}\n{queue.logs()}")
+    wait_until(
+        lambda: queue.counts().get("completed", 0) == 4,
+        20,
+        message=lambda: f"4 completed; {queue.counts()}\n{queue.logs()}",
+    )
     records = [line.split() for line in lines(ledger)]
     starts = {r[0]: float(r[2]) for r in records if r[1] == "start"}
     ends = {r[0]: float(r[2]) for r in records if r[1] == "end"}
@@ -304,8 +330,9 @@ def test_job_cwd_env_and_missing_cwd(queue: Queue, tmp_path: Path) -> None:
     workdir.mkdir()
     missing = tmp_path / "no-such-dir"
     after = tmp_path / "after.txt"
-    good = queue.enqueue("pwd > where.txt; echo \"STAGE=$STAGE\" >> where.txt; env > env.txt",
-                         "--cwd", str(workdir), "--env", "STAGE=prod")
+    good = queue.enqueue(
+        'pwd > where.txt; echo "STAGE=$STAGE" >> where.txt; env > env.txt', "--cwd", str(workdir), "--env", "STAGE=prod"
+    )
     bad = queue.enqueue("echo should-not-run", "--cwd", str(missing), "--max-retries", "0")
     later = queue.enqueue(f"echo ok > {quote(str(after))}")
     sup = queue.start_workers(count=1)
@@ -314,8 +341,7 @@ def test_job_cwd_env_and_missing_cwd(queue: Queue, tmp_path: Path) -> None:
     queue.wait_state(later, "completed", 15)
     assert queue.show(good)["state"] == "completed"
     assert (workdir / "where.txt").read_text().splitlines() == [str(workdir), "STAGE=prod"]
-    env = dict(line.split("=", 1) for line in (workdir / "env.txt").read_text().splitlines()
-               if "=" in line)
+    env = dict(line.split("=", 1) for line in (workdir / "env.txt").read_text().splitlines() if "=" in line)
     assert env.get("STAGE") == "prod"
     assert "QUEUECTL_DB" not in env, "the database URL leaked into the job's environment"
     assert not [key for key in env if key.startswith("QUEUECTL_")]
@@ -339,17 +365,18 @@ def test_job_cwd_env_and_missing_cwd(queue: Queue, tmp_path: Path) -> None:
 def test_second_sigterm_hurries_and_kill_grace_ends_stubborn_job(queue: Queue, tmp_path: Path) -> None:
     queue.config(**FAST, kill_grace=0.5)  # shutdown-grace stays at its default, 30 s
     pid_file = tmp_path / "job.pid"
-    job_id = queue.enqueue(
-        f"trap '' TERM; echo $$ > {quote(str(pid_file))}; while :; do sleep 0.1; done"
-    )
+    job_id = queue.enqueue(f"trap '' TERM; echo $$ > {quote(str(pid_file))}; while :; do sleep 0.1; done")
     sup = queue.start_workers(count=1)
     wait_until(lambda: read_pid(pid_file), 10, message=lambda: f"job started\n{queue.logs()}")
     job_pid = read_pid(pid_file)
     assert job_pid is not None
 
     sup.send_signal(signal.SIGTERM)
-    wait_until(lambda: [w.state for w in worker_service.list_workers(queue.store)] == ["stopping"], 5,
-               message=lambda: f"the worker stopping after the first signal\n{queue.logs()}")
+    wait_until(
+        lambda: [w.state for w in worker_service.list_workers(queue.store)] == ["stopping"],
+        5,
+        message=lambda: f"the worker stopping after the first signal\n{queue.logs()}",
+    )
     assert sup.poll() is None and pid_alive(job_pid), "the first signal must let the job run on"
     assert queue.state(job_id) == "processing"
 
@@ -366,12 +393,9 @@ def test_second_sigterm_hurries_and_kill_grace_ends_stubborn_job(queue: Queue, t
 def test_sigint_to_process_group_is_one_graceful_stop(queue: Queue, tmp_path: Path) -> None:
     queue.config(**FAST)
     ledger = tmp_path / "ledger"
-    job_id = queue.enqueue(
-        f"echo started >> {quote(str(ledger))}; sleep 1; echo done >> {quote(str(ledger))}"
-    )
+    job_id = queue.enqueue(f"echo started >> {quote(str(ledger))}; sleep 1; echo done >> {quote(str(ledger))}")
     sup = queue.start_workers(count=2)
-    wait_until(lambda: lines(ledger) == ["started"], 10,
-               message=lambda: f"job started\n{queue.logs()}")
+    wait_until(lambda: lines(ledger) == ["started"], 10, message=lambda: f"job started\n{queue.logs()}")
 
     os.killpg(sup.pid, signal.SIGINT)  # as a terminal's Ctrl-C: supervisor and workers alike
     assert queue.wait_exit(sup, 15) == 0
@@ -409,19 +433,22 @@ def job_signals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             q.wait_state(job_id, "completed", 15)
         sup.send_signal(signal.SIGTERM)
         assert q.wait_exit(sup, 15) == 0
-        yield {kind: (ignored_signals(workdir / f"sigign-{kind}.txt"), q.show(job_id)["output"])
-               for kind, job_id in ids.items()}
+        yield {
+            kind: (ignored_signals(workdir / f"sigign-{kind}.txt"), q.show(job_id)["output"])
+            for kind, job_id in ids.items()
+        }
     finally:
         q.cleanup()
 
 
-@pytest.mark.parametrize("kind", [
-    "no-cwd",
-    "with-cwd",
-])
-def test_job_does_not_inherit_ignored_sigpipe(
-    job_signals: dict[str, tuple[set[int], str]], kind: str
-) -> None:
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "no-cwd",
+        "with-cwd",
+    ],
+)
+def test_job_does_not_inherit_ignored_sigpipe(job_signals: dict[str, tuple[set[int], str]], kind: str) -> None:
     ignored, output = job_signals[kind]
     assert signal.SIGPIPE not in ignored, f"the job runs with SIGPIPE ignored (SigIgn {ignored})"
     assert signal.SIGXFSZ not in ignored, f"the job runs with SIGXFSZ ignored (SigIgn {ignored})"

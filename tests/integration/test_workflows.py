@@ -89,7 +89,11 @@ def test_racing_enqueues_with_one_unique_key_accept_exactly_one(queue: Queue) ->
     def enqueue() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "queuectl", "enqueue", "sleep 5", "--unique-key", "sync"],
-            env=queue.env, cwd=queue.root, capture_output=True, text=True, timeout=60,
+            env=queue.env,
+            cwd=queue.root,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
@@ -114,11 +118,13 @@ def test_on_finish_hook_runs_with_the_outcome_and_cannot_change_it(queue: Queue,
     queue.enqueue("true", "--id", "broken-hook", "--on-finish", "echo oops; exit 9")
     queue.start_workers()
 
-    wait_until(lambda: hooks.exists() and len(hooks.read_text().splitlines()) == 2, 15,
-               message="both hooks to run")
+    wait_until(lambda: hooks.exists() and len(hooks.read_text().splitlines()) == 2, 15, message="both hooks to run")
     assert sorted(hooks.read_text().splitlines()) == ["bad dead 4", "ok completed 0"]
-    job = wait_until(lambda: (j := queue.job("broken-hook")) and j.hook_state == "failed" and j, 15,
-                     message="the failing hook to be recorded")
+    job = wait_until(
+        lambda: (j := queue.job("broken-hook")) and j.hook_state == "failed" and j,
+        15,
+        message="the failing hook to be recorded",
+    )
     assert job.state == "completed" and "exited with 9" in job.hook_error
     assert queue.running_workers(), "a failing hook must not crash the worker"
 

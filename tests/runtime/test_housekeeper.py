@@ -53,8 +53,15 @@ def keeper(store: Store, clock: Clock, hooks_run: list[str] | None = None) -> Ho
             hooks_run.append(job.id)
         return None if job.exit_code == 0 else "hook exited with 1: no"
 
-    return Housekeeper(store, lambda: CONFIG, {}, lambda text: None, clock=lambda: clock.mono,
-                       wall=lambda: clock.wall, run_hook=run_hook)
+    return Housekeeper(
+        store,
+        lambda: CONFIG,
+        {},
+        lambda text: None,
+        clock=lambda: clock.mono,
+        wall=lambda: clock.wall,
+        run_hook=run_hook,
+    )
 
 
 def job(job_id: str, at: float, **fields: object) -> Job:
@@ -62,9 +69,17 @@ def job(job_id: str, at: float, **fields: object) -> Job:
 
 
 def test_a_due_schedule_fires_once_per_slot_and_is_looked_at_every_second(store: Store, clock: Clock) -> None:
-    schedule_service.insert_schedule(store, Schedule(
-        name="tick", cron="* * * * *", tz="UTC", spec={"command": "true"}, next_fire_at=clock.wall - 1,
-        created_at=clock.wall))
+    schedule_service.insert_schedule(
+        store,
+        Schedule(
+            name="tick",
+            cron="* * * * *",
+            tz="UTC",
+            spec={"command": "true"},
+            next_fire_at=clock.wall - 1,
+            created_at=clock.wall,
+        ),
+    )
     chores = keeper(store, clock)
     assert chores.tick(stopping=False) is True  # fired: workers may claim
     assert [j.schedule for j in store.list_jobs()] == ["tick"]

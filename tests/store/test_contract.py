@@ -65,8 +65,9 @@ def lease_of(job: Job) -> Lease:
     return Lease(job.id, job.locked_by, job.attempts)
 
 
-def claim_one(store: Store, worker: str = "w1", queues: list[str] | None = None,
-              now: float = NOW, lease: float = LEASE) -> Job:
+def claim_one(
+    store: Store, worker: str = "w1", queues: list[str] | None = None, now: float = NOW, lease: float = LEASE
+) -> Job:
     jobs = store.claim(worker, queues, now, lease)
     assert len(jobs) == 1, f"expected one claimed job, got {ids(jobs)}"
     return jobs[0]
@@ -95,12 +96,18 @@ def settle(store: Store, job: Job, state: str, at: float, **outcome: Any) -> Job
     return settled
 
 
-def worker_info(worker_id: str, started_at: float, state: str = "running",
-                last_heartbeat: float | None = None) -> WorkerInfo:
+def worker_info(
+    worker_id: str, started_at: float, state: str = "running", last_heartbeat: float | None = None
+) -> WorkerInfo:
     return WorkerInfo(
-        id=worker_id, host="host-1", pid=4242, state=state, started_at=started_at,
+        id=worker_id,
+        host="host-1",
+        pid=4242,
+        state=state,
+        started_at=started_at,
         last_heartbeat=started_at if last_heartbeat is None else last_heartbeat,
-        queues="default,bulk", concurrency=2,
+        queues="default,bulk",
+        concurrency=2,
     )
 
 
@@ -115,8 +122,7 @@ def second_handle(store: Store) -> Store:
 
 
 def test_enqueue_many_inserts_every_job_and_returns_the_count(store: Store, make_job: MakeJob) -> None:
-    jobs = [make_job("a", created_at=NOW), make_job("b", created_at=NOW + 1),
-            make_job("c", created_at=NOW + 2)]
+    jobs = [make_job("a", created_at=NOW), make_job("b", created_at=NOW + 1), make_job("c", created_at=NOW + 2)]
 
     assert lifecycle.enqueue(store, jobs) == 3
 
@@ -126,8 +132,15 @@ def test_enqueue_many_inserts_every_job_and_returns_the_count(store: Store, make
 
 def test_a_job_reads_back_exactly_as_enqueued(store: Store, make_job: MakeJob) -> None:
     job = make_job(
-        "full", command="echo \"$GREETING\" > out.txt", queue="reports", priority=7, max_retries=5,
-        timeout=12.5, cwd="/srv/app", env={"GREETING": "héllo", "EMPTY": ""}, created_at=NOW,
+        "full",
+        command='echo "$GREETING" > out.txt',
+        queue="reports",
+        priority=7,
+        max_retries=5,
+        timeout=12.5,
+        cwd="/srv/app",
+        env={"GREETING": "héllo", "EMPTY": ""},
+        created_at=NOW,
         run_at=NOW + 3600.0,
     )
     lifecycle.enqueue_job(store, job)
@@ -144,14 +157,15 @@ def test_enqueue_of_an_existing_id_is_a_conflict(store: Store, make_job: MakeJob
     assert job_of(store, "same").command == "echo first"
 
 
-def test_enqueue_many_with_a_duplicate_in_the_middle_inserts_nothing(
-    store: Store, make_job: MakeJob
-) -> None:
+def test_enqueue_many_with_a_duplicate_in_the_middle_inserts_nothing(store: Store, make_job: MakeJob) -> None:
     # Given an existing job "dup"
     lifecycle.enqueue_job(store, make_job("dup", created_at=NOW - 10))
     # When a batch holding "dup" between two new jobs is enqueued
-    batch = [make_job("new-1", created_at=NOW), make_job("dup", created_at=NOW + 1),
-             make_job("new-2", created_at=NOW + 2)]
+    batch = [
+        make_job("new-1", created_at=NOW),
+        make_job("dup", created_at=NOW + 1),
+        make_job("new-2", created_at=NOW + 2),
+    ]
     with pytest.raises(Conflict, match="dup"):
         lifecycle.enqueue(store, batch)
     # Then none of the batch is there, before or after the duplicate
@@ -161,9 +175,7 @@ def test_enqueue_many_with_a_duplicate_in_the_middle_inserts_nothing(
     assert store.counts() == {"default": {"pending": 1}}
 
 
-def test_enqueue_many_with_the_same_id_twice_in_the_batch_inserts_nothing(
-    store: Store, make_job: MakeJob
-) -> None:
+def test_enqueue_many_with_the_same_id_twice_in_the_batch_inserts_nothing(store: Store, make_job: MakeJob) -> None:
     with pytest.raises(Conflict, match="twice"):
         lifecycle.enqueue(store, [make_job("twice"), make_job("other"), make_job("twice")])
 
@@ -286,13 +298,16 @@ def test_claim_skips_a_job_whose_run_at_is_in_the_future(store: Store, make_job:
 
 def test_claim_order_is_priority_then_enqueue_time(store: Store, make_job: MakeJob) -> None:
     # Given jobs enqueued in an order unrelated to the claim order
-    lifecycle.enqueue(store, [
-        make_job("low-old", priority=0, created_at=NOW - 9),
-        make_job("high-new", priority=5, created_at=NOW - 5),
-        make_job("mid", priority=1, created_at=NOW - 8),
-        make_job("high-old", priority=5, created_at=NOW - 7),
-        make_job("negative", priority=-3, created_at=NOW - 10),
-    ])
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("low-old", priority=0, created_at=NOW - 9),
+            make_job("high-new", priority=5, created_at=NOW - 5),
+            make_job("mid", priority=1, created_at=NOW - 8),
+            make_job("high-old", priority=5, created_at=NOW - 7),
+            make_job("negative", priority=-3, created_at=NOW - 10),
+        ],
+    )
     expected = ["high-old", "high-new", "mid", "low-old", "negative"]
 
     # When they are claimed one at a time
@@ -315,14 +330,15 @@ def test_claim_with_a_limit_takes_the_first_jobs_in_claim_order(store: Store, ma
     assert store.claim("w3", None, NOW, LEASE, limit=10) == []
 
 
-def test_claim_follows_the_order_of_the_queue_list_before_priority(
-    store: Store, make_job: MakeJob
-) -> None:
-    lifecycle.enqueue(store, [
-        make_job("bulk-job", queue="bulk", priority=100, created_at=NOW - 100),
-        make_job("urgent-job", queue="urgent", priority=0, created_at=NOW - 1),
-        make_job("other-job", queue="other", priority=1000, created_at=NOW - 200),
-    ])
+def test_claim_follows_the_order_of_the_queue_list_before_priority(store: Store, make_job: MakeJob) -> None:
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("bulk-job", queue="bulk", priority=100, created_at=NOW - 100),
+            make_job("urgent-job", queue="urgent", priority=0, created_at=NOW - 1),
+            make_job("other-job", queue="other", priority=1000, created_at=NOW - 200),
+        ],
+    )
 
     first = claim_one(store, queues=["urgent", "bulk"])
     second = claim_one(store, queues=["urgent", "bulk"])
@@ -333,21 +349,27 @@ def test_claim_follows_the_order_of_the_queue_list_before_priority(
 
 
 def test_claim_without_queues_takes_from_any_queue_by_priority(store: Store, make_job: MakeJob) -> None:
-    lifecycle.enqueue(store, [
-        make_job("a-low", queue="a", priority=1, created_at=NOW - 3),
-        make_job("b-high", queue="b", priority=9, created_at=NOW - 2),
-        make_job("c-mid", queue="c", priority=5, created_at=NOW - 1),
-    ])
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("a-low", queue="a", priority=1, created_at=NOW - 3),
+            make_job("b-high", queue="b", priority=9, created_at=NOW - 2),
+            make_job("c-mid", queue="c", priority=5, created_at=NOW - 1),
+        ],
+    )
 
     assert [claim_one(store, queues=None).id for _ in range(3)] == ["b-high", "c-mid", "a-low"]
 
 
 def test_claim_with_a_limit_fills_from_the_queues_in_order(store: Store, make_job: MakeJob) -> None:
-    lifecycle.enqueue(store, [
-        make_job("a-1", queue="a", priority=0, created_at=NOW - 1),
-        make_job("b-top", queue="b", priority=9, created_at=NOW - 3),
-        make_job("b-next", queue="b", priority=0, created_at=NOW - 2),
-    ])
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("a-1", queue="a", priority=0, created_at=NOW - 1),
+            make_job("b-top", queue="b", priority=9, created_at=NOW - 3),
+            make_job("b-next", queue="b", priority=0, created_at=NOW - 2),
+        ],
+    )
 
     claimed = store.claim("w1", ["a", "b"], NOW, LEASE, limit=2)
 
@@ -356,21 +378,27 @@ def test_claim_with_a_limit_fills_from_the_queues_in_order(store: Store, make_jo
 
 
 def test_claim_returns_its_jobs_in_claim_order_across_queues(store: Store, make_job: MakeJob) -> None:
-    lifecycle.enqueue(store, [
-        make_job("a-1", queue="a", priority=0, created_at=NOW - 1),
-        make_job("b-top", queue="b", priority=9, created_at=NOW - 3),
-    ])
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("a-1", queue="a", priority=0, created_at=NOW - 1),
+            make_job("b-top", queue="b", priority=9, created_at=NOW - 3),
+        ],
+    )
 
     assert ids(store.claim("w1", ["a", "b"], NOW, LEASE, limit=2)) == ["a-1", "b-top"]
 
 
 def test_a_paused_queue_is_skipped_until_resumed(store: Store, make_job: MakeJob) -> None:
     # Given a paused queue "a" holding the best job, and an active queue "b"
-    lifecycle.enqueue(store, [
-        make_job("a-job", queue="a", priority=9, created_at=NOW - 9),
-        make_job("b-1", queue="b", created_at=NOW - 2),
-        make_job("b-2", queue="b", created_at=NOW - 1),
-    ])
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("a-job", queue="a", priority=9, created_at=NOW - 9),
+            make_job("b-1", queue="b", created_at=NOW - 2),
+            make_job("b-2", queue="b", created_at=NOW - 1),
+        ],
+    )
     queue_service.set_paused(store, "a", True)
     queue_service.set_paused(store, "a", True)  # idempotent
     assert queue_service.paused_queues(store) == {"a"}
@@ -439,12 +467,11 @@ def test_heartbeat_without_beats_does_nothing(store: Store) -> None:
     assert lifecycle.heartbeat(store, "w1", [], NOW, LEASE) == set()
 
 
-def test_heartbeat_reports_cancelled_finished_and_unknown_jobs_as_lost(
-    store: Store, make_job: MakeJob
-) -> None:
+def test_heartbeat_reports_cancelled_finished_and_unknown_jobs_as_lost(store: Store, make_job: MakeJob) -> None:
     # Given four jobs held by w1: one kept, one cancelled, one finished; and one id never enqueued
-    lifecycle.enqueue(store, [make_job(name, created_at=NOW - n)
-                        for n, name in enumerate(["held", "cancelled", "finished"])])
+    lifecycle.enqueue(
+        store, [make_job(name, created_at=NOW - n) for n, name in enumerate(["held", "cancelled", "finished"])]
+    )
     held = {job.id: job for job in store.claim("w1", None, NOW, LEASE, limit=3)}
     lifecycle.cancel(store, "cancelled", NOW + 1)
     assert lifecycle.finish(store, lease_of(held["finished"]), Outcome(COMPLETED, NOW + 2, exit_code=0))
@@ -463,9 +490,7 @@ def test_heartbeat_reports_cancelled_finished_and_unknown_jobs_as_lost(
     assert store.get("ghost") is None
 
 
-def test_heartbeat_of_a_recovered_and_retaken_job_is_lost_for_the_old_lease(
-    store: Store, make_job: MakeJob
-) -> None:
+def test_heartbeat_of_a_recovered_and_retaken_job_is_lost_for_the_old_lease(store: Store, make_job: MakeJob) -> None:
     # Given w1's lease on "j" expired, the job was recovered and w2 took it (attempt 2)
     lifecycle.enqueue_job(store, make_job("j", max_retries=3))
     old = claim_one(store, "w1", lease=5)
@@ -507,8 +532,7 @@ def test_finish_records_a_completed_attempt(store: Store, make_job: MakeJob) -> 
     job = claim_one(store)
     lifecycle.heartbeat(store, "w1", [(lease_of(job), "partial")], NOW + 2, LEASE)
 
-    assert lifecycle.finish(store, lease_of(job), Outcome(COMPLETED, NOW + 5, exit_code=0, output="hi\n",
-                                               duration=4.5))
+    assert lifecycle.finish(store, lease_of(job), Outcome(COMPLETED, NOW + 5, exit_code=0, output="hi\n", duration=4.5))
 
     done = job_of(store, "ok")
     assert done.state == COMPLETED
@@ -532,8 +556,11 @@ def test_finish_records_a_failed_attempt_for_a_later_retry(store: Store, make_jo
     lifecycle.enqueue_job(store, make_job("bad"))
     job = claim_one(store)
 
-    assert lifecycle.finish(store, lease_of(job), Outcome(FAILED, NOW + 3, run_at=NOW + 13, exit_code=2,
-                                               last_error="exit code 2", duration=3.0))
+    assert lifecycle.finish(
+        store,
+        lease_of(job),
+        Outcome(FAILED, NOW + 3, run_at=NOW + 13, exit_code=2, last_error="exit code 2", duration=3.0),
+    )
 
     failed = job_of(store, "bad")
     assert (failed.state, failed.run_at, failed.attempts) == (FAILED, NOW + 13, 1)
@@ -598,9 +625,7 @@ def test_finish_of_a_cancelled_job_is_refused(store: Store, make_job: MakeJob) -
     assert (after.state, after.output, after.exit_code) == (CANCELLED, None, None)
 
 
-def test_finish_with_expired_before_requires_the_lease_to_have_ended(
-    store: Store, make_job: MakeJob
-) -> None:
+def test_finish_with_expired_before_requires_the_lease_to_have_ended(store: Store, make_job: MakeJob) -> None:
     lifecycle.enqueue_job(store, make_job("j"))
     job = claim_one(store, lease=LEASE)  # lease ends at NOW + 30
     before = job_of(store, "j")
@@ -619,11 +644,14 @@ def test_finish_with_expired_before_requires_the_lease_to_have_ended(
 def test_expired_lists_processing_jobs_whose_lease_ended(store: Store, make_job: MakeJob) -> None:
     # Given leases ending at NOW+30 and NOW+60, and jobs that are not processing
     settle(store, make_job("done", queue="q0", created_at=NOW - 50), COMPLETED, at=NOW - 40)
-    lifecycle.enqueue(store, [
-        make_job("short", queue="q1", created_at=NOW - 3),
-        make_job("long", queue="q2", created_at=NOW - 2),
-        make_job("waiting", queue="q3", created_at=NOW - 1, run_at=NOW + 10_000),
-    ])
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("short", queue="q1", created_at=NOW - 3),
+            make_job("long", queue="q2", created_at=NOW - 2),
+            make_job("waiting", queue="q3", created_at=NOW - 1, run_at=NOW + 10_000),
+        ],
+    )
     claim_one(store, "w1", ["q1"], lease=30)
     claim_one(store, "w2", ["q2"], lease=60)
 
@@ -715,9 +743,7 @@ def test_retry_dead_of_an_unknown_job_is_not_found(store: Store) -> None:
 
 
 @pytest.mark.parametrize("state", [PENDING, FAILED, COMPLETED, CANCELLED])
-def test_retry_dead_of_a_job_that_is_not_dead_is_a_conflict(
-    store: Store, make_job: MakeJob, state: str
-) -> None:
+def test_retry_dead_of_a_job_that_is_not_dead_is_a_conflict(store: Store, make_job: MakeJob, state: str) -> None:
     job = make_job("j")
     if state == PENDING:
         lifecycle.enqueue_job(store, job)
@@ -786,12 +812,15 @@ def test_list_jobs_is_newest_first_and_limited(store: Store, make_job: MakeJob) 
 def test_list_jobs_filters_by_state_and_queue(store: Store, make_job: MakeJob) -> None:
     # Given jobs in queues a and b, in states pending, processing and completed
     settle(store, make_job("a-done", queue="a", created_at=NOW - 10), COMPLETED, at=NOW - 5)
-    lifecycle.enqueue(store, [
-        make_job("a-run", queue="a", created_at=NOW - 4),
-        make_job("a-wait", queue="a", created_at=NOW - 3, run_at=NOW + 1000),
-        make_job("b-run", queue="b", created_at=NOW - 2),
-        make_job("b-wait", queue="b", created_at=NOW - 1, run_at=NOW + 1000),
-    ])
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("a-run", queue="a", created_at=NOW - 4),
+            make_job("a-wait", queue="a", created_at=NOW - 3, run_at=NOW + 1000),
+            make_job("b-run", queue="b", created_at=NOW - 2),
+            make_job("b-wait", queue="b", created_at=NOW - 1, run_at=NOW + 1000),
+        ],
+    )
     store.claim("w1", None, NOW, LEASE, limit=5)
 
     # Then each filter returns just its jobs, newest first
@@ -871,8 +900,9 @@ def test_next_due_is_the_earliest_run_at_of_a_claimable_job(store: Store, make_j
     # Given: failed in b (retry at 1200), pending in a at 1500, and earlier non-claimable jobs
     settle(store, make_job("b-failed", queue="b"), FAILED, at=NOW + 1, run_at=1200.0)
     settle(store, make_job("c-done", queue="c"), COMPLETED, at=NOW + 1)
-    lifecycle.enqueue(store, [make_job("a-later", queue="a", run_at=1500.0),
-                        make_job("d-running", queue="d", run_at=NOW)])
+    lifecycle.enqueue(
+        store, [make_job("a-later", queue="a", run_at=1500.0), make_job("d-running", queue="d", run_at=NOW)]
+    )
     claim_one(store, queues=["d"])
 
     assert store.next_due(None) == 1200.0
@@ -926,8 +956,7 @@ def test_beat_worker_records_the_beat_and_returns_the_stop_flag(store: Store) ->
     assert worker_service.request_stop(store) == 1
     assert worker_service.beat_worker(store, "w1", 160.0, "stopping", []) is True
     [info] = worker_service.list_workers(store)
-    assert (info.last_heartbeat, info.state, info.current_jobs, info.stop_requested) == (
-        160.0, "stopping", [], True)
+    assert (info.last_heartbeat, info.state, info.current_jobs, info.stop_requested) == (160.0, "stopping", [], True)
 
 
 def test_beat_worker_of_an_unknown_worker_is_false(store: Store) -> None:
@@ -942,11 +971,17 @@ def test_request_stop_asks_running_workers_only(store: Store) -> None:
 
     assert worker_service.request_stop(store, ["r1"]) == 1
     assert {w.id: w.stop_requested for w in worker_service.list_workers(store)} == {
-        "r1": True, "r2": False, "gone": False}
+        "r1": True,
+        "r2": False,
+        "gone": False,
+    }
     assert worker_service.request_stop(store, ["gone"]) == 0
     assert worker_service.request_stop(store, ["r2", "ghost"]) == 1
     assert {w.id: w.stop_requested for w in worker_service.list_workers(store)} == {
-        "r1": True, "r2": True, "gone": False}
+        "r1": True,
+        "r2": True,
+        "gone": False,
+    }
 
 
 def test_request_stop_of_all_workers(store: Store) -> None:
@@ -1069,8 +1104,9 @@ def test_failure_outcomes_retry_with_growing_delays_then_go_dead(store: Store, m
 # --- service rules, pure ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("attempts", "expected"), [(0, 1.0), (1, 2.0), (3, 8.0), (11, 2048.0),
-                                                    (12, 3600.0), (1000, 3600.0)])
+@pytest.mark.parametrize(
+    ("attempts", "expected"), [(0, 1.0), (1, 2.0), (3, 8.0), (11, 2048.0), (12, 3600.0), (1000, 3600.0)]
+)
 def test_retry_delay_is_base_to_the_attempts_capped(attempts: int, expected: float) -> None:
     assert lifecycle.retry_delay(attempts, RuntimeConfig(backoff_base=2.0, backoff_max=3600.0)) == expected
 
@@ -1083,9 +1119,15 @@ def test_retry_delay_cap_of_zero_retries_at_once() -> None:
     assert lifecycle.retry_delay(5, RuntimeConfig(backoff_base=3.0, backoff_max=0.0)) == 0.0
 
 
-@pytest.mark.parametrize(("attempts", "max_retries", "state", "delay"), [
-    (1, 3, FAILED, 2.0), (3, 3, FAILED, 8.0), (4, 3, DEAD, None), (1, 0, DEAD, None),
-])
+@pytest.mark.parametrize(
+    ("attempts", "max_retries", "state", "delay"),
+    [
+        (1, 3, FAILED, 2.0),
+        (3, 3, FAILED, 8.0),
+        (4, 3, DEAD, None),
+        (1, 0, DEAD, None),
+    ],
+)
 def test_failure_outcome_retries_until_max_retries(
     make_job: MakeJob, attempts: int, max_retries: int, state: str, delay: float | None
 ) -> None:
@@ -1110,8 +1152,10 @@ def test_finish_and_claim_records_outcomes_then_claims(store: Store, make_job: M
     held = {job.id: job for job in store.claim("w1", None, NOW, LEASE, limit=2)}
     lifecycle.cancel(store, "stale", NOW + 1)
     lifecycle.enqueue_job(store, make_job("next", created_at=NOW + 1))
-    outcomes = [(lease_of(held["done"]), Outcome(COMPLETED, NOW + 5, exit_code=0)),
-                (lease_of(held["stale"]), Outcome(COMPLETED, NOW + 5, exit_code=0))]
+    outcomes = [
+        (lease_of(held["done"]), Outcome(COMPLETED, NOW + 5, exit_code=0)),
+        (lease_of(held["stale"]), Outcome(COMPLETED, NOW + 5, exit_code=0)),
+    ]
 
     # When it reports both and asks for more work in one call
     written, claimed = lifecycle.finish_and_claim(store, outcomes, "w1", None, NOW + 5, LEASE, limit=3)
@@ -1128,8 +1172,9 @@ def test_finish_and_claim_with_no_free_slot_claims_nothing(store: Store, make_jo
     lifecycle.enqueue(store, [make_job("a", created_at=NOW - 1), make_job("b", created_at=NOW)])
     job = claim_one(store)
 
-    written, claimed = lifecycle.finish_and_claim(store,
-        [(lease_of(job), Outcome(COMPLETED, NOW + 1, exit_code=0))], "w1", None, NOW + 1, LEASE, limit=0)
+    written, claimed = lifecycle.finish_and_claim(
+        store, [(lease_of(job), Outcome(COMPLETED, NOW + 1, exit_code=0))], "w1", None, NOW + 1, LEASE, limit=0
+    )
 
     assert (written, claimed) == ([True], [])
     assert job_of(store, "b").state == PENDING
@@ -1159,14 +1204,11 @@ def complete(store: Store, job_id: str, at: float, state: str = COMPLETED) -> No
     job = job_of(store, job_id)
     claimed = claim_one(store, "w-parent", [job.queue], now=max(at - 1, job.run_at))
     assert claimed.id == job_id
-    outcome = Outcome(state, at, exit_code=0 if state == COMPLETED else 1,
-                      run_at=at + 60 if state == FAILED else None)
+    outcome = Outcome(state, at, exit_code=0 if state == COMPLETED else 1, run_at=at + 60 if state == FAILED else None)
     assert lifecycle.finish(store, lease_of(claimed), outcome)
 
 
-def test_a_job_after_a_running_parent_waits_and_is_released_on_completion(
-    store: Store, make_job: MakeJob
-) -> None:
+def test_a_job_after_a_running_parent_waits_and_is_released_on_completion(store: Store, make_job: MakeJob) -> None:
     # Given a child enqueued after two parents, neither finished
     lifecycle.enqueue(store, [make_job("p1", queue="qp1"), make_job("p2", queue="qp2")])
     lifecycle.enqueue_job(store, make_job("child", queue="qc", after=["p1", "p2"], created_at=NOW + 1))
@@ -1206,8 +1248,14 @@ def test_a_parent_that_does_not_complete_cancels_its_waiting_jobs_transitively(
     store: Store, make_job: MakeJob, parent_end: str
 ) -> None:
     # Given extract <- child <- grandchild
-    lifecycle.enqueue(store, [make_job("extract", queue="qp"), make_job("child", queue="qc", after=["extract"]),
-                        make_job("grandchild", queue="qg", after=["child"])])
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("extract", queue="qp"),
+            make_job("child", queue="qc", after=["extract"]),
+            make_job("grandchild", queue="qg", after=["child"]),
+        ],
+    )
 
     # When extract ends dead or cancelled
     if parent_end == CANCELLED:
@@ -1274,8 +1322,14 @@ def test_enqueue_after_a_missing_or_ended_parent_is_refused_and_inserts_nothing(
 
 
 def test_a_waiting_job_can_be_cancelled_and_cancels_its_own_children(store: Store, make_job: MakeJob) -> None:
-    lifecycle.enqueue(store, [make_job("p", queue="qp"), make_job("child", queue="qc", after=["p"]),
-                        make_job("grandchild", queue="qg", after=["child"])])
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("p", queue="qp"),
+            make_job("child", queue="qc", after=["p"]),
+            make_job("grandchild", queue="qg", after=["child"]),
+        ],
+    )
 
     assert lifecycle.cancel(store, "child", NOW + 5).state == CANCELLED
 
@@ -1287,8 +1341,9 @@ def test_finish_and_claim_can_claim_the_job_its_outcome_released(store: Store, m
     lifecycle.enqueue(store, [make_job("p", created_at=NOW - 1), make_job("child", after=["p"], created_at=NOW)])
     parent = claim_one(store)
 
-    written, claimed = lifecycle.finish_and_claim(store,
-        [(lease_of(parent), Outcome(COMPLETED, NOW + 5, exit_code=0))], "w1", None, NOW + 5, LEASE, limit=1)
+    written, claimed = lifecycle.finish_and_claim(
+        store, [(lease_of(parent), Outcome(COMPLETED, NOW + 5, exit_code=0))], "w1", None, NOW + 5, LEASE, limit=1
+    )
 
     assert written == [True]
     assert ids(claimed) == ["child"]
@@ -1296,8 +1351,10 @@ def test_finish_and_claim_can_claim_the_job_its_outcome_released(store: Store, m
 
 def test_a_purged_completed_parent_does_not_block_its_waiting_job(store: Store, make_job: MakeJob) -> None:
     # Given a child after p1 and p2; p1 completed and was purged (e.g. by retention)
-    lifecycle.enqueue(store, [make_job("p1", queue="qp1"), make_job("p2", queue="qp2"),
-                        make_job("child", queue="qc", after=["p1", "p2"])])
+    lifecycle.enqueue(
+        store,
+        [make_job("p1", queue="qp1"), make_job("p2", queue="qp2"), make_job("child", queue="qc", after=["p1", "p2"])],
+    )
     complete(store, "p1", NOW + 10)
     assert store.purge([COMPLETED], finished_before=NOW + 11) == 1
 
@@ -1308,16 +1365,17 @@ def test_a_purged_completed_parent_does_not_block_its_waiting_job(store: Store, 
     assert job_of(store, "child").state == PENDING
 
 
-def test_a_parent_completing_during_the_enqueue_of_its_child_still_releases_it(
-    store: Store, make_job: MakeJob
-) -> None:
+def test_a_parent_completing_during_the_enqueue_of_its_child_still_releases_it(store: Store, make_job: MakeJob) -> None:
     # Given a running parent, and another handle on which its worker will report completion
     lifecycle.enqueue_job(store, make_job("p", queue="qp"))
     parent = claim_one(store, "w-parent", ["qp"])
     other = second_handle(store)
     reported: list[bool] = []
-    worker = threading.Thread(target=lambda: reported.append(
-        lifecycle.finish(other, lease_of(parent), Outcome(COMPLETED, NOW + 5, exit_code=0))))
+    worker = threading.Thread(
+        target=lambda: reported.append(
+            lifecycle.finish(other, lease_of(parent), Outcome(COMPLETED, NOW + 5, exit_code=0))
+        )
+    )
 
     # When the parent completes while the child's enqueue is in progress
     def jobs() -> Iterator[Job]:
@@ -1441,9 +1499,14 @@ def test_finish_hook_records_the_result_without_touching_the_job(
 
 def test_hooks_of_cancelled_jobs_are_due_oldest_first(store: Store, make_job: MakeJob) -> None:
     # Given a parent with a hook, and a waiting child with a hook
-    lifecycle.enqueue(store, [make_job("p", queue="qp", on_finish="h1"),
-                        make_job("child", queue="qc", after=["p"], on_finish="h2"),
-                        make_job("newer", queue="qn", on_finish="h3")])
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("p", queue="qp", on_finish="h1"),
+            make_job("child", queue="qc", after=["p"], on_finish="h2"),
+            make_job("newer", queue="qn", on_finish="h3"),
+        ],
+    )
     lifecycle.cancel(store, "p", NOW + 5)  # cancels the child too
     lifecycle.cancel(store, "newer", NOW + 9)
 
@@ -1458,8 +1521,9 @@ def test_hooks_of_cancelled_jobs_are_due_oldest_first(store: Store, make_job: Ma
 
 def make_schedule(name: str, next_fire_at: float = NOW + 60, **fields: Any) -> Schedule:
     fields.setdefault("spec", {"command": f"./{name}.sh", "queue": "cron", "priority": 2})
-    return Schedule(name=name, cron="* * * * *", tz="Europe/Berlin", next_fire_at=next_fire_at,
-                    created_at=NOW, **fields)
+    return Schedule(
+        name=name, cron="* * * * *", tz="Europe/Berlin", next_fire_at=next_fire_at, created_at=NOW, **fields
+    )
 
 
 def test_schedules_are_listed_by_name_and_names_are_unique(store: Store) -> None:
@@ -1470,8 +1534,10 @@ def test_schedules_are_listed_by_name_and_names_are_unique(store: Store) -> None
     with pytest.raises(Conflict, match="alpha"):
         schedule_service.insert_schedule(store, make_schedule("alpha"))
 
-    assert schedule_service.list_schedules(store) == [make_schedule("alpha", spec={"command": "x", "env": {"A": "1"}}),
-                                      make_schedule("zeta")]
+    assert schedule_service.list_schedules(store) == [
+        make_schedule("alpha", spec={"command": "x", "env": {"A": "1"}}),
+        make_schedule("zeta"),
+    ]
 
 
 def test_remove_schedule(store: Store) -> None:
@@ -1496,7 +1562,8 @@ def test_due_schedules_are_the_unpaused_ones_whose_time_has_come(store: Store) -
     assert [s.name for s in schedule_service.due_schedules(store, NOW)] == ["exact"]
     schedule_service.set_schedule_paused(store, "held", False, next_fire_at=NOW + 120)  # resumed: skips missed times
     assert [(s.name, s.paused, s.next_fire_at) for s in schedule_service.list_schedules(store) if s.name == "held"] == [
-        ("held", False, NOW + 120)]
+        ("held", False, NOW + 120)
+    ]
     with pytest.raises(NotFound):
         schedule_service.set_schedule_paused(store, "nope", True)
 
@@ -1553,8 +1620,15 @@ def test_a_batch_that_fails_leaves_no_rows_behind_for_later_reads(store: Store, 
 
 def test_a_child_naming_one_parent_both_ways_is_cancelled_however_it_ends(store: Store, make_job: MakeJob) -> None:
     # after p AND compensation of p: it can never run; found in review to wait forever on a dead p
-    lifecycle.enqueue(store, [make_job("p", max_retries=0), make_job("c", after=["p"], on_failure_of="p"),
-                              make_job("q", created_at=NOW + 0.5), make_job("d", after=["q"], on_failure_of="q")])
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("p", max_retries=0),
+            make_job("c", after=["p"], on_failure_of="p"),
+            make_job("q", created_at=NOW + 0.5),
+            make_job("d", after=["q"], on_failure_of="q"),
+        ],
+    )
     for job_id, state in (("p", DEAD), ("q", COMPLETED)):
         claimed = store.claim("w1", None, NOW + 1, LEASE, 1)[0]
         assert claimed.id == job_id

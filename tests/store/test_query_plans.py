@@ -29,8 +29,9 @@ def backend_of(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def filled(store: Store, make_job: Callable[..., Job]) -> Store:
     """Jobs in several queues and states, so that every statement has rows to consider."""
-    lifecycle.enqueue(store, (make_job(f"j{n:03d}", queue=f"q{n % 3}", priority=n % 5, created_at=NOW - 200 + n)
-                              for n in range(120)))
+    lifecycle.enqueue(
+        store, (make_job(f"j{n:03d}", queue=f"q{n % 3}", priority=n % 5, created_at=NOW - 200 + n) for n in range(120))
+    )
     for job in store.claim("w1", None, NOW, LEASE, limit=40)[:20]:
         lifecycle.finish(store, Lease(job.id, "w1", job.attempts), Outcome(COMPLETED, NOW + 1, exit_code=0))
     return store
@@ -46,8 +47,9 @@ def statements_of(store: SqliteStore, action: Callable[[], Any]) -> list[str]:
         store._conn.set_trace_callback(None)
     if any("?" in sql for sql in seen):
         pytest.skip("this Python's sqlite3 traces statements without their parameters expanded")
-    return [sql for sql in seen if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE"))
-            and " jobs " in f"{sql} "]
+    return [
+        sql for sql in seen if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")) and " jobs " in f"{sql} "
+    ]
 
 
 def plan_of(store: SqliteStore, action: Callable[[], Any], marker: str) -> list[str]:
@@ -115,18 +117,21 @@ def _stages(plan: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)
-@pytest.mark.parametrize(("name", "call"), [
-    ("list_jobs(state)", lambda s: s.list_jobs(state="pending")),
-    ("list_jobs(queue)", lambda s: s.list_jobs(queue="q1")),
-    ("list_jobs(state, queue)", lambda s: s.list_jobs(state="processing", queue="q2")),
-    ("list_jobs()", lambda s: s.list_jobs()),
-    ("expired", lambda s: s.expired(NOW + 1000)),
-    ("next_due(None)", lambda s: s.next_due(None)),
-    ("next_due(queues)", lambda s: s.next_due(["q0", "q2"])),
-    ("recent_failures", lambda s: s.recent_failures()),
-    ("throughput", lambda s: s.throughput(NOW - 3600)),
-    ("duration_totals", lambda s: s.duration_totals()),
-])
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("list_jobs(state)", lambda s: s.list_jobs(state="pending")),
+        ("list_jobs(queue)", lambda s: s.list_jobs(queue="q1")),
+        ("list_jobs(state, queue)", lambda s: s.list_jobs(state="processing", queue="q2")),
+        ("list_jobs()", lambda s: s.list_jobs()),
+        ("expired", lambda s: s.expired(NOW + 1000)),
+        ("next_due(None)", lambda s: s.next_due(None)),
+        ("next_due(queues)", lambda s: s.next_due(["q0", "q2"])),
+        ("recent_failures", lambda s: s.recent_failures()),
+        ("throughput", lambda s: s.throughput(NOW - 3600)),
+        ("duration_totals", lambda s: s.duration_totals()),
+    ],
+)
 def test_sqlite_reads_use_an_index(filled: Store, name: str, call: Callable[[Store], Any]) -> None:
     assert isinstance(filled, SqliteStore)
     statements = statements_of(filled, lambda: call(filled))

@@ -33,16 +33,17 @@ CLAIMERS = 6
 CLAIMER_QUEUES: list[list[str] | None] = [None, ["q0", "q1"], ["q2", "q0"], ["q1"], None, ["q2", "q1", "q0"]]
 DEADLINE_S = 60.0
 CLAIM_PAUSE_S = 0.001  # "starting the job": a claimer never drains the queue before the others wake
-MONGOMOCK_REASON = ("mongomock is not thread-safe: its find_one_and_update is a find_one then an "
-                    "update by _id, so racing threads double-claim (observed)")
+MONGOMOCK_REASON = (
+    "mongomock is not thread-safe: its find_one_and_update is a find_one then an "
+    "update by _id, so racing threads double-claim (observed)"
+)
 
 
 def backend_of(request: pytest.FixtureRequest) -> str:
     return request.node.callspec.params["store"]
 
 
-def _claim_until_empty(path: str, worker_id: str, queues: list[str] | None, barrier: Any,
-                       results: Any) -> None:
+def _claim_until_empty(path: str, worker_id: str, queues: list[str] | None, barrier: Any, results: Any) -> None:
     """Child process: open the queue, wait for every claimer, then claim until nothing is left."""
     store = SqliteStore(path)
     claimed: list[str] = []
@@ -62,8 +63,10 @@ def _claim_until_empty(path: str, worker_id: str, queues: list[str] | None, barr
 def _race_processes(path: str) -> dict[str, list[str]]:
     ctx = multiprocessing.get_context("spawn")  # no inherited connections or locks
     barrier, results = ctx.Barrier(CLAIMERS), ctx.Queue()
-    procs = [ctx.Process(target=_claim_until_empty, args=(path, f"w{n}", CLAIMER_QUEUES[n], barrier, results))
-             for n in range(CLAIMERS)]
+    procs = [
+        ctx.Process(target=_claim_until_empty, args=(path, f"w{n}", CLAIMER_QUEUES[n], barrier, results))
+        for n in range(CLAIMERS)
+    ]
     for proc in procs:
         proc.start()
     try:
@@ -107,14 +110,20 @@ def test_racing_claimers_take_every_job_exactly_once(
         pytest.skip(MONGOMOCK_REASON)
     # Given 300 jobs over three queues and six claimers with overlapping queue lists
     all_ids = [f"job-{n:03d}" for n in range(JOBS)]
-    lifecycle.enqueue(store, (make_job(job_id, queue=f"q{n % 3}", priority=n % 4, created_at=NOW - JOBS + n)
-                              for n, job_id in enumerate(all_ids)))
+    lifecycle.enqueue(
+        store,
+        (
+            make_job(job_id, queue=f"q{n % 3}", priority=n % 4, created_at=NOW - JOBS + n)
+            for n, job_id in enumerate(all_ids)
+        ),
+    )
 
     # When they all claim at once until the queue is empty
     if backend == "sqlite":
         assert isinstance(store, SqliteStore)
         claimed = _race_processes(store.path)
     else:
+
         def claim_all(n: int) -> list[str]:
             got: list[str] = []
             while jobs := store.claim(f"w{n}", CLAIMER_QUEUES[n], NOW, LEASE, limit=1 + len(got) % 3):
@@ -161,12 +170,17 @@ def test_racing_fires_of_one_schedule_slot_enqueue_one_job(
 ) -> None:
     if backend_of(request) == "mongomock":
         pytest.skip(MONGOMOCK_REASON)
-    schedule_service.insert_schedule(store, Schedule(name="tick", cron="* * * * *", tz="UTC", spec={"command": "true"},
-                                next_fire_at=NOW, created_at=NOW - 60))
+    schedule_service.insert_schedule(
+        store,
+        Schedule(
+            name="tick", cron="* * * * *", tz="UTC", spec={"command": "true"}, next_fire_at=NOW, created_at=NOW - 60
+        ),
+    )
 
     # every worker builds the slot's job with its own id, as if the deterministic id were not there
     results = _race_on_handles(
-        store, lambda handle, n: schedule_service.fire_schedule(handle, "tick", NOW, NOW + 60, make_job(f"tick-w{n}")))
+        store, lambda handle, n: schedule_service.fire_schedule(handle, "tick", NOW, NOW + 60, make_job(f"tick-w{n}"))
+    )
 
     assert sorted(results.values(), key=repr) == [False] * (CLAIMERS - 1) + [True], results
     assert len(store.list_jobs()) == 1
@@ -189,8 +203,9 @@ def test_racing_hook_claims_take_a_hook_once(
 
 def _race_on_handles(store: Store, action: Callable[[Store, int], Any]) -> dict[int, Any]:
     """Run ``action(handle, n)`` in CLAIMERS threads at once; SQLite: one connection per thread."""
-    handles = ([SqliteStore(store.path) for _ in range(CLAIMERS)] if isinstance(store, SqliteStore)
-               else [store] * CLAIMERS)
+    handles = (
+        [SqliteStore(store.path) for _ in range(CLAIMERS)] if isinstance(store, SqliteStore) else [store] * CLAIMERS
+    )
     try:
         return _race_threads(store, lambda n: action(handles[n], n))
     finally:

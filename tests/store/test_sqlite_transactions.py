@@ -48,7 +48,9 @@ def test_a_failed_commit_is_rolled_back_and_later_writes_really_commit(tmp_path:
     assert lifecycle.finish(store, Lease("b", "w", 1), Outcome(COMPLETED, 2002.0, exit_code=0))
     other = sqlite3.connect(store.path, timeout=0.5)
     assert other.execute("SELECT id, state FROM jobs ORDER BY id").fetchall() == [
-        ("a", "processing"), ("b", "completed")]  # a's outcome stays with its worker, to retry
+        ("a", "processing"),
+        ("b", "completed"),
+    ]  # a's outcome stays with its worker, to retry
     other.execute("BEGIN IMMEDIATE")  # and the write lock is free
     other.execute("ROLLBACK")
 

@@ -10,8 +10,7 @@ from queuectl.core.models import PROCESSING, Job, Lease
 
 def fence(lease: Lease) -> dict[str, Any]:
     """The filter every write for a held job carries: a lost lease matches nothing."""
-    return {"_id": lease.job_id, "state": PROCESSING, "locked_by": lease.worker_id,
-            "attempts": lease.attempt}
+    return {"_id": lease.job_id, "state": PROCESSING, "locked_by": lease.worker_id, "attempts": lease.attempt}
 
 
 def supports_pipeline_updates(collection: Any) -> bool:

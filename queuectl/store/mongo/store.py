@@ -23,6 +23,7 @@ from queuectl.store.mongo.registry import MongoRegistry
 
 STAGING = "enqueuing"  # a bulk insert's jobs stay invisible to claims until the whole file is in
 
+
 class MongoStore(MongoRegistry, Store):
     """Jobs, schedules, config, queues and workers as collections of one database.
 
@@ -44,8 +45,12 @@ class MongoStore(MongoRegistry, Store):
         self._workers = db["workers"]
         self._schedules = db["schedules"]
         self._staging_states: dict[str, str] = {}  # the jobs of an insert_jobs in progress
-        self._collections = {"schedules": self._schedules, "queues": self._queues, "config": self._config,
-                             "workers": self._workers}
+        self._collections = {
+            "schedules": self._schedules,
+            "queues": self._queues,
+            "config": self._config,
+            "workers": self._workers,
+        }
         self._ensure_indexes()
 
     @classmethod
@@ -67,10 +72,14 @@ class MongoStore(MongoRegistry, Store):
         hosts = [host for host, _ in parsed.get("nodelist", [])]
         tls = parsed.get("options", {}).get("tls") or url.startswith("mongodb+srv://")
         if not tls and any(h not in ("localhost", "127.0.0.1", "::1") for h in hosts):
-            print(f"queuectl: warning: MongoDB at {redact_url(url)} is reached without TLS; "
-                  "add tls=true to the URL", file=sys.stderr)
+            print(
+                f"queuectl: warning: MongoDB at {redact_url(url)} is reached without TLS; add tls=true to the URL",
+                file=sys.stderr,
+            )
         client: Any = pymongo.MongoClient(
-            url, serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS, connectTimeoutMS=CONNECT_TIMEOUT_MS,
+            url,
+            serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS,
+            connectTimeoutMS=CONNECT_TIMEOUT_MS,
             tz_aware=True,
         )
         try:
@@ -139,8 +148,7 @@ class MongoStore(MongoRegistry, Store):
             if count:
                 # every job becomes claimable at once; a staged job keeps its intended state
                 self._jobs.update_many(
-                    {"batch": token}, [{"$set": {"state": "$final_state"}},
-                                       {"$unset": ["batch", "final_state"]}]
+                    {"batch": token}, [{"$set": {"state": "$final_state"}}, {"$unset": ["batch", "final_state"]}]
                 ) if supports_pipeline_updates(self._jobs) else self._publish_slow(token)
         except BaseException:
             if staged or count:
@@ -176,9 +184,7 @@ class MongoStore(MongoRegistry, Store):
             )
 
     @_translate_errors
-    def claim(
-        self, worker_id: str, queues: list[str] | None, now: float, lease: float, limit: int = 1
-    ) -> list[Job]:
+    def claim(self, worker_id: str, queues: list[str] | None, now: float, lease: float, limit: int = 1) -> list[Job]:
         from pymongo import ReturnDocument
 
         self._jobs.update_many(  # the jobs whose time has come join the claimable ones
@@ -197,9 +203,16 @@ class MongoStore(MongoRegistry, Store):
             while len(claimed) < limit:
                 doc = self._jobs.find_one_and_update(
                     query,
-                    {"$set": {"state": PROCESSING, "locked_by": worker_id,
-                              "lease_expires_at": now + lease, "started_at": now, "updated_at": now},
-                     "$inc": {"attempts": 1}},
+                    {
+                        "$set": {
+                            "state": PROCESSING,
+                            "locked_by": worker_id,
+                            "lease_expires_at": now + lease,
+                            "started_at": now,
+                            "updated_at": now,
+                        },
+                        "$inc": {"attempts": 1},
+                    },
                     sort=[("priority", -1), ("created_at", 1)],
                     return_document=ReturnDocument.AFTER,
                 )
@@ -210,8 +223,14 @@ class MongoStore(MongoRegistry, Store):
 
     @_translate_errors
     def update_job(
-        self, job_id: str, changes: dict[str, Any], *, states: tuple[str, ...] | None = None,
-        lease: Lease | None = None, expired_before: float | None = None, hook_state: str | None = None,
+        self,
+        job_id: str,
+        changes: dict[str, Any],
+        *,
+        states: tuple[str, ...] | None = None,
+        lease: Lease | None = None,
+        expired_before: float | None = None,
+        hook_state: str | None = None,
     ) -> bool:
         import pymongo.errors as perr
 
@@ -326,8 +345,10 @@ class MongoStore(MongoRegistry, Store):
     @_translate_errors
     def throughput(self, since: float, bucket: float = 60.0) -> dict[str, dict[int, int]]:
         result: dict[str, dict[int, int]] = {"completed": {}, "failed": {}}
-        for name, states, field in (("completed", ["completed"], "finished_at"),
-                                    ("failed", [FAILED, DEAD], "updated_at")):
+        for name, states, field in (
+            ("completed", ["completed"], "finished_at"),
+            ("failed", [FAILED, DEAD], "updated_at"),
+        ):
             for state in states:
                 cursor = self._jobs.find({"state": state, field: {"$gte": since}}, {field: 1, "_id": 0})
                 for doc in cursor:
@@ -342,8 +363,10 @@ class MongoStore(MongoRegistry, Store):
 
     @_translate_errors
     def duration_totals(self) -> tuple[int, float]:
-        pipeline = [{"$match": {"state": COMPLETED, "duration": {"$ne": None}}},
-                    {"$group": {"_id": None, "n": {"$sum": 1}, "total": {"$sum": "$duration"}}}]
+        pipeline = [
+            {"$match": {"state": COMPLETED, "duration": {"$ne": None}}},
+            {"$group": {"_id": None, "n": {"$sum": 1}, "total": {"$sum": "$duration"}}},
+        ]
         rows = list(self._jobs.aggregate(pipeline))
         return (int(rows[0]["n"]), float(rows[0]["total"])) if rows else (0, 0.0)
 

@@ -27,8 +27,11 @@ def _classify(exc: sqlite3.OperationalError, path: str) -> Exception:
     if "locked" in text or "busy" in text:
         return StoreUnavailable(f"{path} is locked by another process (waited up to {BUSY_TIMEOUT_S:g}s); try again")
     if "readonly" in text or "read-only" in text:
-        stuck = [name for name in (path, f"{path}-wal", f"{path}-shm")
-                 if os.path.exists(name) and not os.access(name, os.W_OK)] or [path]
+        stuck = [
+            name
+            for name in (path, f"{path}-wal", f"{path}-shm")
+            if os.path.exists(name) and not os.access(name, os.W_OK)
+        ] or [path]
         verb = "is" if len(stuck) == 1 else "are"
         return StoreReadOnly(
             f"{', '.join(stuck)} {verb} read-only: writes are refused; fix with: chmod 600 {' '.join(stuck)}"
@@ -38,5 +41,3 @@ def _classify(exc: sqlite3.OperationalError, path: str) -> Exception:
     if "unable to open" in text:
         return StoreUnavailable(f"cannot open {path}: check that its folder exists and is writable")
     return StoreUnavailable(f"{path}: {exc}")
-
-

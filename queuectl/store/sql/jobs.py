@@ -128,14 +128,17 @@ class SqlJobs:
         return DuplicateJobId(job.id)
 
     @_dialect_errors
-    def claim(
-        self, worker_id: str, queues: list[str] | None, now: float, lease: float, limit: int = 1
-    ) -> list[Job]:
+    def claim(self, worker_id: str, queues: list[str] | None, now: float, lease: float, limit: int = 1) -> list[Job]:
         with self._write() as conn:
             return self._claim_in(conn, worker_id, queues, now, lease, limit)
 
     def _claim_in(
-        self, conn: Any, worker_id: str, queues: list[str] | None, now: float, lease: float,
+        self,
+        conn: Any,
+        worker_id: str,
+        queues: list[str] | None,
+        now: float,
+        lease: float,
         limit: int,
     ) -> list[Job]:
         claimed: list[Job] = []
@@ -170,11 +173,23 @@ class SqlJobs:
 
     @_dialect_errors
     def update_job(
-        self, job_id: str, changes: dict[str, Any], *, states: tuple[str, ...] | None = None,
-        lease: Lease | None = None, expired_before: float | None = None, hook_state: str | None = None,
+        self,
+        job_id: str,
+        changes: dict[str, Any],
+        *,
+        states: tuple[str, ...] | None = None,
+        lease: Lease | None = None,
+        expired_before: float | None = None,
+        hook_state: str | None = None,
     ) -> bool:
-        shape = (tuple(changes), tuple(isinstance(v, WhenHooked) for v in changes.values()), states,
-                 lease is not None, expired_before is not None, hook_state is not None)
+        shape = (
+            tuple(changes),
+            tuple(isinstance(v, WhenHooked) for v in changes.values()),
+            states,
+            lease is not None,
+            expired_before is not None,
+            hook_state is not None,
+        )
         sql = self._update_sql.get(shape)
         if sql is None:
             sql = self._update_sql[shape] = self._build_update(changes, states, shape)
@@ -211,8 +226,11 @@ class SqlJobs:
             params.append(self._due_flag(changes))
         with self._write() as conn:
             try:
-                return int(conn.execute(
-                    f"UPDATE jobs SET {', '.join(sets)} WHERE state IN {sql_list(states)}", params).rowcount)
+                return int(
+                    conn.execute(
+                        f"UPDATE jobs SET {', '.join(sets)} WHERE state IN {sql_list(states)}", params
+                    ).rowcount
+                )
             except self.integrity_error:
                 raise UniqueKeyTaken(None) from None
 
@@ -273,9 +291,7 @@ class SqlJobs:
 
     @_dialect_errors
     def get(self, job_id: str) -> Job | None:
-        row = self._conn.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
-        ).fetchone()
+        row = self._conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row_job(row) if row else None
 
     @_dialect_errors
@@ -341,9 +357,7 @@ class SqlJobs:
     @_dialect_errors
     def counts(self) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}
-        for state, queue, count in self._conn.execute(
-            "SELECT state, queue, count(*) FROM jobs GROUP BY state, queue"
-        ):
+        for state, queue, count in self._conn.execute("SELECT state, queue, count(*) FROM jobs GROUP BY state, queue"):
             result.setdefault(queue, {})[state] = count
         return result
 
@@ -351,10 +365,16 @@ class SqlJobs:
     def throughput(self, since: float, bucket: float = 60.0) -> dict[str, dict[int, int]]:
         result: dict[str, dict[int, int]] = {"completed": {}, "failed": {}}
         queries = (
-            ("completed", f"SELECT CAST(finished_at / ? AS INTEGER), count(*) FROM jobs "
-                          f"WHERE state = '{COMPLETED}' AND finished_at >= ? GROUP BY 1"),
-            ("failed", f"SELECT CAST(updated_at / ? AS INTEGER), count(*) FROM jobs "
-                       f"WHERE state IN {sql_list((FAILED, DEAD))} AND updated_at >= ? GROUP BY 1"),
+            (
+                "completed",
+                f"SELECT CAST(finished_at / ? AS INTEGER), count(*) FROM jobs "
+                f"WHERE state = '{COMPLETED}' AND finished_at >= ? GROUP BY 1",
+            ),
+            (
+                "failed",
+                f"SELECT CAST(updated_at / ? AS INTEGER), count(*) FROM jobs "
+                f"WHERE state IN {sql_list((FAILED, DEAD))} AND updated_at >= ? GROUP BY 1",
+            ),
         )
         for name, sql in queries:
             for slot, count in self._conn.execute(sql, (bucket, since)):
@@ -392,7 +412,8 @@ class SqlJobs:
         for queue in queues:
             row = self._conn.execute(
                 f"SELECT run_at FROM jobs {self.hint('jobs_due_queue')} WHERE {CLAIMABLE_SQL} AND queue = ? "
-                "ORDER BY run_at LIMIT 1", (queue,)
+                "ORDER BY run_at LIMIT 1",
+                (queue,),
             ).fetchone()
             if row:
                 due.append(row[0])

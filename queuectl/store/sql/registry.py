@@ -25,13 +25,31 @@ class _Table:
 
 
 _TABLES = {
-    "schedules": _Table("name", ("name", "cron", "tz", "spec", "next_fire_at", "last_fire_at", "paused",
-                                 "created_at"), json=("spec",), bools=("paused",)),
+    "schedules": _Table(
+        "name",
+        ("name", "cron", "tz", "spec", "next_fire_at", "last_fire_at", "paused", "created_at"),
+        json=("spec",),
+        bools=("paused",),
+    ),
     "queues": _Table("name", ("name", "paused"), bools=("paused",)),
     "config": _Table("key", ("key", "value")),
-    "workers": _Table("id", ("id", "host", "pid", "state", "started_at", "last_heartbeat", "queues",
-                             "concurrency", "current_jobs", "stop_requested"),
-                      json=("current_jobs",), bools=("stop_requested",)),
+    "workers": _Table(
+        "id",
+        (
+            "id",
+            "host",
+            "pid",
+            "state",
+            "started_at",
+            "last_heartbeat",
+            "queues",
+            "concurrency",
+            "current_jobs",
+            "stop_requested",
+        ),
+        json=("current_jobs",),
+        bools=("stop_requested",),
+    ),
 }
 
 
@@ -81,9 +99,12 @@ class SqliteRegistry:
         values = [key, *(_to_sql(table, name, value) for name, value in fields.items())]
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self._write() as conn:
-            return conn.execute(
-                f"{verb} INTO {kind} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    f"{verb} INTO {kind} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
+                ).rowcount
+                == 1
+            )
 
     @_translate_errors
     def registry_list(self, kind: str, key: str | None = None) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from queuectl.core.models import PROCESSING, Job
 
 SCHEMA_VERSION = 6
 
+
 def sql_list(values: tuple[str, ...]) -> str:
     """``('a', 'b')``: a list of state names spelled out in SQL, as partial indexes need them
     (the planner uses a partial index only for a query whose WHERE spells the same condition)."""
@@ -108,19 +109,46 @@ CREATE TABLE IF NOT EXISTS workers (
 
 # job field -> column, in table order; list-valued fields are stored as JSON text
 FIELD_COLUMNS = {
-    "id": "id", "command": "command", "state": "state", "queue": "queue", "priority": "priority",
-    "attempts": "attempts", "max_retries": "max_retries", "timeout": "timeout", "cwd": "cwd",
-    "env": "env", "run_at": "run_at", "locked_by": "locked_by", "lease_expires_at": "lease_expires_at",
-    "exit_code": "exit_code", "last_error": "last_error", "output": "output", "created_at": "created_at",
-    "updated_at": "updated_at", "started_at": "started_at", "finished_at": "finished_at",
-    "duration": "duration", "after": "after_ids", "on_failure_of": "on_failure_of",
-    "unique_key": "unique_key", "on_finish": "on_finish", "hook_state": "hook_state",
-    "hook_error": "hook_error", "schedule": "schedule",
+    "id": "id",
+    "command": "command",
+    "state": "state",
+    "queue": "queue",
+    "priority": "priority",
+    "attempts": "attempts",
+    "max_retries": "max_retries",
+    "timeout": "timeout",
+    "cwd": "cwd",
+    "env": "env",
+    "run_at": "run_at",
+    "locked_by": "locked_by",
+    "lease_expires_at": "lease_expires_at",
+    "exit_code": "exit_code",
+    "last_error": "last_error",
+    "output": "output",
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "started_at": "started_at",
+    "finished_at": "finished_at",
+    "duration": "duration",
+    "after": "after_ids",
+    "on_failure_of": "on_failure_of",
+    "unique_key": "unique_key",
+    "on_finish": "on_finish",
+    "hook_state": "hook_state",
+    "hook_error": "hook_error",
+    "schedule": "schedule",
 }
 JSON_FIELDS = ("env", "after")
 JOB_COLUMNS = ", ".join(FIELD_COLUMNS.values())
-ADDED_COLUMNS = ("after_ids", "on_failure_of", "unique_key", "on_finish", "hook_state", "hook_error",
-                  "schedule")  # schema 3: added to older files by _migrate
+ADDED_COLUMNS = (
+    "after_ids",
+    "on_failure_of",
+    "unique_key",
+    "on_finish",
+    "hook_state",
+    "hook_error",
+    "schedule",
+)  # schema 3: added to older files by _migrate
 
 
 def needs_migration(conn: sqlite3.Connection) -> bool:

@@ -52,13 +52,14 @@ class SqliteStore(SqlJobs, SqliteRegistry, Store):
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         if self._read_only:
             conn = sqlite3.connect(
-                f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
-                isolation_level=None, check_same_thread=False,
+                f"file:{self.path}?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
             )
             return conn
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal" or needs_migration(conn):
             # First use (or an upgrade): processes starting together must not race to switch the
@@ -152,4 +153,3 @@ class _Unit:
 
     def _translated(self, exc: Exception) -> Exception:
         return sqlite_error(self._store, exc) or exc
-
