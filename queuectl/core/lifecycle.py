@@ -57,8 +57,8 @@ ON_FAILURE = "on_failure"  # compensation: run once the parent ended dead or can
 class WhenHooked:
     """A change value meaning "set this field to ``value`` if the job has an on-finish hook".
 
-    The store writes it in the same atomic update as the rest (a SQL ``CASE``; on MongoDB a
-    conditional update), so a hook can never be due on a job that was not finished.
+    A SQL store writes it in the same statement as the rest (a ``CASE``); MongoDB in a second,
+    conditional write right after the first (see its store for what a crash between them costs).
     """
 
     __slots__ = ("value",)
@@ -73,9 +73,17 @@ class WhenHooked:
 HOOK_FALLS_DUE = WhenHooked(HOOK_DUE)
 
 
-def is_due(state: str, run_at: float | None, now: float) -> bool:
+def is_due(changes: dict[str, Any]) -> bool:
+    """Whether a job left by ``changes`` (a state change, stamped ``updated_at``) may be claimed
+    at once: claimable and its ``run_at`` reached. A store keeps this as its due flag, so that
+    claims walk only due jobs; a job not due yet is promoted by the claim once its time comes."""
+    run_at = changes.get("run_at")
+    return is_due_at(changes["state"], run_at, changes.get("updated_at", run_at))
+
+
+def is_due_at(state: str, run_at: float | None, now: float | None) -> bool:
     """A job in ``state`` with ``run_at`` may be claimed at ``now``."""
-    return state in CLAIMABLE and run_at is not None and run_at <= now
+    return state in CLAIMABLE and run_at is not None and now is not None and run_at <= now
 
 
 # --- the outcome of an attempt -------------------------------------------------------------------

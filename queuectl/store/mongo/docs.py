@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from queuectl.core.lifecycle import CLAIMABLE, KEY_HOLDING
+from queuectl.core.lifecycle import KEY_HOLDING, is_due_at
 from queuectl.core.models import PROCESSING, Job, Lease
 
 
@@ -24,7 +24,7 @@ def job_doc(job: Job) -> dict[str, Any]:
     doc["_id"] = doc.pop("id")
     if job.unique_key is not None and job.state in KEY_HOLDING:
         doc["active_key"] = job.unique_key  # held while active: a unique sparse index enforces it
-    doc["ready"] = job.state in CLAIMABLE and job.run_at <= job.created_at  # due already: claimable
+    doc["ready"] = is_due_at(job.state, job.run_at, job.created_at)  # due already: claimable
     return doc
 
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from queuectl.core.defaults import MONGO_CONNECT_TIMEOUT_MS as CONNECT_TIMEOUT_MS
 from queuectl.core.defaults import MONGO_INSERT_BATCH as BATCH
 from queuectl.core.errors import DuplicateJobId, StoreUnavailable, UniqueKeyTaken
-from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, WhenHooked
+from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, WhenHooked, is_due
 from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, WAITING, Job, Lease
 from queuectl.store.base import Store, Waker
 from queuectl.store.mongo.docs import doc_job, fence, job_doc, supports_pipeline_updates
@@ -246,8 +246,7 @@ class MongoStore(MongoRegistry, Store):
         update: dict[str, Any] = {"$set": plain}
         state = changes.get("state")
         if state is not None:
-            run_at = changes.get("run_at")
-            plain["ready"] = state in CLAIMABLE and run_at is not None and run_at <= changes.get("updated_at", run_at)
+            plain["ready"] = is_due(changes)
             if state not in KEY_HOLDING:
                 update["$unset"] = {"active_key": ""}
             elif lease is None and (states is None or any(s not in KEY_HOLDING for s in states)):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from queuectl.core.defaults import SQLITE_INSERT_BATCH as _INSERT_BATCH
 from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
-from queuectl.core.lifecycle import AFTER, CLAIMABLE, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked
+from queuectl.core.lifecycle import AFTER, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked, is_due
 from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, STATES, WAITING, Job, Lease
 from queuectl.store.base import translating_errors
 from queuectl.store.sql.schema import (
@@ -236,9 +236,7 @@ class SqlJobs:
 
     @staticmethod
     def _due_flag(changes: dict[str, Any]) -> int:
-        """The due flag a state change leaves: claimable and due already, else claims promote it later."""
-        run_at = changes.get("run_at")
-        return int(changes["state"] in CLAIMABLE and run_at is not None and run_at <= changes.get("updated_at", run_at))
+        return int(is_due(changes))
 
     @staticmethod
     def _build_update(changes: dict[str, Any], states: tuple[str, ...] | None, shape: tuple[Any, ...]) -> str:

@@ -7,7 +7,7 @@ import operator
 import sqlite3
 from typing import Any
 
-from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING
+from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, is_due_at
 from queuectl.core.models import PROCESSING, Job
 
 SCHEMA_VERSION = 6
@@ -186,7 +186,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
     values = list(_FIELDS_OF(job))
     for position in _JSON_POSITIONS:
         values[position] = json.dumps(values[position]) if values[position] else None
-    values.append(1 if job.state in CLAIMABLE and job.run_at <= job.created_at else 0)
+    values.append(1 if is_due_at(job.state, job.run_at, job.created_at) else 0)
     return tuple(values)
 
 
