@@ -65,3 +65,25 @@ def test_a_claim_that_waited_for_the_lock_gets_a_whole_lease(tmp_path: Path) -> 
     holder.join()
     assert claimed.lease_expires_at is not None and claimed.lease_expires_at >= got_at - 0.1 + LEASE - 0.05
     store.close()
+
+
+def test_a_recovery_that_waited_out_a_long_lock_leaves_live_jobs_alone(tmp_path: Path) -> None:
+    from queuectl.core.config import RuntimeConfig
+
+    # Given a live worker's job whose lease ran out only because a bulk insert held the lock
+    store = SqliteStore(str(tmp_path / "q.db"))
+    now = time.time()
+    lifecycle.enqueue(store, [Job(id="j", command="true", created_at=now, updated_at=now, run_at=now)])
+    store.claim("live", None, now, LEASE)
+    taken = threading.Event()
+    holder = hold_write_lock(store.path, HOLD, taken)
+    taken.wait(5)
+    time.sleep(LEASE + 0.1)  # the lease is over while the lock is still held
+    # When another worker's recovery pass, which saw the expiry, finally gets the lock
+    recovered = lifecycle.recover_expired(store, RuntimeConfig(heartbeat=0.2, lease=LEASE), time.time())
+    holder.join()
+    # Then it stands back: the live worker could not renew either; its heartbeat comes next
+    assert recovered == []
+    job = store.get("j")
+    assert job is not None and job.state == "processing" and job.locked_by == "live"
+    store.close()

@@ -403,13 +403,21 @@ def recover_expired(store: Store, config: RuntimeConfig, now: float) -> list[str
     """Give back the jobs of workers presumed dead (lease expired), counted as failed attempts.
 
     Fenced on the lease and on its expiry, so a worker that heartbeats in between keeps its job.
+    A pass that had to wait longer than a heartbeat for the write lock stops there: while the
+    lock was held by someone else (a huge bulk enqueue), live workers could not renew their
+    leases either, so an expiry seen before the wait proves nothing. The next pass looks again.
     """
     recovered = []
     for job in store.expired(now):
         assert job.locked_by is not None
         held = Lease(job.id, job.locked_by, job.attempts)
         error = f"lease expired: worker {job.locked_by} stopped heartbeating (presumed dead)"
-        if finish(store, held, failure_outcome(job, config, now, error), expired_before=now):
+        started = time.monotonic()
+        with store.unit():
+            if time.monotonic() - started > config.heartbeat:
+                break
+            written, _ = _finish_in(store, held, failure_outcome(job, config, now, error), now)
+        if written:
             recovered.append(job.id)
     if recovered:
         store.notify()

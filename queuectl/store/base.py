@@ -115,8 +115,9 @@ class Store(abc.ABC):
     ) -> bool:
         """The guarded update: write ``changes`` to the job if every guard given still holds.
 
-        :param changes: Job field -> new value; a :class:`~queuectl.core.lifecycle.WhenHooked`
-            value is written only if the job has an on-finish hook. A change of ``state`` or
+        :param changes: Job field -> new value (not ``env`` or ``after``, which never change);
+            ``hook_state`` may be a :class:`~queuectl.core.lifecycle.WhenHooked`, written only
+            if the job has an on-finish hook. A change of ``state`` or
             ``run_at`` comes with ``updated_at``; the store keeps its own index fields (due
             flag, unique-key holding) in step in the same atomic write.
         :param states: the job's state must be one of these.

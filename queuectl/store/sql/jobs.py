@@ -182,29 +182,22 @@ class SqlJobs:
         expired_before: float | None = None,
         hook_state: str | None = None,
     ) -> bool:
-        shape = (
-            tuple(changes),
-            tuple(isinstance(v, WhenHooked) for v in changes.values()),
-            states,
-            lease is not None,
-            expired_before is not None,
-            hook_state is not None,
-        )
+        # a finish runs this for every job: no per-field Python loop on the way to the statement
+        params = list(changes.values())
+        hook_value = changes.get("hook_state")
+        hooked = type(hook_value) is WhenHooked
+        if hooked:
+            params[list(changes).index("hook_state")] = hook_value.value  # type: ignore[union-attr]
+        shape = (tuple(changes), hooked, states, lease is not None, expired_before is not None, hook_state is not None)
         sql = self._update_sql.get(shape)
         if sql is None:
             sql = self._update_sql[shape] = self._build_update(changes, states, shape)
-        params: list[Any] = []
-        for name, value in changes.items():
-            if isinstance(value, WhenHooked):
-                value = value.value
-            elif name in JSON_FIELDS:
-                value = _json(value)
-            params.append(value)
         if "state" in changes:
-            params.append(self._due_flag(changes))
+            params.append(1 if is_due(changes) else 0)
         params.append(job_id)
         if lease is not None:
-            params.extend((lease.worker_id, lease.attempt))
+            params.append(lease.worker_id)
+            params.append(lease.attempt)
         if expired_before is not None:
             params.append(expired_before)
         if hook_state is not None:
@@ -223,7 +216,7 @@ class SqlJobs:
         params = [_json(value) if name in JSON_FIELDS else value for name, value in changes.items()]
         if "state" in changes:
             sets.append("ready = ?")
-            params.append(self._due_flag(changes))
+            params.append(1 if is_due(changes) else 0)
         with self._write() as conn:
             try:
                 return int(
@@ -235,13 +228,10 @@ class SqlJobs:
                 raise UniqueKeyTaken(None) from None
 
     @staticmethod
-    def _due_flag(changes: dict[str, Any]) -> int:
-        return int(is_due(changes))
-
-    @staticmethod
     def _build_update(changes: dict[str, Any], states: tuple[str, ...] | None, shape: tuple[Any, ...]) -> str:
         sets = []
         for name, value in changes.items():
+            assert name not in JSON_FIELDS, f"{name} is not updated in place"
             column = FIELD_COLUMNS[name]
             if isinstance(value, WhenHooked):
                 sets.append(f"{column} = CASE WHEN on_finish IS NOT NULL THEN ? ELSE {column} END")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, NoReturn
 
 from queuectl.store.base import Store, Waker
 from queuectl.store.sql.errors import BUSY_TIMEOUT_S, sqlite_error
@@ -44,8 +44,10 @@ class SqliteStore(SqlJobs, SqliteRegistry, Store):
         open_private_file(self.path)
         self._wake_dir = wake_dir_for(self.path)
         self._read_only = not os.access(self.path, os.W_OK)
-        self._depth = 0  # nesting of _write: 0 outside a transaction
+        self._depth = 0  # 1 while this store's transaction is open
+        self._joined: contextlib.nullcontext[Any] = contextlib.nullcontext()
         self._conn = self._connect(synchronous)
+        self._joined = contextlib.nullcontext(self._conn)
         self._update_sql: dict[tuple[Any, ...], str] = {}
 
     @_translate_errors
@@ -71,44 +73,21 @@ class SqliteStore(SqlJobs, SqliteRegistry, Store):
                         migrate(conn)
         return conn
 
-    @contextlib.contextmanager
-    def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+    def _write(self, conn: sqlite3.Connection | None = None) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so no deadlocks.
 
-        Re-entrant: inside a unit of work it joins that one (counted, not guessed from the
-        connection: a transaction left open by a failed COMMIT must never be joined). A COMMIT
-        that fails (a full disk) rolls back, so the next write starts clean and the lock is freed.
+        Re-entrant: inside a unit of work it joins that one (known from the store's own count,
+        not guessed from the connection: a transaction left open by a failed COMMIT must never
+        be joined). Joining costs nothing, as a finish does it for every statement.
         """
-        conn = conn or self._conn
         if self._depth:
-            self._depth += 1
-            try:
-                yield conn
-            finally:
-                self._depth -= 1
-            return
-        if conn.in_transaction:  # left open by a failure we could not roll back: start clean
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
-        try:
-            yield conn
-        except BaseException:
-            self._depth = 0
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        self._depth = 0
-        try:
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
+            return self._joined
+        return _Transaction(self, conn or self._conn, translate=False)
 
-    def unit(self) -> contextlib.AbstractContextManager[None]:
-        return _Unit(self)
+    def unit(self) -> contextlib.AbstractContextManager[Any]:
+        if self._depth:
+            return self._joined
+        return _Transaction(self, self._conn, translate=True)
 
     # --- waking -----------------------------------------------------------------------------
 
@@ -129,27 +108,48 @@ class SqliteStore(SqlJobs, SqliteRegistry, Store):
         return [row[3] for row in self._conn.execute(f"EXPLAIN QUERY PLAN {sql}", list(params))]
 
 
-class _Unit:
-    """The context manager behind :meth:`SqliteStore.unit`: one transaction, or a part of the open
-    one. Its BEGIN and COMMIT fail like any other statement: as queuectl's errors."""
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on an exception. A COMMIT that fails
+    (a full disk) rolls back too, so the next write starts clean and the lock is freed.
 
-    def __init__(self, store: SqliteStore) -> None:
+    ``translate``: BEGIN and COMMIT fail as queuectl's errors (a unit of work, which no
+    translating primitive wraps); inside a primitive its own wrapper translates them.
+    """
+
+    __slots__ = ("_store", "_conn", "_translate")
+
+    def __init__(self, store: SqliteStore, conn: sqlite3.Connection, translate: bool) -> None:
         self._store = store
-        self._cm = store._write()
+        self._conn = conn
+        self._translate = translate
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> sqlite3.Connection:
+        conn = self._conn
+        if conn.in_transaction:  # left open by a failure we could not roll back: start clean
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         try:
-            self._cm.__enter__()
+            conn.execute("BEGIN IMMEDIATE")
         except Exception as exc:
-            raise self._translated(exc) from exc
+            self._raise(exc)
+        self._store._depth = 1
+        return conn
 
-    def __exit__(self, *exc: Any) -> bool | None:
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        self._store._depth = 0
+        if kind is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            return
         try:
-            return self._cm.__exit__(*exc)
-        except Exception as error:
-            if error is exc[1]:
-                raise
-            raise self._translated(error) from error
+            self._conn.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            self._raise(exc)
 
-    def _translated(self, exc: Exception) -> Exception:
-        return sqlite_error(self._store, exc) or exc
+    def _raise(self, exc: Exception) -> NoReturn:
+        mapped = sqlite_error(self._store, exc) if self._translate else None
+        if mapped is None:
+            raise exc
+        raise mapped from exc
