@@ -13,6 +13,7 @@ EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
 EXIT_UNAVAILABLE = 5
 EXIT_READ_ONLY = 6
+EXIT_CORRUPT = 7  # the database file is damaged: nothing retries, a person must look
 # queuectl wait: how the awaited job ended, when not completed
 EXIT_JOB_DEAD = 20
 EXIT_JOB_CANCELLED = 21
@@ -53,6 +54,12 @@ class StoreReadOnly(QueuectlError):
     """The database refuses writes (read-only file, full disk); reads may still work."""
 
     exit_code = EXIT_READ_ONLY
+
+
+class StoreCorrupt(QueuectlError):
+    """The database is damaged (not an outage): retrying cannot help, so nothing retries it."""
+
+    exit_code = EXIT_CORRUPT
 
 
 class DuplicateJobId(Conflict):
