@@ -1,0 +1,200 @@
+"""The state table and the pure rules: what an attempt's end leads to, the fields each change
+writes, the state a new job with parents starts in, and when a waiting job is blocked for good.
+No store here: every function is a value in, a value out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from queuectl.core.errors import Conflict, InvalidInput
+from queuectl.core.models import (
+    CANCELLED,
+    COMPLETED,
+    DEAD,
+    FAILED,
+    PENDING,
+    PROCESSING,
+    WAITING,
+    Job,
+    Outcome,
+)
+
+if TYPE_CHECKING:
+    from queuectl.core.config import RuntimeConfig
+
+# --- the state table -----------------------------------------------------------------------------
+
+CLAIMABLE = (PENDING, FAILED)  # a worker may take these once run_at has come
+FINISHED = (COMPLETED, DEAD, CANCELLED)  # nothing more happens to these (but a DLQ retry of dead)
+KEY_HOLDING = (PENDING, WAITING, PROCESSING, FAILED)  # a unique key is taken while its job is in these
+CANCELLABLE = (PENDING, WAITING, PROCESSING, FAILED)  # everything not finished
+
+HOOK_DUE = "due"  # the on-finish hook waits for a worker to run it
+HOOK_RUNNING = "running"
+HOOK_DONE = "done"
+HOOK_FAILED = "failed"
+
+AFTER = "after"  # a dependency kind: run once the parent completed
+ON_FAILURE = "on_failure"  # compensation: run once the parent ended dead or cancelled
+
+
+class WhenHooked:
+    """A change value meaning "set this field to ``value`` if the job has an on-finish hook".
+
+    A SQL store writes it in the same statement as the rest (a ``CASE``); MongoDB in a second,
+    conditional write right after the first (see its store for what a crash between them costs).
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"WhenHooked({self.value!r})"
+
+
+HOOK_FALLS_DUE = WhenHooked(HOOK_DUE)
+
+
+def is_due(changes: dict[str, Any]) -> bool:
+    """Whether a job left by ``changes`` (a state change, stamped ``updated_at``) may be claimed
+    at once: claimable and its ``run_at`` reached. A store keeps this as its due flag, so that
+    claims walk only due jobs; a job not due yet is promoted by the claim once its time comes."""
+    run_at = changes.get("run_at")
+    return is_due_at(changes["state"], run_at, changes.get("updated_at", run_at))
+
+
+def is_due_at(state: str, run_at: float | None, now: float | None) -> bool:
+    """A job in ``state`` with ``run_at`` may be claimed at ``now``."""
+    return state in CLAIMABLE and run_at is not None and now is not None and run_at <= now
+
+
+# --- the outcome of an attempt -------------------------------------------------------------------
+
+
+def retry_delay(attempts: int, config: RuntimeConfig) -> float:
+    """``backoff_base ** attempts`` seconds, capped at ``backoff_max``."""
+    try:
+        delay = float(config.backoff_base) ** attempts
+    except OverflowError:
+        delay = config.backoff_max
+    return min(delay, config.backoff_max)
+
+
+def failure_outcome(
+    job: Job,
+    config: RuntimeConfig,
+    now: float,
+    error: str,
+    exit_code: int | None = None,
+    output: str | None = None,
+    duration: float | None = None,
+) -> Outcome:
+    """A failed attempt: retry later (``failed`` with a new run_at), or ``dead`` when out of retries."""
+    if job.attempts > job.max_retries:
+        return Outcome(DEAD, now, exit_code=exit_code, last_error=error, output=output, duration=duration)
+    return Outcome(
+        FAILED,
+        now,
+        run_at=now + retry_delay(job.attempts, config),
+        exit_code=exit_code,
+        last_error=error,
+        output=output,
+        duration=duration,
+    )
+
+
+def success_outcome(now: float, output: str | None, duration: float | None) -> Outcome:
+    return Outcome(COMPLETED, now, exit_code=0, output=output, duration=duration)
+
+
+def shutdown_outcome(job: Job, now: float, output: str | None, duration: float | None) -> Outcome:
+    """A run stopped by a worker's shutdown did not fail: back to pending, the claim's count undone."""
+    return Outcome(
+        PENDING,
+        now,
+        run_at=now,
+        attempts=job.attempts - 1,
+        output=output,
+        last_error="interrupted by a worker shutdown; requeued",
+        duration=duration,
+    )
+
+
+def outcome_changes(outcome: Outcome) -> dict[str, Any]:
+    """The fields an attempt's end writes (fields left as None in the outcome keep their value)."""
+    final = outcome.state in FINISHED
+    changes: dict[str, Any] = {
+        "state": outcome.state,
+        "exit_code": outcome.exit_code,
+        "last_error": outcome.last_error,
+        "finished_at": outcome.at if final else None,
+        "duration": outcome.duration,
+        "updated_at": outcome.at,
+        "locked_by": None,
+        "lease_expires_at": None,
+    }
+    for name in ("run_at", "output", "attempts"):
+        value = getattr(outcome, name)
+        if value is not None:
+            changes[name] = value
+    if final:
+        changes["hook_state"] = HOOK_FALLS_DUE
+    return changes
+
+
+def ending_changes(state: str, now: float, error: str | None = None) -> dict[str, Any]:
+    """The fields written when a job is ended from outside an attempt (cancelled, never needed)."""
+    changes: dict[str, Any] = {
+        "state": state,
+        "finished_at": now,
+        "updated_at": now,
+        "locked_by": None,
+        "lease_expires_at": None,
+        "hook_state": HOOK_FALLS_DUE,
+    }
+    if error is not None:
+        changes["last_error"] = error
+    return changes
+
+
+# --- dependencies ---------------------------------------------------------------------------------
+
+
+def parents_of(job: Job) -> list[str]:
+    return [*job.after, *([job.on_failure_of] if job.on_failure_of else [])]
+
+
+def start_state(job_id: str, after: dict[str, str | None], failure_parent: tuple[str, str | None] | None) -> str:
+    """The state a new job with parents starts in (``waiting`` or ``pending``), or why it can't exist.
+
+    ``after`` maps each parent id to its state (None: no such job); ``failure_parent`` is the
+    compensation parent and its state. A job can only name parents that already exist, so a
+    cycle can never be built.
+    """
+    for parent, state in after.items():
+        if state is None:
+            raise InvalidInput(f"after: there is no job {parent!r} (a job can only wait for existing jobs)")
+        if state in (DEAD, CANCELLED):
+            raise Conflict(f"parent job {parent} already ended {state}, so job {job_id} could never run")
+    waiting = any(state != COMPLETED for state in after.values())
+    if failure_parent is not None:
+        parent, state = failure_parent
+        if state is None:
+            raise InvalidInput(f"on_failure_of: there is no job {parent!r}")
+        if state == COMPLETED:
+            raise Conflict(f"job {parent} already completed, so its compensation step would never run")
+        waiting = waiting or state not in (DEAD, CANCELLED)
+    return WAITING if waiting else PENDING
+
+
+def blocked_by(child: Job, parent: str, parent_state: str) -> str | None:
+    """Why ``child`` can never run now that ``parent`` ended in ``parent_state`` (None: it still
+    may). A child may name one parent both ways (after it, and as its compensation): then it can
+    never run at all, and whichever edge the parent's end breaks says why."""
+    if parent in child.after and parent_state != COMPLETED:
+        return f"parent job {parent} ended {parent_state}"
+    if child.on_failure_of == parent and parent_state == COMPLETED:
+        return f"not needed: {parent} completed"
+    return None

@@ -1,0 +1,69 @@
+"""Settling: when a job finishes, the jobs waiting on it are released or cancelled (transitively),
+written once for every store. Each step is a guarded update of a waiting job, so settling twice
+changes nothing the second time, and a crash between steps is repaired by settling again."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from queuectl.core.lifecycle.rules import FINISHED, blocked_by, ending_changes, parents_of
+from queuectl.core.models import CANCELLED, COMPLETED, DEAD, PENDING, WAITING, Job
+
+if TYPE_CHECKING:
+    from queuectl.store.base import Store
+
+
+def _may_start(store: Store, child: Job) -> bool:
+    """Every parent ended the way ``child`` needs. A parent that is gone was purged, which only
+    happens to a finished job: it counts as having ended that way."""
+    states = store.job_states(parents_of(child))
+    if any(states.get(parent, COMPLETED) != COMPLETED for parent in child.after):
+        return False
+    return not child.on_failure_of or states.get(child.on_failure_of, DEAD) in (DEAD, CANCELLED)
+
+
+def settle(store: Store, job_id: str, state: str, now: float) -> int:
+    """A job just finished in ``state``: release, or cancel (transitively), the jobs waiting on it.
+
+    Returns how many became pending. Runs inside the caller's unit of work; each step is a
+    guarded update of a waiting job, so settling twice changes nothing the second time.
+    """
+    released = 0
+    todo = [(job_id, state)]
+    while todo:
+        parent, parent_state = todo.pop()
+        for child in store.waiting_children(parent):
+            reason = blocked_by(child, parent, parent_state)
+            if reason is not None:
+                if store.update_job(child.id, ending_changes(CANCELLED, now, reason), states=(WAITING,)):
+                    todo.append((child.id, CANCELLED))
+            elif _may_start(store, child):
+                released += store.update_job(
+                    child.id,
+                    {"state": PENDING, "run_at": max(child.run_at, now), "updated_at": now},
+                    states=(WAITING,),
+                )
+    return released
+
+
+def resettle(store: Store, waiting: Iterable[Job], now: float) -> int:
+    """Settle again the given waiting jobs against parents that have finished.
+
+    Needed where a parent's outcome and its settling are not one transaction (MongoDB): a
+    worker dying between them, or a parent finishing while its child was still being inserted,
+    leaves a child waiting for a parent that has already ended.
+    """
+    released = 0
+    for child in waiting:
+        for parent, parent_state in store.job_states(parents_of(child)).items():
+            if parent_state in FINISHED:
+                released += settle(store, parent, parent_state, now)
+    return released
+
+
+def resettle_waiting(store: Store, now: float, before: float | None = None, limit: int = 1000) -> float | None:
+    """Resettle one page of waiting jobs, newest first from ``before``; returns where the next
+    page starts (None: the list is done), so a long list is covered over several passes."""
+    page = store.list_jobs(state=WAITING, limit=limit, before=before)
+    resettle(store, page, now)
+    return page[-1].created_at if len(page) == limit else None

@@ -1,0 +1,261 @@
+"""The transitions of a job's life over the store's primitives: enqueue, claim, heartbeat, finish
+(and the busy path's finish + claim), recovery of expired leases, cancel, DLQ retry, hooks.
+
+On a SQL store each transition is one unit of work (one transaction) with all its follow-ups.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+from queuectl.core.errors import Conflict, NotFound, UniqueKeyTaken
+from queuectl.core.lifecycle.rules import (
+    CANCELLABLE,
+    FINISHED,
+    HOOK_DONE,
+    HOOK_DUE,
+    HOOK_FAILED,
+    HOOK_RUNNING,
+    ending_changes,
+    failure_outcome,
+    outcome_changes,
+    parents_of,
+    start_state,
+)
+from queuectl.core.lifecycle.settling import resettle, settle
+from queuectl.core.models import CANCELLED, DEAD, PENDING, WAITING, Job, Lease, Outcome
+
+if TYPE_CHECKING:
+    from queuectl.core.config import RuntimeConfig
+    from queuectl.store.base import Store
+
+# --- the transitions -----------------------------------------------------------------------------
+
+
+def enqueue_job(store: Store, job: Job) -> None:
+    """Insert one job (see :func:`enqueue`)."""
+    enqueue(store, [job])
+
+
+def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None) -> int:
+    """Insert every job or none; a job with parents starts waiting or pending as they allow.
+
+    ``now`` (default: the time the insert ended) stamps any child settled right after it.
+
+    Parents may be earlier jobs of the same batch. Conflict for a taken id or unique key.
+    Returns how many were inserted, and wakes idle workers once, after the commit.
+    """
+    waiting: list[str] = []
+
+    def with_start_states() -> Iterator[Job]:
+        for job in jobs:
+            if job.after or job.on_failure_of:
+                states: dict[str, str | None] = dict(store.job_states(parents_of(job)))
+                failure = (job.on_failure_of, states.get(job.on_failure_of)) if job.on_failure_of else None
+                job.state = start_state(job.id, {p: states.get(p) for p in job.after}, failure)
+                if job.state == WAITING:
+                    waiting.append(job.id)
+            yield job
+
+    with store.unit():
+        count = store.insert_jobs(with_start_states())
+    if waiting and not store.transactional:
+        now = time.time() if now is None else now
+        resettle(store, (job for job in map(store.get, waiting) if job and job.state == WAITING), now)
+    if count:
+        store.notify()
+    return count
+
+
+def finish(store: Store, lease: Lease, outcome: Outcome, expired_before: float | None = None) -> bool:
+    """Record the end of an attempt, fenced on the lease (id, worker, attempt, processing).
+
+    With ``expired_before``, also require the lease to have ended by then (recovering another
+    worker's job). Returns False, writing nothing, when the lease no longer holds.
+    """
+    with store.unit():
+        written, released = _finish_in(store, lease, outcome, expired_before)
+    if released:
+        store.notify()
+    return written
+
+
+def _finish_in(store: Store, lease: Lease, outcome: Outcome, expired_before: float | None) -> tuple[bool, int]:
+    written = store.update_job(lease.job_id, outcome_changes(outcome), lease=lease, expired_before=expired_before)
+    if written and outcome.state in FINISHED:
+        return True, settle(store, lease.job_id, outcome.state, outcome.at)
+    return written, 0
+
+
+LOCK_WAIT_NOTICED_S = 0.05  # a wait for the write lock longer than this moves lease times on
+
+
+def _lock_wait(started: float) -> float:
+    """Seconds spent getting the unit's write lock since ``started`` (monotonic), if they matter.
+
+    Lease times are ``now + lease``: computed before a long wait for the lock, a renewal would
+    be written already expired and another worker would take over a live job.
+    """
+    waited = time.monotonic() - started
+    return waited if waited > LOCK_WAIT_NOTICED_S else 0.0
+
+
+def claim(store: Store, worker_id: str, queues: list[str] | None, now: float, lease: float, limit: int) -> list[Job]:
+    """Take up to ``limit`` due jobs; the lease runs from when the write lock was had."""
+    started = time.monotonic()
+    with store.unit():
+        return store.claim(worker_id, queues, now + _lock_wait(started), lease, limit)
+
+
+def finish_and_claim(
+    store: Store,
+    outcomes: list[tuple[Lease, Outcome]],
+    worker_id: str,
+    queues: list[str] | None,
+    now: float,
+    lease: float,
+    limit: int,
+) -> tuple[list[bool], list[Job]]:
+    """The busy worker's round trip: every outcome and the next claim in one unit of work."""
+    released = 0
+    started = time.monotonic()
+    with store.unit():
+        now += _lock_wait(started)
+        written = []
+        for held, outcome in outcomes:
+            ok, freed = _finish_in(store, held, outcome, None)
+            written.append(ok)
+            released += freed
+        claimed = store.claim(worker_id, queues, now, lease, limit) if limit > 0 else []
+    if released:
+        store.notify()
+    return written, claimed
+
+
+def heartbeat(
+    store: Store, worker_id: str, beats: list[tuple[Lease, str | None]], now: float, lease: float
+) -> set[str]:
+    """Extend the lease of each held job (and save its output so far, when given).
+
+    ``worker_id`` is the beating worker (each lease names it too). Fenced: only a job still
+    processing under the same worker and attempt is touched. Returns
+    the ids whose lease is gone (recovered, cancelled, taken over): their runs must be stopped.
+    """
+    lost: set[str] = set()
+    if not beats:
+        return lost
+    started = time.monotonic()
+    with store.unit():
+        now += _lock_wait(started)
+        for held, output in beats:
+            changes: dict[str, Any] = {"lease_expires_at": now + lease}
+            if output is not None:
+                changes["output"] = output
+            if not store.update_job(held.job_id, changes, lease=held):
+                lost.add(held.job_id)
+    return lost
+
+
+def recover_expired(store: Store, config: RuntimeConfig, now: float) -> list[str]:
+    """Give back the jobs of workers presumed dead (lease expired), counted as failed attempts.
+
+    Fenced on the lease and on its expiry, so a worker that heartbeats in between keeps its job.
+    A pass that had to wait longer than a heartbeat for the write lock stops there: while the
+    lock was held by someone else (a huge bulk enqueue), live workers could not renew their
+    leases either, so an expiry seen before the wait proves nothing. The next pass looks again.
+    """
+    recovered = []
+    for job in store.expired(now):
+        assert job.locked_by is not None
+        held = Lease(job.id, job.locked_by, job.attempts)
+        error = f"lease expired: worker {job.locked_by} stopped heartbeating (presumed dead)"
+        started = time.monotonic()
+        with store.unit():
+            if time.monotonic() - started > config.heartbeat:
+                break
+            written, _ = _finish_in(store, held, failure_outcome(job, config, now, error), now)
+        if written:
+            recovered.append(job.id)
+    if recovered:
+        store.notify()
+    return recovered
+
+
+def cancel(store: Store, job_id: str, now: float) -> Job:
+    """Cancel a job that has not finished and settle the jobs waiting on it; returns it.
+
+    A processing job's worker sees its lease gone at its next heartbeat and kills the run.
+    NotFound for an unknown id; Conflict for a job that already finished.
+    """
+    with store.unit():
+        job = store.get(job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        if job.state not in CANCELLABLE or not store.update_job(
+            job_id, ending_changes(CANCELLED, now), states=CANCELLABLE
+        ):
+            latest = store.get(job_id)
+            raise Conflict(
+                f"job {job_id} already finished ({latest.state if latest else job.state}); nothing to cancel"
+            )
+        released = settle(store, job_id, CANCELLED, now)
+        cancelled = store.get(job_id)
+    if released:
+        store.notify()
+    assert cancelled is not None
+    return cancelled
+
+
+def retry_dead(store: Store, job_id: str | None, now: float) -> int:
+    """Move one dead job (or, with None, all of them) back to pending with attempts reset.
+
+    Atomic per job: of many concurrent retries of one job exactly one returns 1. NotFound for
+    an unknown id; Conflict if that job is not dead, or its unique key is held meanwhile.
+    """
+    reset = {
+        "state": PENDING,
+        "attempts": 0,
+        "run_at": now,
+        "updated_at": now,
+        "finished_at": None,
+        "locked_by": None,
+        "lease_expires_at": None,
+    }
+    with store.unit():
+        if job_id is None:
+            try:
+                count = store.update_jobs(reset, states=(DEAD,))
+            except UniqueKeyTaken:
+                raise Conflict(
+                    "a dead job's unique key is taken by an active job; retry it once that one has finished"
+                ) from None
+        else:
+            try:
+                count = int(store.update_job(job_id, reset, states=(DEAD,)))
+            except UniqueKeyTaken:
+                raise Conflict(
+                    f"job {job_id}'s unique key is taken by an active job; retry it once that one has finished"
+                ) from None
+        if count == 0 and job_id is not None:
+            job = store.get(job_id)
+            if job is None:
+                raise NotFound(f"no job with id {job_id!r}")
+            raise Conflict(f"job {job_id} is {job.state}, not in the dead letter queue")
+    if count:
+        store.notify()
+    return count
+
+
+def claim_hook(store: Store, now: float) -> Job | None:
+    """Take one job whose on-finish hook is due (it then runs at most once) and return it."""
+    for job in store.hooks_due(limit=4):
+        if store.update_job(job.id, {"hook_state": HOOK_RUNNING}, hook_state=HOOK_DUE):
+            job.hook_state = HOOK_RUNNING
+            return job
+    return None
+
+
+def finish_hook(store: Store, job_id: str, error: str | None, now: float) -> None:
+    """Record a hook's result: done, or failed with ``error``. Never changes the job's state."""
+    store.update_job(job_id, {"hook_state": HOOK_FAILED if error else HOOK_DONE, "hook_error": error})
