@@ -65,7 +65,7 @@ def check_folder(folder: str) -> None:
     if info.st_uid != os.geteuid() and info.st_uid not in _TRUSTED_OWNERS:
         raise StoreUnavailable(
             f"refusing the queue in {folder}: the folder belongs to another user (uid {info.st_uid}), "
-            "who could replace its files; keep the queue in a folder of your own (--db sqlite:///path)"
+            "who could replace its files; keep the queue in a folder of your own"
         )
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
         raise StoreUnavailable(
@@ -83,7 +83,7 @@ def _check_link(path: str) -> None:
     if stat.S_ISLNK(info.st_mode) and info.st_uid != os.geteuid() and info.st_uid not in _TRUSTED_OWNERS:
         raise StoreUnavailable(
             f"refusing {path}: it is a symlink another user (uid {info.st_uid}) made; remove it "
-            f"(rm {path}) or point --db at the real file"
+            f"(rm {path}) or point the database URL at the real file"
         )
 
 
