@@ -59,11 +59,14 @@ class Status:
 
 def status(store: Store, now: float) -> Status:
     queues = store.counts()
-    config = load_config(store)
+    workers, alive = _workers(store, now)
+    return Status(state_totals(queues), queues, paused_queues(store), alive, len(workers))
+
+
+def _workers(store: Store, now: float) -> tuple[list[WorkerInfo], int]:
+    """Every registered worker, and how many of them are alive."""
     workers = list_workers(store)
-    return Status(
-        state_totals(queues), queues, paused_queues(store), len(alive_workers(workers, config, now)), len(workers)
-    )
+    return workers, len(alive_workers(workers, load_config(store), now))
 
 
 @dataclass
@@ -80,10 +83,7 @@ class Reading:
 
 def metrics_reading(store: Store, now: float) -> Reading:
     counts = store.counts()
-    config = load_config(store)
-    workers = list_workers(store)
+    _, alive = _workers(store, now)
     due = next_due(store, counts, paused_queues(store))
     completed, durations = store.duration_totals()
-    return Reading(
-        counts, state_totals(counts), len(alive_workers(workers, config, now)), lag(due, now), completed, durations
-    )
+    return Reading(counts, state_totals(counts), alive, lag(due, now), completed, durations)
