@@ -22,7 +22,7 @@ from queuectl.core import lifecycle
 from queuectl.core.config import ENV_DB, RuntimeConfig, resolve_db_url
 from queuectl.core.defaults import FORGET_WORKERS_AFTER_S as _FORGET_WORKERS_AFTER_S
 from queuectl.core.defaults import RETRY_WRITE_S as _RETRY_WRITE_S
-from queuectl.core.errors import QueuectlError, StoreReadOnly, StoreUnavailable
+from queuectl.core.errors import QueuectlError, StoreCorrupt, StoreReadOnly, StoreUnavailable
 from queuectl.core.models import PENDING, Job, Lease, Outcome, WorkerInfo
 from queuectl.runtime.executor import Run, StartError, job_environment
 from queuectl.runtime.housekeeper import Housekeeper
@@ -145,6 +145,9 @@ class Worker:
                 self._send_outcomes()
                 if self.housekeeper.tick(self.stopping):
                     self.want_claim = True
+        except StoreCorrupt:
+            self._abandon_jobs()
+            raise  # fatal: main() prints the one line and exits with its code (7)
         finally:
             if waker is not None:
                 waker.close()
@@ -154,6 +157,14 @@ class Worker:
             pass
         log(self.id, "stopped")
         return 0
+
+    def _abandon_jobs(self) -> None:
+        """A damaged database: no outcome can be recorded and no lease renewed, so waiting helps
+        nobody. Kill the running jobs' process groups (they would outlive us as orphans)."""
+        for slot in self.slots.values():
+            if slot.run is not None:
+                slot.run.signal(signal.SIGKILL)
+                slot.run.poll()
 
     def _on_signals(self, fd: int) -> None:
         for signum in read_signals(fd):
@@ -215,9 +226,12 @@ class Worker:
         wait = self.config.poll_interval
         try:
             due = self.store.next_due(self.opts.queues)
+        except StoreCorrupt:
+            raise
         except QueuectlError:
             due = None
-        if due is not None and due > now:
+        # a damaged or foreign row can hold any type (SQLite columns are not typed): poll instead
+        if isinstance(due, (int, float)) and not isinstance(due, bool) and due > now:
             wait = min(wait, due - now + 0.001)
         self.idle_until = time.monotonic() + wait
 

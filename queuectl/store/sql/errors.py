@@ -7,11 +7,17 @@ import sqlite3
 from typing import Any
 
 from queuectl.core.defaults import SQLITE_BUSY_TIMEOUT_S as BUSY_TIMEOUT_S
-from queuectl.core.errors import StoreReadOnly, StoreUnavailable
+from queuectl.core.errors import StoreCorrupt, StoreReadOnly, StoreUnavailable
 from queuectl.store.base import translating_errors
+
+# SQLITE_CORRUPT and SQLITE_NOTADB (primary codes: extended ones carry them in the low byte)
+_CORRUPT_CODES = (11, 26)
+_CORRUPT_TEXT = ("malformed", "not a database")
 
 
 def sqlite_error(store: Any, exc: Exception) -> Exception | None:
+    if isinstance(exc, sqlite3.DatabaseError) and is_corrupt(exc):
+        return corrupt_error(store.path, exc)
     if isinstance(exc, sqlite3.OperationalError):
         return _classify(exc, store.path)
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
@@ -20,6 +26,32 @@ def sqlite_error(store: Any, exc: Exception) -> Exception | None:
 
 
 translate_errors = translating_errors(sqlite_error)
+
+
+def is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """A damaged file, not an outage: waiting and retrying would loop forever, so callers must not."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _CORRUPT_CODES:
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _CORRUPT_TEXT)
+
+
+def corrupt_error(path: str, exc: Exception) -> StoreCorrupt:
+    return StoreCorrupt(
+        f"{path} is damaged ({exc}): stop its workers and restore it from a backup "
+        "(sqlite3's .recover command may salvage its rows)"
+    )
+
+
+def is_full(exc: Exception) -> bool:
+    """SQLITE_FULL: the disk (or the filesystem holding the WAL) has no room left."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == 13
+    return "full" in str(exc).lower()
 
 
 def _classify(exc: sqlite3.OperationalError, path: str) -> Exception:
