@@ -14,6 +14,7 @@ supervisor, the child subreaper, which kills their groups at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -33,8 +34,20 @@ def job_environment(base: dict[str, str], extra: dict[str, str]) -> dict[str, st
     return env
 
 
+# the worker ran out of something of its own: the job is not to blame and may start later
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.EAGAIN)
+
+
 class StartError(Exception):
-    """The command could not be started at all (its cwd is missing, say)."""
+    """The command could not be started at all (its cwd is missing, say).
+
+    ``out_of_resources``: the worker itself is short of file descriptors or processes, so the
+    attempt must not count against the job (it is handed back, and the worker claims less).
+    """
+
+    def __init__(self, message: str, error_number: int | None = None) -> None:
+        super().__init__(message)
+        self.out_of_resources = error_number in _OUT_OF_RESOURCES
 
 
 def _spawn_fast(command: str, env: dict[str, str]) -> tuple[int, int]:
@@ -43,7 +56,10 @@ def _spawn_fast(command: str, env: dict[str, str]) -> tuple[int, int]:
     stdin is /dev/null, stdout and stderr share one pipe, and the job leads a new session, so
     its whole process group can be signalled. Returns the pid and the pipe's reading end.
     """
-    read_fd, write_fd = os.pipe()
+    try:
+        read_fd, write_fd = os.pipe()
+    except OSError as exc:
+        raise StartError(f"cannot open a pipe for the job's output: {exc.strerror}", exc.errno) from None
     try:
         pid = os.posix_spawn(
             SHELL,
@@ -60,7 +76,7 @@ def _spawn_fast(command: str, env: dict[str, str]) -> tuple[int, int]:
         )
     except OSError as exc:
         os.close(read_fd)
-        raise StartError(f"cannot start {SHELL}: {exc.strerror}") from None
+        raise StartError(f"cannot start {SHELL}: {exc.strerror}", exc.errno) from None
     finally:
         os.close(write_fd)
     return pid, read_fd
@@ -109,9 +125,16 @@ class Run:
         except PermissionError:
             raise StartError(f"permission denied entering working directory {cwd}") from None
         except OSError as exc:
-            raise StartError(f"cannot start the command: {exc.strerror}") from None
+            raise StartError(f"cannot start the command: {exc.strerror}", exc.errno) from None
         assert self._proc.stdout is not None
-        fd = os.dup(self._proc.stdout.fileno())
+        try:
+            fd = os.dup(self._proc.stdout.fileno())
+        except OSError as exc:  # out of descriptors after the start: undo it, the job never ran
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.stdout.close()
+            self._proc.wait()
+            raise StartError(f"cannot keep the job's output pipe: {exc.strerror}", exc.errno) from None
         self._proc.stdout.close()
         self.pid = self._proc.pid
         return fd

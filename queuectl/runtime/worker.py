@@ -23,6 +23,7 @@ from queuectl.core.config import ENV_DB, RuntimeConfig, resolve_db_url
 from queuectl.core.defaults import FORGET_WORKERS_AFTER_S as _FORGET_WORKERS_AFTER_S
 from queuectl.core.defaults import RETRY_WRITE_S as _RETRY_WRITE_S
 from queuectl.core.errors import QueuectlError, StoreCorrupt, StoreReadOnly, StoreUnavailable
+from queuectl.core.lifecycle.rules import handed_back_outcome
 from queuectl.core.models import PENDING, Job, Lease, Outcome, WorkerInfo
 from queuectl.runtime.executor import Run, StartError, job_environment
 from queuectl.runtime.housekeeper import Housekeeper
@@ -31,6 +32,7 @@ from queuectl.service.config import load_config
 from queuectl.service.workers import beat_worker, prune_workers, register_worker
 from queuectl.store import Store, open_store
 
+SHORT_OF_RESOURCES_BACKOFF_S = 1.0  # after a start failed for want of descriptors: claim again this late
 FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
 STORE_DOWN = (StoreUnavailable, StoreReadOnly)  # a full disk is an outage too: keep the outcome
 
@@ -46,6 +48,7 @@ class Slot:
     stop_reason: str | None = None  # timeout | shutdown | lost
     kill_at: float | None = None  # monotonic time SIGTERM turns into SIGKILL
     start_error: str | None = None
+    handed_back: bool = False  # not started for want of the worker's own resources: requeue it
 
 
 @dataclass
@@ -79,6 +82,8 @@ class Worker:
         self.last_ok_beat = time.monotonic()
         self.want_claim = True
         self.idle_until = 0.0
+        self.claim_cap: int | None = None  # fewer than concurrency while short of descriptors
+        self.claim_after = 0.0  # monotonic: no claim before (a start just failed for want of them)
         self.next_write_try = 0.0
         self.base_env = dict(os.environ)
         self.supervised = bool(os.environ.get("QUEUECTL_SUPERVISED"))
@@ -190,13 +195,20 @@ class Worker:
 
     # --- claiming and starting --------------------------------------------------------------
 
+    def _claim_limit(self) -> int:
+        """How many jobs this worker may hold now: ``concurrency``, or less while it is short of
+        file descriptors or processes (each job needs a pipe and a process of the worker's own)."""
+        if self.claim_cap is None:
+            return self.opts.concurrency
+        return max(1, min(self.claim_cap, self.opts.concurrency))
+
     def _may_claim(self, mono: float) -> bool:
-        if self.stopping or len(self.slots) >= self.opts.concurrency:
+        if self.stopping or len(self.slots) >= self._claim_limit() or mono < self.claim_after:
             return False
         return self.want_claim or mono >= self.idle_until
 
     def _claim(self) -> None:
-        free = self.opts.concurrency - len(self.slots)
+        free = self._claim_limit() - len(self.slots)
         now = time.time()
         try:
             jobs = lifecycle.claim(self.store, self.id, self.opts.queues, now, self.config.lease, free)
@@ -243,19 +255,35 @@ class Worker:
             slot.run = Run(job.command, job.cwd, env)
         except StartError as exc:
             slot.start_error = str(exc)
+            if exc.out_of_resources:
+                self._short_of_resources(slot)
         else:
             self.selector.register(slot.run, selectors.EVENT_READ, slot.run)
             if job.timeout:
                 slot.deadline = time.monotonic() + job.timeout
         self.slots[job.id] = slot
 
+    def _short_of_resources(self, slot: Slot) -> None:
+        """The worker, not the job, ran out (EMFILE, ENFILE, EAGAIN): hand the job back uncounted
+        and hold no more jobs than run now, until one of them ends and gives its descriptors back."""
+        slot.handed_back = True
+        running = sum(1 for other in self.slots.values() if other.run is not None)
+        if self.claim_cap is None or running < self.claim_cap:
+            log(
+                self.id,
+                f"cannot start job {slot.job.id} ({slot.start_error}): handing it back; "
+                f"holding at most {max(1, running)} job(s) until one ends",
+            )
+        self.claim_cap = running
+        self.claim_after = time.monotonic() + SHORT_OF_RESOURCES_BACKOFF_S
+
     # --- watching runs ----------------------------------------------------------------------
 
     def _wait_seconds(self, next_beat: float) -> float:
         mono = time.monotonic()
         moments = [next_beat]
-        if not self.stopping and len(self.slots) < self.opts.concurrency:
-            moments.append(mono if self.want_claim else self.idle_until)
+        if not self.stopping and len(self.slots) < self._claim_limit():
+            moments.append(max(self.claim_after, mono if self.want_claim else self.idle_until))
         if self.unsent:
             moments.append(self.next_write_try)
         if self.stopping and self.grace_deadline is not None:
@@ -277,6 +305,10 @@ class Worker:
                 if not slot.run.eof:  # a background process still holds the pipe: stop watching it
                     self.selector.unregister(slot.run)
                 slot.run.finish()
+                if self.claim_cap is not None:  # its descriptors are free again: try one more
+                    self.claim_cap += 1
+                    if self.claim_cap >= self.opts.concurrency:
+                        self.claim_cap = None
             else:
                 code = None
             del self.slots[job_id]
@@ -301,6 +333,8 @@ class Worker:
         job = slot.job
         if slot.stop_reason == "lost":
             return None  # somebody else owns the job now: write nothing
+        if slot.handed_back:
+            return handed_back_outcome(job, now, f"not started: {slot.start_error}")
         if slot.start_error is not None:
             return lifecycle.failure_outcome(job, self.config, now, slot.start_error)
         assert slot.run is not None and code is not None
@@ -384,7 +418,9 @@ class Worker:
         if not self.unsent or time.monotonic() < self.next_write_try:
             return
         # the busy path: record every finished attempt and claim the next jobs in one round trip
-        free = 0 if self.stopping else self.opts.concurrency - len(self.slots)
+        free = 0 if self.stopping else max(0, self._claim_limit() - len(self.slots))
+        if time.monotonic() < self.claim_after:
+            free = 0
         now = time.time()
         batch = list(self.unsent)
         try:
@@ -400,7 +436,10 @@ class Worker:
             if not ok:
                 log(self.id, f"job {lease.job_id}: lease lost before its outcome was written")
             elif outcome.state == PENDING and outcome.attempts is not None:
-                self.store.notify()  # handed back on shutdown: another worker may take it now
+                try:
+                    self.store.notify()  # handed back: another worker may take it now
+                except OSError:
+                    pass  # a wake-up is a courtesy (short of descriptors, say): they poll anyway
         if free:
             self._take(jobs, free, now)
 

@@ -122,6 +122,12 @@ def shutdown_outcome(job: Job, now: float, output: str | None, duration: float |
     )
 
 
+def handed_back_outcome(job: Job, now: float, reason: str) -> Outcome:
+    """A job the worker could not even start for want of its own resources (no file descriptors,
+    no processes left): not the job's fault, so back to pending with the claim's count undone."""
+    return Outcome(PENDING, now, run_at=now, attempts=job.attempts - 1, last_error=f"{reason}; requeued")
+
+
 def outcome_changes(outcome: Outcome) -> dict[str, Any]:
     """The fields an attempt's end writes (fields left as None in the outcome keep their value)."""
     final = outcome.state in FINISHED
