@@ -70,19 +70,15 @@ def _detach(
 
     log_path = log_file or os.path.join(default_data_dir(), "workers.log")
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), mode=0o700, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "queuectl",
-        "worker",
-        "start",
-        "--count",
-        str(count),
-        "--concurrency",
-        str(concurrency),
-    ]
-    if queue:
-        cmd += ["--queue", queue]
+    from queuectl.runtime.supervisor import ENV_DB_FD, url_pipe
+
+    # the supervisor itself, checked options and all: the URL (it may hold a password) goes over
+    # a pipe, not into its environment, where any job could read it from /proc
+    cmd = [sys.executable, "-m", "queuectl.runtime.supervisor", "--count", str(count)]
+    cmd += ["--concurrency", str(concurrency)]
+    queues = _parse_queues(queue)
+    if queues:
+        cmd += ["--queue", ",".join(queues)]
     if burst:
         cmd.append("--burst")
     try:
@@ -93,15 +89,22 @@ def _detach(
         log = os.fdopen(fd, "ab")
     except OSError as exc:
         raise InvalidInput(f"cannot open log file {log_path}: {exc.strerror}") from None
+    env = {key: value for key, value in os.environ.items() if key not in (ENV_DB, ENV_DB_FD)}
+    url_fd = url_pipe(db_url)
+    env[ENV_DB_FD] = str(url_fd)
     with log:
-        proc = subprocess.Popen(
-            cmd,
-            env=dict(os.environ, **{ENV_DB: db_url}),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                pass_fds=(url_fd,),
+            )
+        finally:
+            os.close(url_fd)
     print(
         f"started {count} worker(s) in the background (supervisor pid {proc.pid}); "
         f"log: {log_path}; stop with: queuectl worker stop"

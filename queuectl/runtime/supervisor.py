@@ -11,6 +11,16 @@ SIGTERM is the usual graceful stop, so their running jobs finish (or are stopped
 within ``shutdown-grace``. ``worker stop`` reaches workers through the database, not us; so
 while a dead worker waits for its restart we look at its registry row, and a stop requested
 there means it is not replaced (nor is any other).
+
+A worker stopped by a signal (a job ran ``kill -STOP $PPID``) is noticed through SIGCHLD
+(``WUNTRACED``) and resumed with SIGCONT. Each worker makes itself a child subreaper as well
+(``executor.adopt_orphans``), so a job's ``setsid`` children are re-parented to their worker, which
+kills them with the job. A worker
+that exits with ``EXIT_CORRUPT`` found the database damaged: restarting it would only fail again
+(or make it worse), so the others are stopped and we exit with that code.
+
+The database URL (it may hold a password) reaches a worker over an inherited pipe named by
+``QUEUECTL_DB_FD``, never in its environment: any job could read that from ``/proc/$PPID/environ``.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from queuectl.core.config import ENV_DB
+from queuectl.core.errors import EXIT_CORRUPT
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -34,6 +45,42 @@ _PR_SET_PDEATHSIG = 1
 _STOP_CHECK_S = 1.0  # while a restart is pending: how often the registry is read for a stop
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _RESTART_BACKOFF_MAX = 30.0
+ENV_DB_FD = "QUEUECTL_DB_FD"
+
+
+def url_pipe(url: str) -> int:
+    """A pipe's reading end that holds ``url`` and then end of file (the writing end is closed).
+
+    The URL is far smaller than a pipe's buffer, so writing it all before the reader starts
+    cannot block. The caller passes the fd to one child and closes its own copy.
+    """
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, url.encode())
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+def read_url_fd() -> str | None:
+    """The URL sent by :func:`url_pipe`, if ``QUEUECTL_DB_FD`` names one; the fd is closed after.
+
+    The variable is dropped from our environment, so nothing we start sees a stale fd number.
+    """
+    text = os.environ.pop(ENV_DB_FD, None)
+    if text is None or not text.isdigit():
+        return None
+    fd = int(text)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    return b"".join(chunks).decode() or None
 
 
 def log(message: str) -> None:
@@ -84,16 +131,24 @@ class Supervisor:
         self.failures: dict[int, int] = {}
         self._store: Any = None
         self._next_stop_check = 0.0
+        self.corrupt = False  # a worker found the database damaged: nothing is restarted
 
     def _spawn(self, index: int) -> None:
-        env = dict(os.environ, **{ENV_DB: self.db_url, "QUEUECTL_SUPERVISED": "1"})
+        env = {key: value for key, value in os.environ.items() if key not in (ENV_DB, ENV_DB_FD)}
         cmd = [sys.executable, "-m", "queuectl.runtime.worker", "--concurrency", str(self.concurrency)]
         if self.queues:
             cmd += ["--queue", ",".join(self.queues)]
         if self.burst:
             cmd.append("--burst")
         me = os.getpid()
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=lambda: _die_with(me))
+        url_fd = url_pipe(self.db_url)
+        env.update({ENV_DB_FD: str(url_fd), "QUEUECTL_SUPERVISED": "1"})
+        try:
+            proc = subprocess.Popen(
+                cmd, env=env, stdin=subprocess.DEVNULL, pass_fds=(url_fd,), preexec_fn=lambda: _die_with(me)
+            )
+        finally:
+            os.close(url_fd)
         self.workers[proc.pid] = WorkerProcess(index, proc, time.monotonic())
 
     def run(self) -> int:
@@ -124,7 +179,7 @@ class Supervisor:
         if self._store is not None:
             with contextlib.suppress(Exception):
                 self._store.close()
-        return 0
+        return EXIT_CORRUPT if self.corrupt else 0
 
     def _forward_stop(self) -> None:
         first = not self.stopping
@@ -138,11 +193,14 @@ class Supervisor:
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if os.WIFSTOPPED(status):
+                self._resume(pid, status)
+                continue
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue  # an orphaned job re-parented to us, now reaped
@@ -154,6 +212,13 @@ class Supervisor:
                     log(f"worker {worker.index} (pid {pid}) stopped on request")
                 continue
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            if code == EXIT_CORRUPT and not self.corrupt:
+                log(f"worker {worker.index} (pid {pid}): the database is damaged: not restarting")
+                self.corrupt = True
+                self.stop_requested = True
+                if not self.stopping:
+                    self._forward_stop()
+                continue
             if self.stopping or self.stop_requested:
                 log(f"worker {worker.index} (pid {pid}) ended with {how}")
                 continue
@@ -166,6 +231,17 @@ class Supervisor:
             self.restart_at[worker.index] = time.monotonic() + delay
             self.dead_pid[worker.index] = pid
             self._next_stop_check = 0.0  # it may have died of the stop request's timing: look now
+
+    def _resume(self, pid: int, status: int) -> None:
+        """A worker stopped by a signal (a job's ``kill -STOP $PPID``) would hold its jobs frozen:
+        continue it. A stopped orphaned job is left alone (it is killed with its group anyway)."""
+        worker = self.workers.get(pid)
+        if worker is None:
+            return
+        name = signal.Signals(os.WSTOPSIG(status)).name
+        log(f"worker {worker.index} (pid {pid}) was stopped ({name}); resuming it")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
     def _check_stop_requests(self) -> None:
         """Drop pending restarts once ``worker stop`` asked a dead worker (or its siblings) to stop.
@@ -238,3 +314,29 @@ class Supervisor:
                         os.kill(int(entry), signal.SIGKILL)
                     else:
                         os.killpg(pgid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``worker start --detach`` runs this, with the database URL on the ``QUEUECTL_DB_FD`` pipe.
+
+    The parent ``worker start`` has checked the options and the queue already; the URL stays out
+    of our environment and command line, as it does for the workers.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m queuectl.runtime.supervisor")
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--queue", default="", help="comma-separated queues, in priority order")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--burst", action="store_true")
+    args = parser.parse_args(argv)
+    url = read_url_fd()
+    if url is None:
+        print(f"queuectl supervisor: no database URL on {ENV_DB_FD}", file=sys.stderr)
+        return 2
+    queues = [q for q in args.queue.split(",") if q] or None
+    return Supervisor(url, max(1, args.count), queues, max(1, args.concurrency), args.burst).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

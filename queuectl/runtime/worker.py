@@ -457,8 +457,36 @@ def main(argv: list[str] | None = None) -> int:
     options = WorkerOptions(queues=queues, concurrency=max(1, args.concurrency), burst=args.burst)
     if args.id:
         options.worker_id = args.id
+    # under a supervisor the URL comes on a pipe: in our environment any job could read it
+    # from /proc/$PPID/environ
+    from queuectl.runtime.supervisor import read_url_fd
+
+    url = read_url_fd()
+    from queuectl.runtime.executor import adopt_orphans
+
+    adopt_orphans()  # a job's setsid children are re-parented to us, and killed when the job ends
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault.startswith("exit-corrupt"):
+        from queuectl.core.errors import EXIT_CORRUPT
+
+        if fault == "exit-corrupt":
+            return EXIT_CORRUPT
+        trigger = fault.partition(":")[2]  # exit-corrupt:<file>: the one worker that removes it exits
+
+        def watch() -> None:
+            while True:
+                try:
+                    os.unlink(trigger)
+                except OSError:
+                    time.sleep(0.05)
+                else:
+                    os._exit(EXIT_CORRUPT)
+
+        import threading
+
+        threading.Thread(target=watch, daemon=True).start()
     try:
-        store = open_store(os.environ.get(ENV_DB) or resolve_db_url())
+        store = open_store(url or os.environ.get(ENV_DB) or resolve_db_url())
         return Worker(store, options).run()
     except QueuectlError as exc:
         print(f"queuectl worker: {exc}", file=sys.stderr)
