@@ -13,7 +13,7 @@ EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
 EXIT_UNAVAILABLE = 5
 EXIT_READ_ONLY = 6
-EXIT_CORRUPT = 7  # the database file is damaged: nothing retries, a person must look
+EXIT_CORRUPT = 7  # worker processes and `worker start`: the database is damaged, nothing was restarted
 # queuectl wait: how the awaited job ended, when not completed
 EXIT_JOB_DEAD = 20
 EXIT_JOB_CANCELLED = 21
@@ -50,16 +50,21 @@ class StoreUnavailable(QueuectlError):
     exit_code = EXIT_UNAVAILABLE
 
 
+class StoreCorrupt(QueuectlError):
+    """The database is damaged (not an outage): retrying cannot help, so nothing retries it.
+
+    A command exits with the unavailable code, as for any database it cannot use; a worker
+    process exits with :data:`EXIT_CORRUPT`, which tells its supervisor not to restart it.
+    Not a :class:`StoreUnavailable`: a worker waits out an outage, but never a damaged file.
+    """
+
+    exit_code = EXIT_UNAVAILABLE
+
+
 class StoreReadOnly(QueuectlError):
     """The database refuses writes (read-only file, full disk); reads may still work."""
 
     exit_code = EXIT_READ_ONLY
-
-
-class StoreCorrupt(QueuectlError):
-    """The database is damaged (not an outage): retrying cannot help, so nothing retries it."""
-
-    exit_code = EXIT_CORRUPT
 
 
 class DuplicateJobId(Conflict):
