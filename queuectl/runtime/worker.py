@@ -22,7 +22,7 @@ from queuectl.core import lifecycle
 from queuectl.core.config import ENV_DB, RuntimeConfig, resolve_db_url
 from queuectl.core.defaults import FORGET_WORKERS_AFTER_S as _FORGET_WORKERS_AFTER_S
 from queuectl.core.defaults import RETRY_WRITE_S as _RETRY_WRITE_S
-from queuectl.core.errors import QueuectlError, StoreCorrupt, StoreReadOnly, StoreUnavailable
+from queuectl.core.errors import EXIT_CORRUPT, QueuectlError, StoreCorrupt, StoreReadOnly, StoreUnavailable
 from queuectl.core.lifecycle.rules import handed_back_outcome
 from queuectl.core.models import PENDING, Job, Lease, Outcome, WorkerInfo
 from queuectl.runtime.executor import Run, StartError, job_environment
@@ -49,6 +49,7 @@ class Slot:
     kill_at: float | None = None  # monotonic time SIGTERM turns into SIGKILL
     start_error: str | None = None
     handed_back: bool = False  # not started for want of the worker's own resources: requeue it
+    output_unsaved: bool = False  # a heartbeat carrying its output failed: send it all next time
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Worker:
         self.idle_until = 0.0
         self.claim_cap: int | None = None  # fewer than concurrency while short of descriptors
         self.claim_after = 0.0  # monotonic: no claim before (a start just failed for want of them)
+        self.saving_output = True  # False while the store refuses writes (a full disk)
         self.next_write_try = 0.0
         self.base_env = dict(os.environ)
         self.supervised = bool(os.environ.get("QUEUECTL_SUPERVISED"))
@@ -214,6 +216,7 @@ class Worker:
             jobs = lifecycle.claim(self.store, self.id, self.opts.queues, now, self.config.lease, free)
         except STORE_DOWN as exc:
             log(self.id, f"cannot claim: {exc}")
+            self._writes_refused(exc)
             self._go_idle(now)
             return
         self._take(jobs, free, now)
@@ -286,8 +289,8 @@ class Worker:
             moments.append(max(self.claim_after, mono if self.want_claim else self.idle_until))
         if self.unsent:
             moments.append(self.next_write_try)
-        if self.stopping and self.grace_deadline is not None:
-            moments.append(self.grace_deadline)
+        if self.stopping and self.grace_deadline is not None and self.grace_deadline > mono:
+            moments.append(self.grace_deadline)  # once passed, a stopping worker waiting out an outage must not spin
         moments.append(self.housekeeper.next_moment(self.stopping))
         for slot in self.slots.values():
             if slot.start_error is not None:
@@ -373,13 +376,30 @@ class Worker:
 
     # --- talking to the store ---------------------------------------------------------------
 
+    def _writes_refused(self, exc: Exception) -> None:
+        """The store refuses writes (a full disk, above all): from now on heartbeats renew leases
+        only. Each one re-saving up to 64 KiB of output per job would take back every bit of space
+        SQLite frees, and the outcomes, which matter, would never get written."""
+        if isinstance(exc, StoreReadOnly) and self.saving_output:
+            self.saving_output = False
+            log(self.id, "writes are refused: heartbeats stop saving job output until a write succeeds")
+
+    def _writes_accepted(self) -> None:
+        """A write went through and no outcome waits: heartbeats may save output again."""
+        if not self.saving_output and not self.unsent:
+            self.saving_output = True
+            log(self.id, "writes succeed again: heartbeats save job output again")
+
+    def _beat_output(self, slot: Slot) -> str | None:
+        if slot.run is None or not self.saving_output:
+            return None  # not taken: it stays marked as changed, and a later heartbeat saves it
+        return slot.run.output(only_if_changed=not slot.output_unsaved)
+
     def _heartbeat(self) -> None:
         now, mono = time.time(), time.monotonic()
-        beats = [
-            (slot.lease, slot.run.output(only_if_changed=True) if slot.run else None)
-            for slot in self.slots.values()
-            if slot.stop_reason != "lost"
-        ]
+        carried = [slot for slot in self.slots.values() if slot.stop_reason != "lost"]
+        beats = [(slot.lease, self._beat_output(slot)) for slot in carried]
+        with_output = [slot for slot, (_, output) in zip(carried, beats, strict=True) if output is not None]
         beats += [(lease, None) for lease, _ in self.unsent]
         try:
             lost = lifecycle.heartbeat(self.store, self.id, beats, now, self.config.lease)
@@ -388,8 +408,14 @@ class Worker:
                 self.request_stop("stop requested through the database")
             self.config = load_config(self.store)
         except STORE_DOWN as exc:
+            for held in with_output:
+                held.output_unsaved = True
+            self._writes_refused(exc)
             self._on_store_down(exc, mono)
             return
+        for held in with_output:
+            held.output_unsaved = False
+        self._writes_accepted()
         self.last_ok_beat = mono
         for job_id in lost:
             slot = self.slots.get(job_id)
@@ -429,9 +455,11 @@ class Worker:
             )
         except STORE_DOWN as exc:
             log(self.id, f"cannot record {len(batch)} outcome(s) yet ({exc}); will retry")
+            self._writes_refused(exc)
             self.next_write_try = time.monotonic() + _RETRY_WRITE_S
             return
         del self.unsent[: len(batch)]
+        self._writes_accepted()
         for (lease, outcome), ok in zip(batch, written, strict=True):
             if not ok:
                 log(self.id, f"job {lease.job_id}: lease lost before its outcome was written")
@@ -467,8 +495,6 @@ def main(argv: list[str] | None = None) -> int:
     adopt_orphans()  # a job's setsid children are re-parented to us, and killed when the job ends
     fault = os.environ.get(FAULT_ENV, "")
     if fault.startswith("exit-corrupt"):
-        from queuectl.core.errors import EXIT_CORRUPT
-
         if fault == "exit-corrupt":
             return EXIT_CORRUPT
         trigger = fault.partition(":")[2]  # exit-corrupt:<file>: the one worker that removes it exits
@@ -490,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         return Worker(store, options).run()
     except QueuectlError as exc:
         print(f"queuectl worker: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return EXIT_CORRUPT if isinstance(exc, StoreCorrupt) else exc.exit_code  # corrupt: no restart
 
 
 if __name__ == "__main__":

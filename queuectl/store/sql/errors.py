@@ -44,7 +44,7 @@ def corrupt_error(path: str, exc: Exception) -> StoreCorrupt:
     )
 
 
-def is_full(exc: Exception) -> bool:
+def is_full(exc: BaseException | None) -> bool:
     """SQLITE_FULL: the disk (or the filesystem holding the WAL) has no room left."""
     if not isinstance(exc, sqlite3.OperationalError):
         return False

@@ -13,7 +13,7 @@ import sqlite3
 from typing import Any, Iterable, NoReturn
 
 from queuectl.store.base import Store, Waker
-from queuectl.store.sql.errors import BUSY_TIMEOUT_S, sqlite_error
+from queuectl.store.sql.errors import BUSY_TIMEOUT_S, is_full, sqlite_error
 from queuectl.store.sql.errors import translate_errors as _translate_errors
 from queuectl.store.sql.files import exclusive_flock, open_private_file
 from queuectl.store.sql.jobs import SqlJobs
@@ -23,6 +23,11 @@ from queuectl.store.sql.schema import (
     needs_migration,
 )
 from queuectl.store.wake import SocketWaker, notify_all, wake_dir_for
+
+# Once the disk was full: checkpoint every this many WAL pages (not SQLite's 1000, 4 MB: on a small
+# filesystem the WAL fills it before ever reaching that), and cut the WAL back to this size after.
+_FULL_CHECKPOINT_PAGES = 64
+_FULL_WAL_LIMIT = 1 << 20
 
 
 class SqliteStore(SqlJobs, SqliteRegistry, Store):
@@ -101,6 +106,24 @@ class SqliteStore(SqlJobs, SqliteRegistry, Store):
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
 
+    def _disk_full(self) -> None:
+        """A write failed on a full disk: give the WAL's space back, so that it can recover.
+
+        SQLite checkpoints only after a commit that left 1000 pages (4 MB) in the WAL; on a smaller
+        free space the WAL fills the disk first and every later write fails, for good. So from now
+        on this connection checkpoints early and truncates the WAL, and tries a checkpoint now
+        (without waiting for other processes: this is best effort, the caller's error stands).
+        """
+        conn = self._conn
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(f"PRAGMA wal_autocheckpoint={_FULL_CHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={_FULL_WAL_LIMIT}")
+            conn.execute("PRAGMA busy_timeout=0")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+
     # --- for tests and diagnostics ----------------------------------------------------------
 
     def query_plan(self, sql: str, params: Iterable[Any] = ()) -> list[str]:
@@ -140,12 +163,16 @@ class _Transaction:
         if kind is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
+            if is_full(error) or is_full(getattr(error, "__cause__", None)):
+                self._store._disk_full()
             return
         try:
             self._conn.execute("COMMIT")
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
+            if is_full(exc):
+                self._store._disk_full()
             self._raise(exc)
 
     def _raise(self, exc: Exception) -> NoReturn:
