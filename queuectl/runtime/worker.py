@@ -4,8 +4,11 @@ A single thread multiplexes everything with a selector: job output pipes, a wake
 work), and a self-pipe for signals (SIGCHLD: a job ended; SIGTERM: stop). Nothing polls in a
 tight loop, so an idle worker costs next to nothing.
 
-Run as ``python -m queuectl.runtime.worker`` by the supervisor; the database URL comes in ``QUEUECTL_DB``
-(never on the command line, where ``ps`` would show a password).
+Run as ``python -m queuectl.runtime.worker`` by the supervisor. The database URL comes over an
+inherited pipe named by ``QUEUECTL_DB_FD`` (never on the command line, where ``ps`` would show a
+password, nor in the environment, where a job could read it in ``/proc``); ``QUEUECTL_DB`` is read
+when the worker is started by hand. The cluster's chores are the housekeeper's
+(:mod:`queuectl.runtime.housekeeper`), ticked from this loop.
 """
 
 from __future__ import annotations
