@@ -24,6 +24,7 @@ import os
 import signal
 import subprocess
 import time
+from typing import Callable
 
 from queuectl.core.defaults import OUTPUT_LIMIT
 
@@ -43,6 +44,7 @@ _SWEEP_EVERY_S = 1.0
 _live_shells: set[int] = set()  # pids of the job shells this process started and has not finished
 _next_sweep = 0.0
 _adopting = False  # set by adopt_orphans(): only then is a child we did not start an orphan
+_spare_all: Callable[[], bool] = bool  # bool() is False: until set, orphans are swept (spare_orphans_while)
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -62,13 +64,21 @@ def adopt_orphans() -> bool:
     return _adopting
 
 
+def spare_orphans_while(busy: Callable[[], bool]) -> None:
+    """Kill no orphan while ``busy()`` holds: an on-finish hook runs in a thread of this process,
+    and what it leaves running in the background is re-parented to us like a job's orphan, with
+    nothing to tell the two apart. A hook's leftovers are swept once the hook is done."""
+    global _spare_all
+    _spare_all = busy
+
+
 def _stat(pid: int) -> tuple[str, int, int, int] | None:
     """State, process group, session and start time (clock ticks) of ``pid``; None once gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             fields = handle.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None  # gone; any other failure (out of descriptors) raises: the sweep then spares all
     return fields[0].decode(), int(fields[2]), int(fields[3]), int(fields[19])
 
 
@@ -99,8 +109,16 @@ def sweep_orphans(wait_s: float = 0.05) -> int:
     global _next_sweep
     _next_sweep = time.monotonic() + _SWEEP_EVERY_S
     killed = 0
-    if not _adopting:
+    if not _adopting or _spare_all():
         return killed
+    try:
+        return _sweep(wait_s)
+    except OSError:
+        return killed  # /proc could not be read (out of descriptors?): kill nothing we cannot place
+
+
+def _sweep(wait_s: float) -> int:
+    killed = 0
     my_group = os.getpgrp()
     for _ in range(3):
         orphans = _orphans()
@@ -239,12 +257,13 @@ class Run:
         assert self._proc.stdout is not None
         try:
             fd = os.dup(self._proc.stdout.fileno())
-        except OSError as exc:  # out of descriptors after the start: undo it, the job never ran
+        except OSError as exc:  # out of descriptors after the start: stop it
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.stdout.close()
             self._proc.wait()
-            raise StartError(f"cannot keep the job's output pipe: {exc.strerror}", exc.errno) from None
+            # the command may have run already: a failed attempt, never handed back to run again
+            raise StartError(f"cannot keep the job's output pipe: {exc.strerror}") from None
         self._proc.stdout.close()
         self.pid = self._proc.pid
         return fd

@@ -28,7 +28,7 @@ from queuectl.core.defaults import RETRY_WRITE_S as _RETRY_WRITE_S
 from queuectl.core.errors import EXIT_CORRUPT, QueuectlError, StoreCorrupt, StoreReadOnly, StoreUnavailable
 from queuectl.core.lifecycle.rules import handed_back_outcome
 from queuectl.core.models import PENDING, Job, Lease, Outcome, WorkerInfo
-from queuectl.runtime.executor import Run, StartError, job_environment
+from queuectl.runtime.executor import Run, StartError, job_environment, spare_orphans_while
 from queuectl.runtime.housekeeper import Housekeeper
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 from queuectl.service.config import load_config
@@ -93,6 +93,7 @@ class Worker:
         self.base_env = dict(os.environ)
         self.supervised = bool(os.environ.get("QUEUECTL_SUPERVISED"))
         self.housekeeper = Housekeeper(store, lambda: self.config, self.base_env, lambda text: log(self.id, text))
+        spare_orphans_while(self.housekeeper.busy)  # a hook's background children are not a job's
 
     # --- life cycle -------------------------------------------------------------------------
 
