@@ -17,6 +17,8 @@ from typing import Iterator
 
 import pytest
 
+from .disks import small_tmpfs
+
 JOBS = 6
 # ~40 KB of fresh output every 0.2 s for ~5 s: the kept tail (64 KiB) changes at every heartbeat
 NOISY = "for i in $(seq 25); do head -c 30000 /dev/urandom | base64; sleep 0.2; done"
@@ -24,17 +26,8 @@ NOISY = "for i in $(seq 25); do head -c 30000 /dev/urandom | base64; sleep 0.2; 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 4 MiB tmpfs here ({mounted.stderr.strip() or 'not root'})")
-    try:
+    with small_tmpfs(tmp_path, "4m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def env_for(db: Path) -> dict[str, str]:
