@@ -108,19 +108,12 @@ def _spooled(source: Any) -> Any:
     import tempfile
 
     spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
-    run = 0  # bytes since the last newline: a line past the limit is refused while it streams in
     try:
-        while chunk := source.read(1024 * 1024):
-            parts = chunk.split(b"\n")
-            longest = run + len(parts[0])  # the line the previous chunk ended in
-            if len(parts) > 1:
-                longest = max([longest, *(len(part) for part in parts[1:-1])])
-                run = len(parts[-1])
-            else:
-                run = longest
-            if max(longest, run) > MAX_LINE_BYTES:
+        # line by line, bounded: a line past the limit is refused as soon as it passes it
+        while line := source.readline(MAX_LINE_BYTES + 1):
+            if len(line) > MAX_LINE_BYTES:
                 raise InvalidInput(f"a line of the input is over {MAX_LINE_BYTES // 1024} KiB; nothing was enqueued")
-            spool.write(chunk)
+            spool.write(line)
     except UnicodeDecodeError:
         raise InvalidInput("the input is not UTF-8 text; nothing was enqueued") from None
     spool.seek(0)

@@ -44,9 +44,7 @@ def start(
             "queuectl: warning: workers run as root, so every job runs as root; prefer an unprivileged user",
             file=sys.stderr,
         )
-    import socket
-
-    stale = service.retire_stale_workers(store_of(ctx), socket.gethostname())  # also: can the queue be opened?
+    stale = service.retire_stale_workers(store_of(ctx))  # also: can the queue be opened?
     if stale:
         print(
             f"queuectl: warning: {len(stale)} worker(s) of an earlier run on this host died without stopping "

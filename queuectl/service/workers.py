@@ -46,8 +46,9 @@ def request_stop(store: Store, worker_ids: list[str] | None = None) -> int:
     """Ask running workers (all, or the given ones) to stop gracefully; returns how many."""
     asked = 0
     alive = (RUNNING, STOPPING)
-    for worker_id in worker_ids or [None]:  # type: ignore[list-item]
-        asked += store.registry_update("workers", {"stop_requested": True}, key=worker_id, expect={"state": alive})
+    keys: list[str | None] = list(worker_ids) if worker_ids else [None]  # None: every worker
+    for key in keys:
+        asked += store.registry_update("workers", {"stop_requested": True}, key=key, expect={"state": alive})
     store.notify(stop=True)
     return asked
 
@@ -101,10 +102,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def retire_stale_workers(store: Store, host: str) -> list[WorkerInfo]:
+def retire_stale_workers(store: Store, host: str | None = None) -> list[WorkerInfo]:
     """Workers registered on ``host`` as running whose process is gone (their supervisor was
     killed, the machine rebooted). They are marked stopped and returned, so that a new
-    ``worker start`` can say so; their jobs come back when their leases expire."""
+    ``worker start`` can say so; their jobs come back when their leases expire. ``host``: this
+    machine's name unless given."""
+    if host is None:
+        import socket
+
+        host = socket.gethostname()
     stale = [w for w in list_workers(store) if w.host == host and w.state != STOPPED and not _pid_alive(w.pid)]
     for worker in stale:
         store.registry_update(

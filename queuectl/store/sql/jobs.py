@@ -44,7 +44,7 @@ class SqlJobs:
 
     _conn: Any
     _update_sql: dict[tuple[Any, ...], str]
-    _unflushed: list[Job] = []  # the rows of an insert_jobs in progress, not yet sent
+    _unflushed: list[Job] | tuple[()] = ()  # the rows of an insert_jobs in progress, not yet sent
     insert_ignore = "INSERT OR IGNORE"  # an insert that skips a row whose key exists
     integrity_error: type[Exception] = Exception  # the driver's constraint violation
 
@@ -83,7 +83,7 @@ class SqlJobs:
                     count += 1
                 self._insert_batch(conn, batch)
         finally:
-            self._unflushed = []  # a failed insert leaves nothing behind to be flushed later
+            self._unflushed = ()  # a failed insert leaves nothing behind to be flushed later
         return count
 
     @contextlib.contextmanager
