@@ -2,7 +2,8 @@
 
 Any worker process may do them, and each is safe to race with the other workers doing the
 same: fire due cron schedules, run due on-finish hooks (one at a time, in a thread), recover
-the jobs of workers presumed dead (expired leases), apply retention, and on a store without
+the jobs of workers presumed dead (expired leases), apply retention, finish or remove bulk
+enqueues their writer left behind (lifecycle.batches), and on a store without
 transactions resettle jobs left waiting for parents that already ended.
 
 The clock and the hook runner are injected, so the cadence is tested without processes.
@@ -76,7 +77,8 @@ class Housekeeper:
             if mono >= self.next_retention:
                 # one batch per pass, so heartbeats go on; a full batch means more: come back soon
                 deleted = jobs.apply_retention(self.store, config, self.wall(), max_batches=1)
-                self.next_retention = mono + (1.0 if deleted >= jobs.RETENTION_BATCH else RETENTION_EVERY_S)
+                more = lifecycle.sweep_batches(self.store, self.wall()) or deleted >= jobs.RETENTION_BATCH
+                self.next_retention = mono + (1.0 if more else RETENTION_EVERY_S)
                 if not self.store.transactional:
                     self.resettle_from = lifecycle.resettle_waiting(self.store, self.wall(), self.resettle_from)
         except QueuectlError as exc:

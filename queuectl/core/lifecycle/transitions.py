@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from queuectl.core.errors import Conflict, NotFound, UniqueKeyTaken
+from queuectl.core.lifecycle import batches
 from queuectl.core.lifecycle.rules import (
     CANCELLABLE,
     FINISHED,
@@ -43,9 +44,13 @@ def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None) -> int:
 
     ``now`` (default: the time the insert ended) stamps any child settled right after it.
 
-    Parents may be earlier jobs of the same batch. Conflict for a taken id or unique key.
+    Parents may be earlier jobs of the same call. Conflict for a taken id or unique key. More
+    jobs than one short transaction should hold are staged in chunks (:mod:`.batches`).
     Returns how many were inserted, and wakes idle workers once, after the commit.
     """
+    small, jobs = batches.fits_one_transaction(store, jobs)
+    if not small:  # too big for one short transaction: staged in chunks, then committed at once
+        return batches.enqueue_staged(store, jobs, now)
     waiting: list[str] = []
 
     def with_start_states() -> Iterator[Job]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from queuectl.core.defaults import SQLITE_INSERT_BATCH as _INSERT_BATCH
 from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
 from queuectl.core.lifecycle import AFTER, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked, is_due
-from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, STATES, WAITING, Job, Lease
+from queuectl.core.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STAGED, STATES, WAITING, Job, Lease
 from queuectl.store.base import translating_errors
 from queuectl.store.sql.schema import (
     CLAIMABLE_SQL,
@@ -27,6 +27,8 @@ from queuectl.store.sql.schema import (
     row_job,
     sql_list,
 )
+
+_STORED_STATES = (*STATES, STAGED)
 
 
 def _classify(store: Any, exc: Exception) -> Exception | None:
@@ -211,7 +213,8 @@ class SqlJobs:
 
     @_dialect_errors
     def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...]) -> int:
-        assert all(state in STATES for state in states) and not any(isinstance(v, WhenHooked) for v in changes.values())
+        assert all(state in _STORED_STATES for state in states)
+        assert not any(isinstance(v, WhenHooked) for v in changes.values())
         sets = [f"{FIELD_COLUMNS[name]} = ?" for name in changes]
         params = [_json(value) if name in JSON_FIELDS else value for name, value in changes.items()]
         if "state" in changes:
@@ -241,7 +244,7 @@ class SqlJobs:
             sets.append("ready = ?")
         where = "id = ?"
         if states:
-            assert all(state in STATES for state in states), states
+            assert all(state in _STORED_STATES for state in states), states
             where += f" AND state IN {sql_list(states)}"  # spelled out: see waiting_children
         if shape[3]:
             where += f" AND state = '{PROCESSING}' AND locked_by = ? AND attempts = ?"
@@ -252,14 +255,36 @@ class SqlJobs:
         return f"UPDATE jobs SET {', '.join(sets)} WHERE {where}"
 
     @_dialect_errors
-    def purge(self, states: list[str], finished_before: float | None = None, limit: int | None = None) -> int:
+    def purge(
+        self,
+        states: list[str],
+        finished_before: float | None = None,
+        limit: int | None = None,
+        batch: str | None = None,
+    ) -> int:
         where, params = self._purge_filter(states, finished_before)
+        if batch is not None:
+            where += " AND batch = ?"
+            params.append(batch)
         if limit is not None:
             where = f"id IN (SELECT id FROM jobs WHERE {where} LIMIT ?)"
             params.append(limit)
         with self._write() as conn:
             conn.execute(f"DELETE FROM job_deps WHERE child IN (SELECT id FROM jobs WHERE {where})", params)
             return conn.execute(f"DELETE FROM jobs WHERE {where}", params).rowcount
+
+    @_dialect_errors
+    def publish_staged(self, batch: str, now: float, limit: int) -> int:
+        with self._write() as conn:
+            return int(
+                conn.execute(
+                    f"UPDATE jobs SET state = '{PENDING}', updated_at = ?, "
+                    "ready = CASE WHEN run_at <= ? THEN 1 ELSE 0 END "
+                    f"WHERE id IN (SELECT id FROM jobs {self.hint('jobs_staged')} WHERE state = '{STAGED}' "
+                    "AND batch = ? AND after_ids IS NULL AND on_failure_of IS NULL LIMIT ?)",
+                    (now, now, batch, limit),
+                ).rowcount
+            )
 
     @_dialect_errors
     def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
@@ -278,16 +303,24 @@ class SqlJobs:
     # --- jobs: reading ----------------------------------------------------------------------
 
     @_dialect_errors
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, staged: bool = False) -> Job | None:
         row = self._conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return row_job(row) if row else None
+        return row_job(row) if row and (staged or row[2] != STAGED) else None
 
     @_dialect_errors
     def list_jobs(
-        self, state: str | None = None, queue: str | None = None, limit: int = 50, before: float | None = None
+        self,
+        state: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+        batch: str | None = None,
     ) -> list[Job]:
-        clauses: list[str] = []
+        clauses: list[str] = [] if state else [f"state != '{STAGED}'"]
         params: list[Any] = []
+        if batch is not None:
+            clauses.append("batch = ?")
+            params.append(batch)
         if before is not None:
             clauses.append("created_at < ?")
             params.append(before)
@@ -346,7 +379,8 @@ class SqlJobs:
     def counts(self) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}
         for state, queue, count in self._conn.execute("SELECT state, queue, count(*) FROM jobs GROUP BY state, queue"):
-            result.setdefault(queue, {})[state] = count
+            if state != STAGED:
+                result.setdefault(queue, {})[state] = count
         return result
 
     @_dialect_errors
