@@ -18,7 +18,8 @@ MAX_RUN_AT = 32503680000.0  # 3000-01-01T00:00:00Z: a later --run-at is a typo (
 # default), since no transaction holds the lock for long (a big enqueue commits in chunks)
 SQLITE_BUSY_TIMEOUT_S = 10.0
 SQLITE_INSERT_BATCH = 1000  # rows per executemany of a bulk insert
-BULK_CHUNK = 20_000  # jobs per transaction of a bulk enqueue (about half a second of write lock)
+BULK_ONE_TRANSACTION = 50_000  # a bulk enqueue up to this many jobs is one transaction (about 1 s)
+BULK_CHUNK = 20_000  # jobs per further transaction of a bigger one (about half a second of lock)
 BATCH_ABANDONED_AFTER_S = 120.0  # a bulk enqueue whose stager went quiet this long is deleted
 MONGO_CONNECT_TIMEOUT_MS = 5000  # a dead server is reported in seconds, not 30
 MONGO_INSERT_BATCH = 1000  # documents per insert_many of a bulk insert

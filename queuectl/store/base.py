@@ -130,8 +130,9 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...]) -> int:
-        """The guarded update of every job in ``states`` (see :meth:`update_job`); returns how
+    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...], batch: str | None = None) -> int:
+        """The guarded update of every job in ``states`` (of ``batch``, when given: see
+        :attr:`Job.batch`) (see :meth:`update_job`); returns how
         many were written. SQL: one statement. MongoDB: atomic per job, not as a whole.
         Raises :class:`UniqueKeyTaken` if a job would hold a key another job holds (SQL: and
         then nothing is written)."""

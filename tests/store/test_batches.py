@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pytest
 
@@ -22,7 +22,13 @@ CHUNK = 50
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batches, "BULK_ONE_TRANSACTION", CHUNK)
     monkeypatch.setattr(batches, "BULK_CHUNK", CHUNK)
+
+
+def bulk(store: Store, jobs: Iterable[Job]) -> int:
+    """An ``enqueue --file``: one batch."""
+    return lifecycle.enqueue(store, jobs, batch="file1")
 
 
 def fresh(n: int, make_job: Callable[..., Job], prefix: str = "j", **fields: object) -> Iterator[Job]:
@@ -84,10 +90,24 @@ def test_a_big_enqueue_does_not_hold_the_write_lock_while_it_reads_its_input(
                 seen["listed"] = len(store.list_jobs(limit=1000))
             yield job
 
-    assert lifecycle.enqueue(store, lines()) == 5 * CHUNK
+    assert bulk(store, lines()) == 5 * CHUNK
     assert seen == {"visible": 0, "listed": 0}
     assert store.counts() == {"default": {PENDING: 5 * CHUNK}}
     assert leftovers(store) == ([], [])
+    assert len(store.list_jobs(batch="file1", limit=10_000)) == 5 * CHUNK
+
+
+def test_a_bulk_enqueue_that_fits_one_transaction_is_never_staged(store: Store, make_job: Callable[..., Job]) -> None:
+    seen = []
+
+    def lines() -> Iterator[Job]:
+        for job in fresh(CHUNK, make_job):
+            seen.append(len(store.registry_list("batches")))
+            yield job
+
+    assert bulk(store, lines()) == CHUNK
+    assert set(seen) == {0} and leftovers(store) == ([], [])
+    assert {job.batch for job in store.list_jobs(limit=1000)} == {"file1"}
 
 
 def test_a_conflict_late_in_a_big_enqueue_leaves_nothing(store: Store, make_job: Callable[..., Job]) -> None:
@@ -98,7 +118,7 @@ def test_a_conflict_late_in_a_big_enqueue_leaves_nothing(store: Store, make_job:
         yield make_job("taken", created_at=time.time())
 
     with pytest.raises(DuplicateJobId):
-        lifecycle.enqueue(store, lines())
+        bulk(store, lines())
     assert total(store) == 1 and leftovers(store) == ([], [])
 
 
@@ -109,7 +129,7 @@ def test_a_unique_key_is_held_by_a_staged_job_across_chunks(store: Store, make_j
         yield make_job("second", created_at=time.time(), unique_key="k")
 
     with pytest.raises(UniqueKeyTaken):
-        lifecycle.enqueue(store, lines())
+        bulk(store, lines())
     assert total(store) == 0 and leftovers(store) == ([], [])
 
 
@@ -119,7 +139,7 @@ def test_input_that_fails_midway_leaves_nothing(store: Store, make_job: Callable
         raise ValueError("line 158: not JSON")
 
     with pytest.raises(ValueError):
-        lifecycle.enqueue(store, lines())
+        bulk(store, lines())
     assert total(store) == 0 and leftovers(store) == ([], [])
 
 
@@ -128,7 +148,7 @@ def test_a_chain_across_chunks_is_published_waiting_and_settles(store: Store, ma
     chain = [make_job("c00000", created_at=now)] + [
         make_job(f"c{i:05d}", created_at=now, after=[f"c{i - 1:05d}"]) for i in range(1, 3 * CHUNK)
     ]
-    assert lifecycle.enqueue(store, chain) == 3 * CHUNK
+    assert bulk(store, chain) == 3 * CHUNK
     assert store.counts() == {"default": {PENDING: 1, WAITING: 3 * CHUNK - 1}}
     (job,) = lifecycle.claim(store, "w1", None, time.time(), 30.0, 1)
     assert job.id == "c00000"
@@ -151,7 +171,7 @@ def test_a_parent_finishing_while_its_child_is_staged_does_not_strand_the_child(
                 lifecycle.finish(store, Lease("parent", "w1", 1), lifecycle.success_outcome(time.time(), "", 0.1))
             yield job
 
-    lifecycle.enqueue(store, lines())
+    bulk(store, lines())
     child = store.get("child")
     assert child is not None and child.state == PENDING
     assert store.get("parent").state == COMPLETED  # type: ignore[union-attr]
@@ -165,7 +185,7 @@ def test_a_parent_staged_by_another_batch_is_refused(store: Store, make_job: Cal
         yield make_job("child", created_at=time.time(), after=["elsewhere"])
 
     with pytest.raises(Exception, match="no job 'elsewhere'"):
-        lifecycle.enqueue(store, lines())
+        bulk(store, lines())
 
 
 # --- the sweeper ----------------------------------------------------------------------------------
@@ -219,5 +239,5 @@ def test_a_stager_stopped_past_the_abandon_time_fails_with_nothing_enqueued(
             yield job
 
     with pytest.raises(Conflict, match="abandoned; nothing was enqueued"):
-        lifecycle.enqueue(store, lines())
+        bulk(store, lines())
     assert total(store) == 0 and leftovers(store) == ([], [])

@@ -2,12 +2,14 @@
 
 One transaction for a whole ``enqueue --file`` of 600,000 lines held the write lock for 13 s:
 every heartbeat, claim and outcome waited behind it, and past the busy timeout they failed. So on
-a SQL store a file larger than :data:`~queuectl.core.defaults.BULK_CHUNK` is written in chunks,
-each its own short transaction, as ``staged`` jobs that nothing lists, counts or claims but that
-hold their ids and unique keys. Still all-or-nothing:
+a SQL store a file is written in one transaction only up to
+:data:`~queuectl.core.defaults.BULK_ONE_TRANSACTION` jobs (about a second of lock); the rest is
+written in chunks, each its own short transaction, as ``staged`` jobs that nothing lists, counts
+or claims but that hold their ids and unique keys. Still all-or-nothing:
 
-1. a ``batches`` record in state ``staging`` is created; each chunk is inserted with the job's
-   ``batch`` set and touches the record (in the same transaction);
+1. when the first transaction finds more input, it creates a ``batches`` record in state
+   ``staging`` and turns the jobs it wrote into staged ones; each further chunk is inserted
+   staged and touches the record (in the same transaction);
 2. **the commit point**: one compare-and-set flips the record to ``committed``. A failure before
    it deletes what was staged; a stager that died leaves a record nobody touches, and the
    sweeper removes it and its rows once it is older than ``BATCH_ABANDONED_AFTER_S``;
@@ -26,10 +28,10 @@ import itertools
 import time
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from queuectl.core.defaults import BATCH_ABANDONED_AFTER_S, BULK_CHUNK
+from queuectl.core.defaults import BATCH_ABANDONED_AFTER_S, BULK_CHUNK, BULK_ONE_TRANSACTION
 from queuectl.core.errors import Conflict, QueuectlError
 from queuectl.core.lifecycle.rules import ending_changes, parents_of, start_state
-from queuectl.core.models import CANCELLED, STAGED, WAITING, Job, new_job_id
+from queuectl.core.models import CANCELLED, PENDING, STAGED, WAITING, Job
 
 if TYPE_CHECKING:
     from queuectl.store.base import Store
@@ -43,21 +45,23 @@ class BatchAbandoned(Conflict):
     """The sweeper removed a batch whose stager had gone quiet for too long: nothing enqueued."""
 
 
-def fits_one_transaction(store: Store, jobs: Iterable[Job]) -> tuple[bool, Iterator[Job]]:
-    """Whether ``jobs`` is small enough for one transaction (or the store has none to bound),
-    and the jobs again (the first chunk is read ahead to find out)."""
-    iterator = iter(jobs)
-    if not store.transactional:
-        return True, iterator
-    head = list(itertools.islice(iterator, BULK_CHUNK + 1))
-    return len(head) <= BULK_CHUNK, itertools.chain(head, iterator)
+def first_part(jobs: Iterator[Job]) -> Iterator[Job]:
+    """The jobs a bulk enqueue writes in its first transaction, as any small enqueue does."""
+    return itertools.islice(jobs, BULK_ONE_TRANSACTION)
 
 
-def enqueue_staged(store: Store, jobs: Iterable[Job], now: float | None) -> int:
-    """Stage ``jobs`` chunk by chunk, commit, publish; returns how many were enqueued."""
-    batch = new_job_id()
-    started = time.time()
-    store.registry_put("batches", batch, {"state": STAGING, "created_at": started, "touched_at": started})
+def begin(store: Store, batch: str) -> None:
+    """Inside the first transaction, once the input proved longer than its first part: the batch
+    record is created and the jobs written so far become staged (a job's start state is decided
+    again at publishing)."""
+    now = time.time()
+    store.registry_put("batches", batch, {"state": STAGING, "created_at": now, "touched_at": now})
+    store.update_jobs({"state": STAGED, "updated_at": now}, states=(PENDING, WAITING), batch=batch)
+
+
+def enqueue_staged(store: Store, batch: str, jobs: Iterable[Job], now: float | None) -> int:
+    """The rest of a bulk enqueue after :func:`begin`: stage it chunk by chunk, commit, publish.
+    Returns how many jobs the rest held; on any failure nothing of the batch is left."""
     count = 0
     try:
         iterator = iter(jobs)
@@ -65,7 +69,7 @@ def enqueue_staged(store: Store, jobs: Iterable[Job], now: float | None) -> int:
             _stage(store, batch, chunk)
             count += len(chunk)
         committed = store.registry_update(
-            "batches", {"state": COMMITTED, "touched_at": time.time(), "count": count}, batch, {"state": STAGING}
+            "batches", {"state": COMMITTED, "touched_at": time.time()}, batch, {"state": STAGING}
         )
         if not committed:
             raise BatchAbandoned(_abandoned(batch))
@@ -119,7 +123,7 @@ def publish(store: Store, batch: str, now: float, chunks: int | None = None) -> 
     since (as settling would have cancelled it). A parent still staged counts as not finished.
     """
     for _ in itertools.count() if chunks is None else range(chunks):
-        with store.unit():
+        with store.unit():  # one chunk: the batch index walks only the staged jobs
             moved = store.publish_staged(batch, now, BULK_CHUNK)
             children = [] if moved else store.list_jobs(state=STAGED, batch=batch, limit=BULK_CHUNK)
             for child in children:

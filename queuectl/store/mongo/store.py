@@ -105,7 +105,7 @@ class MongoStore(MongoRegistry, Store):
         self._jobs.create_index([("state", 1), ("finished_at", 1)], name="finished")
         self._jobs.create_index([("state", 1), ("updated_at", -1)], name="updated")
         self._jobs.create_index([("staging", 1)], name="staging", sparse=True)
-        self._jobs.create_index([("batch", 1)], name="batch", partialFilterExpression={"state": STAGED})
+        self._jobs.create_index([("batch", 1), ("state", 1)], name="batch_state", sparse=True)
         self._jobs.create_index([("active_key", 1)], name="unique_active", unique=True, sparse=True)
         self._jobs.create_index([("after", 1)], name="after", sparse=True)
         self._jobs.create_index([("on_failure_of", 1)], name="on_failure_of", sparse=True)
@@ -264,9 +264,12 @@ class MongoStore(MongoRegistry, Store):
         return written
 
     @_translate_errors
-    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...]) -> int:
+    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...], batch: str | None = None) -> int:
         count = 0
-        for doc in self._jobs.find({"state": {"$in": list(states)}}, {"_id": 1}):
+        query: dict[str, Any] = {"state": {"$in": list(states)}}
+        if batch is not None:
+            query["batch"] = batch
+        for doc in self._jobs.find(query, {"_id": 1}):
             count += self.update_job(doc["_id"], changes, states=states)
         return count
 

@@ -212,7 +212,7 @@ class SqlJobs:
                 raise UniqueKeyTaken(row[0] if row else None) from None
 
     @_dialect_errors
-    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...]) -> int:
+    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...], batch: str | None = None) -> int:
         assert all(state in _STORED_STATES for state in states)
         assert not any(isinstance(v, WhenHooked) for v in changes.values())
         sets = [f"{FIELD_COLUMNS[name]} = ?" for name in changes]
@@ -220,13 +220,13 @@ class SqlJobs:
         if "state" in changes:
             sets.append("ready = ?")
             params.append(1 if is_due(changes) else 0)
+        where = f"state IN {sql_list(states)}"
+        if batch is not None:
+            where += " AND batch = ?"
+            params.append(batch)
         with self._write() as conn:
             try:
-                return int(
-                    conn.execute(
-                        f"UPDATE jobs SET {', '.join(sets)} WHERE state IN {sql_list(states)}", params
-                    ).rowcount
-                )
+                return int(conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", params).rowcount)
             except self.integrity_error:
                 raise UniqueKeyTaken(None) from None
 
@@ -280,7 +280,7 @@ class SqlJobs:
                 conn.execute(
                     f"UPDATE jobs SET state = '{PENDING}', updated_at = ?, "
                     "ready = CASE WHEN run_at <= ? THEN 1 ELSE 0 END "
-                    f"WHERE id IN (SELECT id FROM jobs {self.hint('jobs_staged')} WHERE state = '{STAGED}' "
+                    f"WHERE id IN (SELECT id FROM jobs {self.hint('jobs_batch')} WHERE state = '{STAGED}' "
                     "AND batch = ? AND after_ids IS NULL AND on_failure_of IS NULL LIMIT ?)",
                     (now, now, batch, limit),
                 ).rowcount

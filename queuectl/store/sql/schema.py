@@ -8,7 +8,7 @@ import sqlite3
 from typing import Any
 
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, is_due_at
-from queuectl.core.models import PROCESSING, STAGED, Job
+from queuectl.core.models import PROCESSING, Job
 
 SCHEMA_VERSION = 7
 
@@ -74,8 +74,9 @@ CREATE INDEX IF NOT EXISTS jobs_updated ON jobs(state, updated_at);
 -- a unique key is taken only while its job is active: finished jobs leave the index
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON jobs(unique_key)
     WHERE unique_key IS NOT NULL AND state IN {sql_list(KEY_HOLDING)};
--- the rows of a bulk enqueue not published yet, by batch: publishing and sweeping walk only these
-CREATE INDEX IF NOT EXISTS jobs_staged ON jobs(batch) WHERE state = '{STAGED}';
+-- the jobs of a bulk enqueue (enqueue --file), by batch and state: staging, publishing and
+-- sweeping a batch walk only its jobs in the state they change
+CREATE INDEX IF NOT EXISTS jobs_batch ON jobs(batch, state) WHERE batch IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_hook_due ON jobs(updated_at) WHERE hook_state = '{HOOK_DUE}';
 CREATE TABLE IF NOT EXISTS job_deps (
     child TEXT NOT NULL,
