@@ -19,7 +19,7 @@ from queuectl.core import lifecycle
 from queuectl.core.config import RuntimeConfig
 from queuectl.core.defaults import CHORE_CHECK_S as CHECK_EVERY_S
 from queuectl.core.defaults import FIRST_RETENTION_S, RETENTION_EVERY_S
-from queuectl.core.errors import QueuectlError
+from queuectl.core.errors import QueuectlError, StoreCorrupt
 from queuectl.core.models import Job
 from queuectl.runtime import hooks
 from queuectl.service import jobs, schedules
@@ -27,8 +27,8 @@ from queuectl.store import Store
 
 
 class Housekeeper:
-    """Chores with their timers. Call :meth:`tick` from the worker's loop; it never raises a
-    store error (a chore that fails is skipped and tried again on its next turn)."""
+    """Chores with their timers. Call :meth:`tick` from the worker's loop; it raises no store
+    error but corruption (a chore that fails is skipped and tried again on its next turn)."""
 
     def __init__(
         self,
@@ -81,6 +81,8 @@ class Housekeeper:
                 self.next_retention = mono + (1.0 if more else RETENTION_EVERY_S)
                 if not self.store.transactional:
                     self.resettle_from = lifecycle.resettle_waiting(self.store, self.wall(), self.resettle_from)
+        except StoreCorrupt:
+            raise  # fatal for the worker (exit 7), not a chore to try again
         except QueuectlError as exc:
             self.log(f"housekeeping skipped: {exc}")
         return woke
