@@ -186,6 +186,6 @@ def test_a_corrupt_database_is_not_swallowed_as_a_skipped_chore(store: Store, cl
         raise StoreCorrupt("database disk image is malformed")
 
     chores = keeper(store, clock)
-    store.expired = corrupt  # type: ignore[method-assign]
+    store.expired = corrupt  # type: ignore[method-assign,assignment]
     with pytest.raises(StoreCorrupt):
         chores.tick(stopping=False)

@@ -58,6 +58,10 @@ class SqlJobs:
         """The queuectl error a driver exception means (None: not one of ours, re-raise it)."""
         return None
 
+    # the key a set-based update selects rows by: SQLite's rowid follows insertion order, so a
+    # batch is updated in the order it was written (by random job id it thrashed the page cache)
+    row_key = "id"
+
     def hint(self, index: str) -> str:
         """The dialect's spelling of "use this index" (none by default)."""
         return ""
@@ -280,8 +284,8 @@ class SqlJobs:
                 conn.execute(
                     f"UPDATE jobs SET state = '{PENDING}', updated_at = ?, "
                     "ready = CASE WHEN run_at <= ? THEN 1 ELSE 0 END "
-                    f"WHERE id IN (SELECT id FROM jobs {self.hint('jobs_batch')} WHERE state = '{STAGED}' "
-                    "AND batch = ? AND after_ids IS NULL AND on_failure_of IS NULL LIMIT ?)",
+                    f"WHERE {self.row_key} IN (SELECT {self.row_key} FROM jobs {self.hint('jobs_batch')} "
+                    f"WHERE state = '{STAGED}' AND batch = ? AND after_ids IS NULL AND on_failure_of IS NULL LIMIT ?)",
                     (now, now, batch, limit),
                 ).rowcount
             )
