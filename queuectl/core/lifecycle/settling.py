@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
+from queuectl.core.errors import StoreReadOnly, StoreUnavailable
 from queuectl.core.lifecycle.rules import FINISHED, blocked_by, ending_changes, parents_of
 from queuectl.core.models import CANCELLED, COMPLETED, DEAD, PENDING, WAITING, Job
 
@@ -67,3 +68,31 @@ def resettle_waiting(store: Store, now: float, before: float | None = None, limi
     page = store.list_jobs(state=WAITING, limit=limit, before=before)
     resettle(store, page, now)
     return page[-1].created_at if len(page) == limit else None
+
+
+SETTLE_GRACE_S = 10.0  # a mark younger than this is left to the worker that is settling it now
+
+
+def settle_finished(store: Store, job_id: str, state: str, at: float) -> int:
+    """Settle after an outcome written at ``at``. On a SQL store: in its transaction. Without
+    transactions the outcome's write marked the job (outbox); settling clears the mark, and an
+    outage meanwhile is no failure of the outcome: the mark stays and the repair pass settles."""
+    if store.transactional:
+        return settle(store, job_id, state, at)
+    try:
+        released = settle(store, job_id, state, at)
+        store.mark_settled(job_id, at)
+    except (StoreUnavailable, StoreReadOnly):
+        return 0
+    return released
+
+
+def settle_marked(store: Store, now: float, grace: float = SETTLE_GRACE_S) -> int:
+    """Settle the dependants of finished jobs whose mark is older than ``grace`` (their worker
+    died or lost the store between outcome and settling), then clear the marks. Idempotent."""
+    released = 0
+    for job_id, state, mark in store.unsettled(now - grace):
+        if state in FINISHED:
+            released += settle(store, job_id, state, now)
+        store.mark_settled(job_id, mark)
+    return released

@@ -23,7 +23,7 @@ from queuectl.core.lifecycle.rules import (
     parents_of,
     start_state,
 )
-from queuectl.core.lifecycle.settling import resettle, settle
+from queuectl.core.lifecycle.settling import SETTLE_GRACE_S, resettle, settle_finished, settle_marked
 from queuectl.core.models import CANCELLED, DEAD, PENDING, WAITING, Job, Lease, Outcome
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def finish(store: Store, lease: Lease, outcome: Outcome, expired_before: float |
 def _finish_in(store: Store, lease: Lease, outcome: Outcome, expired_before: float | None) -> tuple[bool, int]:
     written = store.update_job(lease.job_id, outcome_changes(outcome), lease=lease, expired_before=expired_before)
     if written and outcome.state in FINISHED:
-        return True, settle(store, lease.job_id, outcome.state, outcome.at)
+        return True, settle_finished(store, lease.job_id, outcome.state, outcome.at)
     return written, 0
 
 
@@ -199,7 +199,7 @@ def cancel(store: Store, job_id: str, now: float) -> Job:
             raise Conflict(
                 f"job {job_id} already finished ({latest.state if latest else job.state}); nothing to cancel"
             )
-        released = settle(store, job_id, CANCELLED, now)
+        released = settle_finished(store, job_id, CANCELLED, now)
         cancelled = store.get(job_id)
     if released:
         store.notify()
@@ -259,3 +259,16 @@ def claim_hook(store: Store, now: float) -> Job | None:
 def finish_hook(store: Store, job_id: str, error: str | None, now: float) -> None:
     """Record a hook's result: done, or failed with ``error``. Never changes the job's state."""
     store.update_job(job_id, {"hook_state": HOOK_FAILED if error else HOOK_DONE, "hook_error": error})
+
+
+def repair(store: Store, now: float, grace: float = SETTLE_GRACE_S) -> int:
+    """Resume the follow-ups a crash or an outage between steps left (stores without
+    transactions): the store's own bookkeeping (bulk inserts), then the dependants of finished
+    jobs still marked. Idempotent, safe from every worker at once; returns how much it did."""
+    if store.transactional:
+        return 0
+    done = store.repair(now)
+    released = settle_marked(store, now, grace)
+    if released:
+        store.notify()
+    return done + released
