@@ -31,6 +31,7 @@ def settle(store: Store, job_id: str, state: str, now: float) -> int:
     """
     released = 0
     todo = [(job_id, state)]
+    marked = not store.transactional  # a cancelled child carries an outbox mark of its own
     while todo:
         parent, parent_state = todo.pop()
         for child in store.waiting_children(parent):
@@ -44,6 +45,8 @@ def settle(store: Store, job_id: str, state: str, now: float) -> int:
                     {"state": PENDING, "run_at": max(child.run_at, now), "updated_at": now},
                     states=(WAITING,),
                 )
+        if marked and parent != job_id:
+            store.mark_settled(parent, now)  # its own dependants are settled now
     return released
 
 
@@ -70,6 +73,7 @@ def resettle_waiting(store: Store, now: float, before: float | None = None, limi
     return page[-1].created_at if len(page) == limit else None
 
 
+MAX_PAGES = 10  # pages of marked jobs one repair pass settles (heartbeats must go on meanwhile)
 SETTLE_GRACE_S = 10.0  # a mark younger than this is left to the worker that is settling it now
 
 
@@ -91,8 +95,12 @@ def settle_marked(store: Store, now: float, grace: float = SETTLE_GRACE_S) -> in
     """Settle the dependants of finished jobs whose mark is older than ``grace`` (their worker
     died or lost the store between outcome and settling), then clear the marks. Idempotent."""
     released = 0
-    for job_id, state, mark in store.unsettled(now - grace):
-        if state in FINISHED:
-            released += settle(store, job_id, state, now)
-        store.mark_settled(job_id, mark)
+    for _ in range(MAX_PAGES):
+        page = store.unsettled(now - grace)
+        for job_id, state, mark in page:
+            if state in FINISHED:
+                released += settle(store, job_id, state, now)
+            store.mark_settled(job_id, mark)
+        if not page:
+            break
     return released

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from queuectl.core.errors import Conflict, NotFound, UniqueKeyTaken
+from queuectl.core.errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable, UniqueKeyTaken
 from queuectl.core.lifecycle.rules import (
     CANCELLABLE,
     FINISHED,
@@ -61,8 +61,11 @@ def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None) -> int:
     with store.unit():
         count = store.insert_jobs(with_start_states())
     if waiting and not store.transactional:
-        now = time.time() if now is None else now
-        resettle(store, (job for job in map(store.get, waiting) if job and job.state == WAITING), now)
+        now = store.now() if now is None else now
+        try:
+            resettle(store, (job for job in map(store.get, waiting) if job and job.state == WAITING), now)
+        except (StoreUnavailable, StoreReadOnly):
+            pass  # the jobs are in (committed): the repair pass resettles them later
     if count:
         store.notify()
     return count
