@@ -10,6 +10,7 @@ import pymongo
 import pymongo.errors as perr
 import pytest
 
+from queuectl.core.config import RuntimeConfig
 from queuectl.core.errors import (
     EXIT_READ_ONLY,
     EXIT_UNAVAILABLE,
@@ -18,7 +19,6 @@ from queuectl.core.errors import (
     StoreReadOnly,
     StoreUnavailable,
 )
-from queuectl.core.config import RuntimeConfig
 from queuectl.store.mongo import client as mongo_client
 from queuectl.store.mongo.errors import _mongo_error
 

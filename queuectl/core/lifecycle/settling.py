@@ -85,9 +85,9 @@ def resettle_waiting(store: Store, now: float, before: float | None = None, limi
 
 
 MAX_PAGES = 10  # pages of marked jobs one repair pass settles (heartbeats must go on meanwhile)
-SETTLE_GRACE_S = 10.0
+SETTLE_GRACE_S = 10.0  # a mark younger than this is left to the worker that is settling it now
 INLINE_SETTLE_S = 0.5  # a worker settles after an outcome this long at most, then leaves it to repair
-REPAIR_BUDGET_S = 1.0  # one repair pass settles this long at most  # a mark younger than this is left to the worker that is settling it now
+REPAIR_BUDGET_S = 1.0  # one repair pass settles this long at most
 
 
 def settle_finished(store: Store, job_id: str, state: str, at: float) -> int:
