@@ -91,7 +91,7 @@ def test_errors_are_translated_by_what_a_retry_can_do(exc: Exception, kind: type
     if kind is QueuectlError:
         assert not isinstance(mapped, (StoreUnavailable, StoreReadOnly))  # a worker does not retry it forever
     if kind is StoreReadOnly:
-        assert mapped.exit_code == EXIT_READ_ONLY  # type: ignore[union-attr]
+        assert isinstance(mapped, StoreReadOnly) and mapped.exit_code == EXIT_READ_ONLY
 
 
 def test_a_dns_failure_of_an_srv_url_is_an_outage_not_a_bad_url(monkeypatch: pytest.MonkeyPatch) -> None:
