@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, Callable
 
 from queuectl.core.lifecycle import CLAIMABLE
@@ -62,21 +63,24 @@ class ChangeStreamWaker:
 
     def _pump(self) -> None:
         backoff = REOPEN_FIRST_S
+        opened_at = time.monotonic()
         while not self._stop.is_set():
             try:
                 if self._stream is None:
                     self._stream = self._open()
                     self.reopened += 1
+                    opened_at = time.monotonic()
                 if not self._stream.alive:
                     raise ConnectionError("the change stream ended")
                 if self._stream.try_next() is not None:
                     self._poke()
-                backoff = REOPEN_FIRST_S
             except Exception:
                 self._close_stream()
                 if self._stop.is_set():
                     return
                 self._poke()  # events may have been missed: let the worker look once
+                if time.monotonic() - opened_at > REOPEN_MAX_S:
+                    backoff = REOPEN_FIRST_S  # it had been healthy a good while: start over
                 if self._sleep(backoff):
                     return
                 backoff = min(backoff * 2, REOPEN_MAX_S)
