@@ -35,7 +35,7 @@ def test_no_index_is_sparse_on_a_field_every_job_has() -> None:
 
 
 def test_legacy_indexes_are_dropped_once_the_new_ones_exist() -> None:
-    client = mongomock.MongoClient()
+    client: Any = mongomock.MongoClient()
     jobs = client.q.jobs
     for name, keys in LEGACY.items():
         jobs.create_index(keys, name=name, sparse=True)
@@ -47,7 +47,7 @@ def test_legacy_indexes_are_dropped_once_the_new_ones_exist() -> None:
 
 
 def test_an_index_changed_under_its_name_is_replaced_not_fatal() -> None:
-    client = mongomock.MongoClient()
+    client: Any = mongomock.MongoClient()
     client.q.jobs.create_index([("state", 1)], name="due")  # same name, other keys (hand-made)
 
     MongoStore(client, db_name="q")  # used to fail every command with IndexKeySpecsConflict
@@ -73,7 +73,7 @@ class ReadOnly:
 def test_a_complete_set_of_indexes_is_left_alone(capsys: pytest.CaptureFixture[str]) -> None:
     from queuectl.store.mongo.indexes import ensure_indexes
 
-    client = mongomock.MongoClient()
+    client: Any = mongomock.MongoClient()
     MongoStore(client, db_name="q")
     read_only = ReadOnly(client.q.jobs)
     ensure_indexes(read_only, JOB_INDEXES)

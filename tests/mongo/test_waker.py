@@ -17,7 +17,7 @@ from queuectl.store.mongo.waker import WAKING_EVENTS, ChangeStreamWaker
 
 def matches(event: dict[str, Any]) -> bool:
     """The $match stage of WAKING_EVENTS, evaluated by mongomock's query engine."""
-    collection = mongomock.MongoClient().db.events
+    collection: Any = mongomock.MongoClient().db.events
     collection.insert_one(event)
     return collection.count_documents(WAKING_EVENTS[0]["$match"]) == 1
 
