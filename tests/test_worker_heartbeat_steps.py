@@ -99,9 +99,23 @@ def test_jobs_are_killed_between_failing_heartbeats_once_their_leases_may_lapse(
     worker = Worker(flaky, WorkerOptions())  # type: ignore[arg-type]
     slot = held_job(worker, flaky.store)
     try:
+        worker.store_down = True  # the last renewal failed
         worker.last_ok_beat = time.monotonic() - 1.6
         worker._enforce_deadlines()  # no heartbeat due: the loop's own check
         assert slot.stop_reason == "lost"
+    finally:
+        stop(slot)
+
+
+def test_a_worker_that_was_frozen_but_not_cut_off_lets_its_heartbeat_decide(flaky: StepFailingStore) -> None:
+    worker = Worker(flaky, WorkerOptions())  # type: ignore[arg-type]
+    slot = held_job(worker, flaky.store)
+    try:
+        worker.last_ok_beat = time.monotonic() - 1.6  # a long pause (SIGSTOP, swap), no failed call
+        worker._enforce_deadlines()
+        assert slot.stop_reason is None
+        worker._heartbeat()  # the fence still holds: nobody took the job, it runs on
+        assert slot.stop_reason is None
     finally:
         stop(slot)
 

@@ -85,6 +85,7 @@ class Worker:
         self.fault = os.environ.get(FAULT_ENV, "")
         self.selector = selectors.DefaultSelector()
         self.last_ok_beat = time.monotonic()
+        self.store_down = False  # the last renewal failed: leases run out unless one succeeds
         self.want_claim = True
         self.idle_until = 0.0
         self.claim_cap: int | None = None  # fewer than concurrency while short of descriptors
@@ -365,7 +366,8 @@ class Worker:
             slot.kill_at = mono + self.config.kill_grace
 
     def _enforce_deadlines(self) -> None:
-        self._kill_if_leases_may_lapse()  # between failing heartbeats too
+        if self.store_down:
+            self._kill_if_leases_may_lapse()  # between failing heartbeats too
         mono = time.monotonic()
         shutdown_due = self.stopping and self.grace_deadline is not None and mono >= self.grace_deadline
         for slot in self.slots.values():
@@ -433,6 +435,7 @@ class Worker:
             held.output_unsaved = False
         self._writes_accepted()
         self.last_ok_beat = mono  # the leases now run from the time they were written with
+        self.store_down = False
         for job_id in lost:
             slot = self.slots.get(job_id)
             if slot is not None and slot.stop_reason != "lost":
@@ -455,6 +458,7 @@ class Worker:
     def _on_store_down(self, exc: Exception) -> None:
         """Keep jobs running through a short outage; kill them before their leases could lapse."""
         log(self.id, f"heartbeat failed ({exc}); no contact for {time.monotonic() - self.last_ok_beat:.1f}s")
+        self.store_down = True
         self._kill_if_leases_may_lapse()
 
     def _kill_if_leases_may_lapse(self) -> None:

@@ -34,6 +34,7 @@ def test_only_events_that_make_a_job_claimable_wake_anyone() -> None:
     assert not matches(update(lease_expires_at=5.0, output="64 KiB of tail"))  # a heartbeat
     assert not matches(update(state="processing", locked_by="w1"))  # a claim
     assert not matches(update(state="completed"))  # an outcome
+    assert not matches(update(state="failed", ready=False, run_at=9.0))  # a retry waiting out its backoff
 
 
 def test_events_are_projected_to_their_id() -> None:

@@ -3,8 +3,8 @@
 Opening a store compares what the server has with :data:`JOB_INDEXES`: a missing index is
 built, an index of ours whose keys or options changed is rebuilt under its new name *before*
 the old one is dropped (so no query ever runs without one, and no two definitions share a name:
-the name carries a version), and indexes this code no longer declares (legacy names) are
-dropped. Nothing is written when everything matches, so a read-only user can open the store;
+the name carries a version), and the indexes older versions built (:data:`LEGACY_NAMES`) are
+dropped; an index someone else built under a name of ours with other keys is replaced. Nothing is written when everything matches, so a read-only user can open the store;
 one that may not build a missing index gets a one-line warning instead of a refused command.
 """
 
@@ -35,14 +35,18 @@ JOB_INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
     "updated": ([("state", 1), ("updated_at", -1)], {}),
     "counts_v2": ([("state", 1), ("queue", 1)], {}),  # counts() reads this index only
     "durations_v2": ([("state", 1), ("duration", 1)], {}),  # so does duration_totals()
-    "batch_v2": ([("batch", 1), ("final_state", 1)], {"partialFilterExpression": {"batch": {"$exists": True}}}),
-    # a unique key is held only while its field exists: sparse is exactly right here
+    # fields that exist only while they matter (staged, holding a key, marked): sparse is exact
+    "batch_v2": ([("batch", 1), ("final_state", 1)], {"sparse": True}),
     "unique_active": ([("active_key", 1)], {"unique": True, "sparse": True}),
     "after_v2": ([("after", 1)], {"partialFilterExpression": {"state": WAITING}}),
     "on_failure_of_v2": ([("on_failure_of", 1)], {"partialFilterExpression": {"state": WAITING}}),
     "hooks_v2": ([("hook_state", 1), ("updated_at", 1)], {"partialFilterExpression": {"hook_state": "due"}}),
-    "settle_v2": ([("settle_at", 1)], {"partialFilterExpression": {"settle_at": {"$exists": True}}}),
+    "settle_v2": ([("settle_at", 1)], {"sparse": True}),
 }
+
+# the names this code used before issue 12: dropped once their replacements exist (an index an
+# operator added by hand under another name is left alone)
+LEGACY_NAMES = {"claim_queue", "claim_any", "not_due", "batch", "after", "on_failure_of", "hooks"}
 
 OTHER_INDEXES: dict[str, dict[str, tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     "schedules": {"due": ([("paused", 1), ("next_fire_at", 1)], {})},
@@ -63,7 +67,7 @@ def ensure_indexes(collection: Any, wanted: dict[str, tuple[list[tuple[str, int]
     import pymongo.errors as perr
 
     have = collection.index_information()
-    stale = [name for name in have if name != "_id_" and name not in wanted]
+    stale = [name for name in have if name in LEGACY_NAMES and name not in wanted]
     for name, (keys, options) in wanted.items():
         if name in have and _matches(have[name], keys, options):
             continue

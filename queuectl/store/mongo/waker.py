@@ -26,7 +26,11 @@ WAKING_EVENTS: list[dict[str, Any]] = [
             "$or": [
                 {"operationType": "insert", "fullDocument.ready": True},
                 {"operationType": "update", "updateDescription.updatedFields.ready": True},
-                {"operationType": "update", "updateDescription.updatedFields.state": {"$in": list(CLAIMABLE)}},
+                {  # published from a staged batch (ready kept from staging), released, retried
+                    "operationType": "update",
+                    "updateDescription.updatedFields.state": {"$in": list(CLAIMABLE)},
+                    "updateDescription.updatedFields.ready": {"$ne": False},
+                },
             ]
         }
     },
