@@ -4,8 +4,9 @@ Opening a store compares what the server has with :data:`JOB_INDEXES`: a missing
 built, an index of ours whose keys or options changed is rebuilt under its new name *before*
 the old one is dropped (so no query ever runs without one, and no two definitions share a name:
 the name carries a version), and the indexes older versions built (:data:`LEGACY_NAMES`) are
-dropped; an index someone else built under a name of ours with other keys is replaced. Nothing is written when everything matches, so a read-only user can open the store;
-one that may not build a missing index gets a one-line warning instead of a refused command.
+dropped; an index someone else built under a name of ours with other keys is replaced.
+Nothing is written when everything matches, so a read-only user can open the store; one that
+may not build a missing index gets a one-line warning instead of a refused command.
 """
 
 from __future__ import annotations
