@@ -158,6 +158,11 @@ def _recover_retry(w: World, raised: bool) -> None:
     lifecycle.recover_expired(w.store, w.config, T + LEASE + 2)  # the next pass
 
 
+def _finished_family(w: World) -> None:
+    _claimed_family(w)
+    lifecycle.finish(w.store, w.held.pop("p"), _outcome(w, "completed"))
+
+
 PATHS = {
     "enqueue": Path(
         lambda w: None,
@@ -200,6 +205,12 @@ PATHS = {
         _expect(p="pending", c="cancelled", f="pending"),
     ),
     "schedule fire": Path(_schedule, _fire, _fire_retry, _fire_expect),
+    "hook": Path(
+        _finished_family,
+        lambda w: w.run_hooks(T + 2),
+        lambda w, raised: w.run_hooks(T + 3),  # the housekeeper's next turn
+        _expect(p="completed", c="pending", f="cancelled"),
+    ),
     "recover": Path(_claimed_family, _recover, _recover_retry, _expect(p="dead", c="cancelled", f="pending")),
 }
 

@@ -124,3 +124,20 @@ def test_a_huge_id_list_is_asked_in_chunks(monkeypatch: pytest.MonkeyPatch) -> N
     w.store._jobs._collection.find = spy
     assert len(w.store.job_states([f"j{i}" for i in range(25)])) == 25
     assert finds == [10, 10, 5]
+
+
+def test_a_file_of_children_looks_each_parent_up_once() -> None:
+    w = World()
+    lifecycle.enqueue(w.store, [job("p")])
+    asked: list[list[str]] = []
+    original = w.store.job_states
+
+    def spy(job_ids: list[str]) -> dict[str, str]:
+        asked.append(list(job_ids))
+        return original(job_ids)
+
+    w.store.job_states = spy  # type: ignore[method-assign]
+    lifecycle.enqueue(w.store, [job(f"c{i}", after=["p"]) for i in range(50)])
+
+    assert asked == [["p"], ["p"]]  # the start states, then the parents re-checked after the commit
+    assert len(w.store.list_jobs(state="waiting", limit=100)) == 50

@@ -40,6 +40,7 @@ class World:
         self.held: dict[str, Lease] = {}
         self.runs: Counter[tuple[str, int]] = Counter()
         self.hook_runs: Counter[str] = Counter()
+        self.hook_results: list[str] = []
 
     # --- the worker -------------------------------------------------------------------------
 
@@ -58,9 +59,17 @@ class World:
             del self.held[job_id]
 
     def run_hooks(self, now: float) -> None:
+        """The housekeeper's hook chore: a result is kept until it is written."""
+        self.write_hook_results(now)
         while (hooked := lifecycle.claim_hook(self.store, now)) is not None:
             self.hook_runs[hooked.id] += 1
-            lifecycle.finish_hook(self.store, hooked.id, None, now)
+            self.hook_results.append(hooked.id)
+            self.write_hook_results(now)
+
+    def write_hook_results(self, now: float) -> None:
+        while self.hook_results:
+            lifecycle.finish_hook(self.store, self.hook_results[-1], None, now)
+            self.hook_results.pop()
 
     def repair(self, now: float) -> None:
         """What any worker's housekeeper does on its next passes (no fault armed)."""

@@ -23,7 +23,7 @@ from queuectl.core.lifecycle.rules import (
     parents_of,
     start_state,
 )
-from queuectl.core.lifecycle.settling import SETTLE_GRACE_S, resettle, settle_finished, settle_marked
+from queuectl.core.lifecycle.settling import SETTLE_GRACE_S, settle, settle_finished, settle_marked
 from queuectl.core.models import CANCELLED, DEAD, PENDING, WAITING, Job, Lease, Outcome
 
 if TYPE_CHECKING:
@@ -46,24 +46,30 @@ def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None) -> int:
     Parents may be earlier jobs of the same batch. Conflict for a taken id or unique key.
     Returns how many were inserted, and wakes idle workers once, after the commit.
     """
-    waiting: list[str] = []
+    waiting_on: set[str] = set()  # the parents of the jobs that start waiting
+    known: dict[str, str] = {}  # parent states looked up already: one round trip per parent, not per child
 
     def with_start_states() -> Iterator[Job]:
         for job in jobs:
             if job.after or job.on_failure_of:
-                states: dict[str, str | None] = dict(store.job_states(parents_of(job)))
-                failure = (job.on_failure_of, states.get(job.on_failure_of)) if job.on_failure_of else None
-                job.state = start_state(job.id, {p: states.get(p) for p in job.after}, failure)
+                unknown = [parent for parent in parents_of(job) if parent not in known]
+                if unknown:
+                    known.update(store.job_states(unknown))
+                failure = (job.on_failure_of, known.get(job.on_failure_of)) if job.on_failure_of else None
+                job.state = start_state(job.id, {p: known.get(p) for p in job.after}, failure)
                 if job.state == WAITING:
-                    waiting.append(job.id)
+                    waiting_on.update(parents_of(job))
             yield job
 
     with store.unit():
         count = store.insert_jobs(with_start_states())
-    if waiting and not store.transactional:
+    if waiting_on and not store.transactional:
+        # a parent may have finished while its children were being inserted: settle it again
         now = store.now() if now is None else now
         try:
-            resettle(store, (job for job in map(store.get, waiting) if job and job.state == WAITING), now)
+            for parent, state in store.job_states(sorted(waiting_on)).items():
+                if state in FINISHED:
+                    settle(store, parent, state, now)
         except (StoreUnavailable, StoreReadOnly):
             pass  # the jobs are in (committed): the repair pass resettles them later
     if count:
