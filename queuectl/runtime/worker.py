@@ -86,6 +86,7 @@ class Worker:
         self.selector = selectors.DefaultSelector()
         self.last_ok_beat = time.monotonic()
         self.store_down = False  # the last renewal failed: leases run out unless one succeeds
+        self.info: WorkerInfo | None = None  # the registry record, re-created if it was pruned
         self.want_claim = True
         self.idle_until = 0.0
         self.claim_cap: int | None = None  # fewer than concurrency while short of descriptors
@@ -446,7 +447,7 @@ class Worker:
             self.unsent = [(lease, out) for lease, out in self.unsent if lease.job_id != job_id]
         try:
             state = "stopping" if self.stopping else "running"
-            if beat_worker(self.store, self.id, now, state, sorted(self.slots), info=getattr(self, "info", None)):
+            if beat_worker(self.store, self.id, now, state, sorted(self.slots), info=self.info):
                 self.request_stop("stop requested through the database")
         except STORE_DOWN as exc:
             log(self.id, f"cannot update the worker registry: {exc}")
