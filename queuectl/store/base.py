@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
+import time
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
@@ -251,6 +252,28 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def registry_delete(self, kind: str, key: str, expect: dict[str, Any] | None = None) -> int:
         """Delete the record under ``key`` if its fields equal ``expect``; returns 0 or 1."""
+
+    # --- the outbox and repairs (stores without transactions) ---------------------------------
+
+    def now(self) -> float:
+        """The queue's clock (epoch seconds): every host compares leases and due times by it.
+        A server store answers with the server's time as this host best knows it."""
+        return time.time()
+
+    def unsettled(self, before: float, limit: int = 100) -> list[tuple[str, str, float]]:
+        """``(id, state, mark)`` of finished jobs whose dependants may still need settling,
+        marked by their outcome's own write at ``mark <= before``. A transactional store
+        settles in the outcome's transaction and has none."""
+        return []
+
+    def mark_settled(self, job_id: str, mark: float) -> None:
+        """Clear the mark :meth:`unsettled` returned (only that one: a newer mark stays)."""
+
+    def repair(self, now: float) -> int:
+        """Finish or undo what a client that died mid-way left in the store's own bookkeeping
+        (MongoDB: bulk inserts committed but not published, or abandoned). Idempotent, safe to
+        run from every worker at once; returns how many things it dealt with."""
+        return 0
 
     # --- waking idle workers ----------------------------------------------------------------
 
