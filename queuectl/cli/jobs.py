@@ -9,6 +9,7 @@ from typing import Any, List, Optional
 import typer
 
 from queuectl.cli.context import store_of
+from queuectl.cli.output import format_option, json_option, note, pick_format, print_json
 from queuectl.core.defaults import MAX_LINE_BYTES
 from queuectl.core.errors import InvalidInput
 from queuectl.core.models import STATES
@@ -122,30 +123,41 @@ def _spooled(source: Any) -> Any:
 
 def list_jobs(
     ctx: typer.Context,
-    state: Optional[str] = typer.Option(None, "--state", "-s", help=f"One of: {', '.join(STATES)}."),
+    state: Optional[List[str]] = typer.Option(
+        None, "--state", "-s", help=f"Only these states; repeatable. One of: {', '.join(STATES)}."
+    ),
     queue: Optional[str] = typer.Option(None, "--queue", "-q", help="Only this queue."),
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=100000, help="At most this many, newest first."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = json_option(),
+    fmt: Optional[str] = format_option(),
 ) -> None:
-    """List jobs, newest first.
+    """List jobs, newest first (a table on a terminal, tab-separated rows in a pipe).
 
-    Example: queuectl list --state failed --limit 20
+    Example: queuectl list --state failed --state dead --limit 20
     """
-    jobs = service.list_jobs(store_of(ctx), state=state, queue=queue, limit=limit)
-    if as_json:
-        from queuectl.cli.render import print_json
+    chosen = pick_format(fmt, as_json)
+    page = service.list_jobs(store_of(ctx), states=state, queue=queue, limit=limit)
+    shown = f"{len(page.jobs):,} of {page.matched:,} shown; --limit N for more" if page.matched > len(page.jobs) else ""
+    if chosen == "json":
+        from queuectl.service.shapes import jobs_json
 
-        print_json([job.to_dict() for job in jobs])
-        return
-    from queuectl.cli.render import jobs_table
+        print_json(jobs_json(page.jobs))
+    else:
+        from queuectl.cli.render import jobs_table
 
-    jobs_table(jobs, f"jobs{f' ({state})' if state else ''}: {len(jobs)} shown")
+        which = f" ({', '.join(dict.fromkeys(state))})" if state else ""
+        title = f"jobs{which}: {shown or f'{len(page.jobs):,} shown'}"
+        jobs_table(page.jobs, title, chosen)
+        if chosen == "table":
+            return
+    if shown:
+        note(shown)
 
 
 def show(
     ctx: typer.Context,
     job_id: str = typer.Argument(..., metavar="ID"),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = json_option(),
 ) -> None:
     """Everything about one job, with its output tail and last error.
 
@@ -153,9 +165,9 @@ def show(
     """
     job = service.get_job(store_of(ctx), job_id)
     if as_json:
-        from queuectl.cli.render import print_json
+        from queuectl.service.shapes import job_json
 
-        print_json(job.to_dict())
+        print_json(job_json(job))
         return
     from queuectl.cli.render import job_detail
 
@@ -164,34 +176,34 @@ def show(
 
 def status(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = json_option(),
+    fmt: Optional[str] = format_option(),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place every 2 s until q or Ctrl-C."),
 ) -> None:
     """Counts per state and queue, and how many workers are alive.
 
     Example: queuectl status --watch
     """
+    chosen = pick_format(fmt, as_json)
     if watch:
         from queuectl.cli.dashboard_view import watch_status
 
         return watch_status(store_of(ctx))
     now = time.time()
     summary = observe.status(store_of(ctx), now)
-    if as_json:
-        from queuectl.cli.render import print_json
+    if chosen == "json":
+        from queuectl.service.shapes import status_json
 
-        print_json(
-            {
-                "states": summary.states,
-                "queues": summary.queues,
-                "paused": sorted(summary.paused),
-                "workers": {"alive": summary.workers_alive, "registered": summary.workers_total},
-            }
-        )
+        print_json(status_json(summary.queues, summary.paused, summary.workers_alive, summary.workers_total))
         return
-    from queuectl.cli.render import key_value_table, styled_state
+    from queuectl.cli.output import Column, emit
+    from queuectl.cli.render import STATE_STYLES
 
-    key_value_table("jobs", ("state", "count"), [(styled_state(s), str(summary.states.get(s, 0))) for s in STATES])
+    rows = [[(s, STATE_STYLES[s]), str(summary.states.get(s, 0))] for s in STATES]
+    rows.append(["total", str(sum(summary.states.values()))])
+    emit(chosen, "jobs", [Column("state"), Column("count", justify="right")], rows)
+    if chosen == "tsv":
+        return
     print(f"workers alive: {summary.workers_alive}")
     if summary.paused:
         print(f"paused queues: {', '.join(sorted(summary.paused))}")

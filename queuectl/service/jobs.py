@@ -13,7 +13,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 from queuectl.core import lifecycle
 from queuectl.core.config import RuntimeConfig
 from queuectl.core.defaults import MAX_LINE_BYTES, RETENTION_BATCH
-from queuectl.core.errors import InvalidInput, NotFound
+from queuectl.core.errors import Conflict, DuplicateJobId, InvalidInput, NotFound, UniqueKeyTaken
 from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import CANCELLED, COMPLETED, DEAD, Job
 from queuectl.core.validation import build_job, check_state, parse_spec
@@ -53,25 +53,56 @@ def enqueue_command(store: Store, text: str, options: dict[str, Any]) -> str:
     return enqueue(store, [{**parse_spec(text), **options}])[0]
 
 
-def enqueue_lines(store: Store, lines: Iterable[str], overrides: dict[str, Any]) -> int:
+def enqueue_lines(
+    store: Store, lines: Iterable[str], overrides: dict[str, Any], progress: Callable[[int], None] | None = None
+) -> int:
     """Bulk enqueue from a file's lines (streamed; blank lines and # comments skipped).
 
-    One transaction: a bad line aborts the whole file, naming its line number.
+    One transaction: a bad line aborts the whole file, and the error names its line number and
+    says that nothing was enqueued. ``progress`` is told each line number read, now and then.
     """
     config = load_config(store)
     clock = _Clock()
+    current = [0]  # the line of the job being inserted: a parent refused names it
+    first_seen: dict[str, int] = {}  # the line of each id given in the file (a duplicate names both)
+    repeated: dict[str, int] = {}
 
     def jobs() -> Iterator[Job]:
         for number, line in enumerate(lines, start=1):
+            if progress is not None and number % 1000 == 0:
+                progress(number)
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             try:
                 spec = {**overrides, **parse_spec(line.rstrip("\r\n"))}
-                yield build_job(spec, config, clock())
+                job = build_job(spec, config, clock())
             except InvalidInput as exc:
                 raise InvalidInput(f"line {number}: {exc}; nothing was enqueued") from None
+            if "id" in spec:
+                if job.id in first_seen:
+                    repeated.setdefault(job.id, number)
+                else:
+                    first_seen[job.id] = number
+            current[0] = number
+            yield job
 
-    return lifecycle.enqueue(store, jobs())
+    try:
+        return lifecycle.enqueue(store, jobs())
+    except DuplicateJobId as exc:
+        if exc.job_id in repeated:
+            where = f"line {repeated[exc.job_id]}: job id {exc.job_id!r} is also on line {first_seen[exc.job_id]}"
+        elif exc.job_id in first_seen:
+            where = f"line {first_seen[exc.job_id]}: {exc}"
+        else:
+            where = str(exc)
+        raise Conflict(f"{where}; nothing was enqueued") from None
+    except UniqueKeyTaken as exc:  # found in a batch: which line is not known
+        raise Conflict(f"{exc}; nothing was enqueued") from None
+    except (InvalidInput, NotFound, Conflict) as exc:
+        if str(exc).startswith("line "):
+            raise  # a line that did not parse: it says so already
+        # a parent refused: the job being inserted is the one that names it
+        raise type(exc)(f"line {current[0]}: {exc}; nothing was enqueued") from None
 
 
 def bounded_lines(stream: IO[str], limit: int = MAX_LINE_BYTES) -> Iterator[str]:
@@ -85,9 +116,11 @@ def bounded_lines(stream: IO[str], limit: int = MAX_LINE_BYTES) -> Iterator[str]
         yield line
 
 
-def enqueue_stream(store: Store, stream: IO[str], overrides: dict[str, Any]) -> int:
+def enqueue_stream(
+    store: Store, stream: IO[str], overrides: dict[str, Any], progress: Callable[[int], None] | None = None
+) -> int:
     """:func:`enqueue_lines` from an open text file, each line bounded."""
-    return enqueue_lines(store, bounded_lines(stream), overrides)
+    return enqueue_lines(store, bounded_lines(stream), overrides, progress)
 
 
 def get_job(store: Store, job_id: str) -> Job:
@@ -102,9 +135,39 @@ def find_job(store: Store, job_id: str) -> Job | None:
     return store.get(job_id)
 
 
-def list_jobs(store: Store, state: str | None = None, queue: str | None = None, limit: int = 50) -> list[Job]:
-    """Jobs newest first, by state and queue."""
-    return store.list_jobs(state=check_state(state), queue=queue, limit=limit)
+@dataclass
+class JobPage:
+    """The jobs shown, newest first, and how many matched in all (for "50 of 1,234 shown")."""
+
+    jobs: list[Job]
+    matched: int
+
+
+def list_jobs(
+    store: Store, states: list[str] | str | None = None, queue: str | None = None, limit: int = 50
+) -> JobPage:
+    """Jobs newest first, in any of ``states`` (none: every state) and one queue.
+
+    Each state is one indexed query of at most ``limit`` rows, merged by creation time; the count
+    of all matches comes from the per-queue totals, never from reading the jobs.
+    """
+    wanted = [states] if isinstance(states, str) else list(dict.fromkeys(states or []))
+    for state in wanted:
+        check_state(state)
+    if len(wanted) <= 1:
+        jobs = store.list_jobs(state=wanted[0] if wanted else None, queue=queue, limit=limit)
+    else:
+        merged = [job for state in wanted for job in store.list_jobs(state=state, queue=queue, limit=limit)]
+        jobs = sorted(merged, key=lambda job: job.created_at, reverse=True)[:limit]
+    counts = store.counts()
+    matched = sum(
+        count
+        for name, per_state in counts.items()
+        if queue is None or name == queue
+        for state, count in per_state.items()
+        if not wanted or state in wanted
+    )
+    return JobPage(jobs, max(matched, len(jobs)))
 
 
 def cancel(store: Store, job_id: str) -> Job:
@@ -113,6 +176,14 @@ def cancel(store: Store, job_id: str) -> Job:
 
 
 # --- retention ----------------------------------------------------------------------------------
+
+
+def check_purgeable(states: list[str]) -> None:
+    """InvalidInput unless every state is a finished one (only those can be purged)."""
+    for state in states:
+        check_state(state)
+        if state not in FINISHED:
+            raise InvalidInput(f"cannot purge {state} jobs: only {', '.join(FINISHED)} jobs can be purged")
 
 
 def purge(
@@ -124,10 +195,7 @@ def purge(
     max_batches: int | None = None,
 ) -> int:
     """Delete finished jobs by state and age, in batches (at most ``max_batches``); ``dry_run`` counts."""
-    for state in states:
-        check_state(state)
-        if state not in FINISHED:
-            raise InvalidInput(f"cannot purge {state} jobs: only {', '.join(FINISHED)} jobs can be purged")
+    check_purgeable(states)
     before = None if older_than is None else now - older_than
     if dry_run:
         return store.count_purgeable(states, before)

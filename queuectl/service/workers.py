@@ -84,10 +84,10 @@ def stop_workers(store: Store, wait: bool, timeout: float) -> tuple[int, bool]:
     return asked, wait_for_workers_to_stop(store, timeout)
 
 
-def worker_list(store: Store, include_stopped: bool = False) -> tuple[list[WorkerInfo], float]:
-    """The workers to show (stopped ones only when asked), and the lease that judges their liveness."""
+def worker_list(store: Store, include_stopped: bool = False) -> tuple[list[WorkerInfo], RuntimeConfig]:
+    """The workers to show (stopped ones only when asked), and the config that judges their liveness."""
     workers = [w for w in list_workers(store) if include_stopped or w.state != STOPPED]
-    return workers, load_config(store).lease
+    return workers, load_config(store)
 
 
 def _pid_alive(pid: int) -> bool:
