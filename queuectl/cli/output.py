@@ -89,7 +89,7 @@ def _tsv_cell(text: str) -> str:
     return printable(text).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
 
 
-def write_tsv(columns: Sequence[Column], rows: Iterable[Sequence[Cell]]) -> None:
+def write_tsv(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> None:
     lines = ["\t".join(column.header for column in columns)]
     for row in rows:
         lines.append("\t".join(_tsv_cell(cell if isinstance(cell, str) else cell[0]) for cell in row))
@@ -117,7 +117,7 @@ def fit_columns(columns: Sequence[Column], rows: list[list[str]], width: int) ->
     return keep
 
 
-def draw_table(title: Optional[str], columns: Sequence[Column], rows: Iterable[Sequence[Cell]]) -> None:
+def draw_table(title: Optional[str], columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> None:
     """A Rich table that fits the terminal: the ``shrink`` columns give way first (with an
     ellipsis), then optional columns are left out; the others (an id) are never cut."""
     from rich import box
@@ -148,7 +148,7 @@ def draw_table(title: Optional[str], columns: Sequence[Column], rows: Iterable[S
     out.print(table)
 
 
-def emit(fmt: str, title: Optional[str], columns: Sequence[Column], rows: Iterable[Sequence[Cell]]) -> None:
+def emit(fmt: str, title: Optional[str], columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> None:
     """A table in ``fmt`` (``table`` or ``tsv``; JSON has shapes of its own)."""
     if fmt == "tsv":
         write_tsv(columns, rows)
