@@ -67,4 +67,12 @@ def purge(
             "Delete every job in the dead letter queue?",
             "dlq purge deletes every dead job; add --yes to confirm (there is no terminal to ask on)",
         )
-    print(f"deleted {service.purge_dead(store_of(ctx))} job(s)")
+    import sys
+
+    from queuectl.cli.output import progress_bar
+    from queuectl.cli.workflow_cmds import PROGRESS_JOBS
+
+    store = store_of(ctx)
+    total = service.count_dead(store) if sys.stderr.isatty() else None
+    with progress_bar("purging", total, "jobs", show=(total or 0) >= PROGRESS_JOBS) as progress:
+        print(f"deleted {service.purge_dead(store, progress)} job(s)")

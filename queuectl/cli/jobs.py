@@ -16,6 +16,8 @@ from queuectl.core.models import STATES
 from queuectl.service import jobs as service
 from queuectl.service import observe
 
+PROGRESS_BYTES = 1 << 20  # an input this big shows a progress bar (on a terminal only)
+
 
 def enqueue(
     ctx: typer.Context,
@@ -84,16 +86,21 @@ def enqueue(
 
 
 def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
+    from queuectl.cli.output import progress_bar
+
     if path == "-" or (os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)):
         # a pipe may be slow: read it all first, so the write transaction never waits on it
-        with _spooled(sys.stdin.buffer if path == "-" else open(path, "rb")) as spool:
+        spool, size, lines = _spooled(sys.stdin.buffer if path == "-" else open(path, "rb"))
+        with spool, progress_bar("enqueueing", lines, "lines", show=size >= PROGRESS_BYTES) as progress:
             try:
-                return service.enqueue_stream(store, io.TextIOWrapper(spool, encoding="utf-8"), options)
+                return service.enqueue_stream(store, io.TextIOWrapper(spool, encoding="utf-8"), options, progress)
             except UnicodeDecodeError:
                 raise InvalidInput("the input is not UTF-8 text; nothing was enqueued") from None
     try:
         with open(path, encoding="utf-8", errors="strict") as handle:
-            return service.enqueue_stream(store, handle, options)
+            big = sys.stderr.isatty() and os.fstat(handle.fileno()).st_size >= PROGRESS_BYTES
+            with progress_bar("enqueueing", _count_lines(path) if big else None, "lines", show=big) as progress:
+                return service.enqueue_stream(store, handle, options, progress)
     except FileNotFoundError:
         raise InvalidInput(f"no such file: {path}") from None
     except IsADirectoryError:
@@ -104,21 +111,31 @@ def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _spooled(source: Any) -> Any:
-    """Copy a stream into a temporary file (in memory up to 8 MiB) and rewind it."""
+def _count_lines(path: str) -> int:
+    """Lines of a file, for the progress bar's total (one quick binary pass)."""
+    with open(path, "rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+
+
+def _spooled(source: Any) -> tuple[Any, int, int]:
+    """Copy a stream into a temporary file (in memory up to 8 MiB) and rewind it; returns the
+    file, its size and its number of lines."""
     import tempfile
 
     spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    size = lines = 0
     try:
         # line by line, bounded: a line past the limit is refused as soon as it passes it
         while line := source.readline(MAX_LINE_BYTES + 1):
             if len(line) > MAX_LINE_BYTES:
                 raise InvalidInput(f"a line of the input is over {MAX_LINE_BYTES // 1024} KiB; nothing was enqueued")
             spool.write(line)
+            size += len(line)
+            lines += 1
     except UnicodeDecodeError:
         raise InvalidInput("the input is not UTF-8 text; nothing was enqueued") from None
     spool.seek(0)
-    return spool
+    return spool, size, lines
 
 
 def list_jobs(

@@ -11,10 +11,11 @@ Rich is imported only to draw a table on a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import typer
 
@@ -64,8 +65,30 @@ def confirm_or_refuse(question: str, refusal: str) -> None:
     A "no" exits with 1."""
     if not sys.stdin.isatty():
         raise InvalidInput(refusal)
-    if not typer.confirm(question, default=False, err=True):
+    # not click's confirm: its input() writes a space to stdout
+    sys.stderr.write(f"{question} [y/N]: ")
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def progress_bar(
+    description: str, total: Optional[int], unit: str, show: bool = True
+) -> Iterator[Optional[Callable[[int], None]]]:
+    """A Rich progress bar on stderr while a long operation runs, when stderr is a terminal and
+    ``show``; yields the function to report how far it got (None: nothing to report to). Piped
+    output gets nothing extra; the bar goes away when the operation ends."""
+    if not show or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit))
+    with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.update(task, completed=done)
 
 
 @dataclass(frozen=True)

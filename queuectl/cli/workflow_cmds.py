@@ -13,6 +13,7 @@ from queuectl.core.errors import EXIT_JOB_CANCELLED, EXIT_JOB_DEAD, EXIT_WAIT_TI
 from queuectl.core.models import CANCELLED, DEAD
 
 schedule_app = typer.Typer(no_args_is_help=True)
+PROGRESS_JOBS = 10_000  # a purge of this many jobs shows a progress bar (on a terminal only)
 
 
 def wait(
@@ -68,8 +69,17 @@ def purge(
             "add --older-than 7d to keep recent ones, or --yes to delete them all",
         )
 
-    count = jobs.purge(store_of(ctx), states, age, time.time(), dry_run=dry_run)
-    print(f"{'would delete' if dry_run else 'deleted'} {count} job(s)")
+    store, now = store_of(ctx), time.time()
+    if dry_run:
+        print(f"would delete {jobs.purge(store, states, age, now, dry_run=True)} job(s)")
+        return
+    from queuectl.cli.output import progress_bar
+
+    # on a terminal, a purge of many jobs shows how far it got (counting them first is cheap)
+    total = jobs.purge(store, states, age, now, dry_run=True) if sys.stderr.isatty() else None
+    with progress_bar("purging", total, "jobs", show=(total or 0) >= PROGRESS_JOBS) as progress:
+        count = jobs.purge(store, states, age, now, progress=progress)
+    print(f"deleted {count} job(s)")
 
 
 @schedule_app.command("add")

@@ -20,6 +20,8 @@ from queuectl.core.validation import build_job, check_state, parse_spec
 from queuectl.service.config import load_config
 from queuectl.store import Store
 
+PROGRESS_EVERY = 1000  # lines between two reports to a progress bar
+
 
 class _Clock:
     """Strictly increasing timestamps, so that jobs enqueued together keep their order (FIFO)."""
@@ -69,7 +71,7 @@ def enqueue_lines(
 
     def jobs() -> Iterator[Job]:
         for number, line in enumerate(lines, start=1):
-            if progress is not None and number % 1000 == 0:
+            if progress is not None and number % PROGRESS_EVERY == 0:
                 progress(number)
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
@@ -193,8 +195,10 @@ def purge(
     now: float,
     dry_run: bool = False,
     max_batches: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Delete finished jobs by state and age, in batches (at most ``max_batches``); ``dry_run`` counts."""
+    """Delete finished jobs by state and age, in batches (at most ``max_batches``); ``dry_run``
+    counts. ``progress`` is told how many were deleted so far, after each batch."""
     check_purgeable(states)
     before = None if older_than is None else now - older_than
     if dry_run:
@@ -205,6 +209,8 @@ def purge(
         deleted = store.purge(states, before, limit=RETENTION_BATCH)
         total += deleted
         batches += 1
+        if progress is not None:
+            progress(total)
         if deleted < RETENTION_BATCH:
             break
     return total

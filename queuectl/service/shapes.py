@@ -14,7 +14,7 @@ from typing import Any
 from queuectl.core.config import CONFIG_KEYS, RuntimeConfig
 from queuectl.core.errors import InvalidInput
 from queuectl.core.models import STATES, Job, Schedule, WorkerInfo
-from queuectl.service.workers import STOPPED, worker_is_alive
+from queuectl.service.workers import ENDED, worker_is_alive
 
 JOB_TIMES = ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at")
 WORKER_TIMES = ("started_at", "last_heartbeat")
@@ -51,10 +51,10 @@ def jobs_json(jobs: list[Job]) -> list[dict[str, Any]]:
 
 
 def worker_liveness(worker: WorkerInfo, config: RuntimeConfig, now: float) -> str:
-    """The state to show: the registered one, or ``unresponsive`` for a worker silent for a lease
-    (or marked dead by its supervisor) that never said it stopped."""
-    if worker.state == STOPPED:
-        return STOPPED
+    """The state to show: the registered one (``dead`` once its supervisor saw it die), or
+    ``unresponsive`` for a worker silent for a whole lease that never said it stopped."""
+    if worker.state in ENDED:
+        return worker.state  # stopped, or dead: its supervisor saw it die
     return worker.state if worker_is_alive(worker.last_heartbeat, worker.state, config, now) else UNRESPONSIVE
 
 
