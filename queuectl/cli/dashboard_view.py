@@ -200,14 +200,14 @@ def _jobs_cell(worker: Any, wide: bool) -> Text:
 def _workers_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) -> RenderableType:
     title = Text("workers", style="bold", no_wrap=True, overflow="ellipsis")
     title.append(f"  {snapshot.workers_alive} alive", style="green" if snapshot.workers_alive else "dim")
+    if snapshot.workers_gone:  # first: the explanation after it may be cut on a narrow terminal
+        title.append(f" · {snapshot.workers_gone} dead (not listed)", style="red")
     listed = snapshot.workers_unresponsive - snapshot.workers_gone
     if listed:
         title.append(
             f" · {listed} unresponsive (silent for over the {format_duration(snapshot.lease)} lease)",
             style="bold red",
         )
-    if snapshot.workers_gone:
-        title.append(f" · {snapshot.workers_gone} dead (not listed; see queuectl worker list)", style="red")
     if snapshot.workers_stopped:
         title.append(f" · {snapshot.workers_stopped} stopped", style="dim")
     if not snapshot.workers:
