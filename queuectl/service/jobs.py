@@ -150,8 +150,9 @@ def list_jobs(
 ) -> JobPage:
     """Jobs newest first, in any of ``states`` (none: every state) and one queue.
 
-    Each state is one indexed query of at most ``limit`` rows, merged by creation time; the count
-    of all matches comes from the per-queue totals, never from reading the jobs.
+    Each state is one indexed query of at most ``limit`` rows, merged by creation time. When the
+    limit was reached, the count of all matches comes from the per-queue totals (an indexed
+    aggregate), never from reading the jobs.
     """
     wanted = [states] if isinstance(states, str) else list(dict.fromkeys(states or []))
     for state in wanted:
@@ -161,6 +162,8 @@ def list_jobs(
     else:
         merged = [job for state in wanted for job in store.list_jobs(state=state, queue=queue, limit=limit)]
         jobs = sorted(merged, key=lambda job: job.created_at, reverse=True)[:limit]
+    if len(jobs) < limit:
+        return JobPage(jobs, len(jobs))  # every match is shown: no need to count them
     counts = store.counts()
     matched = sum(
         count
