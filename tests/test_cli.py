@@ -30,7 +30,6 @@ from queuectl.core import lifecycle
 from queuectl.core.config import CONFIG_KEYS as ALL_CONFIG_KEYS
 from queuectl.core.errors import (
     EXIT_CONFLICT,
-    EXIT_ERROR,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_READ_ONLY,
@@ -253,6 +252,22 @@ def listed_ids(proc: subprocess.CompletedProcess) -> list[str]:
     return [job["id"] for job in ok_json(proc)]
 
 
+def epoch(text: Optional[str]) -> Optional[float]:
+    """An RFC 3339 time of the JSON output (``2026-12-01T09:12:17.123Z``) as seconds since the epoch."""
+    if text is None:
+        return None
+    assert text.endswith("Z") and len(text) == 24, text  # UTC, to the millisecond
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def shown_job(proc: subprocess.CompletedProcess) -> dict[str, Any]:
+    """``show --json``, its times read back as epoch seconds (to the millisecond)."""
+    from queuectl.service.shapes import JOB_TIMES
+
+    job = ok_json(proc)
+    return {key: epoch(value) if key in JOB_TIMES else value for key, value in job.items()}
+
+
 # --- enqueue ------------------------------------------------------------------------------------
 
 
@@ -268,7 +283,7 @@ def test_enqueue_plain_command_prints_an_id_and_stores_defaults(run: Cli) -> Non
         ("list",),
         ("list", "--json"),
     )
-    job = ok_json(shown)
+    job = shown_job(shown)
     assert job["id"] == job_id and job["command"] == "echo hi"
     assert (job["state"], job["queue"]) == ("pending", "default")
     assert (job["priority"], job["max_retries"], job["attempts"]) == (0, 3, 0)
@@ -296,7 +311,7 @@ def test_enqueue_json_job_stores_every_field(run: Cli, tmp_path: Path) -> None:
     spec2 = {"id": "json-2", "command": "true", "run_at": FAR_FUTURE, "max_retries": "2", "timeout": 90}
     first, second = run.many(("enqueue", json.dumps(spec)), ("enqueue", json.dumps(spec2)))
     assert (ok(first), ok(second)) == ("json-1\n", "json-2\n")
-    job, job2 = (ok_json(proc) for proc in run.many(("show", "json-1", "--json"), ("show", "json-2", "--json")))
+    job, job2 = (shown_job(proc) for proc in run.many(("show", "json-1", "--json"), ("show", "json-2", "--json")))
     assert job["command"] == "echo from json"
     assert (job["max_retries"], job["priority"], job["queue"]) == (7, 9, "builds")
     assert job["timeout"] == 600
@@ -337,7 +352,7 @@ def test_enqueue_options_are_stored(run: Cli, tmp_path: Path) -> None:
     )
     assert [ok(proc) for proc in results] == ["opt-1\n", "at-z\n", "at-off\n", "ovr\n"]
     shown = run.many(*(("show", job_id, "--json") for job_id in ("opt-1", "at-z", "at-off", "ovr")))
-    opt, at_z, at_off, ovr = (ok_json(proc) for proc in shown)
+    opt, at_z, at_off, ovr = (shown_job(proc) for proc in shown)
     assert (opt["max_retries"], opt["priority"], opt["queue"]) == (5, -3, "builds")
     assert opt["run_at"] - opt["created_at"] == pytest.approx(30, abs=1)
     assert opt["run_at"] > time.time() + 10
@@ -372,7 +387,10 @@ def test_enqueue_duplicate_id_is_a_conflict_and_writes_nothing(run: Cli) -> None
     fails(plain, EXIT_CONFLICT, "'dup'", "already exists")
     fails(as_json, EXIT_CONFLICT, "'dup'")
     listed = ok_json(run("list", "--json"))
-    assert listed == before
+    assert [job["id"] for job in listed] == [job["id"] for job in before]
+    assert [epoch(job["updated_at"]) for job in listed] == [
+        pytest.approx(job["updated_at"], abs=0.001) for job in before
+    ]
     assert [(job["id"], job["command"], job["priority"]) for job in listed] == [("dup", "echo original", 0)]
 
 
@@ -513,8 +531,9 @@ def test_enqueue_file_duplicate_id_inserts_nothing(run: Cli, tmp_path: Path) -> 
     )
     (tmp_path / "dup-db.txt").write_text('echo a\n{"id": "existing", "command": "echo b"}\n')
     inside, against_db = run.many(("enqueue", "--file", "dup-inside.txt"), ("enqueue", "--file", "dup-db.txt"))
-    fails(inside, EXIT_CONFLICT, "'same'", "already exists")
-    fails(against_db, EXIT_CONFLICT, "'existing'")
+    # the error names the line (and the one it repeats) and says that nothing was written
+    fails(inside, EXIT_CONFLICT, "line 3: job id 'same' is also on line 2", "nothing was enqueued")
+    fails(against_db, EXIT_CONFLICT, "line 2:", "'existing' already exists", "nothing was enqueued")
     listed = ok_json(run("list", "--json"))
     assert [(job["id"], job["command"]) for job in listed] == [("existing", "echo existing")]
 
@@ -615,26 +634,36 @@ def test_list_filters_limit_and_bad_state(run: Cli) -> None:
         )
     )
     assert ok(run("cancel", "d2")) == "cancelled d2\n"
-    (everything, builds, cancelled, pending_default, dead, nope, limited, table, empty_json, bad) = run.many(
-        ("list", "--json"),
-        ("list", "--json", "--queue", "builds"),
-        ("list", "--json", "--state", "cancelled"),
-        ("list", "--json", "-s", "pending", "-q", "default"),
-        ("list", "--json", "--state", "dead"),
-        ("list", "--json", "--queue", "nope"),
-        ("list", "--json", "-n", "2"),
-        ("list", "--state", "pending", "--limit", "2"),
-        ("list", "--json", "--state", "processing"),
-        ("list", "--state", "bogus"),
+    (everything, builds, cancelled, pending_default, dead, nope, limited, table, empty_json, bad, both, both_tsv) = (
+        run.many(
+            ("list", "--json"),
+            ("list", "--json", "--queue", "builds"),
+            ("list", "--json", "--state", "cancelled"),
+            ("list", "--json", "-s", "pending", "-q", "default"),
+            ("list", "--json", "--state", "dead"),
+            ("list", "--json", "--queue", "nope"),
+            ("list", "--json", "-n", "2"),
+            ("list", "--state", "pending", "--limit", "2"),
+            ("list", "--json", "--state", "processing"),
+            ("list", "--state", "bogus"),
+            ("list", "--json", "--state", "pending", "--state", "cancelled", "-q", "default"),
+            ("list", "--state", "pending", "-s", "cancelled", "-n", "2"),
+        )
     )
     assert listed_ids(everything) == ["d3", "b2", "d2", "b1", "d1"]
     assert listed_ids(builds) == ["b2", "b1"]
     assert listed_ids(cancelled) == ["d2"]
     assert listed_ids(pending_default) == ["d3", "d1"]
     assert listed_ids(dead) == listed_ids(nope) == listed_ids(empty_json) == []
-    assert listed_ids(limited) == ["d3", "b2"]
-    text = ok(table)
-    assert "d3" in text and "b2" in text and "d1" not in text
+    # a limit that hides some says how many matched in all, on stderr (stdout stays data)
+    assert [job["id"] for job in json.loads(limited.stdout)] == ["d3", "b2"]
+    assert limited.returncode == 0 and limited.stderr == "queuectl: 2 of 5 shown; --limit N for more\n"
+    assert table.stdout.splitlines()[1:] and "d1" not in table.stdout
+    assert table.stderr == "queuectl: 2 of 4 shown; --limit N for more\n"
+    # --state twice combines the states, as purge does
+    assert listed_ids(both) == ["d3", "d2", "d1"]
+    assert [line.split("\t")[0] for line in both_tsv.stdout.splitlines()] == ["id", "d3", "b2"]
+    assert both_tsv.stderr == "queuectl: 2 of 5 shown; --limit N for more\n"
     line = fails(bad, EXIT_USAGE, "unknown state 'bogus'", "valid states")
     for state in STATES:
         assert state in line
@@ -648,23 +677,28 @@ def test_show_unknown_id_is_not_found(run: Cli) -> None:
 def test_status_counts(run: Cli) -> None:
     assert ok_json(run("status", "--json")) == {
         "states": {state: 0 for state in STATES},
-        "queues": {},
+        "total": 0,
+        "queues": [],
         "paused": [],
         "workers": {"alive": 0, "registered": 0},
     }
     run.enqueue_lines("echo 1", "echo 2", '{"command": "echo 3", "queue": "builds"}', '{"id": "c1", "command": "x"}')
     ok(run("cancel", "c1"))
     run.enqueue_dead("dead1")
-    as_json, text = run.many(("status", "--json"), ("status",))
+    as_json, text, tsv = run.many(("status", "--json"), ("status", "--format", "table"), ("status",))
     summary = ok_json(as_json)
     assert summary["states"] == {**{state: 0 for state in STATES}, "pending": 3, "cancelled": 1, "dead": 1}
-    assert summary["queues"] == {
-        "default": {"pending": 2, "cancelled": 1},
-        "builds": {"pending": 1},
-        "doomed-dead1": {"dead": 1},
-    }
+    assert summary["total"] == 5
+    # every queue, with every state (zeros too) and whether it is paused
+    zeros = {state: 0 for state in STATES}
+    assert summary["queues"] == [
+        {"name": "builds", "paused": False, "states": {**zeros, "pending": 1}, "total": 1},
+        {"name": "default", "paused": False, "states": {**zeros, "pending": 2, "cancelled": 1}, "total": 3},
+        {"name": "doomed-dead1", "paused": False, "states": {**zeros, "dead": 1}, "total": 1},
+    ]
     assert summary["workers"] == {"alive": 0, "registered": 0} and summary["paused"] == []
     assert "pending" in ok(text) and "workers alive: 0" in text.stdout
+    assert ok(tsv).splitlines() == ["state\tcount", *(f"{s}\t{summary['states'][s]}" for s in STATES), "total\t5"]
 
 
 def test_cancel(run: Cli) -> None:
@@ -711,7 +745,7 @@ def test_dlq_list_and_retry(run: Cli) -> None:
     fails(unknown, EXIT_NOT_FOUND, "'nope'")
     fails(neither, EXIT_USAGE, "job id or --all")
     fails(both, EXIT_USAGE, "not both")
-    job = ok_json(shown)
+    job = shown_job(shown)
     assert (job["state"], job["attempts"], job["finished_at"]) == ("pending", 0, None)
     assert job["run_at"] <= time.time()
     assert listed_ids(left) == ["x3", "x2"]
@@ -731,18 +765,13 @@ def test_dlq_list_and_retry(run: Cli) -> None:
 def test_dlq_purge(run: Cli) -> None:
     ok(run("enqueue", "echo alive", "--id", "alive"))
     run.enqueue_dead("p1", "p2")
-    # without --yes it asks; "n" or the end of input deletes nothing (exit 1)
-    for declined in run.many((("dlq", "purge"), "n\n"), (("dlq", "purge"), "")):
-        assert declined.returncode == EXIT_ERROR, describe(declined)
-        assert "Traceback" not in declined.stderr, describe(declined)
+    # without --yes and without a terminal to ask on, it refuses (never a prompt on stdout)
+    for refused in run.many((("dlq", "purge"), "y\n"), (("dlq", "purge"), "")):
+        fails(refused, EXIT_USAGE, "--yes")
     assert len(run.stored()) == 3
     assert ok(run("dlq", "purge", "--yes")) == "deleted 2 job(s)\n"
     assert run.stored_ids() == ["alive"]  # only dead jobs go
     assert ok(run("dlq", "purge", "-y")) == "deleted 0 job(s)\n"
-    run.enqueue_dead("p3")
-    confirmed = run("dlq", "purge", input="y\n")
-    assert confirmed.returncode == EXIT_OK, describe(confirmed)
-    assert "deleted 1 job(s)" in confirmed.stdout
     assert listed_ids(run("list", "--json")) == ["alive"]
 
 
@@ -769,11 +798,14 @@ def test_config_get_set_list(run: Cli, tmp_path: Path) -> None:
     assert set(CONFIG_KEYS) >= ORIGINAL_CONFIG_KEYS
     assert set(listed) == {"database", *CONFIG_KEYS}
     assert listed["database"] == f"sqlite:///{tmp_path / 'q.db'}"
-    assert [listed[key] for key in ("max-retries", "lease", "heartbeat", "backoff-base")] == ["5", "120", "60", "1.5"]
-    assert listed["poll-interval"] == "1" and listed["job-timeout"] == "0"
-    assert all(isinstance(value, str) and value for value in listed.values())
-    out = ok(text)
-    assert f"database: sqlite:///{tmp_path / 'q.db'}" in out and "max-retries" in out and "(default)" in out
+    # typed: whole numbers as integers, the others as floats
+    assert [listed[key] for key in ("max-retries", "lease", "heartbeat", "backoff-base")] == [5, 120, 60, 1.5]
+    assert listed["poll-interval"] == 1 and listed["job-timeout"] == 0
+    assert all(type(value) in (int, float) for key, value in listed.items() if key != "database")
+    assert isinstance(listed["max-retries"], int) and isinstance(listed["backoff-base"], float)
+    rows = [line.split("\t") for line in ok(text).splitlines()]
+    assert rows[0] == ["key", "value", "default", "meaning"]
+    assert ["max-retries", "5", "no"] == rows[1][:3] and ["kill-grace", "5", "yes"] in [row[:3] for row in rows]
 
 
 CONFIG_INVALID = {
@@ -981,27 +1013,39 @@ def test_database_is_writable_again_after_a_read_only_spell(run: Cli, tmp_path: 
 
 
 def test_queue_list_pause_resume(run: Cli) -> None:
-    assert ok_json(run("queue", "list", "--json")) == {}
+    assert ok_json(run("queue", "list", "--json")) == []
     run.enqueue_lines('{"command": "true", "queue": "builds"}', "true", "true")
-    assert [ok(proc) for proc in run.many(("queue", "pause", "builds"), ("queue", "pause", "empty-one"))] == [
+    # a queue with no job is most likely a typo: refused unless --create
+    typo, resume_typo = run.many(("queue", "pause", "biulds"), ("queue", "resume", "biulds"))
+    fails(typo, EXIT_NOT_FOUND, "no queue named 'biulds'", "builds, default", "--create")
+    fails(resume_typo, EXIT_NOT_FOUND, "no queue named 'biulds'")
+    assert [
+        ok(proc) for proc in run.many(("queue", "pause", "builds"), ("queue", "pause", "empty-one", "--create"))
+    ] == [
         "paused builds\n",
         "paused empty-one\n",
     ]
     queues, status, status_text, queues_text, again = run.many(
         ("queue", "list", "--json"),
         ("status", "--json"),
-        ("status",),
+        ("status", "--format", "table"),
         ("queue", "list"),
         ("queue", "pause", "builds"),
     )
-    assert ok_json(queues) == {
-        "builds": {"paused": True, "pending": 1},
-        "default": {"paused": False, "pending": 2},
-        "empty-one": {"paused": True},
-    }
+    zeros = {state: 0 for state in STATES}
+    assert ok_json(queues) == [
+        {"name": "builds", "paused": True, "states": {**zeros, "pending": 1}, "total": 1},
+        {"name": "default", "paused": False, "states": {**zeros, "pending": 2}, "total": 2},
+        {"name": "empty-one", "paused": True, "states": zeros, "total": 0},
+    ]
     assert ok_json(status)["paused"] == ["builds", "empty-one"]
     assert "paused queues: builds, empty-one" in ok(status_text)
-    assert "builds" in ok(queues_text) and "empty-one" in queues_text.stdout
+    assert ok(queues_text).splitlines() == [
+        "\t".join(("queue", "paused", *STATES)),
+        "builds\tyes\t1\t0\t0\t0\t0\t0\t0",
+        "default\tno\t2\t0\t0\t0\t0\t0\t0",
+        "empty-one\tyes\t0\t0\t0\t0\t0\t0\t0",
+    ]
     assert ok(again) == "paused builds\n"  # idempotent
     assert ok(run("queue", "resume", "builds")) == "resumed builds\n"
     queues, status, *bad = run.many(
@@ -1011,7 +1055,7 @@ def test_queue_list_pause_resume(run: Cli) -> None:
         ("queue", "resume", "bad name"),
         ("queue", "pause", "x/y"),
     )
-    assert ok_json(queues)["builds"] == {"paused": False, "pending": 1}
+    assert ok_json(queues)[0] == {"name": "builds", "paused": False, "states": {**zeros, "pending": 1}, "total": 1}
     assert ok_json(status)["paused"] == ["empty-one"]
     for proc in bad:
         fails(proc, EXIT_USAGE, "invalid queue name")
@@ -1032,7 +1076,7 @@ def test_worker_list_and_stop_with_no_workers(run: Cli) -> None:
         ("worker", "start", "--queue", "bad name"),
     )
     assert ok_json(listed) == [] and ok_json(listed_all) == []
-    assert "workers" in ok(table)
+    assert ok(table) == "id\thost\tpid\tstate\tqueues\tslots\tcurrent jobs\theartbeat\n"
     assert ok(stop) == "asked 0 worker(s) to stop; running jobs finish first\n"
     assert ok(stop_wait) == "asked 0 worker(s) to stop; running jobs finish first\n"
     fails(bad_queue, EXIT_USAGE, "invalid queue name")

@@ -21,6 +21,7 @@ from rich.console import Console
 from queuectl.cli import render
 from queuectl.cli.dashboard_view import render as render_dashboard
 from queuectl.cli.dashboard_view import status_view
+from queuectl.core.config import RuntimeConfig
 from queuectl.core.models import Job, WorkerInfo
 from queuectl.service.dashboard import Failure, RunningJob, Snapshot, WorkerRow
 
@@ -59,12 +60,13 @@ def hostile_job() -> Job:
     )
 
 
+@pytest.mark.parametrize("fmt", ["table", "tsv"])
 def test_list_show_workers_and_plain_tables_strip_controls(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fmt: str
 ) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     job = hostile_job()
-    render.jobs_table([job], "jobs", now=2000.0)
+    render.jobs_table([job], "jobs", fmt, now=2000.0)
     render.job_detail(job)
     render.workers_table(
         [
@@ -79,9 +81,10 @@ def test_list_show_workers_and_plain_tables_strip_controls(
                 current_jobs=[HOSTILE],
             )
         ],
-        lease=30,
+        RuntimeConfig(),
+        fmt,
     )
-    render.plain_table("schedules", ("name", "command"), [(HOSTILE, f"run {HOSTILE}")])
+    render.plain_table(fmt, "schedules", ("name", "command"), [(HOSTILE, f"run {HOSTILE}")])
     out = capsys.readouterr().out
     assert "pwned" in out and "line two" in out  # the text itself is shown...
     assert_clean(out)  # ...its control characters are not (observed: raw ESC from command text)

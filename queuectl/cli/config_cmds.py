@@ -1,8 +1,11 @@
 """Runtime settings stored in the database: get, set, list."""
 
+from typing import Optional
+
 import typer
 
 from queuectl.cli.context import context_of, store_of
+from queuectl.cli.output import format_option, json_option, pick_format, print_json
 from queuectl.service import config as service
 
 app = typer.Typer(no_args_is_help=True)
@@ -28,21 +31,26 @@ def set_(ctx: typer.Context, key: str = typer.Argument(...), value: str = typer.
 
 
 @app.command("list")
-def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_(ctx: typer.Context, as_json: bool = json_option(), fmt: Optional[str] = format_option()) -> None:
     """Every setting with its value and meaning.
 
     Example: queuectl config list
     """
-    from queuectl.cli.render import plain_table, print_json
+    from queuectl.cli.render import plain_table
     from queuectl.store import redact_url
 
+    chosen = pick_format(fmt, as_json)
     items = service.config_items(store_of(ctx))
     database = redact_url(context_of(ctx).db_url)
-    if as_json:
-        print_json({"database": database, **{name: value for name, value, _, _ in items}})
+    if chosen == "json":
+        from queuectl.service.shapes import config_json
+
+        print_json(config_json(database, items))
         return
     plain_table(
+        chosen,
         f"config (database: {database})",
-        ("key", "value", "meaning"),
-        [(name, value + (" (default)" if default else ""), meaning) for name, value, default, meaning in items],
+        ("key", "value", "default", "meaning"),
+        [(name, value, "yes" if default else "no", meaning) for name, value, default, meaning in items],
+        shrink=("meaning",),
     )

@@ -4,20 +4,37 @@ from typing import Optional
 
 import typer
 
-from queuectl.core.config import resolve_db_url
+from queuectl.core.config import default_db_url, resolve_db_url
 from queuectl.store import Store, open_store
 
 
 class AppContext:
+    """The database URL by precedence, and its store once a command needs it."""
+
     def __init__(self, db_option: Optional[str]) -> None:
+        self.db_option = db_option
         self.db_url = resolve_db_url(db_option)
         self._store: Optional[Store] = None
 
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.db_url)
+            # only the default data folder is created; any other path must lead to a folder
+            self._store = open_store(self.db_url, create_folder=self.db_url == default_db_url())
         return self._store
+
+    def command(self, *args: str) -> str:
+        """A queuectl command line to show the user, with ``--db`` when the queue came from it
+        (a password in the URL is not printed: the user has to put the URL back in)."""
+        import shlex
+
+        from queuectl.store import redact_url
+
+        words = ["queuectl"]
+        if self.db_option:
+            safe = redact_url(self.db_option)
+            words += ["--db", shlex.quote(safe) if safe == self.db_option else "URL"]
+        return " ".join([*words, *args])
 
 
 def store_of(ctx: typer.Context) -> Store:

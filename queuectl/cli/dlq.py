@@ -5,6 +5,7 @@ from typing import Optional
 import typer
 
 from queuectl.cli.context import store_of
+from queuectl.cli.output import format_option, json_option, pick_format, print_json
 from queuectl.core.errors import InvalidInput
 from queuectl.service import dlq as service
 
@@ -15,19 +16,23 @@ app = typer.Typer(no_args_is_help=True)
 def list_dead(
     ctx: typer.Context,
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many, newest first."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = json_option(),
+    fmt: Optional[str] = format_option(),
 ) -> None:
     """Jobs that ran out of retries.
 
     Example: queuectl dlq list
     """
+    chosen = pick_format(fmt, as_json)
     jobs = service.list_dead(store_of(ctx), limit)
-    from queuectl.cli.render import jobs_table, print_json
+    if chosen == "json":
+        from queuectl.service.shapes import jobs_json
 
-    if as_json:
-        print_json([job.to_dict() for job in jobs])
+        print_json(jobs_json(jobs))
     else:
-        jobs_table(jobs, f"dead letter queue: {len(jobs)} shown")
+        from queuectl.cli.render import jobs_table
+
+        jobs_table(jobs, f"dead letter queue: {len(jobs)} shown", chosen)
 
 
 @app.command()
@@ -55,6 +60,19 @@ def purge(
 
     Example: queuectl dlq purge --yes
     """
-    if not yes and not typer.confirm("Delete every job in the dead letter queue?", default=False):
-        raise typer.Exit(1)
-    print(f"deleted {service.purge_dead(store_of(ctx))} job(s)")
+    if not yes:
+        from queuectl.cli.output import confirm_or_refuse
+
+        confirm_or_refuse(
+            "Delete every job in the dead letter queue?",
+            "dlq purge deletes every dead job; add --yes to confirm (there is no terminal to ask on)",
+        )
+    import sys
+
+    from queuectl.cli.output import progress_bar
+    from queuectl.cli.workflow_cmds import PROGRESS_JOBS
+
+    store = store_of(ctx)
+    total = service.count_dead(store) if sys.stderr.isatty() else None
+    with progress_bar("purging", total, "jobs", show=(total or 0) >= PROGRESS_JOBS) as progress:
+        print(f"deleted {service.purge_dead(store, progress)} job(s)")

@@ -9,11 +9,14 @@ from typing import Any, List, Optional
 import typer
 
 from queuectl.cli.context import store_of
+from queuectl.cli.output import format_option, json_option, note, pick_format, print_json
 from queuectl.core.defaults import MAX_LINE_BYTES
 from queuectl.core.errors import InvalidInput
 from queuectl.core.models import STATES
 from queuectl.service import jobs as service
 from queuectl.service import observe
+
+PROGRESS_BYTES = 1 << 20  # an input this big shows a progress bar (on a terminal only)
 
 
 def enqueue(
@@ -83,16 +86,21 @@ def enqueue(
 
 
 def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
+    from queuectl.cli.output import progress_bar
+
     if path == "-" or (os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)):
         # a pipe may be slow: read it all first, so the write transaction never waits on it
-        with _spooled(sys.stdin.buffer if path == "-" else open(path, "rb")) as spool:
+        spool, size, lines = _spooled(sys.stdin.buffer if path == "-" else open(path, "rb"))
+        with spool, progress_bar("enqueueing", lines, "lines", show=size >= PROGRESS_BYTES) as progress:
             try:
-                return service.enqueue_stream(store, io.TextIOWrapper(spool, encoding="utf-8"), options)
+                return service.enqueue_stream(store, io.TextIOWrapper(spool, encoding="utf-8"), options, progress)
             except UnicodeDecodeError:
                 raise InvalidInput("the input is not UTF-8 text; nothing was enqueued") from None
     try:
         with open(path, encoding="utf-8", errors="strict") as handle:
-            return service.enqueue_stream(store, handle, options)
+            big = sys.stderr.isatty() and os.fstat(handle.fileno()).st_size >= PROGRESS_BYTES
+            with progress_bar("enqueueing", _count_lines(path) if big else None, "lines", show=big) as progress:
+                return service.enqueue_stream(store, handle, options, progress)
     except FileNotFoundError:
         raise InvalidInput(f"no such file: {path}") from None
     except IsADirectoryError:
@@ -103,49 +111,70 @@ def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _spooled(source: Any) -> Any:
-    """Copy a stream into a temporary file (in memory up to 8 MiB) and rewind it."""
+def _count_lines(path: str) -> int:
+    """Lines of a file, for the progress bar's total (one quick binary pass)."""
+    with open(path, "rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+
+
+def _spooled(source: Any) -> tuple[Any, int, int]:
+    """Copy a stream into a temporary file (in memory up to 8 MiB) and rewind it; returns the
+    file, its size and its number of lines."""
     import tempfile
 
     spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    size = lines = 0
     try:
         # line by line, bounded: a line past the limit is refused as soon as it passes it
         while line := source.readline(MAX_LINE_BYTES + 1):
             if len(line) > MAX_LINE_BYTES:
                 raise InvalidInput(f"a line of the input is over {MAX_LINE_BYTES // 1024} KiB; nothing was enqueued")
             spool.write(line)
+            size += len(line)
+            lines += 1
     except UnicodeDecodeError:
         raise InvalidInput("the input is not UTF-8 text; nothing was enqueued") from None
     spool.seek(0)
-    return spool
+    return spool, size, lines
 
 
 def list_jobs(
     ctx: typer.Context,
-    state: Optional[str] = typer.Option(None, "--state", "-s", help=f"One of: {', '.join(STATES)}."),
+    state: Optional[List[str]] = typer.Option(
+        None, "--state", "-s", help=f"Only these states; repeatable. One of: {', '.join(STATES)}."
+    ),
     queue: Optional[str] = typer.Option(None, "--queue", "-q", help="Only this queue."),
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=100000, help="At most this many, newest first."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = json_option(),
+    fmt: Optional[str] = format_option(),
 ) -> None:
-    """List jobs, newest first.
+    """List jobs, newest first (a table on a terminal, tab-separated rows in a pipe).
 
-    Example: queuectl list --state failed --limit 20
+    Example: queuectl list --state failed --state dead --limit 20
     """
-    jobs = service.list_jobs(store_of(ctx), state=state, queue=queue, limit=limit)
-    if as_json:
-        from queuectl.cli.render import print_json
+    chosen = pick_format(fmt, as_json)
+    page = service.list_jobs(store_of(ctx), states=state, queue=queue, limit=limit)
+    shown = f"{len(page.jobs):,} of {page.matched:,} shown; --limit N for more" if page.matched > len(page.jobs) else ""
+    if chosen == "json":
+        from queuectl.service.shapes import jobs_json
 
-        print_json([job.to_dict() for job in jobs])
-        return
-    from queuectl.cli.render import jobs_table
+        print_json(jobs_json(page.jobs))
+    else:
+        from queuectl.cli.render import jobs_table
 
-    jobs_table(jobs, f"jobs{f' ({state})' if state else ''}: {len(jobs)} shown")
+        which = f" ({', '.join(dict.fromkeys(state))})" if state else ""
+        title = f"jobs{which}: {shown or f'{len(page.jobs):,} shown'}"
+        jobs_table(page.jobs, title, chosen)
+        if chosen == "table":
+            return
+    if shown:
+        note(shown)
 
 
 def show(
     ctx: typer.Context,
     job_id: str = typer.Argument(..., metavar="ID"),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = json_option(),
 ) -> None:
     """Everything about one job, with its output tail and last error.
 
@@ -153,9 +182,9 @@ def show(
     """
     job = service.get_job(store_of(ctx), job_id)
     if as_json:
-        from queuectl.cli.render import print_json
+        from queuectl.service.shapes import job_json
 
-        print_json(job.to_dict())
+        print_json(job_json(job))
         return
     from queuectl.cli.render import job_detail
 
@@ -164,34 +193,34 @@ def show(
 
 def status(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = json_option(),
+    fmt: Optional[str] = format_option(),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place every 2 s until q or Ctrl-C."),
 ) -> None:
     """Counts per state and queue, and how many workers are alive.
 
     Example: queuectl status --watch
     """
+    chosen = pick_format(fmt, as_json)
     if watch:
         from queuectl.cli.dashboard_view import watch_status
 
         return watch_status(store_of(ctx))
     now = time.time()
     summary = observe.status(store_of(ctx), now)
-    if as_json:
-        from queuectl.cli.render import print_json
+    if chosen == "json":
+        from queuectl.service.shapes import status_json
 
-        print_json(
-            {
-                "states": summary.states,
-                "queues": summary.queues,
-                "paused": sorted(summary.paused),
-                "workers": {"alive": summary.workers_alive, "registered": summary.workers_total},
-            }
-        )
+        print_json(status_json(summary.queues, summary.paused, summary.workers_alive, summary.workers_total))
         return
-    from queuectl.cli.render import key_value_table, styled_state
+    from queuectl.cli.output import Column, emit
+    from queuectl.cli.render import STATE_STYLES
 
-    key_value_table("jobs", ("state", "count"), [(styled_state(s), str(summary.states.get(s, 0))) for s in STATES])
+    rows = [[(s, STATE_STYLES[s]), str(summary.states.get(s, 0))] for s in STATES]
+    rows.append(["total", str(sum(summary.states.values()))])
+    emit(chosen, "jobs", [Column("state"), Column("count", justify="right")], rows)
+    if chosen == "tsv":
+        return
     print(f"workers alive: {summary.workers_alive}")
     if summary.paused:
         print(f"paused queues: {', '.join(sorted(summary.paused))}")

@@ -5,13 +5,11 @@ through :func:`printable` before it reaches a terminal, so that stored bytes can
 viewer's terminal (clear the screen, retitle the window, fake lines with ``\\r``).
 """
 
-import json
 import re
-import sys
 import time
-from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
+from queuectl.core.config import RuntimeConfig
 from queuectl.core.durations import format_duration
 from queuectl.core.models import Job, WorkerInfo
 
@@ -55,15 +53,16 @@ def console() -> Any:
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
+    from queuectl.cli.output import print_json as write
+
+    write(data)
 
 
 def when(epoch: Optional[float]) -> str:
-    """A UTC time in ISO-8601, to the second."""
-    if epoch is None:
-        return "-"
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A UTC time in RFC 3339, to the millisecond (``-`` for none)."""
+    from queuectl.service.shapes import rfc3339
+
+    return rfc3339(epoch) or "-"
 
 
 def ago(epoch: Optional[float], now: float) -> str:
@@ -80,40 +79,46 @@ def first_line(text: Optional[str], width: int = 60) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def jobs_table(jobs: Iterable[Job], title: str, now: Optional[float] = None) -> None:
-    from rich.table import Table
+def jobs_table(jobs: Iterable[Job], title: str, fmt: str = "table", now: Optional[float] = None) -> None:
+    """Jobs as a table (the command column shrinks first) or as TSV rows with every value whole."""
+    from queuectl.cli.output import Column, emit
 
     now = now or time.time()
-    out = console()
-    wide = out.width >= 120
-    table = Table(title=title, title_justify="left", expand=True)
-    table.add_column("id", no_wrap=True, min_width=10)
-    table.add_column("state", no_wrap=True, min_width=10)
-    table.add_column("queue", no_wrap=True, max_width=12)
-    table.add_column("pri", justify="right", no_wrap=True)
-    table.add_column("tries", justify="right", no_wrap=True)
-    table.add_column("command", ratio=3, no_wrap=True, overflow="ellipsis", min_width=12)
-    table.add_column("when", no_wrap=True)
+    tsv = fmt == "tsv"
+    wide = tsv or console().width >= 120
+    columns = [
+        Column("id"),
+        Column("state"),
+        Column("queue", drop=3),
+        Column("pri", justify="right", drop=1),
+        Column("tries", justify="right", drop=2),
+        Column("command", shrink=True),
+        Column("when", drop=4),
+    ]
     if wide:
-        table.add_column("last error", ratio=2, no_wrap=True, overflow="ellipsis")
+        columns.append(Column("last error", shrink=True))
+    rows = []
     for job in jobs:
-        if job.state in ("pending", "failed"):
+        due = job.state in ("pending", "failed")
+        if tsv:
+            moment = when(job.run_at if due else (job.finished_at or job.updated_at))
+        elif due:
             moment = "due " + ago(job.run_at, now) if job.run_at > now else "ready"
         else:
             moment = ago(job.finished_at or job.updated_at, now)
         row = [
-            safe(job.id),
-            styled_state(job.state),
-            safe(job.queue),
+            job.id,
+            (job.state, STATE_STYLES.get(job.state, "")),
+            job.queue,
             str(job.priority),
             f"{job.attempts}/{job.max_retries + 1}",
-            safe(first_line(job.command, 200)),
+            job.command,
             moment,
         ]
         if wide:
-            row.append(safe(first_line(job.last_error, 200)))
-        table.add_row(*row)
-    out.print(table)
+            row.append(job.last_error or "")
+        rows.append(row)
+    emit(fmt, title, columns, rows)
 
 
 def job_detail(job: Job) -> None:
@@ -166,40 +171,41 @@ def _hook_text(job: Job) -> str:
     return safe(f"{job.on_finish} ({status})")
 
 
-def workers_table(workers: Iterable[WorkerInfo], lease: float, now: Optional[float] = None) -> None:
-    from rich.table import Table
+def workers_table(
+    workers: Iterable[WorkerInfo], config: RuntimeConfig, fmt: str = "table", now: Optional[float] = None
+) -> None:
+    """Workers with the liveness ``--json`` gives (``unresponsive``: silent for a lease, or dead)."""
+    from queuectl.cli.output import Column, emit
+    from queuectl.service.shapes import UNRESPONSIVE, worker_liveness
 
     now = now or time.time()
-    table = Table(title="workers", title_justify="left")
-    for column in ("id", "host", "pid", "state", "queues", "slots", "current jobs", "heartbeat"):
-        table.add_column(column)
+    tsv = fmt == "tsv"
+    optional = {"slots": 1, "queues": 2, "pid": 3, "host": 4}
+    names = ("id", "host", "pid", "state", "queues", "slots", "current jobs", "heartbeat")
+    columns = [Column(name, shrink=name == "current jobs", drop=optional.get(name, 0)) for name in names]
+    rows = []
     for worker in workers:
-        stale = worker.state != "stopped" and now - worker.last_heartbeat > lease
-        state = "[red]unresponsive[/]" if stale else safe(worker.state)
-        table.add_row(
-            safe(worker.id),
-            safe(worker.host),
-            str(worker.pid),
-            state,
-            safe(worker.queues),
-            str(worker.concurrency),
-            safe(", ".join(worker.current_jobs)) or "-",
-            ago(worker.last_heartbeat, now),
+        state = worker_liveness(worker, config, now)
+        rows.append(
+            [
+                worker.id,
+                worker.host,
+                str(worker.pid),
+                (state, "red" if state == UNRESPONSIVE else ""),
+                worker.queues,
+                str(worker.concurrency),
+                ",".join(worker.current_jobs) if tsv else (", ".join(worker.current_jobs) or "-"),
+                when(worker.last_heartbeat) if tsv else ago(worker.last_heartbeat, now),
+            ]
         )
-    console().print(table)
+    emit(fmt, "workers", columns, rows)
 
 
-def key_value_table(title: str, headers: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> None:
-    from rich.table import Table
+def plain_table(
+    fmt: str, title: str, headers: tuple[str, ...], rows: Iterable[tuple[str, ...]], shrink: tuple[str, ...] = ()
+) -> None:
+    """A table of plain text cells (user text is made printable on the way); the ``shrink``
+    columns give way on a narrow terminal."""
+    from queuectl.cli.output import Column, emit
 
-    table = Table(title=title, title_justify="left")
-    for header in headers:
-        table.add_column(header)
-    for row in rows:
-        table.add_row(*row)
-    console().print(table)
-
-
-def plain_table(title: str, headers: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> None:
-    """A table of user-provided text: every cell escaped."""
-    key_value_table(title, headers, [tuple(safe(cell) for cell in row) for row in rows])
+    emit(fmt, title, [Column(header, shrink=header in shrink) for header in headers], [list(row) for row in rows])

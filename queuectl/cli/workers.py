@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from queuectl.cli.context import context_of, store_of
+from queuectl.cli.output import format_option, json_option, pick_format, print_json
 from queuectl.core.config import ENV_DB, default_data_dir
 from queuectl.core.errors import InvalidInput
 from queuectl.core.validation import check_queue_name
@@ -53,7 +54,7 @@ def start(
             file=sys.stderr,
         )
     if detach:
-        _detach(app_ctx.db_url, count, queue, concurrency, log_file, burst)
+        _detach(app_ctx.db_url, count, queue, concurrency, log_file, burst, app_ctx.command("worker", "stop"))
         return
     from queuectl.runtime.supervisor import Supervisor
 
@@ -62,7 +63,13 @@ def start(
 
 
 def _detach(
-    db_url: str, count: int, queue: Optional[str], concurrency: int, log_file: Optional[str], burst: bool
+    db_url: str,
+    count: int,
+    queue: Optional[str],
+    concurrency: int,
+    log_file: Optional[str],
+    burst: bool,
+    stop_hint: str,
 ) -> None:
     import subprocess
 
@@ -105,7 +112,7 @@ def _detach(
             os.close(url_fd)
     print(
         f"started {count} worker(s) in the background (supervisor pid {proc.pid}); "
-        f"log: {log_path}; stop with: queuectl worker stop"
+        f"log: {log_path}; stop with: {stop_hint}"
     )
 
 
@@ -132,16 +139,23 @@ def stop(
 def list_(
     ctx: typer.Context,
     show_all: bool = typer.Option(False, "--all", "-a", help="Include stopped workers."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = json_option(),
+    fmt: Optional[str] = format_option(),
 ) -> None:
     """Workers with host, pid, state, current jobs and last heartbeat.
 
     Example: queuectl worker list
     """
-    workers, lease = service.worker_list(store_of(ctx), show_all)
-    from queuectl.cli.render import print_json, workers_table
+    import time
 
-    if as_json:
-        print_json([w.to_dict() for w in workers])
+    chosen = pick_format(fmt, as_json)
+    workers, config = service.worker_list(store_of(ctx), show_all)
+    now = time.time()
+    if chosen == "json":
+        from queuectl.service.shapes import worker_json
+
+        print_json([worker_json(w, config, now) for w in workers])
     else:
-        workers_table(workers, lease)
+        from queuectl.cli.render import workers_table
+
+        workers_table(workers, config, chosen, now)

@@ -7,11 +7,13 @@ from typing import List, Optional
 import typer
 
 from queuectl.cli.context import store_of
+from queuectl.cli.output import format_option, json_option, pick_format, print_json
 from queuectl.core.durations import format_duration, parse_duration
 from queuectl.core.errors import EXIT_JOB_CANCELLED, EXIT_JOB_DEAD, EXIT_WAIT_TIMEOUT
 from queuectl.core.models import CANCELLED, DEAD
 
 schedule_app = typer.Typer(no_args_is_help=True)
+PROGRESS_JOBS = 10_000  # a purge of this many jobs shows a progress bar (on a terminal only)
 
 
 def wait(
@@ -45,16 +47,39 @@ def purge(
     states: List[str] = typer.Option(["completed"], "--state", "-s", help="completed, dead or cancelled; repeatable."),
     older_than: Optional[str] = typer.Option(None, "--older-than", help="Only jobs finished longer ago: 7d."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be deleted."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Without --older-than: delete them all, without asking."),
 ) -> None:
     """Delete finished jobs by state and age (in batches, so workers are never stalled).
+
+    Without --older-than every job in those states goes: that takes --yes (or a yes on the terminal).
 
     Example: queuectl purge --state completed --older-than 7d
     """
     age = None if older_than is None else parse_duration(older_than, "older-than")
     from queuectl.service import jobs
 
-    count = jobs.purge(store_of(ctx), states, age, time.time(), dry_run=dry_run)
-    print(f"{'would delete' if dry_run else 'deleted'} {count} job(s)")
+    jobs.check_purgeable(states)
+    if age is None and not yes and not dry_run:
+        from queuectl.cli.output import confirm_or_refuse
+
+        named = " and ".join(dict.fromkeys(states))
+        confirm_or_refuse(
+            f"Delete every {named} job, whatever its age?",
+            f"purge without --older-than deletes every {named} job; "
+            "add --older-than 7d to keep recent ones, or --yes to delete them all",
+        )
+
+    store, now = store_of(ctx), time.time()
+    if dry_run:
+        print(f"would delete {jobs.purge(store, states, age, now, dry_run=True)} job(s)")
+        return
+    from queuectl.cli.output import progress_bar
+
+    # on a terminal, a purge of many jobs shows how far it got (counting them first is cheap)
+    total = jobs.purge(store, states, age, now, dry_run=True) if sys.stderr.isatty() else None
+    with progress_bar("purging", total, "jobs", show=(total or 0) >= PROGRESS_JOBS) as progress:
+        count = jobs.purge(store, states, age, now, progress=progress)
+    print(f"deleted {count} job(s)")
 
 
 @schedule_app.command("add")
@@ -92,20 +117,24 @@ def schedule_add(
 
 
 @schedule_app.command("list")
-def schedule_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def schedule_list(ctx: typer.Context, as_json: bool = json_option(), fmt: Optional[str] = format_option()) -> None:
     """Every schedule with its next and last fire time.
 
     Example: queuectl schedule list
     """
     from queuectl.service.schedules import list_schedules
 
+    chosen = pick_format(fmt, as_json)
     schedules = list_schedules(store_of(ctx))
-    from queuectl.cli.render import plain_table, print_json, when
+    from queuectl.cli.render import plain_table, when
 
-    if as_json:
-        print_json([s.to_dict() for s in schedules])
+    if chosen == "json":
+        from queuectl.service.shapes import schedule_json
+
+        print_json([schedule_json(s) for s in schedules])
         return
     plain_table(
+        chosen,
         "schedules",
         ("name", "cron", "tz", "command", "queue", "next", "last", "paused"),
         [
@@ -121,6 +150,7 @@ def schedule_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--jso
             )
             for s in schedules
         ],
+        shrink=("command",),
     )
 
 

@@ -43,7 +43,9 @@ def parse_spec(text: str) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             if stripped.startswith("["):
                 return {"command": text}  # a shell command such as [ -f x ] && ...
-            raise InvalidInput(f"malformed JSON job: {exc.msg} at column {exc.colno}") from None
+            # some messages end in "at" already ("Unterminated string starting at"): no "at at"
+            where = f"column {exc.colno}" if exc.msg.endswith(" at") else f"at column {exc.colno}"
+            raise InvalidInput(f"malformed JSON job: {exc.msg} {where}") from None
         except RecursionError:
             raise InvalidInput("a JSON job nested too deeply; a job is a flat object of fields") from None
         except ValueError as exc:  # e.g. an integer of more than 4,300 digits

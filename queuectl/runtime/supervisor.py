@@ -38,6 +38,7 @@ from typing import Any
 
 from queuectl.core.config import ENV_DB
 from queuectl.core.errors import EXIT_CORRUPT
+from queuectl.runtime.loglines import write_line
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -84,7 +85,7 @@ def read_url_fd() -> str | None:
 
 
 def log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} [supervisor {os.getpid()}] {message}", file=sys.stderr, flush=True)
+    write_line(f"{time.strftime('%H:%M:%S')} [supervisor {os.getpid()}] {message}")
 
 
 def become_subreaper() -> bool:
@@ -209,7 +210,8 @@ class Supervisor:
             code = worker.proc.returncode
             if code == 0:
                 if not self.stopping:
-                    log(f"worker {worker.index} (pid {pid}) stopped on request")
+                    why = "its burst is done" if self.burst else "stopped on request"
+                    log(f"worker {worker.index} (pid {pid}): {why}")
                 continue
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             if code == EXIT_CORRUPT and not self.corrupt:
@@ -219,6 +221,7 @@ class Supervisor:
                 if not self.stopping:
                     self._forward_stop()
                 continue
+            self._mark_dead(pid)
             if self.stopping or self.stop_requested:
                 log(f"worker {worker.index} (pid {pid}) ended with {how}")
                 continue
@@ -269,19 +272,34 @@ class Supervisor:
 
                 registry.beat_worker(self._store, row.id, time.time(), "stopped", [])
 
+    def _mark_dead(self, pid: int) -> None:
+        """A worker died without saying so (SIGKILL, a crash): mark its registry row dead now,
+        so that ``worker list`` and the dashboard do not count it alive until its lease ends."""
+        import socket
+
+        try:
+            from queuectl.service import workers as registry
+
+            registry.mark_dead(self._open_store(), socket.gethostname(), pid)
+        except Exception as exc:  # noqa: BLE001 - an outage must not stop the supervisor
+            log(f"cannot mark worker pid {pid} dead in the registry ({exc}); its lease will tell")
+
+    def _open_store(self) -> Any:
+        if self._store is None:
+            from queuectl.store import open_store
+
+            self._store = open_store(self.db_url)
+        return self._store
+
     def _registry_rows(self) -> list[Any]:
         """This host's registry rows (any error: none, so restarts go on as before)."""
         import socket
 
         try:
-            if self._store is None:
-                from queuectl.store import open_store
-
-                self._store = open_store(self.db_url)
             from queuectl.service import workers as registry
 
             host = socket.gethostname()
-            return [row for row in registry.list_workers(self._store) if row.host == host]
+            return [row for row in registry.list_workers(self._open_store()) if row.host == host]
         except Exception as exc:  # noqa: BLE001 - an outage must not stop the supervisor
             log(f"cannot read the worker registry ({exc}); a stop request may be missed")
             return []

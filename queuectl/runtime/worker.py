@@ -30,11 +30,13 @@ from queuectl.core.lifecycle.rules import handed_back_outcome
 from queuectl.core.models import PENDING, Job, Lease, Outcome, WorkerInfo
 from queuectl.runtime.executor import Run, StartError, job_environment, spare_orphans_while
 from queuectl.runtime.housekeeper import Housekeeper
+from queuectl.runtime.loglines import write_line
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 from queuectl.service.config import load_config
-from queuectl.service.workers import beat_worker, prune_workers, register_worker
+from queuectl.service.workers import beat_worker, prune_workers, register_worker, show_current_jobs
 from queuectl.store import Store, open_store
 
+PUBLISH_EVERY_S = 0.25  # a change of our current jobs reaches the registry row this soon at most
 SHORT_OF_RESOURCES_BACKOFF_S = 1.0  # after a start failed for want of descriptors: claim again this late
 STARVED_STARTS_GIVE_UP = 3  # starts in a row failing for want of resources with nothing running: give up
 FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
@@ -66,8 +68,8 @@ class WorkerOptions:
 
 
 def log(worker_id: str, message: str) -> None:
-    stamp = time.strftime("%H:%M:%S")
-    print(f"{stamp} [{worker_id}] {message}", file=sys.stderr, flush=True)
+    """One line on stderr; a closed terminal (EIO) silences the log, it never stops the worker."""
+    write_line(f"{time.strftime('%H:%M:%S')} [{worker_id}] {message}")
 
 
 class Worker:
@@ -96,6 +98,8 @@ class Worker:
         self.claim_after = 0.0  # monotonic: no claim before (a start just failed for want of them)
         self.saving_output = True  # False while the store refuses writes (a full disk)
         self.next_write_try = 0.0
+        self.published_jobs: list[str] = []  # the current jobs the registry row shows
+        self.next_publish = 0.0
         self.base_env = dict(os.environ)
         self.supervised = bool(os.environ.get("QUEUECTL_SUPERVISED"))
         self.housekeeper = Housekeeper(
@@ -161,11 +165,14 @@ class Worker:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.config.heartbeat
                 self._send_outcomes()
+                self._publish_jobs()
                 if self.housekeeper.tick(self.stopping):
                     self.want_claim = True
-        except StoreCorrupt:
+        except BaseException:
+            # a damaged database (main() prints the one line and exits 7) or a bug: nobody could
+            # stop or record our jobs after us, so their process groups go with us
             self._abandon_jobs()
-            raise  # fatal: main() prints the one line and exits with its code (7)
+            raise
         finally:
             if waker is not None:
                 waker.close()
@@ -189,8 +196,10 @@ class Worker:
 
     def _on_signals(self, fd: int) -> None:
         for signum in read_signals(fd):
-            if signum == signal.SIGINT and self.supervised:
-                continue  # Ctrl-C reached the whole terminal group: the supervisor sends us SIGTERM
+            if signum in (signal.SIGINT, signal.SIGHUP) and self.supervised:
+                # Ctrl-C or a closed terminal reached the whole terminal group: the supervisor
+                # sends us SIGTERM (taking both as two signals would skip the grace)
+                continue
             if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 self.request_stop("signal")
 
@@ -242,12 +251,27 @@ class Worker:
         for job in jobs:
             self._start(job)
         if len(jobs) < asked:
-            if self.opts.burst and not jobs and not self.slots and not self.unsent:
-                self.request_stop("burst mode: the queue is empty")
+            if self.opts.burst and not jobs and not self.slots and not self.unsent and self._burst_done(now):
                 return
             self._go_idle(now)
         else:
             self.want_claim = True
+
+    def _burst_done(self, now: float) -> bool:
+        """Burst mode with nothing to claim: stop (saying what is left) unless a job becomes due
+        within the burst window or an on-finish hook is due or running (see runtime/burst.py)."""
+        from queuectl.runtime import burst
+
+        try:
+            left = burst.leftover(self.store, self.opts.queues)
+            if left.due_within(now) or self.housekeeper.busy() or burst.hooks_pending(self.store):
+                return False
+        except StoreCorrupt:
+            raise
+        except QueuectlError:
+            return False  # cannot tell (an outage): keep going, as a worker does
+        self.request_stop(f"burst mode: nothing more to run now; {left.describe(now)}")
+        return True
 
     def _go_idle(self, now: float) -> None:
         """Nothing to claim: sleep until woken, the poll interval, or the next delayed job."""
@@ -316,6 +340,8 @@ class Worker:
         if self.stopping and self.grace_deadline is not None and self.grace_deadline > mono:
             moments.append(self.grace_deadline)  # once passed, a stopping worker waiting out an outage must not spin
         moments.append(self.housekeeper.next_moment(self.stopping))
+        if sorted(self.slots) != self.published_jobs:
+            moments.append(self.next_publish)
         for slot in self.slots.values():
             if slot.start_error is not None:
                 moments.append(mono)
@@ -401,6 +427,21 @@ class Worker:
                     self._stop_run(slot, "shutdown", mono)
 
     # --- talking to the store ---------------------------------------------------------------
+
+    def _publish_jobs(self) -> None:
+        """Show the jobs we run in our registry row as soon as they change (at most every
+        PUBLISH_EVERY_S), so that ``worker list`` and the dashboard never lag them by a heartbeat."""
+        current = sorted(self.slots)
+        mono = time.monotonic()
+        if current == self.published_jobs or mono < self.next_publish:
+            return
+        self.next_publish = mono + PUBLISH_EVERY_S
+        try:
+            show_current_jobs(self.store, self.id, current)
+        except STORE_DOWN:
+            self.next_publish = mono + self.config.heartbeat  # an outage: the heartbeat tries again
+            return
+        self.published_jobs = current
 
     def _writes_refused(self, exc: Exception) -> None:
         """The store refuses writes (a full disk, above all): from now on heartbeats renew leases
@@ -515,6 +556,8 @@ class Worker:
         del self.unsent[: len(batch)]
         self._writes_accepted()
         for (lease, outcome), ok in zip(batch, written, strict=True):
+            if ok and self.opts.burst:  # a first user sees that the job ran, and how it ended
+                log(self.id, finished_line(lease.job_id, outcome, now))
             if not ok:
                 log(self.id, f"job {lease.job_id}: lease lost before its outcome was written")
             elif outcome.state == PENDING and outcome.attempts is not None:
@@ -524,6 +567,23 @@ class Worker:
                     pass  # a wake-up is a courtesy (short of descriptors, say): they poll anyway
         if free:
             self._take(jobs, free, now)
+
+
+def finished_line(job_id: str, outcome: Outcome, now: float) -> str:
+    """``job k3v9q2mx7d completed (exit code 0, ran 12ms)``: one log line per finished attempt."""
+    from queuectl.core.durations import format_duration
+
+    detail = []
+    if outcome.exit_code is not None:
+        detail.append(f"exit code {outcome.exit_code}")
+    elif outcome.last_error:
+        detail.append(outcome.last_error.splitlines()[0])
+    if outcome.duration is not None:
+        detail.append(f"ran {format_duration(outcome.duration)}")
+    if outcome.state == "failed" and outcome.run_at is not None:
+        detail.append(f"retry in {format_duration(max(0.0, outcome.run_at - now))}")
+    state = "handed back" if outcome.state == PENDING else outcome.state
+    return f"job {job_id} {state}" + (f" ({', '.join(detail)})" if detail else "")
 
 
 def main(argv: list[str] | None = None) -> int:

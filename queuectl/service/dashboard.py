@@ -19,8 +19,11 @@ from queuectl.core.models import DEAD, PROCESSING
 from queuectl.service import observe
 from queuectl.service.config import load_config
 from queuectl.service.queues import paused_queues
+from queuectl.service.workers import DEAD as DEAD_WORKER
 from queuectl.service.workers import list_workers, worker_is_alive
 from queuectl.store import Store
+
+GONE_AFTER_S = 600.0  # a worker silent this long is long past its lease: counted, not listed
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Snapshot:
     failures: list[Failure]
     lease: float
     elapsed: float = 0.0  # seconds the reads took
+    workers_gone: int = 0  # dead, or silent for over GONE_AFTER_S: counted, not listed
 
     @property
     def dlq(self) -> int:
@@ -88,7 +92,8 @@ class Snapshot:
 
     @property
     def workers_unresponsive(self) -> int:
-        return sum(1 for worker in self.workers if worker.unresponsive)
+        """Listed unresponsive workers and the gone ones (counted only)."""
+        return sum(1 for worker in self.workers if worker.unresponsive) + self.workers_gone
 
 
 def first_line(text: str | None) -> str:
@@ -125,11 +130,14 @@ def collect(store: Store, now: float | None = None) -> Snapshot:
 
     config = load_config(store)
     workers: list[WorkerRow] = []
-    stopped = 0
+    stopped = gone = 0
     lookups = MAX_JOB_LOOKUPS
     for info in list_workers(store):
         if info.state == "stopped":
             stopped += 1
+            continue
+        if info.state == DEAD_WORKER or now - info.last_heartbeat > GONE_AFTER_S:
+            gone += 1  # its row would stay until it is forgotten, pushing the rest off the screen
             continue
         row = WorkerRow(
             id=info.id,
@@ -183,6 +191,7 @@ def collect(store: Store, now: float | None = None) -> Snapshot:
         next_due_in=next_due_in,
         workers=workers,
         workers_stopped=stopped,
+        workers_gone=gone,
         failures=failures,
         lease=config.lease,
         elapsed=time.perf_counter() - started,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from queuectl.core import lifecycle
 from queuectl.core.models import DEAD, Job
@@ -19,6 +20,11 @@ def retry(store: Store, job_id: str | None) -> int:
     return lifecycle.retry_dead(store, job_id, time.time())
 
 
-def purge_dead(store: Store) -> int:
-    """Delete every job in the DLQ (in batches)."""
-    return purge(store, [DEAD], None, time.time())
+def count_dead(store: Store) -> int:
+    """How many jobs the DLQ holds."""
+    return purge(store, [DEAD], None, time.time(), dry_run=True)
+
+
+def purge_dead(store: Store, progress: Callable[[int], None] | None = None) -> int:
+    """Delete every job in the DLQ (in batches; ``progress`` is told how many went so far)."""
+    return purge(store, [DEAD], None, time.time(), progress=progress)

@@ -13,12 +13,14 @@ from typing import IO, Any, Callable, Iterable, Iterator
 from queuectl.core import lifecycle
 from queuectl.core.config import RuntimeConfig
 from queuectl.core.defaults import MAX_LINE_BYTES, RETENTION_BATCH
-from queuectl.core.errors import InvalidInput, NotFound
+from queuectl.core.errors import Conflict, DuplicateJobId, InvalidInput, NotFound, UniqueKeyTaken
 from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import CANCELLED, COMPLETED, DEAD, Job, new_job_id
 from queuectl.core.validation import build_job, check_state, parse_spec
 from queuectl.service.config import load_config
 from queuectl.store import Store
+
+PROGRESS_EVERY = 1000  # lines between two reports to a progress bar
 
 
 class _Clock:
@@ -53,26 +55,57 @@ def enqueue_command(store: Store, text: str, options: dict[str, Any]) -> str:
     return enqueue(store, [{**parse_spec(text), **options}])[0]
 
 
-def enqueue_lines(store: Store, lines: Iterable[str], overrides: dict[str, Any]) -> int:
+def enqueue_lines(
+    store: Store, lines: Iterable[str], overrides: dict[str, Any], progress: Callable[[int], None] | None = None
+) -> int:
     """Bulk enqueue from a file's lines (streamed; blank lines and # comments skipped).
 
-    All or nothing: a bad line aborts the whole file, naming its line number. The jobs share
-    one batch id (their ``batch``); a file too long for one short transaction is staged.
+    All or nothing: a bad line aborts the whole file, and the error names its line number and
+    says that nothing was enqueued. The jobs share one batch id (their ``batch``); a file too
+    long for one short transaction is staged. ``progress`` is told each line number read, now and then.
     """
     config = load_config(store)
     clock = _Clock()
+    current = [0]  # the line of the job being inserted: a parent refused names it
+    first_seen: dict[str, int] = {}  # the line of each id given in the file (a duplicate names both)
+    repeated: dict[str, int] = {}
 
     def jobs() -> Iterator[Job]:
         for number, line in enumerate(lines, start=1):
+            if progress is not None and number % PROGRESS_EVERY == 0:
+                progress(number)
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             try:
                 spec = {**overrides, **parse_spec(line.rstrip("\r\n"))}
-                yield build_job(spec, config, clock())
+                job = build_job(spec, config, clock())
             except InvalidInput as exc:
                 raise InvalidInput(f"line {number}: {exc}; nothing was enqueued") from None
+            if "id" in spec:
+                if job.id in first_seen:
+                    repeated.setdefault(job.id, number)
+                else:
+                    first_seen[job.id] = number
+            current[0] = number
+            yield job
 
-    return lifecycle.enqueue(store, jobs(), batch=new_job_id())
+    try:
+        return lifecycle.enqueue(store, jobs(), batch=new_job_id())
+    except DuplicateJobId as exc:
+        if exc.job_id in repeated:
+            where = f"line {repeated[exc.job_id]}: job id {exc.job_id!r} is also on line {first_seen[exc.job_id]}"
+        elif exc.job_id in first_seen:
+            where = f"line {first_seen[exc.job_id]}: {exc}"
+        else:
+            where = str(exc)
+        raise Conflict(f"{where}; nothing was enqueued") from None
+    except UniqueKeyTaken as exc:  # found in a batch: which line is not known
+        raise Conflict(f"{exc}; nothing was enqueued") from None
+    except (InvalidInput, NotFound, Conflict) as exc:
+        if str(exc).startswith("line "):
+            raise  # a line that did not parse: it says so already
+        # a parent refused: the job being inserted is the one that names it
+        raise type(exc)(f"line {current[0]}: {exc}; nothing was enqueued") from None
 
 
 def bounded_lines(stream: IO[str], limit: int = MAX_LINE_BYTES) -> Iterator[str]:
@@ -86,9 +119,11 @@ def bounded_lines(stream: IO[str], limit: int = MAX_LINE_BYTES) -> Iterator[str]
         yield line
 
 
-def enqueue_stream(store: Store, stream: IO[str], overrides: dict[str, Any]) -> int:
+def enqueue_stream(
+    store: Store, stream: IO[str], overrides: dict[str, Any], progress: Callable[[int], None] | None = None
+) -> int:
     """:func:`enqueue_lines` from an open text file, each line bounded."""
-    return enqueue_lines(store, bounded_lines(stream), overrides)
+    return enqueue_lines(store, bounded_lines(stream), overrides, progress)
 
 
 def get_job(store: Store, job_id: str) -> Job:
@@ -103,9 +138,42 @@ def find_job(store: Store, job_id: str) -> Job | None:
     return store.get(job_id)
 
 
-def list_jobs(store: Store, state: str | None = None, queue: str | None = None, limit: int = 50) -> list[Job]:
-    """Jobs newest first, by state and queue."""
-    return store.list_jobs(state=check_state(state), queue=queue, limit=limit)
+@dataclass
+class JobPage:
+    """The jobs shown, newest first, and how many matched in all (for "50 of 1,234 shown")."""
+
+    jobs: list[Job]
+    matched: int
+
+
+def list_jobs(
+    store: Store, states: list[str] | str | None = None, queue: str | None = None, limit: int = 50
+) -> JobPage:
+    """Jobs newest first, in any of ``states`` (none: every state) and one queue.
+
+    Each state is one indexed query of at most ``limit`` rows, merged by creation time. When the
+    limit was reached, the count of all matches comes from the per-queue totals (an indexed
+    aggregate), never from reading the jobs.
+    """
+    wanted = [states] if isinstance(states, str) else list(dict.fromkeys(states or []))
+    for state in wanted:
+        check_state(state)
+    if len(wanted) <= 1:
+        jobs = store.list_jobs(state=wanted[0] if wanted else None, queue=queue, limit=limit)
+    else:
+        merged = [job for state in wanted for job in store.list_jobs(state=state, queue=queue, limit=limit)]
+        jobs = sorted(merged, key=lambda job: job.created_at, reverse=True)[:limit]
+    if len(jobs) < limit:
+        return JobPage(jobs, len(jobs))  # every match is shown: no need to count them
+    counts = store.counts()
+    matched = sum(
+        count
+        for name, per_state in counts.items()
+        if queue is None or name == queue
+        for state, count in per_state.items()
+        if not wanted or state in wanted
+    )
+    return JobPage(jobs, max(matched, len(jobs)))
 
 
 def cancel(store: Store, job_id: str) -> Job:
@@ -116,6 +184,14 @@ def cancel(store: Store, job_id: str) -> Job:
 # --- retention ----------------------------------------------------------------------------------
 
 
+def check_purgeable(states: list[str]) -> None:
+    """InvalidInput unless every state is a finished one (only those can be purged)."""
+    for state in states:
+        check_state(state)
+        if state not in FINISHED:
+            raise InvalidInput(f"cannot purge {state} jobs: only {', '.join(FINISHED)} jobs can be purged")
+
+
 def purge(
     store: Store,
     states: list[str],
@@ -123,12 +199,11 @@ def purge(
     now: float,
     dry_run: bool = False,
     max_batches: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Delete finished jobs by state and age, in batches (at most ``max_batches``); ``dry_run`` counts."""
-    for state in states:
-        check_state(state)
-        if state not in FINISHED:
-            raise InvalidInput(f"cannot purge {state} jobs: only {', '.join(FINISHED)} jobs can be purged")
+    """Delete finished jobs by state and age, in batches (at most ``max_batches``); ``dry_run``
+    counts. ``progress`` is told how many were deleted so far, after each batch."""
+    check_purgeable(states)
     before = None if older_than is None else now - older_than
     if dry_run:
         return store.count_purgeable(states, before)
@@ -138,6 +213,8 @@ def purge(
         deleted = store.purge(states, before, limit=RETENTION_BATCH)
         total += deleted
         batches += 1
+        if progress is not None:
+            progress(total)
         if deleted < RETENTION_BATCH:
             break
     return total

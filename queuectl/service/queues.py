@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from queuectl.core.errors import NotFound
 from queuectl.core.validation import check_queue_name
 from queuectl.store import Store
 
@@ -12,9 +13,20 @@ def paused_queues(store: Store) -> set[str]:
     return {record["name"] for record in store.registry_list("queues") if record["paused"]}
 
 
-def set_paused(store: Store, queue: str, paused: bool) -> None:
-    """Pause (no new claims from that queue, on any worker) or resume a queue."""
-    store.registry_put("queues", check_queue_name(queue), {"paused": paused})
+def set_paused(store: Store, queue: str, paused: bool, create: bool = True) -> None:
+    """Pause (no new claims from that queue, on any worker) or resume a queue.
+
+    A queue that holds no job and was never paused is most likely a typo (``biulds``): NotFound,
+    naming the known queues, when ``create`` is False (front ends pass the user's --create).
+    """
+    check_queue_name(queue)
+    if not create:
+        known = set(store.counts()) | {record["name"] for record in store.registry_list("queues")}
+        if queue not in known:
+            names = ", ".join(sorted(known)) or "none yet"
+            hint = "; --create pauses it before its first job" if paused else ""
+            raise NotFound(f"no queue named {queue!r} (known queues: {names}){hint}")
+    store.registry_put("queues", queue, {"paused": paused})
     if not paused:
         store.notify()
 

@@ -15,11 +15,14 @@ from queuectl.service.config import load_config
 from queuectl.store import Store
 
 RUNNING, STOPPING, STOPPED = "running", "stopping", "stopped"
+DEAD = "dead"  # its supervisor saw it die (SIGKILL, a crash): no need to wait out the lease
+ENDED = (STOPPED, DEAD)
 
 
 def worker_is_alive(last_heartbeat: float, state: str, config: RuntimeConfig, now: float) -> bool:
-    """A worker counts as alive until it stops or misses its heartbeats for a whole lease."""
-    return state != STOPPED and now - last_heartbeat <= config.lease
+    """A worker counts as alive until it stops, its supervisor saw it die, or it misses its
+    heartbeats for a whole lease."""
+    return state not in ENDED and now - last_heartbeat <= config.lease
 
 
 def register_worker(store: Store, info: WorkerInfo) -> None:
@@ -41,6 +44,27 @@ def beat_worker(
     return bool(records and records[0]["stop_requested"])
 
 
+def show_current_jobs(store: Store, worker_id: str, current_jobs: list[str]) -> None:
+    """Update a worker's list of running jobs between heartbeats (as soon as it claims or ends
+    one), so that its row never lags its jobs by a heartbeat."""
+    store.registry_update(
+        "workers", {"current_jobs": current_jobs}, key=worker_id, expect={"state": (RUNNING, STOPPING)}
+    )
+
+
+def mark_dead(store: Store, host: str, pid: int) -> list[str]:
+    """Mark the registry row of the worker ``pid`` on ``host`` dead (its supervisor saw it die),
+    unless it stopped cleanly; returns the ids marked. Its jobs come back when their leases end."""
+    marked = []
+    for worker in list_workers(store):
+        if worker.host == host and worker.pid == pid and worker.state not in ENDED:
+            if store.registry_update(
+                "workers", {"state": DEAD}, key=worker.id, expect={"last_heartbeat": worker.last_heartbeat}
+            ):
+                marked.append(worker.id)
+    return marked
+
+
 def list_workers(store: Store) -> list[WorkerInfo]:
     """Every registered worker, newest first."""
     workers = [WorkerInfo(**record) for record in store.registry_list("workers")]
@@ -50,7 +74,8 @@ def list_workers(store: Store) -> list[WorkerInfo]:
 def request_stop(store: Store, worker_ids: list[str] | None = None) -> int:
     """Ask running workers (all, or the given ones) to stop gracefully; returns how many."""
     asked = 0
-    alive = (RUNNING, STOPPING)
+    # a dead worker's row too: its supervisor, waiting to restart it, reads the request there
+    alive = (RUNNING, STOPPING, DEAD)
     keys: list[str | None] = list(worker_ids) if worker_ids else [None]  # None: every worker
     for key in keys:
         asked += store.registry_update("workers", {"stop_requested": True}, key=key, expect={"state": alive})
@@ -62,7 +87,7 @@ def prune_workers(store: Store, seen_before: float) -> int:
     """Forget workers that stopped or have not beaten since ``seen_before``."""
     forgotten = 0
     for worker in list_workers(store):
-        if worker.state == STOPPED or worker.last_heartbeat < seen_before:
+        if worker.state in ENDED or worker.last_heartbeat < seen_before:
             # compare-and-delete: a worker that beat meanwhile stays
             forgotten += store.registry_delete("workers", worker.id, expect={"last_heartbeat": worker.last_heartbeat})
     return forgotten
@@ -89,10 +114,10 @@ def stop_workers(store: Store, wait: bool, timeout: float) -> tuple[int, bool]:
     return asked, wait_for_workers_to_stop(store, timeout)
 
 
-def worker_list(store: Store, include_stopped: bool = False) -> tuple[list[WorkerInfo], float]:
-    """The workers to show (stopped ones only when asked), and the lease that judges their liveness."""
+def worker_list(store: Store, include_stopped: bool = False) -> tuple[list[WorkerInfo], RuntimeConfig]:
+    """The workers to show (stopped ones only when asked), and the config that judges their liveness."""
     workers = [w for w in list_workers(store) if include_stopped or w.state != STOPPED]
-    return workers, load_config(store).lease
+    return workers, load_config(store)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -116,7 +141,7 @@ def retire_stale_workers(store: Store, host: str | None = None) -> list[WorkerIn
         import socket
 
         host = socket.gethostname()
-    stale = [w for w in list_workers(store) if w.host == host and w.state != STOPPED and not _pid_alive(w.pid)]
+    stale = [w for w in list_workers(store) if w.host == host and w.state not in ENDED and not _pid_alive(w.pid)]
     for worker in stale:
         store.registry_update(
             "workers", {"state": STOPPED}, key=worker.id, expect={"last_heartbeat": worker.last_heartbeat}

@@ -23,14 +23,26 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*:).*@(?=[^@]*$)", r"\1***@", url)
 
 
-def open_store(url: str) -> Store:
-    """Connect to the queue at ``url``, creating tables or indexes on first use."""
+def open_store(url: str, create_folder: bool = True) -> Store:
+    """Connect to the queue at ``url``, creating tables or indexes on first use.
+
+    ``create_folder=False``: a SQLite file's folder must exist already (the CLI creates only the
+    default data folder; a mistyped ``--db`` path must not silently become a new, empty queue).
+    """
     if url.startswith("sqlite:///"):
+        import os
+
         from queuectl.store.sql.sqlite import SqliteStore
 
         path, _, query = url[len("sqlite:///") :].partition("?")
         if not path:
             raise InvalidInput("sqlite URL without a file: use sqlite:///path/to/queue.db")
+        folder = os.path.dirname(path) or "."
+        if not create_folder and not os.path.isdir(folder):
+            raise InvalidInput(
+                f"no folder {folder} for the database {path}: check the path, or create the folder first "
+                f"(mkdir -p {folder})"
+            )
         options = dict(part.partition("=")[::2] for part in query.split("&") if part)
         synchronous = options.get("synchronous", "NORMAL")
         # sqlite:////abs/path and sqlite:///rel/path, as SQLAlchemy spells them

@@ -115,7 +115,18 @@ class Queue:
         return int(match.group(1))
 
     def show(self, job_id: str) -> dict[str, Any]:
-        return self.cli_json("show", job_id)
+        """``show --json``, its RFC 3339 times read back as epoch seconds (to the millisecond)."""
+        from datetime import datetime, timezone
+
+        from queuectl.service.shapes import JOB_TIMES
+
+        def epoch(text: str | None) -> float | None:
+            if text is None:
+                return None
+            return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+        job = self.cli_json("show", job_id)
+        return {key: epoch(value) if key in JOB_TIMES else value for key, value in job.items()}
 
     # --- direct reads (fast enough to poll) ---------------------------------------------------
 

@@ -63,7 +63,7 @@ def test_cancel_of_a_running_job_kills_it_within_a_heartbeat(queue: Queue, tmp_p
 
 def test_paused_queue_is_not_drained_until_resumed(queue: Queue, tmp_path: Path) -> None:
     queue.config(**FAST)
-    queue.cli("queue", "pause", "builds")
+    queue.cli("queue", "pause", "builds", "--create")  # before its first job
     build = queue.enqueue("true", "--queue", "builds")
     default = queue.enqueue("true")
     queue.start_workers()
@@ -71,8 +71,8 @@ def test_paused_queue_is_not_drained_until_resumed(queue: Queue, tmp_path: Path)
     queue.wait_state(default, "completed", 10)
     time.sleep(1.0)  # several poll intervals: a paused queue must stay untouched
     assert queue.state(build) == "pending"
-    listed = queue.cli_json("queue", "list")
-    assert listed["builds"]["paused"] is True
+    listed = {row["name"]: row for row in queue.cli_json("queue", "list")}
+    assert listed["builds"]["paused"] is True and listed["builds"]["states"]["pending"] == 1
 
     queue.cli("queue", "resume", "builds")
     queue.wait_state(build, "completed", 10)

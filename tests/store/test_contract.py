@@ -18,7 +18,7 @@ import pytest
 
 from queuectl.core import lifecycle
 from queuectl.core.config import RuntimeConfig
-from queuectl.core.errors import Conflict, InvalidInput, NotFound
+from queuectl.core.errors import Conflict, NotFound
 from queuectl.core.models import (
     CANCELLED,
     COMPLETED,
@@ -1311,7 +1311,7 @@ def test_enqueue_after_a_missing_or_ended_parent_is_refused_and_inserts_nothing(
     settle(store, make_job("done-parent", queue="qc"), COMPLETED, at=NOW + 1)
     before = sorted(ids(store.list_jobs()))
 
-    with pytest.raises(InvalidInput, match="nope"):
+    with pytest.raises(NotFound, match="nope"):  # exit 3, as for any unknown id
         lifecycle.enqueue(store, [make_job("ok"), make_job("orphan", after=["nope"])])
     with pytest.raises(Conflict, match="dead-parent"):
         lifecycle.enqueue(store, [make_job("ok"), make_job("doomed", after=["dead-parent"])])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from queuectl.core.errors import Conflict, InvalidInput
+from queuectl.core.errors import Conflict, NotFound
 from queuectl.core.models import (
     CANCELLED,
     COMPLETED,
@@ -184,14 +184,14 @@ def start_state(job_id: str, after: dict[str, str | None], failure_parent: tuple
     """
     for parent, state in after.items():
         if state is None or state == STAGED:  # staged: another bulk enqueue's, which may never commit
-            raise InvalidInput(f"after: there is no job {parent!r} (a job can only wait for existing jobs)")
+            raise NotFound(f"after: there is no job {parent!r} (a job can only wait for existing jobs)")
         if state in (DEAD, CANCELLED):
             raise Conflict(f"parent job {parent} already ended {state}, so job {job_id} could never run")
     waiting = any(state != COMPLETED for state in after.values())
     if failure_parent is not None:
         parent, state = failure_parent
         if state is None or state == STAGED:
-            raise InvalidInput(f"on_failure_of: there is no job {parent!r}")
+            raise NotFound(f"on_failure_of: there is no job {parent!r}")
         if state == COMPLETED:
             raise Conflict(f"job {parent} already completed, so its compensation step would never run")
         waiting = waiting or state not in (DEAD, CANCELLED)
