@@ -58,11 +58,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
         yield sqlite_store
         sqlite_store.close()
     elif backend == "postgres":
-        from queuectl.store.sql.postgres import PostgresStore
         from pgserver import fresh_schema, postgres_url
 
-        with fresh_schema(postgres_url()) as url:
-            pg_store = PostgresStore(url)
+        from queuectl.store.sql.postgres import PostgresStore
+
+        with fresh_schema(postgres_url()) as pg_url:
+            pg_store = PostgresStore(pg_url)
             yield pg_store
             pg_store.close()
     elif backend == "mongomock":

@@ -267,7 +267,7 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 from queuectl.service import workers as registry
 
-                registry.beat_worker(self._store, row.id, time.time(), "stopped", [])
+                registry.beat_worker(self._store, row.id, self._store.now(), "stopped", [])
 
     def _registry_rows(self) -> list[Any]:
         """This host's registry rows (any error: none, so restarts go on as before)."""

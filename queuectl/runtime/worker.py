@@ -107,7 +107,7 @@ class Worker:
             waker = None
         if waker is not None:
             self.selector.register(waker, selectors.EVENT_READ, "wake")
-        now = time.time()
+        now = self.store.now()
         prune_workers(self.store, seen_before=now - _FORGET_WORKERS_AFTER_S)
         register_worker(
             self.store,
@@ -163,7 +163,7 @@ class Worker:
             if waker is not None:
                 waker.close()
         try:
-            beat_worker(self.store, self.id, time.time(), "stopped", [])
+            beat_worker(self.store, self.id, self.store.now(), "stopped", [])
         except QueuectlError:
             pass
         log(self.id, "stopped")
@@ -215,7 +215,7 @@ class Worker:
 
     def _claim(self) -> None:
         free = self._claim_limit() - len(self.slots)
-        now = time.time()
+        now = self.store.now()
         try:
             jobs = lifecycle.claim(self.store, self.id, self.opts.queues, now, self.config.lease, free)
         except STORE_DOWN as exc:
@@ -336,7 +336,7 @@ class Worker:
             self.selector.unregister(run)
 
     def _outcome(self, slot: Slot, code: int | None) -> Outcome | None:
-        now = time.time()
+        now = self.store.now()
         job = slot.job
         if slot.stop_reason == "lost":
             return None  # somebody else owns the job now: write nothing
@@ -400,7 +400,7 @@ class Worker:
         return slot.run.output(only_if_changed=not slot.output_unsaved)
 
     def _heartbeat(self) -> None:
-        now, mono = time.time(), time.monotonic()
+        now, mono = self.store.now(), time.monotonic()
         carried = [slot for slot in self.slots.values() if slot.stop_reason != "lost"]
         beats = [(slot.lease, self._beat_output(slot)) for slot in carried]
         with_output = [slot for slot, (_, output) in zip(carried, beats, strict=True) if output is not None]
@@ -451,7 +451,7 @@ class Worker:
         free = 0 if self.stopping else max(0, self._claim_limit() - len(self.slots))
         if time.monotonic() < self.claim_after:
             free = 0
-        now = time.time()
+        now = self.store.now()
         batch = list(self.unsent)
         try:
             written, jobs = lifecycle.finish_and_claim(

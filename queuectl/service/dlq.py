@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from queuectl.core import lifecycle
 from queuectl.core.models import DEAD, Job
 from queuectl.service.jobs import purge
@@ -16,9 +14,9 @@ def list_dead(store: Store, limit: int = 50) -> list[Job]:
 
 def retry(store: Store, job_id: str | None) -> int:
     """Put one dead job (None: every one) back to pending with attempts reset; returns how many."""
-    return lifecycle.retry_dead(store, job_id, time.time())
+    return lifecycle.retry_dead(store, job_id, store.now())
 
 
 def purge_dead(store: Store) -> int:
     """Delete every job in the DLQ (in batches)."""
-    return purge(store, [DEAD], None, time.time())
+    return purge(store, [DEAD], None, store.now())

@@ -24,18 +24,19 @@ from queuectl.store import Store
 class _Clock:
     """Strictly increasing timestamps, so that jobs enqueued together keep their order (FIFO)."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Store) -> None:
         self._last = 0.0
+        self._now = store.now
 
     def __call__(self) -> float:
-        self._last = max(time.time(), self._last + 1e-6)
+        self._last = max(self._now(), self._last + 1e-6)
         return self._last
 
 
 def enqueue(store: Store, specs: Iterable[dict[str, Any]]) -> list[str]:
     """Validate and insert jobs, all or nothing; returns their ids in order."""
     config = load_config(store)
-    clock = _Clock()
+    clock = _Clock(store)
     ids: list[str] = []
 
     def jobs() -> Iterator[Job]:
@@ -59,7 +60,7 @@ def enqueue_lines(store: Store, lines: Iterable[str], overrides: dict[str, Any])
     One transaction: a bad line aborts the whole file, naming its line number.
     """
     config = load_config(store)
-    clock = _Clock()
+    clock = _Clock(store)
 
     def jobs() -> Iterator[Job]:
         for number, line in enumerate(lines, start=1):
@@ -109,7 +110,7 @@ def list_jobs(store: Store, state: str | None = None, queue: str | None = None, 
 
 def cancel(store: Store, job_id: str) -> Job:
     """Cancel a job: a waiting one never runs; a running one is killed within a heartbeat."""
-    return lifecycle.cancel(store, job_id, time.time())
+    return lifecycle.cancel(store, job_id, store.now())
 
 
 # --- retention ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
+import time
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
@@ -66,6 +67,14 @@ class Store(abc.ABC):
 
     url: str
     transactional: bool = False  # True: a unit of work is one transaction
+
+    def now(self) -> float:
+        """The time to stamp and compare jobs with, in epoch seconds: this host's clock, except on
+        a server shared by many hosts that offers its own (PostgreSQL: the server's clock, as last
+        read at the start of a transaction), so that leases and due times do not depend on the
+        hosts' clocks agreeing. The runtime and the service read the time here; the primitives
+        still take their times from the caller, so that the rules and the tests own the clock."""
+        return time.time()
 
     def unit(self) -> AbstractContextManager[None]:
         """A unit of work: the primitives called inside it commit together (SQL: one

@@ -402,7 +402,8 @@ class SqlJobs:
     def recent_failures(self, limit: int = 5) -> list[Job]:
         # one index walk per state, merged: a single IN (...) ORDER BY would sort every failure
         rows = self._conn.execute(
-            f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{FAILED}' ORDER BY updated_at DESC LIMIT ?) f "
+            f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{FAILED}' "
+            "ORDER BY updated_at DESC LIMIT ?) f "
             f"UNION ALL SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{DEAD}' "
             "ORDER BY updated_at DESC LIMIT ?) d",
             (limit, limit),

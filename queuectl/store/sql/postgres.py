@@ -42,7 +42,6 @@ class PgConnection:
     """The store's connection as the shared SQL expects it: ``?`` placeholders, ``execute`` and
     ``executemany`` returning a cursor. Reconnects (outside a transaction) after a lost connection."""
 
-
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
         self._spelled: dict[str, str] = {}
@@ -154,8 +153,9 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
 
         started = time.time()
         raw = psycopg.connect(**self._params, autocommit=True)
-        server = raw.execute("SELECT extract(epoch from clock_timestamp())").fetchone()[0]
-        self._offset = float(server) - (started + time.time()) / 2
+        row = raw.execute("SELECT extract(epoch from clock_timestamp())").fetchone()
+        assert row is not None
+        self._offset = float(row[0]) - (started + time.time()) / 2
         return raw
 
     def connection_params(self) -> dict[str, Any]:
@@ -286,4 +286,3 @@ class _Transaction:
         if mapped is None:
             raise exc
         raise mapped from None
-
