@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -95,7 +96,7 @@ def test_server_restarted_twice_during_a_drain_loses_nothing(pg_queue: Queue, tm
     q.start_workers("--concurrency", "2", count=2)
 
     for done in (15, 45):
-        wait_until(lambda n=done: completed(q) >= n, 60, interval=0.1, message=f"{done} completed")
+        wait_until(partial(lambda n: completed(q) >= n, done), 60, interval=0.1, message=f"{done} completed")
         subprocess.run([str(REPO / "scripts" / "pg_test_server.sh"), "restart", server_dir], check=True, timeout=60)
 
     wait_drained(q, len(ids), 120)

@@ -34,6 +34,16 @@ def current_version(conn: Any) -> int:
     return int(row[0] or 0)
 
 
+def known_version(conn: Any) -> int:
+    """The schema version, refused when it is newer than this queuectl knows (never migrated back)."""
+    version = current_version(conn)
+    if version > SCHEMA_VERSION:
+        raise StoreUnavailable(
+            f"the queue's schema is version {version}, newer than this queuectl knows ({SCHEMA_VERSION}): upgrade it"
+        )
+    return version
+
+
 def migrate(conn: Any) -> None:
     """Bring the schema up to :data:`SCHEMA_VERSION`, inside the caller's transaction.
 
@@ -42,11 +52,7 @@ def migrate(conn: Any) -> None:
     """
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('queuectl:' || current_schema()))")
     conn.execute(_VERSION_TABLE)
-    version = current_version(conn)
-    if version > SCHEMA_VERSION:
-        raise StoreUnavailable(
-            f"the queue's schema is version {version}, newer than this queuectl knows ({SCHEMA_VERSION}): upgrade it"
-        )
+    version = known_version(conn)
     for step in MIGRATIONS[version:]:
         for statement in step.split(";"):
             if statement.strip():

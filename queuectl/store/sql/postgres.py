@@ -30,7 +30,7 @@ from queuectl.core.errors import InvalidInput
 from queuectl.store.base import Store, Waker
 from queuectl.store.sql.jobs import SqlJobs
 from queuectl.store.sql.pg_errors import first_line, pg_error
-from queuectl.store.sql.pg_schema import SCHEMA_VERSION, current_version, migrate
+from queuectl.store.sql.pg_schema import SCHEMA_VERSION, known_version, migrate
 from queuectl.store.sql.registry import SqlRegistry, registry_columns
 
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "")
@@ -127,7 +127,7 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
         try:
             conn = self._live()
             self.channel = "queuectl:" + conn.execute("SELECT current_schema()").fetchone()[0]
-            if current_version(conn) < SCHEMA_VERSION:
+            if known_version(conn) < SCHEMA_VERSION:
                 with self._write():
                     migrate(self._conn)
         except Exception as exc:
