@@ -19,6 +19,7 @@ import pytest
 from queuectl.core import lifecycle
 from queuectl.core.models import Job
 from queuectl.runtime import executor
+from queuectl.runtime import worker as worker_module
 from queuectl.runtime.worker import Worker, WorkerOptions
 from queuectl.service import config as config_service
 from queuectl.store.sql.sqlite import SqliteStore
@@ -137,3 +138,23 @@ def test_a_burst_worker_with_few_descriptors_runs_every_job_once(tmp_path: Path)
     jobs = store.list_jobs(limit=1000)
     assert len(jobs) == 60
     assert {(job.state, job.attempts) for job in jobs} == {("completed", 1)}, result.stderr[-2000:]
+
+
+def test_a_worker_that_cannot_start_even_one_job_stops_and_says_why(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: it handed the job back and claimed it again every second, forever, uncounted."""
+    enqueue(store, 1, "true")
+
+    def no_descriptors(*args: object) -> None:
+        raise executor.StartError("cannot open a pipe: Too many open files", errno.EMFILE)
+
+    monkeypatch.setattr(worker_module, "Run", no_descriptors)
+    worker = Worker(store, WorkerOptions(burst=True))
+    started = time.monotonic()
+    assert worker.run() == 1
+    assert time.monotonic() - started < 30
+    job = store.get("j0")
+    assert job is not None and (job.state, job.attempts) == ("pending", 0)  # back for other workers
+    err = capsys.readouterr().err
+    assert "cannot start any job" in err and "ulimit -n" in err and "Traceback" not in err

@@ -14,8 +14,13 @@ MAX_DURATION_S = 10 * 365 * 86400.0  # ten years: a longer delay or timeout is a
 MAX_RUN_AT = 32503680000.0  # 3000-01-01T00:00:00Z: a later --run-at is a typo (and past year 9999, unprintable)
 
 # --- stores -------------------------------------------------------------------------------------
-SQLITE_BUSY_TIMEOUT_S = 30.0  # how long a SQLite write waits for the lock before "locked"
+# how long a SQLite write waits for the lock before "locked": well under the lease (30 s by
+# default), since no transaction holds the lock for long (a big enqueue commits in chunks)
+SQLITE_BUSY_TIMEOUT_S = 10.0
 SQLITE_INSERT_BATCH = 1000  # rows per executemany of a bulk insert
+BULK_ONE_TRANSACTION = 50_000  # a bulk enqueue up to this many jobs is one transaction (about 1 s)
+BULK_CHUNK = 5_000  # jobs per further transaction of a bigger one (a tenth of a second of lock)
+BATCH_ABANDONED_AFTER_S = 120.0  # a bulk enqueue whose stager went quiet this long is deleted
 MONGO_CONNECT_TIMEOUT_MS = 5000  # a dead server is reported in seconds, not 30
 MONGO_INSERT_BATCH = 1000  # documents per insert_many of a bulk insert
 

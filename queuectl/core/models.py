@@ -16,8 +16,11 @@ COMPLETED = "completed"
 FAILED = "failed"  # waiting for its retry at run_at
 DEAD = "dead"  # the dead letter queue
 CANCELLED = "cancelled"
+# a job of a bulk enqueue too big for one short transaction, written but not committed yet: no
+# listing, count or claim sees it; it holds its id and unique key (see lifecycle.batches)
+STAGED = "staged"
 
-STATES = (PENDING, WAITING, PROCESSING, COMPLETED, FAILED, DEAD, CANCELLED)
+STATES = (PENDING, WAITING, PROCESSING, COMPLETED, FAILED, DEAD, CANCELLED)  # the states a user sees
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32: no i, l, o, u to misread
 _TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ID_ALPHABET.encode())
 
@@ -62,6 +65,7 @@ class Job:
     hook_state: str | None = None
     hook_error: str | None = None
     schedule: str | None = None  # the cron schedule that enqueued it
+    batch: str | None = None  # the bulk enqueue that staged it (only a file too big for one transaction)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

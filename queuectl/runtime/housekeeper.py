@@ -2,7 +2,8 @@
 
 Any worker process may do them, and each is safe to race with the other workers doing the
 same: fire due cron schedules, run due on-finish hooks (one at a time, in a thread), recover
-the jobs of workers presumed dead (expired leases), apply retention, and on a store without
+the jobs of workers presumed dead (expired leases), apply retention, finish or remove bulk
+enqueues their writer left behind (lifecycle.batches), and on a store without
 transactions resettle jobs left waiting for parents that already ended.
 
 The clock and the hook runner are injected, so the cadence is tested without processes.
@@ -18,7 +19,7 @@ from queuectl.core import lifecycle
 from queuectl.core.config import RuntimeConfig
 from queuectl.core.defaults import CHORE_CHECK_S as CHECK_EVERY_S
 from queuectl.core.defaults import FIRST_RETENTION_S, RETENTION_EVERY_S
-from queuectl.core.errors import QueuectlError
+from queuectl.core.errors import QueuectlError, StoreCorrupt
 from queuectl.core.models import Job
 from queuectl.runtime import hooks
 from queuectl.service import jobs, schedules
@@ -26,8 +27,8 @@ from queuectl.store import Store
 
 
 class Housekeeper:
-    """Chores with their timers. Call :meth:`tick` from the worker's loop; it never raises a
-    store error (a chore that fails is skipped and tried again on its next turn)."""
+    """Chores with their timers. Call :meth:`tick` from the worker's loop; it raises no store
+    error but corruption (a chore that fails is skipped and tried again on its next turn)."""
 
     def __init__(
         self,
@@ -76,9 +77,12 @@ class Housekeeper:
             if mono >= self.next_retention:
                 # one batch per pass, so heartbeats go on; a full batch means more: come back soon
                 deleted = jobs.apply_retention(self.store, config, self.wall(), max_batches=1)
-                self.next_retention = mono + (1.0 if deleted >= jobs.RETENTION_BATCH else RETENTION_EVERY_S)
+                more = lifecycle.sweep_batches(self.store, self.wall()) or deleted >= jobs.RETENTION_BATCH
+                self.next_retention = mono + (1.0 if more else RETENTION_EVERY_S)
                 if not self.store.transactional:
                     self.resettle_from = lifecycle.resettle_waiting(self.store, self.wall(), self.resettle_from)
+        except StoreCorrupt:
+            raise  # fatal for the worker (exit 7), not a chore to try again
         except QueuectlError as exc:
             self.log(f"housekeeping skipped: {exc}")
         return woke

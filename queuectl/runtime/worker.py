@@ -25,7 +25,7 @@ from queuectl.core import lifecycle
 from queuectl.core.config import ENV_DB, RuntimeConfig, resolve_db_url
 from queuectl.core.defaults import FORGET_WORKERS_AFTER_S as _FORGET_WORKERS_AFTER_S
 from queuectl.core.defaults import RETRY_WRITE_S as _RETRY_WRITE_S
-from queuectl.core.errors import EXIT_CORRUPT, QueuectlError, StoreCorrupt, StoreReadOnly, StoreUnavailable
+from queuectl.core.errors import EXIT_CORRUPT, EXIT_ERROR, QueuectlError, StoreCorrupt, StoreReadOnly, StoreUnavailable
 from queuectl.core.lifecycle.rules import handed_back_outcome
 from queuectl.core.models import PENDING, Job, Lease, Outcome, WorkerInfo
 from queuectl.runtime.executor import Run, StartError, job_environment, spare_orphans_while
@@ -36,6 +36,7 @@ from queuectl.service.workers import beat_worker, prune_workers, register_worker
 from queuectl.store import Store, open_store
 
 SHORT_OF_RESOURCES_BACKOFF_S = 1.0  # after a start failed for want of descriptors: claim again this late
+STARVED_STARTS_GIVE_UP = 3  # starts in a row failing for want of resources with nothing running: give up
 FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
 STORE_DOWN = (StoreUnavailable, StoreReadOnly)  # a full disk is an outage too: keep the outcome
 
@@ -87,6 +88,8 @@ class Worker:
         self.want_claim = True
         self.idle_until = 0.0
         self.claim_cap: int | None = None  # fewer than concurrency while short of descriptors
+        self.starved_starts = 0  # resource failures in a row with no job of ours running
+        self.gave_up: str | None = None  # why this worker stopped on its own (it then exits 1)
         self.claim_after = 0.0  # monotonic: no claim before (a start just failed for want of them)
         self.saving_output = True  # False while the store refuses writes (a full disk)
         self.next_write_try = 0.0
@@ -167,6 +170,9 @@ class Worker:
         except QueuectlError:
             pass
         log(self.id, "stopped")
+        if self.gave_up is not None:
+            print(f"queuectl worker: {self.gave_up}", file=sys.stderr)
+            return EXIT_ERROR
         return 0
 
     def _abandon_jobs(self) -> None:
@@ -265,6 +271,7 @@ class Worker:
             if exc.out_of_resources:
                 self._short_of_resources(slot)
         else:
+            self.starved_starts = 0
             self.selector.register(slot.run, selectors.EVENT_READ, slot.run)
             if job.timeout:
                 slot.deadline = time.monotonic() + job.timeout
@@ -283,6 +290,15 @@ class Worker:
             )
         self.claim_cap = running
         self.claim_after = time.monotonic() + SHORT_OF_RESOURCES_BACKOFF_S
+        self.starved_starts = self.starved_starts + 1 if running == 0 else 0
+        if self.starved_starts >= STARVED_STARTS_GIVE_UP and self.gave_up is None:
+            # not even one job at a time: handing jobs back forever would hide it, so stop (the
+            # job is back in the queue for other workers) and say what to change
+            self.gave_up = (
+                f"cannot start any job ({slot.start_error}): raise the limit (ulimit -n, ulimit -u) "
+                "or lower --concurrency"
+            )
+            self.request_stop("out of resources")
 
     # --- watching runs ----------------------------------------------------------------------
 

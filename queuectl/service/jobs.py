@@ -15,7 +15,7 @@ from queuectl.core.config import RuntimeConfig
 from queuectl.core.defaults import MAX_LINE_BYTES, RETENTION_BATCH
 from queuectl.core.errors import InvalidInput, NotFound
 from queuectl.core.lifecycle import FINISHED
-from queuectl.core.models import CANCELLED, COMPLETED, DEAD, Job
+from queuectl.core.models import CANCELLED, COMPLETED, DEAD, Job, new_job_id
 from queuectl.core.validation import build_job, check_state, parse_spec
 from queuectl.service.config import load_config
 from queuectl.store import Store
@@ -57,7 +57,8 @@ def enqueue_command(store: Store, text: str, options: dict[str, Any]) -> str:
 def enqueue_lines(store: Store, lines: Iterable[str], overrides: dict[str, Any]) -> int:
     """Bulk enqueue from a file's lines (streamed; blank lines and # comments skipped).
 
-    One transaction: a bad line aborts the whole file, naming its line number.
+    All or nothing: a bad line aborts the whole file, naming its line number. The jobs share
+    one batch id (their ``batch``); a file too long for one short transaction is staged.
     """
     config = load_config(store)
     clock = _Clock(store)
@@ -72,7 +73,7 @@ def enqueue_lines(store: Store, lines: Iterable[str], overrides: dict[str, Any])
             except InvalidInput as exc:
                 raise InvalidInput(f"line {number}: {exc}; nothing was enqueued") from None
 
-    return lifecycle.enqueue(store, jobs())
+    return lifecycle.enqueue(store, jobs(), batch=new_job_id())
 
 
 def bounded_lines(stream: IO[str], limit: int = MAX_LINE_BYTES) -> Iterator[str]:

@@ -139,18 +139,31 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...]) -> int:
-        """The guarded update of every job in ``states`` (see :meth:`update_job`); returns how
+    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...], batch: str | None = None) -> int:
+        """The guarded update of every job in ``states`` (of ``batch``, when given: see
+        :attr:`Job.batch`) (see :meth:`update_job`); returns how
         many were written. SQL: one statement. MongoDB: atomic per job, not as a whole.
         Raises :class:`UniqueKeyTaken` if a job would hold a key another job holds (SQL: and
         then nothing is written)."""
 
     @abc.abstractmethod
-    def purge(self, states: list[str], finished_before: float | None = None, limit: int | None = None) -> int:
-        """Delete up to ``limit`` jobs in ``states`` finished before the given time; returns the count.
+    def purge(
+        self,
+        states: list[str],
+        finished_before: float | None = None,
+        limit: int | None = None,
+        batch: str | None = None,
+    ) -> int:
+        """Delete up to ``limit`` jobs in ``states`` finished before the given time (of ``batch``
+        when given); returns the count, and the deleted jobs' dependency edges go with them.
 
         Callers purging many jobs pass a limit and repeat, so no transaction holds the lock long.
         """
+
+    @abc.abstractmethod
+    def publish_staged(self, batch: str, now: float, limit: int) -> int:
+        """Make up to ``limit`` staged jobs of ``batch`` that name no parent pending (due from
+        their ``run_at``) in one statement; returns how many. See :mod:`queuectl.core.lifecycle.batches`."""
 
     @abc.abstractmethod
     def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
@@ -159,15 +172,22 @@ class Store(abc.ABC):
     # --- jobs: reading ----------------------------------------------------------------------
 
     @abc.abstractmethod
-    def get(self, job_id: str) -> Job | None:
-        """The job with that id, or None (jobs of a bulk insert still in progress are not visible)."""
+    def get(self, job_id: str, staged: bool = False) -> Job | None:
+        """The job with that id, or None (jobs of a bulk insert still in progress are not visible,
+        nor, unless ``staged``, the staged jobs of a batch not published yet)."""
 
     @abc.abstractmethod
     def list_jobs(
-        self, state: str | None = None, queue: str | None = None, limit: int = 50, before: float | None = None
+        self,
+        state: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+        batch: str | None = None,
     ) -> list[Job]:
-        """Jobs newest first, filtered by state and queue, created before ``before`` when given
-        (the cursor of the next page); served by an index, never a full scan."""
+        """Jobs newest first, filtered by state, queue and batch, created before ``before`` when
+        given (the cursor of the next page); served by an index, never a full scan. Staged jobs
+        only when ``state`` is ``staged``."""
 
     @abc.abstractmethod
     def job_states(self, job_ids: list[str]) -> dict[str, str]:
@@ -191,7 +211,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def counts(self) -> dict[str, dict[str, int]]:
-        """``{queue: {state: count}}`` for every queue with at least one job."""
+        """``{queue: {state: count}}`` for every queue with at least one job (staged ones not counted)."""
 
     @abc.abstractmethod
     def throughput(self, since: float, bucket: float = 60.0) -> dict[str, dict[int, int]]:
@@ -255,4 +275,4 @@ class Store(abc.ABC):
 
 
 # kind -> the field that holds a record's key
-REGISTRY_KINDS = {"schedules": "name", "queues": "name", "config": "key", "workers": "id"}
+REGISTRY_KINDS = {"schedules": "name", "queues": "name", "config": "key", "workers": "id", "batches": "id"}

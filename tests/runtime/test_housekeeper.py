@@ -157,3 +157,35 @@ def test_a_stopping_worker_still_recovers_the_jobs_of_dead_ones(store: Store, cl
     assert chores.tick(stopping=True) is True  # as the old worker did after each heartbeat
     recovered = store.get("j")
     assert recovered is not None and recovered.state == "failed"
+
+
+def test_retention_passes_finish_a_bulk_enqueue_whose_publisher_died(store: Store, clock: Clock) -> None:
+    """A committed batch with staged rows left (its writer was killed after the commit point)."""
+    from queuectl.core.defaults import BATCH_ABANDONED_AFTER_S
+    from queuectl.core.lifecycle import batches
+    from queuectl.core.models import STAGED
+
+    then = clock.wall
+    store.registry_put("batches", "b1", {"state": batches.COMMITTED, "created_at": then, "touched_at": then})
+    store.insert_jobs([job(f"s{n}", then, state=STAGED, batch="b1") for n in range(3)])
+    chores = keeper(store, clock)
+    clock.advance(BATCH_ABANDONED_AFTER_S)
+    chores.tick(stopping=False)
+    assert sorted(j.id for j in store.list_jobs(state="pending")) == ["s0", "s1", "s2"]
+    assert chores.next_retention == clock.mono + 1.0  # one chunk a pass, the next one soon
+    clock.advance(1.0)
+    chores.tick(stopping=False)
+    assert store.registry_list("batches") == []
+
+
+def test_a_corrupt_database_is_not_swallowed_as_a_skipped_chore(store: Store, clock: Clock) -> None:
+    """Corruption is fatal for the worker (exit 7); a chore must not log it and go on."""
+    from queuectl.core.errors import StoreCorrupt
+
+    def corrupt(*args: object, **kwargs: object) -> int:
+        raise StoreCorrupt("database disk image is malformed")
+
+    chores = keeper(store, clock)
+    store.expired = corrupt  # type: ignore[method-assign,assignment]
+    with pytest.raises(StoreCorrupt):
+        chores.tick(stopping=False)

@@ -13,11 +13,13 @@ primitive is one single-document atomic update; the follow-ups are idempotent an
 repairs what a crash between them left (:func:`resettle_waiting`).
 
 The package: :mod:`.rules` (the state table and pure rules), :mod:`.settling` (dependants),
-:mod:`.transitions` (the changes of state); everything is used as ``lifecycle.NAME``.
+:mod:`.transitions` (the changes of state), :mod:`.batches` (a bulk enqueue in bounded chunks);
+everything is used as ``lifecycle.NAME``.
 
 Nothing here imports a store or the CLI: the store is passed in, and every time is the caller's.
 """
 
+from queuectl.core.lifecycle.batches import sweep as sweep_batches
 from queuectl.core.lifecycle.rules import (
     AFTER,
     CANCELLABLE,
@@ -98,4 +100,5 @@ __all__ = [
     "shutdown_outcome",
     "start_state",
     "success_outcome",
+    "sweep_batches",
 ]

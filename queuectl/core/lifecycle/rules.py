@@ -14,6 +14,7 @@ from queuectl.core.models import (
     FAILED,
     PENDING,
     PROCESSING,
+    STAGED,
     WAITING,
     Job,
     Outcome,
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 CLAIMABLE = (PENDING, FAILED)  # a worker may take these once run_at has come
 FINISHED = (COMPLETED, DEAD, CANCELLED)  # nothing more happens to these (but a DLQ retry of dead)
-KEY_HOLDING = (PENDING, WAITING, PROCESSING, FAILED)  # a unique key is taken while its job is in these
+# a unique key is taken while its job is in these (a staged job holds it for the batch committing)
+KEY_HOLDING = (PENDING, WAITING, PROCESSING, FAILED, STAGED)
 CANCELLABLE = (PENDING, WAITING, PROCESSING, FAILED)  # everything not finished
 
 HOOK_DUE = "due"  # the on-finish hook waits for a worker to run it
@@ -175,19 +177,20 @@ def parents_of(job: Job) -> list[str]:
 def start_state(job_id: str, after: dict[str, str | None], failure_parent: tuple[str, str | None] | None) -> str:
     """The state a new job with parents starts in (``waiting`` or ``pending``), or why it can't exist.
 
-    ``after`` maps each parent id to its state (None: no such job); ``failure_parent`` is the
+    ``after`` maps each parent id to its state (None: no such job; a job staged by a bulk enqueue
+    counts as none, see :mod:`.batches`); ``failure_parent`` is the
     compensation parent and its state. A job can only name parents that already exist, so a
     cycle can never be built.
     """
     for parent, state in after.items():
-        if state is None:
+        if state is None or state == STAGED:  # staged: another bulk enqueue's, which may never commit
             raise InvalidInput(f"after: there is no job {parent!r} (a job can only wait for existing jobs)")
         if state in (DEAD, CANCELLED):
             raise Conflict(f"parent job {parent} already ended {state}, so job {job_id} could never run")
     waiting = any(state != COMPLETED for state in after.values())
     if failure_parent is not None:
         parent, state = failure_parent
-        if state is None:
+        if state is None or state == STAGED:
             raise InvalidInput(f"on_failure_of: there is no job {parent!r}")
         if state == COMPLETED:
             raise Conflict(f"job {parent} already completed, so its compensation step would never run")

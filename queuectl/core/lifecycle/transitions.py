@@ -6,10 +6,12 @@ On a SQL store each transition is one unit of work (one transaction) with all it
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from queuectl.core.errors import Conflict, NotFound, UniqueKeyTaken
+from queuectl.core.lifecycle import batches
 from queuectl.core.lifecycle.rules import (
     CANCELLABLE,
     FINISHED,
@@ -38,18 +40,24 @@ def enqueue_job(store: Store, job: Job) -> None:
     enqueue(store, [job])
 
 
-def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None) -> int:
+def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None, batch: str | None = None) -> int:
     """Insert every job or none; a job with parents starts waiting or pending as they allow.
 
     ``now`` (default: the time the insert ended) stamps any child settled right after it.
+    ``batch`` names the jobs of one bulk enqueue (``enqueue --file``): each job records it, and
+    on a SQL store more jobs than one short transaction should hold are then staged in chunks
+    and committed at one point (:mod:`.batches`) instead of holding the write lock throughout.
 
-    Parents may be earlier jobs of the same batch. Conflict for a taken id or unique key.
+    Parents may be earlier jobs of the same call. Conflict for a taken id or unique key.
     Returns how many were inserted, and wakes idle workers once, after the commit.
     """
     waiting: list[str] = []
+    jobs = iter(jobs)
+    chunked = batch if store.transactional else None  # the batch to stage the rest in, if long
 
-    def with_start_states() -> Iterator[Job]:
+    def with_start_states(jobs: Iterable[Job]) -> Iterator[Job]:
         for job in jobs:
+            job.batch = batch
             if job.after or job.on_failure_of:
                 states: dict[str, str | None] = dict(store.job_states(parents_of(job)))
                 failure = (job.on_failure_of, states.get(job.on_failure_of)) if job.on_failure_of else None
@@ -58,8 +66,13 @@ def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None) -> int:
                     waiting.append(job.id)
             yield job
 
+    more: Job | None = None
     with store.unit():
-        count = store.insert_jobs(with_start_states())
+        count = store.insert_jobs(with_start_states(batches.first_part(jobs) if chunked else jobs))
+        if chunked and (more := next(jobs, None)) is not None:
+            batches.begin(store, chunked)
+    if chunked and more is not None:
+        return count + batches.enqueue_staged(store, chunked, itertools.chain([more], jobs), now)
     if waiting and not store.transactional:
         now = time.time() if now is None else now
         resettle(store, (job for job in map(store.get, waiting) if job and job.state == WAITING), now)

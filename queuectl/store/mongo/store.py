@@ -14,7 +14,7 @@ from queuectl.core.defaults import MONGO_CONNECT_TIMEOUT_MS as CONNECT_TIMEOUT_M
 from queuectl.core.defaults import MONGO_INSERT_BATCH as BATCH
 from queuectl.core.errors import DuplicateJobId, StoreUnavailable, UniqueKeyTaken
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, WhenHooked, is_due
-from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, WAITING, Job, Lease
+from queuectl.core.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STAGED, WAITING, Job, Lease
 from queuectl.store.base import Store, Waker
 from queuectl.store.mongo.docs import doc_job, fence, job_doc, supports_pipeline_updates
 from queuectl.store.mongo.errors import first_line
@@ -50,6 +50,7 @@ class MongoStore(MongoRegistry, Store):
             "queues": self._queues,
             "config": self._config,
             "workers": self._workers,
+            "batches": db["batches"],
         }
         self._ensure_indexes()
 
@@ -103,7 +104,8 @@ class MongoStore(MongoRegistry, Store):
         self._jobs.create_index([("created_at", -1)], name="by_created")
         self._jobs.create_index([("state", 1), ("finished_at", 1)], name="finished")
         self._jobs.create_index([("state", 1), ("updated_at", -1)], name="updated")
-        self._jobs.create_index([("batch", 1)], name="batch", sparse=True)
+        self._jobs.create_index([("staging", 1)], name="staging", sparse=True)
+        self._jobs.create_index([("batch", 1), ("state", 1)], name="batch_state", sparse=True)
         self._jobs.create_index([("active_key", 1)], name="unique_active", unique=True, sparse=True)
         self._jobs.create_index([("after", 1)], name="after", sparse=True)
         self._jobs.create_index([("on_failure_of", 1)], name="on_failure_of", sparse=True)
@@ -138,7 +140,7 @@ class MongoStore(MongoRegistry, Store):
             for job in jobs:
                 staging[job.id] = job.state
                 doc = job_doc(job)
-                doc["final_state"], doc["state"], doc["batch"] = doc["state"], STAGING, token
+                doc["final_state"], doc["state"], doc["staging"] = doc["state"], STAGING, token
                 buffer.append(doc)
                 count += 1
                 if len(buffer) >= BATCH:
@@ -148,11 +150,11 @@ class MongoStore(MongoRegistry, Store):
             if count:
                 # every job becomes claimable at once; a staged job keeps its intended state
                 self._jobs.update_many(
-                    {"batch": token}, [{"$set": {"state": "$final_state"}}, {"$unset": ["batch", "final_state"]}]
+                    {"staging": token}, [{"$set": {"state": "$final_state"}}, {"$unset": ["staging", "final_state"]}]
                 ) if supports_pipeline_updates(self._jobs) else self._publish_slow(token)
         except BaseException:
             if staged or count:
-                self._jobs.delete_many({"batch": token})  # what is still staged: nothing half-visible
+                self._jobs.delete_many({"staging": token})  # what is still staged: nothing half-visible
             raise
         finally:
             self._staging_states = {}
@@ -177,10 +179,10 @@ class MongoStore(MongoRegistry, Store):
 
     def _publish_slow(self, token: str) -> None:
         """For servers (or mongomock) without update pipelines: one update per distinct state."""
-        for state in self._jobs.distinct("final_state", {"batch": token}):
+        for state in self._jobs.distinct("final_state", {"staging": token}):
             self._jobs.update_many(
-                {"batch": token, "final_state": state},
-                {"$set": {"state": state}, "$unset": {"batch": "", "final_state": ""}},
+                {"staging": token, "final_state": state},
+                {"$set": {"state": state}, "$unset": {"staging": "", "final_state": ""}},
             )
 
     @_translate_errors
@@ -262,19 +264,40 @@ class MongoStore(MongoRegistry, Store):
         return written
 
     @_translate_errors
-    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...]) -> int:
+    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...], batch: str | None = None) -> int:
         count = 0
-        for doc in self._jobs.find({"state": {"$in": list(states)}}, {"_id": 1}):
+        query: dict[str, Any] = {"state": {"$in": list(states)}}
+        if batch is not None:
+            query["batch"] = batch
+        for doc in self._jobs.find(query, {"_id": 1}):
             count += self.update_job(doc["_id"], changes, states=states)
         return count
 
     @_translate_errors
-    def purge(self, states: list[str], finished_before: float | None = None, limit: int | None = None) -> int:
+    def purge(
+        self,
+        states: list[str],
+        finished_before: float | None = None,
+        limit: int | None = None,
+        batch: str | None = None,
+    ) -> int:
         query = self._purge_query(states, finished_before)
+        if batch is not None:
+            query["batch"] = batch
         if limit is not None:
             ids = [doc["_id"] for doc in self._jobs.find(query, {"_id": 1}).limit(limit)]
             query = {**query, "_id": {"$in": ids}}  # re-checked: a job retried meanwhile stays
         return self._jobs.delete_many(query).deleted_count
+
+    @_translate_errors
+    def publish_staged(self, batch: str, now: float, limit: int) -> int:
+        # (this store stages its own bulk inserts, see insert_jobs; the primitive is kept whole)
+        query: dict[str, Any] = {"state": STAGED, "batch": batch, "after.0": {"$exists": False}, "on_failure_of": None}
+        ids = [doc["_id"] for doc in self._jobs.find(query, {"_id": 1}).limit(limit)]
+        result = self._jobs.update_many(
+            {**query, "_id": {"$in": ids}}, {"$set": {"state": PENDING, "updated_at": now, "ready": False}}
+        )
+        return int(result.modified_count)  # not ready yet: a claim promotes a job once it is due
 
     @_translate_errors
     def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
@@ -290,15 +313,23 @@ class MongoStore(MongoRegistry, Store):
     # --- jobs: reading ----------------------------------------------------------------------
 
     @_translate_errors
-    def get(self, job_id: str) -> Job | None:
-        doc = self._jobs.find_one({"_id": job_id, "state": {"$ne": STAGING}})
+    def get(self, job_id: str, staged: bool = False) -> Job | None:
+        hidden = [STAGING] if staged else [STAGING, STAGED]
+        doc = self._jobs.find_one({"_id": job_id, "state": {"$nin": hidden}})
         return doc_job(doc) if doc else None
 
     @_translate_errors
     def list_jobs(
-        self, state: str | None = None, queue: str | None = None, limit: int = 50, before: float | None = None
+        self,
+        state: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+        batch: str | None = None,
     ) -> list[Job]:
-        query: dict[str, Any] = {"state": {"$ne": STAGING}}
+        query: dict[str, Any] = {"state": {"$nin": [STAGING, STAGED]}}
+        if batch is not None:
+            query["batch"] = batch
         if before is not None:
             query["created_at"] = {"$lt": before}
         if state:
@@ -337,7 +368,7 @@ class MongoStore(MongoRegistry, Store):
         result: dict[str, dict[str, int]] = {}
         pipeline = [{"$group": {"_id": {"state": "$state", "queue": "$queue"}, "n": {"$sum": 1}}}]
         for row in self._jobs.aggregate(pipeline):
-            if row["_id"]["state"] != STAGING:
+            if row["_id"]["state"] not in (STAGING, STAGED):
                 result.setdefault(row["_id"]["queue"], {})[row["_id"]["state"]] = row["n"]
         return result
 

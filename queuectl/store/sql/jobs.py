@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from queuectl.core.defaults import SQLITE_INSERT_BATCH as _INSERT_BATCH
 from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
 from queuectl.core.lifecycle import AFTER, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked, is_due
-from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, STATES, WAITING, Job, Lease
+from queuectl.core.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STAGED, STATES, WAITING, Job, Lease
 from queuectl.store.base import translating_errors
 from queuectl.store.sql.schema import (
     CLAIMABLE_SQL,
@@ -29,6 +29,8 @@ from queuectl.store.sql.schema import (
     row_job,
     sql_list,
 )
+
+_STORED_STATES = (*STATES, STAGED)
 
 
 def _classify(store: Any, exc: Exception) -> Exception | None:
@@ -66,6 +68,10 @@ class SqlJobs:
     def classify_error(self, exc: Exception) -> Exception | None:
         """The queuectl error a driver exception means (None: not one of ours, re-raise it)."""
         return None
+
+    # the key a set-based update selects rows by: SQLite's rowid follows insertion order, so a
+    # batch is updated in the order it was written (by random job id it thrashed the page cache)
+    row_key = "id"
 
     def hint(self, index: str) -> str:
         """The dialect's spelling of "use this index" (none by default)."""
@@ -237,20 +243,21 @@ class SqlJobs:
                 raise UniqueKeyTaken(row[0] if row else None) from None
 
     @_dialect_errors
-    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...]) -> int:
-        assert all(state in STATES for state in states) and not any(isinstance(v, WhenHooked) for v in changes.values())
+    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...], batch: str | None = None) -> int:
+        assert all(state in _STORED_STATES for state in states)
+        assert not any(isinstance(v, WhenHooked) for v in changes.values())
         sets = [f"{FIELD_COLUMNS[name]} = ?" for name in changes]
         params = [_json(value) if name in JSON_FIELDS else value for name, value in changes.items()]
         if "state" in changes:
             sets.append("ready = ?")
             params.append(1 if is_due(changes) else 0)
+        where = f"state IN {sql_list(states)}"
+        if batch is not None:
+            where += " AND batch = ?"
+            params.append(batch)
         with self._write() as conn:
             try:
-                return int(
-                    conn.execute(
-                        f"UPDATE jobs SET {', '.join(sets)} WHERE state IN {sql_list(states)}", params
-                    ).rowcount
-                )
+                return int(conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", params).rowcount)
             except self.integrity_error:
                 raise UniqueKeyTaken(None) from None
 
@@ -268,7 +275,7 @@ class SqlJobs:
             sets.append("ready = ?")
         where = "id = ?"
         if states:
-            assert all(state in STATES for state in states), states
+            assert all(state in _STORED_STATES for state in states), states
             where += f" AND state IN {sql_list(states)}"  # spelled out: see waiting_children
         if shape[3]:
             where += f" AND state = '{PROCESSING}' AND locked_by = ? AND attempts = ?"
@@ -279,14 +286,36 @@ class SqlJobs:
         return f"UPDATE jobs SET {', '.join(sets)} WHERE {where}"
 
     @_dialect_errors
-    def purge(self, states: list[str], finished_before: float | None = None, limit: int | None = None) -> int:
+    def purge(
+        self,
+        states: list[str],
+        finished_before: float | None = None,
+        limit: int | None = None,
+        batch: str | None = None,
+    ) -> int:
         where, params = self._purge_filter(states, finished_before)
+        if batch is not None:
+            where += " AND batch = ?"
+            params.append(batch)
         if limit is not None:
             where = f"id IN (SELECT id FROM jobs WHERE {where} LIMIT ?)"
             params.append(limit)
         with self._write() as conn:
             conn.execute(f"DELETE FROM job_deps WHERE child IN (SELECT id FROM jobs WHERE {where})", params)
             return conn.execute(f"DELETE FROM jobs WHERE {where}", params).rowcount
+
+    @_dialect_errors
+    def publish_staged(self, batch: str, now: float, limit: int) -> int:
+        with self._write() as conn:
+            return int(
+                conn.execute(
+                    f"UPDATE jobs SET state = '{PENDING}', updated_at = ?, "
+                    "ready = CASE WHEN run_at <= ? THEN 1 ELSE 0 END "
+                    f"WHERE {self.row_key} IN (SELECT {self.row_key} FROM jobs {self.hint('jobs_batch')} "
+                    f"WHERE state = '{STAGED}' AND batch = ? AND after_ids IS NULL AND on_failure_of IS NULL LIMIT ?)",
+                    (now, now, batch, limit),
+                ).rowcount
+            )
 
     @_dialect_errors
     def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
@@ -305,16 +334,24 @@ class SqlJobs:
     # --- jobs: reading ----------------------------------------------------------------------
 
     @_dialect_errors
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, staged: bool = False) -> Job | None:
         row = self._conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return row_job(row) if row else None
+        return row_job(row) if row and (staged or row[2] != STAGED) else None
 
     @_dialect_errors
     def list_jobs(
-        self, state: str | None = None, queue: str | None = None, limit: int = 50, before: float | None = None
+        self,
+        state: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+        batch: str | None = None,
     ) -> list[Job]:
-        clauses: list[str] = []
+        clauses: list[str] = [] if state else [f"state != '{STAGED}'"]
         params: list[Any] = []
+        if batch is not None:
+            clauses.append("batch = ?")
+            params.append(batch)
         if before is not None:
             clauses.append("created_at < ?")
             params.append(before)
@@ -375,7 +412,8 @@ class SqlJobs:
     def counts(self) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}
         for state, queue, count in self._conn.execute("SELECT state, queue, count(*) FROM jobs GROUP BY state, queue"):
-            result.setdefault(queue, {})[state] = count
+            if state != STAGED:
+                result.setdefault(queue, {})[state] = count
         return result
 
     @_dialect_errors

@@ -35,6 +35,7 @@ _TABLES = {
     ),
     "queues": _Table("name", ("name", "paused"), bools=("paused",)),
     "config": _Table("key", ("key", "value")),
+    "batches": _Table("id", ("id", "state", "created_at", "touched_at", "count")),
     "workers": _Table(
         "id",
         (

@@ -10,7 +10,7 @@ from typing import Any
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, is_due_at
 from queuectl.core.models import PROCESSING, Job
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     hook_state TEXT,
     hook_error TEXT,
     schedule TEXT,
+    batch TEXT,  -- the bulk enqueue that staged it (see lifecycle.batches)
     ready INTEGER NOT NULL DEFAULT 0  -- 1 once run_at has passed: only these are in the claim indexes
 );
 -- claim order (one queue, any queue): partial indexes of the due jobs only, so neither finished
@@ -73,6 +74,9 @@ CREATE INDEX IF NOT EXISTS jobs_updated ON jobs(state, updated_at);
 -- a unique key is taken only while its job is active: finished jobs leave the index
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON jobs(unique_key)
     WHERE unique_key IS NOT NULL AND state IN {sql_list(KEY_HOLDING)};
+-- the jobs of a bulk enqueue (enqueue --file), by batch and state: staging, publishing and
+-- sweeping a batch walk only its jobs in the state they change
+CREATE INDEX IF NOT EXISTS jobs_batch ON jobs(batch, state) WHERE batch IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_hook_due ON jobs(updated_at) WHERE hook_state = '{HOOK_DUE}';
 CREATE TABLE IF NOT EXISTS job_deps (
     child TEXT NOT NULL,
@@ -90,6 +94,13 @@ CREATE TABLE IF NOT EXISTS schedules (
     last_fire_at REAL,
     paused INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,  -- staging | committed: the commit point of a bulk enqueue
+    created_at REAL NOT NULL,
+    touched_at REAL NOT NULL,  -- the stager's last chunk: a batch untouched for long is abandoned
+    count INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0);
@@ -137,6 +148,7 @@ FIELD_COLUMNS = {
     "hook_state": "hook_state",
     "hook_error": "hook_error",
     "schedule": "schedule",
+    "batch": "batch",
 }
 JSON_FIELDS = ("env", "after")
 JOB_COLUMNS = ", ".join(FIELD_COLUMNS.values())
@@ -148,7 +160,8 @@ ADDED_COLUMNS = (
     "hook_state",
     "hook_error",
     "schedule",
-)  # schema 3: added to older files by _migrate
+    "batch",
+)  # schema 3 (batch: 7): added to older files by _migrate
 
 
 def needs_migration(conn: sqlite3.Connection) -> bool:
@@ -158,6 +171,9 @@ def needs_migration(conn: sqlite3.Connection) -> bool:
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a file of any earlier version up to date (inside the caller's write transaction)."""
     existing = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if existing and version < 7:  # schema 7: a staged job holds its unique key too
+        conn.execute("DROP INDEX IF EXISTS jobs_unique_active")
     for column in ADDED_COLUMNS if existing else ():
         if column not in existing:
             conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")

@@ -39,6 +39,8 @@ class SqliteStore(SqlJobs, SqlRegistry, Store):
     def classify_error(self, exc: Exception) -> Exception | None:
         return sqlite_error(self, exc)
 
+    row_key = "rowid"
+
     def hint(self, index: str) -> str:
         # the planner picks a worse index for a claim on some data shapes: name the partial one
         return f"INDEXED BY {index}"
