@@ -9,6 +9,7 @@ from __future__ import annotations
 import select
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -118,3 +119,33 @@ def test_a_lost_connection_is_an_outage_then_the_next_call_reconnects(pg_url: st
         assert store.counts() == {}
     finally:
         store.close()
+
+
+def test_two_parents_finishing_at_once_release_their_shared_child(pg_url: str) -> None:
+    # READ COMMITTED: each parent's transaction would see the other still processing and leave the
+    # child waiting for good; the settling parent's lock on the child orders them
+    from conftest import make_job
+
+    from queuectl.core import lifecycle
+    from queuectl.core.models import COMPLETED, PENDING, Lease, Outcome
+
+    first, second = PostgresStore(pg_url), PostgresStore(pg_url)
+    try:
+        lifecycle.enqueue(first, [make_job("a"), make_job("b"), make_job("c", after=["a", "b"])])
+        a, b = first.claim("w1", None, 1000.0, 60.0, limit=2)
+        done = Outcome(COMPLETED, 1001.0, exit_code=0)
+        finished: list[bool] = []
+        other = threading.Thread(
+            target=lambda: finished.append(lifecycle.finish(second, Lease(b.id, "w1", b.attempts), done))
+        )
+        with first.unit():  # a's outcome and its settling, not yet committed while b finishes
+            assert lifecycle.finish(first, Lease(a.id, "w1", a.attempts), done)
+            other.start()
+            other.join(timeout=0.5)
+        other.join(timeout=10)
+        assert finished == [True]
+        child = first.get("c")
+        assert child is not None and child.state == PENDING
+    finally:
+        first.close()
+        second.close()

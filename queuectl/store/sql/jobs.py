@@ -40,6 +40,7 @@ def _classify(store: Any, exc: Exception) -> Exception | None:
 _dialect_errors = translating_errors(_classify)  # the driver's errors as queuectl's, per dialect
 
 
+_PAUSED = "SELECT name FROM queues WHERE paused = 1"
 _CHILD_COLUMNS = ", ".join("c." + column for column in FIELD_COLUMNS.values())
 
 
@@ -59,6 +60,9 @@ class SqlJobs:
     # found, so two parents finishing together settle a shared child one after the other
     parent_lock = ""
     child_lock = ""
+    # True: a claim leaves paused queues out in its own statement (one round trip less on a server);
+    # False: it reads them first, which lets SQLite's planner use the plain partial index
+    paused_inline = False
     _inserting = False
 
     if TYPE_CHECKING:  # provided by the dialect
@@ -177,7 +181,7 @@ class SqlJobs:
             f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ?{self.skip_locked})",
             (now,),
         )
-        paused = [row[0] for row in conn.execute("SELECT name FROM queues WHERE paused = 1")]
+        paused = [] if self.paused_inline else [row[0] for row in conn.execute(_PAUSED)]
         for queue in queues if queues else [None]:
             if queue in paused or len(claimed) >= limit:
                 continue
@@ -189,6 +193,8 @@ class SqlJobs:
                 index = "jobs_ready_any"
             else:
                 where, params, index = " AND queue = ?", [queue], "jobs_ready_queue"
+            if self.paused_inline:
+                where += f" AND queue NOT IN ({_PAUSED})"
             rows = conn.execute(
                 f"UPDATE jobs SET state = '{PROCESSING}', locked_by = ?, lease_expires_at = ?, "
                 f"attempts = attempts + 1, started_at = ?, updated_at = ? "

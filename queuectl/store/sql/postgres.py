@@ -71,6 +71,7 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
     skip_locked = " FOR UPDATE SKIP LOCKED"
     parent_lock = " FOR SHARE"
     child_lock = " FOR UPDATE OF c"
+    paused_inline = True
 
     def __init__(self, url: str) -> None:
         import psycopg
@@ -209,7 +210,8 @@ def _with_timeouts(params: dict[str, Any]) -> dict[str, Any]:
     params.setdefault("tcp_user_timeout", str(PG_STATEMENT_TIMEOUT_MS))
     ours = (
         f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS} -c lock_timeout={PG_LOCK_TIMEOUT_MS} "
-        f"-c idle_in_transaction_session_timeout={PG_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+        f"-c idle_in_transaction_session_timeout={PG_IDLE_IN_TRANSACTION_TIMEOUT_MS} "
+        "-c jit=off"  # compiling a claim over a big table costs more than running it
     )
     params["options"] = f"{ours} {params['options']}" if params.get("options") else ours
     return params
