@@ -149,3 +149,17 @@ def test_two_parents_finishing_at_once_release_their_shared_child(pg_url: str) -
     finally:
         first.close()
         second.close()
+
+
+def test_a_slow_reading_of_the_servers_clock_does_not_move_it(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    try:
+        base = store.now()
+        wall, mono = time.time(), time.monotonic()
+        store.sample_clock(wall - 0.5, mono - 0.5, wall + 0.25)  # a 0.5 s round trip: +0.5 s
+        assert abs(store.now() - base - (time.time() - wall)) < 0.05  # kept the better reading
+        store._clock_at -= 60  # ...until it is old
+        store.sample_clock(wall - 0.5, mono - 0.5, wall + 0.25)
+        assert abs(store.now() - time.time() - 0.5) < 0.05
+    finally:
+        store.close()

@@ -6,8 +6,8 @@ primitive outside a unit is a transaction of its own, as on SQLite. What differs
 - claims lock the rows they take with ``FOR UPDATE SKIP LOCKED``: concurrent claimers never wait
   for each other and never get the same job;
 - the clock is the server's: each transaction's ``BEGIN`` also reads ``clock_timestamp()`` (in the
-  same round trip), and :meth:`PostgresStore.now` is the local clock corrected by the offset last
-  seen, so leases and due times do not depend on the hosts' clocks agreeing;
+  same round trip), and :meth:`PostgresStore.now` is the local clock corrected by the offset of
+  the best recent reading, so leases and due times do not depend on the hosts' clocks agreeing;
 - idle workers wake on ``LISTEN``/``NOTIFY`` (:mod:`queuectl.store.sql.pg_wake`);
 - a lost connection is an outage (:class:`StoreUnavailable`); the next call outside a transaction
   reconnects. Connect, statement and lock waits are short, so an outage shows within seconds.
@@ -21,6 +21,7 @@ import time
 from typing import Any, NoReturn
 
 from queuectl.core.defaults import (
+    PG_CLOCK_SAMPLE_S,
     PG_CONNECT_TIMEOUT_S,
     PG_IDLE_IN_TRANSACTION_TIMEOUT_MS,
     PG_LOCK_TIMEOUT_MS,
@@ -91,7 +92,9 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
         _warn_without_tls(self._params, self.safe_url)
         self._raw: Any = None
         self._depth = 0
-        self._offset = 0.0  # server clock - local clock, as last measured
+        self._offset = 0.0  # server clock - local clock, from the best recent reading
+        self._clock_rtt = float("inf")  # the round trip of that reading (its error is at most half)
+        self._clock_at = 0.0  # when it was taken (monotonic)
         self._update_sql: dict[tuple[Any, ...], str] = {}
         self._conn = PgConnection(self)
         self._joined: contextlib.nullcontext[Any] = contextlib.nullcontext(self._conn)
@@ -152,12 +155,25 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
     def _open(self) -> Any:
         import psycopg
 
-        started = time.time()
         raw = psycopg.connect(**self._params, autocommit=True)
+        wall, mono = time.time(), time.monotonic()
         row = raw.execute("SELECT extract(epoch from clock_timestamp())").fetchone()
         assert row is not None
-        self._offset = float(row[0]) - (started + time.time()) / 2
+        self.sample_clock(wall, mono, float(row[0]))
         return raw
+
+    def sample_clock(self, wall: float, mono: float, server: float) -> None:
+        """Take in one reading of the server's clock, asked at ``wall`` (``mono``) and answered now.
+
+        NTP's rule: the reading with the shortest round trip is the most exact (off by at most
+        half of it), so a slow answer on a busy machine does not move the clock; the best one is
+        kept until a shorter comes or :data:`PG_CLOCK_SAMPLE_S` has passed, so that a clock step
+        on either side is taken in within seconds.
+        """
+        rtt = time.monotonic() - mono
+        if rtt <= self._clock_rtt or mono - self._clock_at > PG_CLOCK_SAMPLE_S:
+            self._offset = server - (wall + rtt / 2)
+            self._clock_rtt, self._clock_at = rtt, mono
 
     def connection_params(self) -> dict[str, Any]:
         """The connection parameters (with the password): the waker opens a connection of its own."""
@@ -257,13 +273,13 @@ class _Transaction:
             raw = store._live()
             if raw.info.transaction_status:  # not idle: a failure left one open, start clean
                 raw.execute("ROLLBACK")
-            started = time.time()
+            wall, mono = time.time(), time.monotonic()
             cursor = raw.execute(_BEGIN)
             cursor.nextset()
             server = cursor.fetchone()[0]
         except Exception as exc:
             self._raise(exc)
-        store._offset = float(server) - (started + time.time()) / 2
+        store.sample_clock(wall, mono, float(server))
         store._depth = 1
         return store._conn
 
