@@ -30,7 +30,7 @@ class FlakyStore:
 
     def __getattr__(self, name: str) -> Any:
         target = getattr(self.store, name)
-        if not callable(target) or name == "now":  # the store's clock reads no database, on any backend
+        if not callable(target) or name == "now":  # the clock is no database call
             return target
 
         def call(*args: Any, **kwargs: Any) -> Any:

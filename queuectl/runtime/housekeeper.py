@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from typing import Callable, TypeVar
 
 from queuectl.core import lifecycle
 from queuectl.core.config import RuntimeConfig
@@ -24,6 +24,8 @@ from queuectl.core.models import Job
 from queuectl.runtime import hooks
 from queuectl.service import jobs, schedules
 from queuectl.store import Store
+
+T = TypeVar("T")
 
 
 class Housekeeper:
@@ -57,35 +59,46 @@ class Housekeeper:
         self.hook_results: list[tuple[str, str | None]] = []
 
     def tick(self, stopping: bool) -> bool:
-        """Do the chores that are due; returns True when jobs may have become claimable."""
+        """Do the chores that are due; returns True when jobs may have become claimable. Each
+        chore fails on its own: an error in one (logged) never skips the others."""
         mono = self.clock()
         config = self.config()
         woke = False
+        self._chore(self._write_hook_results)
+        if mono >= self.next_recovery:  # a stopping worker still watches for dead ones
+            self.next_recovery = mono + config.heartbeat
+            woke = bool(self._chore(lambda: lifecycle.recover_expired(self.store, config, self.wall()))) or woke
+            # without transactions: resume the follow-ups a crash between steps left
+            woke = bool(self._chore(lambda: lifecycle.repair(self.store, self.wall()))) or woke
+        if stopping:
+            return woke  # otherwise, a stopping worker only finishes what it started
+        if mono >= self.next_schedule_check:
+            self.next_schedule_check = mono + min(CHECK_EVERY_S, config.poll_interval)
+            woke = bool(self._chore(lambda: schedules.fire_due_schedules(self.store, self.wall()))) or woke
+        if mono >= self.next_hook_check and not self._hook_running():
+            self.next_hook_check = mono + min(CHECK_EVERY_S, config.poll_interval)
+            self._chore(lambda: self._start_hook(config))
+        if mono >= self.next_retention:
+            # one batch per pass, so heartbeats go on; a full batch means more: come back soon
+            deleted = self._chore(lambda: jobs.apply_retention(self.store, config, self.wall(), max_batches=1))
+            swept = self._chore(lambda: lifecycle.sweep_batches(self.store, self.wall()))
+            more = bool(swept) or (isinstance(deleted, int) and deleted >= jobs.RETENTION_BATCH)
+            self.next_retention = mono + (1.0 if more else RETENTION_EVERY_S)
+            if not self.store.transactional:
+                self._chore(self._resettle)
+        return woke
+
+    def _chore(self, chore: Callable[[], T]) -> T | None:
         try:
-            self._write_hook_results()
-            if mono >= self.next_recovery:  # a stopping worker still watches for dead ones
-                self.next_recovery = mono + config.heartbeat
-                woke = bool(lifecycle.recover_expired(self.store, config, self.wall())) or woke
-            if stopping:
-                return woke  # otherwise, a stopping worker only finishes what it started
-            if mono >= self.next_schedule_check:
-                self.next_schedule_check = mono + min(CHECK_EVERY_S, config.poll_interval)
-                woke = bool(schedules.fire_due_schedules(self.store, self.wall())) or woke
-            if mono >= self.next_hook_check and not self._hook_running():
-                self.next_hook_check = mono + min(CHECK_EVERY_S, config.poll_interval)
-                self._start_hook(config)
-            if mono >= self.next_retention:
-                # one batch per pass, so heartbeats go on; a full batch means more: come back soon
-                deleted = jobs.apply_retention(self.store, config, self.wall(), max_batches=1)
-                more = lifecycle.sweep_batches(self.store, self.wall()) or deleted >= jobs.RETENTION_BATCH
-                self.next_retention = mono + (1.0 if more else RETENTION_EVERY_S)
-                if not self.store.transactional:
-                    self.resettle_from = lifecycle.resettle_waiting(self.store, self.wall(), self.resettle_from)
+            return chore()
         except StoreCorrupt:
             raise  # fatal for the worker (exit 7), not a chore to try again
         except QueuectlError as exc:
             self.log(f"housekeeping skipped: {exc}")
-        return woke
+            return None
+
+    def _resettle(self) -> None:
+        self.resettle_from = lifecycle.resettle_waiting(self.store, self.wall(), self.resettle_from)
 
     def next_moment(self, stopping: bool) -> float:
         """The monotonic time :meth:`tick` has something to do next."""

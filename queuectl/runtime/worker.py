@@ -61,7 +61,8 @@ class WorkerOptions:
     queues: list[str] | None = None
     concurrency: int = 1
     burst: bool = False  # stop once nothing is eligible and nothing runs
-    worker_id: str = field(default_factory=lambda: f"w{os.getpid()}-{os.urandom(2).hex()}")
+    # PID 1 in every container: the random part alone must keep ids apart across hosts
+    worker_id: str = field(default_factory=lambda: f"w{os.getpid()}-{os.urandom(6).hex()}")
 
 
 def log(worker_id: str, message: str) -> None:
@@ -85,6 +86,8 @@ class Worker:
         self.fault = os.environ.get(FAULT_ENV, "")
         self.selector = selectors.DefaultSelector()
         self.last_ok_beat = time.monotonic()
+        self.store_down = False  # the last renewal failed: leases run out unless one succeeds
+        self.info: WorkerInfo | None = None  # the registry record, re-created if it was pruned
         self.want_claim = True
         self.idle_until = 0.0
         self.claim_cap: int | None = None  # fewer than concurrency while short of descriptors
@@ -95,7 +98,9 @@ class Worker:
         self.next_write_try = 0.0
         self.base_env = dict(os.environ)
         self.supervised = bool(os.environ.get("QUEUECTL_SUPERVISED"))
-        self.housekeeper = Housekeeper(store, lambda: self.config, self.base_env, lambda text: log(self.id, text))
+        self.housekeeper = Housekeeper(
+            store, lambda: self.config, self.base_env, lambda text: log(self.id, text), wall=store.now
+        )
         spare_orphans_while(self.housekeeper.busy)  # a hook's background children are not a job's
 
     # --- life cycle -------------------------------------------------------------------------
@@ -112,20 +117,19 @@ class Worker:
             self.selector.register(waker, selectors.EVENT_READ, "wake")
         now = self.store.now()
         prune_workers(self.store, seen_before=now - _FORGET_WORKERS_AFTER_S)
-        register_worker(
-            self.store,
-            WorkerInfo(
-                id=self.id,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                state="running",
-                started_at=now,
-                last_heartbeat=now,
-                queues=",".join(self.opts.queues or ["*"]),
-                concurrency=self.opts.concurrency,
-            ),
+        self.info = WorkerInfo(
+            id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            state="running",
+            started_at=now,
+            last_heartbeat=now,
+            queues=",".join(self.opts.queues or ["*"]),
+            concurrency=self.opts.concurrency,
         )
+        register_worker(self.store, self.info)
         log(self.id, f"started (queues: {','.join(self.opts.queues or ['*'])}, concurrency {self.opts.concurrency})")
+        self._warn_of_skew()
         next_beat = time.monotonic()
         try:
             while True:
@@ -379,6 +383,8 @@ class Worker:
             slot.kill_at = mono + self.config.kill_grace
 
     def _enforce_deadlines(self) -> None:
+        if self.store_down:
+            self._kill_if_leases_may_lapse()  # between failing heartbeats too
         mono = time.monotonic()
         shutdown_due = self.stopping and self.grace_deadline is not None and mono >= self.grace_deadline
         for slot in self.slots.values():
@@ -415,7 +421,20 @@ class Worker:
             return None  # not taken: it stays marked as changed, and a later heartbeat saves it
         return slot.run.output(only_if_changed=not slot.output_unsaved)
 
+    def _warn_of_skew(self) -> None:
+        """One line when this host's clock is off the store's by over a quarter of the lease:
+        leases are compared on the store's clock, but the operator should fix NTP."""
+        skew = self.store.now() - time.time()
+        if abs(skew) > self.config.lease / 4:
+            direction = "behind" if skew > 0 else "ahead of"
+            log(
+                self.id,
+                f"warning: this host's clock is {abs(skew):.1f}s {direction} the database's; using the database's",
+            )
+
     def _heartbeat(self) -> None:
+        """Renew the leases, then beat the registry, then reload the config: each step fails on
+        its own, so the lost leases a successful renewal reports are acted on whatever follows."""
         now, mono = self.store.now(), time.monotonic()
         carried = [slot for slot in self.slots.values() if slot.stop_reason != "lost"]
         beats = [(slot.lease, self._beat_output(slot)) for slot in carried]
@@ -423,20 +442,17 @@ class Worker:
         beats += [(lease, None) for lease, _ in self.unsent]
         try:
             lost = lifecycle.heartbeat(self.store, self.id, beats, now, self.config.lease)
-            state = "stopping" if self.stopping else "running"
-            if beat_worker(self.store, self.id, now, state, sorted(self.slots)):
-                self.request_stop("stop requested through the database")
-            self.config = load_config(self.store)
         except STORE_DOWN as exc:
             for held in with_output:
                 held.output_unsaved = True
             self._writes_refused(exc)
-            self._on_store_down(exc, mono)
+            self._on_store_down(exc)
             return
         for held in with_output:
             held.output_unsaved = False
         self._writes_accepted()
-        self.last_ok_beat = mono
+        self.last_ok_beat = mono  # the leases now run from the time they were written with
+        self.store_down = False
         for job_id in lost:
             slot = self.slots.get(job_id)
             if slot is not None and slot.stop_reason != "lost":
@@ -445,12 +461,30 @@ class Worker:
                 if slot.run is not None:
                     slot.run.signal(signal.SIGKILL)
             self.unsent = [(lease, out) for lease, out in self.unsent if lease.job_id != job_id]
+        try:
+            state = "stopping" if self.stopping else "running"
+            if beat_worker(self.store, self.id, now, state, sorted(self.slots), info=self.info):
+                self.request_stop("stop requested through the database")
+        except STORE_DOWN as exc:
+            log(self.id, f"cannot update the worker registry: {exc}")
+        try:
+            self.config = load_config(self.store)
+        except STORE_DOWN as exc:
+            log(self.id, f"cannot reload the config: {exc}")
 
-    def _on_store_down(self, exc: Exception, mono: float) -> None:
+    def _on_store_down(self, exc: Exception) -> None:
         """Keep jobs running through a short outage; kill them before their leases could lapse."""
-        silent_for = mono - self.last_ok_beat
+        log(self.id, f"heartbeat failed ({exc}); no contact for {time.monotonic() - self.last_ok_beat:.1f}s")
+        self.store_down = True
+        self._kill_if_leases_may_lapse()
+
+    def _kill_if_leases_may_lapse(self) -> None:
+        """Measured now (a failed call may have blocked for seconds) from the last renewal that
+        succeeded: once the leases may lapse within a margin, another host may take the jobs."""
+        if not self.slots:
+            return
+        silent_for = time.monotonic() - self.last_ok_beat
         margin = min(self.config.heartbeat, self.config.lease / 4)
-        log(self.id, f"heartbeat failed ({exc}); no contact for {silent_for:.1f}s")
         if silent_for >= self.config.lease - margin:
             for slot in self.slots.values():
                 if slot.stop_reason != "lost":

@@ -27,11 +27,16 @@ def register_worker(store: Store, info: WorkerInfo) -> None:
     store.registry_put("workers", info.id, asdict(info))
 
 
-def beat_worker(store: Store, worker_id: str, now: float, state: str, current_jobs: list[str]) -> bool:
-    """Record a worker's heartbeat and current jobs; returns True if it was asked to stop."""
-    store.registry_update(
-        "workers", {"last_heartbeat": now, "state": state, "current_jobs": current_jobs}, key=worker_id
-    )
+def beat_worker(
+    store: Store, worker_id: str, now: float, state: str, current_jobs: list[str], info: WorkerInfo | None = None
+) -> bool:
+    """Record a worker's heartbeat and current jobs; returns True if it was asked to stop.
+
+    A record pruned meanwhile (another host took this worker for dead) is created again from
+    ``info``, so the worker stays visible and can still be stopped through the database."""
+    changes = {"last_heartbeat": now, "state": state, "current_jobs": current_jobs}
+    if not store.registry_update("workers", changes, key=worker_id) and info is not None:
+        store.registry_put("workers", worker_id, {**asdict(info), **changes}, replace=False)
     records = store.registry_list("workers", key=worker_id)
     return bool(records and records[0]["stop_requested"])
 

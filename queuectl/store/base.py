@@ -68,14 +68,6 @@ class Store(abc.ABC):
     url: str
     transactional: bool = False  # True: a unit of work is one transaction
 
-    def now(self) -> float:
-        """The time to stamp and compare jobs with, in epoch seconds: this host's clock, except on
-        a server shared by many hosts that offers its own (PostgreSQL: the server's clock, as last
-        read at the start of a transaction), so that leases and due times do not depend on the
-        hosts' clocks agreeing. The runtime and the service read the time here; the primitives
-        still take their times from the caller, so that the rules and the tests own the clock."""
-        return time.time()
-
     def unit(self) -> AbstractContextManager[None]:
         """A unit of work: the primitives called inside it commit together (SQL: one
         ``BEGIN IMMEDIATE`` transaction, taking the write lock up front) or roll back together
@@ -260,6 +252,31 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def registry_delete(self, kind: str, key: str, expect: dict[str, Any] | None = None) -> int:
         """Delete the record under ``key`` if its fields equal ``expect``; returns 0 or 1."""
+
+    # --- the outbox and repairs (stores without transactions) ---------------------------------
+
+    def now(self) -> float:
+        """The queue's clock (epoch seconds): every host compares leases and due times by it.
+        A server store answers with the server's time as this host best knows it (MongoDB: its
+        ``localTime``; PostgreSQL: ``clock_timestamp()`` read with each ``BEGIN``). It reads no
+        database. The primitives still take their times from the caller, so that the rules and
+        the tests own the clock."""
+        return time.time()
+
+    def unsettled(self, before: float, limit: int = 100) -> list[tuple[str, str, float]]:
+        """``(id, state, mark)`` of finished jobs whose dependants may still need settling,
+        marked by their outcome's own write at ``mark <= before``. A transactional store
+        settles in the outcome's transaction and has none."""
+        return []
+
+    def mark_settled(self, job_id: str, mark: float) -> None:
+        """Clear the mark :meth:`unsettled` returned (only that one: a newer mark stays)."""
+
+    def repair(self, now: float) -> int:
+        """Finish or undo what a client that died mid-way left in the store's own bookkeeping
+        (MongoDB: bulk inserts committed but not published, or abandoned). Idempotent, safe to
+        run from every worker at once; returns how many things it dealt with."""
+        return 0
 
     # --- waking idle workers ----------------------------------------------------------------
 

@@ -10,7 +10,9 @@ The transitions (:mod:`.transitions`) work through the store's primitives (:clas
 a unit of work, insert, claim, a guarded update, get/find, children). On a SQL store a unit is
 one transaction, so a transition and all its follow-ups commit together. On MongoDB each
 primitive is one single-document atomic update; the follow-ups are idempotent and any worker
-repairs what a crash between them left (:func:`resettle_waiting`).
+repairs what a crash between them left: an outcome's write carries the marks of its follow-ups
+(outbox: its hook falls due, its dependants are marked to settle) and :func:`repair` resumes
+them; :func:`resettle_waiting` covers children inserted while their parent finished.
 
 The package: :mod:`.rules` (the state table and pure rules), :mod:`.settling` (dependants),
 :mod:`.transitions` (the changes of state), :mod:`.batches` (a bulk enqueue in bounded chunks);
@@ -45,7 +47,7 @@ from queuectl.core.lifecycle.rules import (
     start_state,
     success_outcome,
 )
-from queuectl.core.lifecycle.settling import resettle, resettle_waiting, settle
+from queuectl.core.lifecycle.settling import resettle, resettle_waiting, settle, settle_marked
 from queuectl.core.lifecycle.transitions import (
     LOCK_WAIT_NOTICED_S,
     cancel,
@@ -58,6 +60,7 @@ from queuectl.core.lifecycle.transitions import (
     finish_hook,
     heartbeat,
     recover_expired,
+    repair,
     retry_dead,
 )
 
@@ -92,11 +95,13 @@ __all__ = [
     "outcome_changes",
     "parents_of",
     "recover_expired",
+    "repair",
     "resettle",
     "resettle_waiting",
     "retry_dead",
     "retry_delay",
     "settle",
+    "settle_marked",
     "shutdown_outcome",
     "start_state",
     "success_outcome",

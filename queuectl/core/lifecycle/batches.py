@@ -169,7 +169,11 @@ def discard(store: Store, batch: str) -> None:
 def sweep(store: Store, now: float) -> bool:
     """The housekeeper's pass over bulk enqueues: finish publishing a committed batch whose
     publisher died, abandon a staging batch untouched for ``BATCH_ABANDONED_AFTER_S`` and delete
-    an abandoned one's rows. Bounded work (one chunk); returns True when more is left."""
+    an abandoned one's rows. Bounded work (one chunk); returns True when more is left. A store
+    without transactions stages its bulk inserts itself, in single-document steps, and sweeps
+    them in its own repair pass."""
+    if not store.transactional:
+        return False
     for record in store.registry_list("batches"):
         batch, state, quiet = record["id"], record["state"], now - record["touched_at"]
         if state == COMMITTED and quiet > BATCH_ABANDONED_AFTER_S / 4:

@@ -10,7 +10,7 @@ import itertools
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from queuectl.core.errors import Conflict, NotFound, UniqueKeyTaken
+from queuectl.core.errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable, UniqueKeyTaken
 from queuectl.core.lifecycle import batches
 from queuectl.core.lifecycle.rules import (
     CANCELLABLE,
@@ -25,7 +25,7 @@ from queuectl.core.lifecycle.rules import (
     parents_of,
     start_state,
 )
-from queuectl.core.lifecycle.settling import resettle, settle
+from queuectl.core.lifecycle.settling import SETTLE_GRACE_S, settle, settle_finished, settle_marked
 from queuectl.core.models import CANCELLED, DEAD, PENDING, WAITING, Job, Lease, Outcome
 
 if TYPE_CHECKING:
@@ -51,7 +51,8 @@ def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None, batch: 
     Parents may be earlier jobs of the same call. Conflict for a taken id or unique key.
     Returns how many were inserted, and wakes idle workers once, after the commit.
     """
-    waiting: list[str] = []
+    waiting_on: set[str] = set()  # the parents of the jobs that start waiting
+    known: dict[str, str] = {}  # parent states looked up already: one round trip per parent, not per child
     jobs = iter(jobs)
     chunked = batch if store.transactional else None  # the batch to stage the rest in, if long
 
@@ -59,11 +60,13 @@ def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None, batch: 
         for job in jobs:
             job.batch = batch
             if job.after or job.on_failure_of:
-                states: dict[str, str | None] = dict(store.job_states(parents_of(job)))
-                failure = (job.on_failure_of, states.get(job.on_failure_of)) if job.on_failure_of else None
-                job.state = start_state(job.id, {p: states.get(p) for p in job.after}, failure)
+                unknown = [parent for parent in parents_of(job) if parent not in known]
+                if unknown:
+                    known.update(store.job_states(unknown))
+                failure = (job.on_failure_of, known.get(job.on_failure_of)) if job.on_failure_of else None
+                job.state = start_state(job.id, {p: known.get(p) for p in job.after}, failure)
                 if job.state == WAITING:
-                    waiting.append(job.id)
+                    waiting_on.update(parents_of(job))
             yield job
 
     more: Job | None = None
@@ -73,9 +76,15 @@ def enqueue(store: Store, jobs: Iterable[Job], now: float | None = None, batch: 
             batches.begin(store, chunked)
     if chunked and more is not None:
         return count + batches.enqueue_staged(store, chunked, itertools.chain([more], jobs), now)
-    if waiting and not store.transactional:
-        now = time.time() if now is None else now
-        resettle(store, (job for job in map(store.get, waiting) if job and job.state == WAITING), now)
+    if waiting_on and not store.transactional:
+        # a parent may have finished while its children were being inserted: settle it again
+        now = store.now() if now is None else now
+        try:
+            for parent, state in store.job_states(sorted(waiting_on)).items():
+                if state in FINISHED:
+                    settle(store, parent, state, now)
+        except (StoreUnavailable, StoreReadOnly):
+            pass  # the jobs are in (committed): the repair pass resettles them later
     if count:
         store.notify()
     return count
@@ -97,7 +106,7 @@ def finish(store: Store, lease: Lease, outcome: Outcome, expired_before: float |
 def _finish_in(store: Store, lease: Lease, outcome: Outcome, expired_before: float | None) -> tuple[bool, int]:
     written = store.update_job(lease.job_id, outcome_changes(outcome), lease=lease, expired_before=expired_before)
     if written and outcome.state in FINISHED:
-        return True, settle(store, lease.job_id, outcome.state, outcome.at)
+        return True, settle_finished(store, lease.job_id, outcome.state, outcome.at)
     return written, 0
 
 
@@ -212,7 +221,7 @@ def cancel(store: Store, job_id: str, now: float) -> Job:
             raise Conflict(
                 f"job {job_id} already finished ({latest.state if latest else job.state}); nothing to cancel"
             )
-        released = settle(store, job_id, CANCELLED, now)
+        released = settle_finished(store, job_id, CANCELLED, now)
         cancelled = store.get(job_id)
     if released:
         store.notify()
@@ -272,3 +281,16 @@ def claim_hook(store: Store, now: float) -> Job | None:
 def finish_hook(store: Store, job_id: str, error: str | None, now: float) -> None:
     """Record a hook's result: done, or failed with ``error``. Never changes the job's state."""
     store.update_job(job_id, {"hook_state": HOOK_FAILED if error else HOOK_DONE, "hook_error": error})
+
+
+def repair(store: Store, now: float, grace: float = SETTLE_GRACE_S) -> int:
+    """Resume the follow-ups a crash or an outage between steps left (stores without
+    transactions): the store's own bookkeeping (bulk inserts), then the dependants of finished
+    jobs still marked. Idempotent, safe from every worker at once; returns how much it did."""
+    if store.transactional:
+        return 0
+    done = store.repair(now)
+    released = settle_marked(store, now, grace)
+    if released:
+        store.notify()
+    return done + released

@@ -1,11 +1,20 @@
-"""The mapping between a Job and its MongoDB document, and the fence every write matches."""
+"""The mapping between a Job and its MongoDB document, and the fence every write matches.
+
+Besides the job's own fields a document carries index fields kept in step by every write:
+``ready`` (only on a claimable job: true once its time has come; absent otherwise, so the
+claim indexes hold claimable jobs only), ``active_key`` (only while the job holds its unique
+key), ``settle_at`` (the outbox mark: a finished job whose dependants may still need settling)
+and ``_w`` (the token of the latest write, see :mod:`.writes`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from queuectl.core.lifecycle import KEY_HOLDING, is_due_at
+from queuectl.core.lifecycle import CLAIMABLE, KEY_HOLDING, is_due_at
 from queuectl.core.models import PROCESSING, Job, Lease
+
+INDEX_FIELDS = ("active_key", "ready", "settle_at", "_w", "staging_batch", "final_state")
 
 
 def fence(lease: Lease) -> dict[str, Any]:
@@ -13,25 +22,19 @@ def fence(lease: Lease) -> dict[str, Any]:
     return {"_id": lease.job_id, "state": PROCESSING, "locked_by": lease.worker_id, "attempts": lease.attempt}
 
 
-def supports_pipeline_updates(collection: Any) -> bool:
-    """Real pymongo collections take update pipelines; mongomock does not."""
-    return type(collection).__module__.startswith("pymongo")
-
-
 def job_doc(job: Job) -> dict[str, Any]:
-    """A job as stored: ``_id`` is its id; ``active_key`` and ``ready`` are derived index fields."""
+    """A job as stored: ``_id`` is its id, plus the derived index fields."""
     doc = job.to_dict()
     doc["_id"] = doc.pop("id")
     if job.unique_key is not None and job.state in KEY_HOLDING:
         doc["active_key"] = job.unique_key  # held while active: a unique sparse index enforces it
-    doc["ready"] = is_due_at(job.state, job.run_at, job.created_at)  # due already: claimable
+    if job.state in CLAIMABLE:
+        doc["ready"] = is_due_at(job.state, job.run_at, job.created_at)  # due already: claimable
     return doc
 
 
 def doc_job(doc: dict[str, Any]) -> Job:
     """The Job a stored document describes (index-only fields dropped)."""
-    data = dict(doc)
-    data.pop("active_key", None)
-    data.pop("ready", None)
+    data = {name: value for name, value in doc.items() if name not in INDEX_FIELDS}
     data["id"] = data.pop("_id")
     return Job.from_dict(data)

@@ -2,37 +2,54 @@
 
 pymongo is imported only here, so the SQLite path never pays for it. Tests drive this class with
 mongomock (``MongoStore(client)``), and a real server when ``QUEUECTL_TEST_MONGODB_URL`` is set.
+
+The parts: :mod:`.client` (connection options), :mod:`.writes` (lost replies resolved by
+reading), :mod:`.batches` (bulk inserts through a commit document), :mod:`.reads`,
+:mod:`.indexes`, :mod:`.clock` (the server's time), :mod:`.waker` (change streams),
+:mod:`.registry` (the small collections).
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from typing import Any, Iterable
+import time
+from typing import Any, Callable, Iterable
 
-from queuectl.core.defaults import MONGO_CONNECT_TIMEOUT_MS as CONNECT_TIMEOUT_MS
-from queuectl.core.defaults import MONGO_INSERT_BATCH as BATCH
-from queuectl.core.errors import DuplicateJobId, StoreUnavailable, UniqueKeyTaken
-from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, WhenHooked, is_due
-from queuectl.core.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STAGED, WAITING, Job, Lease
+from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
+from queuectl.core.lifecycle import CLAIMABLE, FINISHED, KEY_HOLDING, WhenHooked, is_due
+from queuectl.core.models import PENDING, PROCESSING, STAGED, Job, Lease
 from queuectl.store.base import Store, Waker
-from queuectl.store.mongo.docs import doc_job, fence, job_doc, supports_pipeline_updates
-from queuectl.store.mongo.errors import first_line
+from queuectl.store.mongo import writes
+from queuectl.store.mongo.batches import STAGING, MongoBatches
+from queuectl.store.mongo.clock import ServerClock
+from queuectl.store.mongo.docs import doc_job, fence, job_doc
 from queuectl.store.mongo.errors import translate_errors as _translate_errors
+from queuectl.store.mongo.indexes import JOB_INDEXES, OTHER_INDEXES, ensure_indexes
+from queuectl.store.mongo.reads import MongoReads
 from queuectl.store.mongo.registry import MongoRegistry
 
-STAGING = "enqueuing"  # a bulk insert's jobs stay invisible to claims until the whole file is in
+__all__ = ["STAGING", "MongoStore"]
+
+MAX_UNSETTLED = 100  # marked jobs one repair pass settles
 
 
-class MongoStore(MongoRegistry, Store):
-    """Jobs, schedules, config, queues and workers as collections of one database.
+class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
+    """Jobs, schedules, config, queues, workers and bulk-insert batches as collections of one database.
 
     No multi-document transactions: a unit of work groups nothing, and each primitive is one
-    atomic single-document update, except that a finished job's hook is marked due by a second
-    write right after its outcome (a crash between the two loses that hook: issue 12).
+    atomic single-document write. A state change carries the marks of its follow-ups in that
+    same write (outbox): a finished job's hook falls due in it, and ``settle_at`` marks its
+    dependants as still to settle until :meth:`mark_settled`; any worker's repair pass resumes
+    what a crash between steps left.
     """
 
-    def __init__(self, client: Any, db_name: str = "queuectl", url: str = "mongodb://") -> None:
+    def __init__(
+        self,
+        client: Any,
+        db_name: str = "queuectl",
+        url: str = "mongodb://",
+        host_clock: Callable[[], float] = time.time,
+        server_clock: Callable[[], float] | None = None,
+    ) -> None:
         from queuectl.store import redact_url
 
         self.url = url
@@ -40,125 +57,50 @@ class MongoStore(MongoRegistry, Store):
         self._client = client
         db = client[db_name]
         self._jobs = db["jobs"]
+        self._batches = db["batches"]
         self._config = db["config"]
         self._queues = db["queues"]
         self._workers = db["workers"]
         self._schedules = db["schedules"]
         self._staging_states: dict[str, str] = {}  # the jobs of an insert_jobs in progress
+        self._unresolved_claims: list[str] = []  # tokens of claims whose reply was lost
         self._collections = {
             "schedules": self._schedules,
             "queues": self._queues,
             "config": self._config,
             "workers": self._workers,
-            "batches": db["batches"],
+            # the staged-batch records of lifecycle.batches, which only a transactional store
+            # uses (this one stages bulk inserts itself, in "batches"): kept apart, and empty
+            "batches": db["staged_batches"],
         }
+        self._clock = ServerClock(client, host_clock, server_clock)
         self._ensure_indexes()
 
     @classmethod
     def connect(cls, url: str) -> MongoStore:
-        """Connect with short timeouts (a dead server is reported in seconds, not 30)."""
-        import sys
+        """Connect with the bounds :mod:`.client` explains (majority, short timeouts)."""
+        from queuectl.store.mongo.client import open_client
 
-        import pymongo
-        from pymongo.uri_parser import parse_uri
+        client, database = open_client(url)
+        return cls(client, database, url)
 
-        from queuectl.store import redact_url
+    def now(self) -> float:
+        return self._clock.now()
 
-        try:
-            parsed = parse_uri(url)
-        except Exception as exc:  # pymongo raises InvalidURI, ConfigurationError, ValueError
-            from queuectl.core.errors import InvalidInput
-
-            raise InvalidInput(f"invalid MongoDB URL {redact_url(url)}: {first_line(exc)}") from None
-        hosts = [host for host, _ in parsed.get("nodelist", [])]
-        tls = parsed.get("options", {}).get("tls") or url.startswith("mongodb+srv://")
-        if not tls and any(h not in ("localhost", "127.0.0.1", "::1") for h in hosts):
-            print(
-                f"queuectl: warning: MongoDB at {redact_url(url)} is reached without TLS; add tls=true to the URL",
-                file=sys.stderr,
-            )
-        client: Any = pymongo.MongoClient(
-            url,
-            serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS,
-            connectTimeoutMS=CONNECT_TIMEOUT_MS,
-            tz_aware=True,
-        )
-        try:
-            client.admin.command("ping")
-        except Exception as exc:
-            client.close()
-            raise StoreUnavailable(f"cannot reach MongoDB at {redact_url(url)}: {first_line(exc)}") from None
-        return cls(client, parsed.get("database") or "queuectl", url)
+    def _now(self) -> float:
+        return self._clock.now()
 
     @_translate_errors
     def _ensure_indexes(self) -> None:
-        # claims walk only due jobs (ready): delayed jobs and pending retries wait in "not_due"
-        ready = [("state", 1), ("ready", 1), ("queue", 1), ("priority", -1), ("created_at", 1)]
-        self._jobs.create_index(ready, name="claim_queue")
-        self._jobs.create_index([("state", 1), ("ready", 1), ("priority", -1), ("created_at", 1)], name="claim_any")
-        self._jobs.create_index([("ready", 1), ("run_at", 1)], name="not_due")
-        self._jobs.create_index([("state", 1), ("run_at", 1)], name="due")
-        self._jobs.create_index([("state", 1), ("lease_expires_at", 1)], name="lease")
-        self._jobs.create_index([("state", 1), ("created_at", -1)], name="by_state")
-        self._jobs.create_index([("queue", 1), ("created_at", -1)], name="by_queue")
-        self._jobs.create_index([("created_at", -1)], name="by_created")
-        self._jobs.create_index([("state", 1), ("finished_at", 1)], name="finished")
-        self._jobs.create_index([("state", 1), ("updated_at", -1)], name="updated")
-        self._jobs.create_index([("staging", 1)], name="staging", sparse=True)
-        self._jobs.create_index([("batch", 1), ("state", 1)], name="batch_state", sparse=True)
-        self._jobs.create_index([("active_key", 1)], name="unique_active", unique=True, sparse=True)
-        self._jobs.create_index([("after", 1)], name="after", sparse=True)
-        self._jobs.create_index([("on_failure_of", 1)], name="on_failure_of", sparse=True)
-        self._jobs.create_index([("hook_state", 1), ("updated_at", 1)], name="hooks", sparse=True)
-        self._schedules.create_index([("paused", 1), ("next_fire_at", 1)], name="due")
+        ensure_indexes(self._jobs, JOB_INDEXES)
+        for name, wanted in OTHER_INDEXES.items():
+            ensure_indexes(getattr(self, f"_{name}"), wanted)
 
     # --- jobs: writing ----------------------------------------------------------------------
 
     @_translate_errors
     def insert_jobs(self, jobs: Iterable[Job]) -> int:
-        import pymongo.errors as perr
-
-        token = os.urandom(8).hex()
-        buffer: list[dict[str, Any]] = []
-        count = 0
-        staged = False
-
-        def flush() -> None:
-            nonlocal staged
-            try:
-                self._jobs.insert_many(buffer, ordered=True)
-            except perr.BulkWriteError as exc:
-                details = (exc.details.get("writeErrors") or [{}])[0]  # [] on a write-concern error
-                if details.get("code") == 11000:
-                    raise self._insert_conflict(details.get("op", {})) from None
-                raise
-            staged = True
-            buffer.clear()
-
-        self._staging_states = staging = {}  # job_states, asked while the iterable runs, sees these
-        try:
-            for job in jobs:
-                staging[job.id] = job.state
-                doc = job_doc(job)
-                doc["final_state"], doc["state"], doc["staging"] = doc["state"], STAGING, token
-                buffer.append(doc)
-                count += 1
-                if len(buffer) >= BATCH:
-                    flush()
-            if buffer:
-                flush()
-            if count:
-                # every job becomes claimable at once; a staged job keeps its intended state
-                self._jobs.update_many(
-                    {"staging": token}, [{"$set": {"state": "$final_state"}}, {"$unset": ["staging", "final_state"]}]
-                ) if supports_pipeline_updates(self._jobs) else self._publish_slow(token)
-        except BaseException:
-            if staged or count:
-                self._jobs.delete_many({"staging": token})  # what is still staged: nothing half-visible
-            raise
-        finally:
-            self._staging_states = {}
-        return count
+        return self._stage_jobs(jobs)
 
     @_translate_errors
     def insert_job(self, job: Job) -> None:
@@ -167,7 +109,7 @@ class MongoStore(MongoRegistry, Store):
 
         doc = job_doc(job)
         try:
-            self._jobs.insert_one(doc)
+            writes.insert_one(self._jobs, doc)
         except perr.DuplicateKeyError:
             raise self._insert_conflict(doc) from None
 
@@ -177,51 +119,79 @@ class MongoStore(MongoRegistry, Store):
             return UniqueKeyTaken(doc["active_key"], (holder["_id"], holder["state"]) if holder else None)
         return DuplicateJobId(doc.get("_id", "?"))
 
-    def _publish_slow(self, token: str) -> None:
-        """For servers (or mongomock) without update pipelines: one update per distinct state."""
-        for state in self._jobs.distinct("final_state", {"staging": token}):
-            self._jobs.update_many(
-                {"staging": token, "final_state": state},
-                {"$set": {"state": state}, "$unset": {"staging": "", "final_state": ""}},
-            )
-
     @_translate_errors
     def claim(self, worker_id: str, queues: list[str] | None, now: float, lease: float, limit: int = 1) -> list[Job]:
-        from pymongo import ReturnDocument
-
+        """One job per ``find_one_and_update``, each kept the moment it is returned: a failure
+        after the first returns what was claimed (the next call meets the error again). A claim
+        whose reply was lost is looked up by its token, then or at this worker's next claim."""
+        claimed = self._adopt_lost_claims(worker_id, now, lease)
         self._jobs.update_many(  # the jobs whose time has come join the claimable ones
             {"ready": False, "run_at": {"$lte": now}, "state": {"$in": list(CLAIMABLE)}}, {"$set": {"ready": True}}
         )
         paused = {doc["_id"] for doc in self._queues.find({"paused": True}, {"_id": 1})}
-        claimed: list[Job] = []
         for queue in queues if queues else [None]:
             if queue in paused:
                 continue
-            query: dict[str, Any] = {"state": {"$in": list(CLAIMABLE)}, "ready": True, "run_at": {"$lte": now}}
+            query: dict[str, Any] = {"ready": True, "state": {"$in": list(CLAIMABLE)}, "run_at": {"$lte": now}}
             if queue is not None:
                 query["queue"] = queue
             elif paused:
                 query["queue"] = {"$nin": sorted(paused)}
             while len(claimed) < limit:
-                doc = self._jobs.find_one_and_update(
-                    query,
-                    {
-                        "$set": {
-                            "state": PROCESSING,
-                            "locked_by": worker_id,
-                            "lease_expires_at": now + lease,
-                            "started_at": now,
-                            "updated_at": now,
-                        },
-                        "$inc": {"attempts": 1},
-                    },
-                    sort=[("priority", -1), ("created_at", 1)],
-                    return_document=ReturnDocument.AFTER,
-                )
-                if doc is None:
+                try:
+                    job = self._claim_one(query, worker_id, now, lease)
+                except Exception:
+                    if claimed:
+                        return claimed
+                    raise
+                if job is None:
                     break
-                claimed.append(doc_job(doc))
+                claimed.append(job)
         return claimed
+
+    def _claim_one(self, query: dict[str, Any], worker_id: str, now: float, lease: float) -> Job | None:
+        from pymongo import ReturnDocument
+
+        token = writes.new_token()
+        held = {"state": PROCESSING, "locked_by": worker_id, "lease_expires_at": now + lease}
+        update = {
+            "$set": {**held, "started_at": now, "updated_at": now, writes.TOKEN: token},
+            "$unset": {"ready": ""},
+            "$inc": {"attempts": 1},
+        }
+        try:
+            doc = self._jobs.find_one_and_update(
+                query, update, sort=[("priority", -1), ("created_at", 1)], return_document=ReturnDocument.AFTER
+            )
+        except Exception as exc:
+            if not writes.is_uncertain(exc):
+                raise
+            self._unresolved_claims.append(token)
+            try:
+                doc = self._jobs.find_one({"state": PROCESSING, "locked_by": worker_id, writes.TOKEN: token})
+            except Exception:
+                raise exc from None
+            if doc is None:
+                raise
+            self._unresolved_claims.remove(token)
+        return doc_job(doc) if doc is not None else None
+
+    def _adopt_lost_claims(self, worker_id: str, now: float, lease: float) -> list[Job]:
+        """Jobs this worker claimed although the reply never came: taken now, their lease renewed."""
+        from pymongo import ReturnDocument
+
+        adopted: list[Job] = []
+        while self._unresolved_claims:
+            token = self._unresolved_claims[0]
+            doc = self._jobs.find_one_and_update(
+                {"state": PROCESSING, "locked_by": worker_id, writes.TOKEN: token},
+                {"$set": {"lease_expires_at": now + lease}},
+                return_document=ReturnDocument.AFTER,
+            )
+            self._unresolved_claims.pop(0)
+            if doc is not None:
+                adopted.append(doc_job(doc))
+        return adopted
 
     @_translate_errors
     def update_job(
@@ -246,22 +216,36 @@ class MongoStore(MongoRegistry, Store):
         plain = {name: value for name, value in changes.items() if not isinstance(value, WhenHooked)}
         hooked = {name: value.value for name, value in changes.items() if isinstance(value, WhenHooked)}
         update: dict[str, Any] = {"$set": plain}
+        unset: dict[str, str] = {}
         state = changes.get("state")
         if state is not None:
-            plain["ready"] = is_due(changes)
+            if state in CLAIMABLE:
+                plain["ready"] = is_due(changes)
+            else:
+                unset["ready"] = ""
+            if state in FINISHED:  # the outbox mark: its dependants are settled after this write
+                plain["settle_at"] = changes["updated_at"]
+            else:
+                unset["settle_at"] = ""
             if state not in KEY_HOLDING:
-                update["$unset"] = {"active_key": ""}
+                unset["active_key"] = ""
             elif lease is None and (states is None or any(s not in KEY_HOLDING for s in states)):
                 current = self._jobs.find_one({"_id": job_id}, {"unique_key": 1})  # the key is taken again
                 if current is not None and current.get("unique_key") is not None:
                     plain["active_key"] = current["unique_key"]
+        if unset:
+            update["$unset"] = unset
         try:
-            written = self._jobs.update_one(query, update).matched_count == 1
+            if not hooked:
+                return writes.update_one(self._jobs, query, update)
+            # the hook falls due in the same write as the outcome: one variant matches jobs
+            # without a hook, the other jobs with one (a job's hook never changes)
+            if writes.update_one(self._jobs, {**query, "on_finish": None}, update):
+                return True
+            with_hook = {**update, "$set": {**plain, **hooked}}
+            return writes.update_one(self._jobs, {**query, "on_finish": {"$ne": None}}, with_hook)
         except perr.DuplicateKeyError:
             raise UniqueKeyTaken(plain.get("active_key")) from None
-        if written and hooked:  # a second write: see the store's docstring for what repairs a gap
-            self._jobs.update_one({"_id": job_id, "on_finish": {"$ne": None}}, {"$set": hooked})
-        return written
 
     @_translate_errors
     def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...], batch: str | None = None) -> int:
@@ -287,11 +271,11 @@ class MongoStore(MongoRegistry, Store):
         if limit is not None:
             ids = [doc["_id"] for doc in self._jobs.find(query, {"_id": 1}).limit(limit)]
             query = {**query, "_id": {"$in": ids}}  # re-checked: a job retried meanwhile stays
-        return self._jobs.delete_many(query).deleted_count
+        return int(self._jobs.delete_many(query).deleted_count)
 
     @_translate_errors
     def publish_staged(self, batch: str, now: float, limit: int) -> int:
-        # (this store stages its own bulk inserts, see insert_jobs; the primitive is kept whole)
+        # (this store stages its own bulk inserts, see .batches; the primitive is kept whole)
         query: dict[str, Any] = {"state": STAGED, "batch": batch, "after.0": {"$exists": False}, "on_failure_of": None}
         ids = [doc["_id"] for doc in self._jobs.find(query, {"_id": 1}).limit(limit)]
         result = self._jobs.update_many(
@@ -301,179 +285,49 @@ class MongoStore(MongoRegistry, Store):
 
     @_translate_errors
     def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
-        return self._jobs.count_documents(self._purge_query(states, finished_before))
+        return int(self._jobs.count_documents(self._purge_query(states, finished_before)))
 
     @staticmethod
     def _purge_query(states: list[str], finished_before: float | None) -> dict[str, Any]:
-        query: dict[str, Any] = {"state": {"$in": states}}
+        query: dict[str, Any] = {"state": {"$in": states}, "settle_at": {"$exists": False}}
         if finished_before is not None:
             query["finished_at"] = {"$lt": finished_before}
         return query
 
-    # --- jobs: reading ----------------------------------------------------------------------
+    # --- the outbox and the repair pass -------------------------------------------------------
 
     @_translate_errors
-    def get(self, job_id: str, staged: bool = False) -> Job | None:
-        hidden = [STAGING] if staged else [STAGING, STAGED]
-        doc = self._jobs.find_one({"_id": job_id, "state": {"$nin": hidden}})
-        return doc_job(doc) if doc else None
+    def unsettled(self, before: float, limit: int = MAX_UNSETTLED) -> list[tuple[str, str, float]]:
+        cursor = self._jobs.find({"settle_at": {"$lte": before}}, {"state": 1, "settle_at": 1}).limit(limit)
+        return [(doc["_id"], doc["state"], doc["settle_at"]) for doc in cursor]
 
     @_translate_errors
-    def list_jobs(
-        self,
-        state: str | None = None,
-        queue: str | None = None,
-        limit: int = 50,
-        before: float | None = None,
-        batch: str | None = None,
-    ) -> list[Job]:
-        query: dict[str, Any] = {"state": {"$nin": [STAGING, STAGED]}}
-        if batch is not None:
-            query["batch"] = batch
-        if before is not None:
-            query["created_at"] = {"$lt": before}
-        if state:
-            query["state"] = state
-        if queue:
-            query["queue"] = queue
-        cursor = self._jobs.find(query).sort("created_at", -1).limit(limit)
-        return [doc_job(doc) for doc in cursor]
+    def mark_settled(self, job_id: str, mark: float) -> None:
+        self._jobs.update_one({"_id": job_id, "settle_at": mark}, {"$unset": {"settle_at": ""}})
 
     @_translate_errors
-    def job_states(self, job_ids: list[str]) -> dict[str, str]:
-        found = {job_id: self._staging_states[job_id] for job_id in job_ids if job_id in self._staging_states}
-        missing = [job_id for job_id in job_ids if job_id not in found]
-        if missing:
-            docs = self._jobs.find({"_id": {"$in": missing}}, {"state": 1, "final_state": 1})
-            found.update({doc["_id"]: doc.get("final_state") or doc["state"] for doc in docs})
-        return found
-
-    @_translate_errors
-    def waiting_children(self, parent_id: str) -> list[Job]:
-        docs = self._jobs.find({"state": WAITING, "$or": [{"after": parent_id}, {"on_failure_of": parent_id}]})
-        return [doc_job(doc) for doc in docs]
-
-    @_translate_errors
-    def expired(self, now: float, limit: int = 100) -> list[Job]:
-        cursor = self._jobs.find({"state": PROCESSING, "lease_expires_at": {"$lt": now}}).limit(limit)
-        return [doc_job(doc) for doc in cursor]
-
-    @_translate_errors
-    def hooks_due(self, limit: int = 1) -> list[Job]:
-        cursor = self._jobs.find({"hook_state": HOOK_DUE}).sort("updated_at", 1).limit(limit)
-        return [doc_job(doc) for doc in cursor]
-
-    @_translate_errors
-    def counts(self) -> dict[str, dict[str, int]]:
-        result: dict[str, dict[str, int]] = {}
-        pipeline = [{"$group": {"_id": {"state": "$state", "queue": "$queue"}, "n": {"$sum": 1}}}]
-        for row in self._jobs.aggregate(pipeline):
-            if row["_id"]["state"] not in (STAGING, STAGED):
-                result.setdefault(row["_id"]["queue"], {})[row["_id"]["state"]] = row["n"]
-        return result
-
-    @_translate_errors
-    def throughput(self, since: float, bucket: float = 60.0) -> dict[str, dict[int, int]]:
-        result: dict[str, dict[int, int]] = {"completed": {}, "failed": {}}
-        for name, states, field in (
-            ("completed", ["completed"], "finished_at"),
-            ("failed", [FAILED, DEAD], "updated_at"),
-        ):
-            for state in states:
-                cursor = self._jobs.find({"state": state, field: {"$gte": since}}, {field: 1, "_id": 0})
-                for doc in cursor:
-                    slot = int(doc[field] // bucket)
-                    result[name][slot] = result[name].get(slot, 0) + 1
-        return result
-
-    @_translate_errors
-    def recent_failures(self, limit: int = 5) -> list[Job]:
-        cursor = self._jobs.find({"state": {"$in": [FAILED, DEAD]}}).sort("updated_at", -1).limit(limit)
-        return [doc_job(doc) for doc in cursor]
-
-    @_translate_errors
-    def duration_totals(self) -> tuple[int, float]:
-        pipeline = [
-            {"$match": {"state": COMPLETED, "duration": {"$ne": None}}},
-            {"$group": {"_id": None, "n": {"$sum": 1}, "total": {"$sum": "$duration"}}},
-        ]
-        rows = list(self._jobs.aggregate(pipeline))
-        return (int(rows[0]["n"]), float(rows[0]["total"])) if rows else (0, 0.0)
-
-    @_translate_errors
-    def next_due(self, queues: list[str] | None) -> float | None:
-        query: dict[str, Any] = {"state": {"$in": list(CLAIMABLE)}}
-        if queues:
-            query["queue"] = {"$in": queues}
-        doc = self._jobs.find_one(query, {"run_at": 1}, sort=[("run_at", 1)])
-        return doc["run_at"] if doc else None
+    def repair(self, now: float) -> int:
+        """Publish committed bulk inserts and remove abandoned ones (:meth:`sweep_batches`)."""
+        return self.sweep_batches(now)
 
     # --- waking -----------------------------------------------------------------------------
 
     def waker(self, worker_id: str) -> Waker | None:
         """A change-stream watcher where the server offers one (replica sets); else None: poll."""
+        from queuectl.store.mongo.waker import ChangeStreamWaker, open_stream
+
         try:
-            stream = self._jobs.watch(
-                [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}],
-                max_await_time_ms=1000,
-            )
+            stream = open_stream(self._jobs)
         except Exception:
             return None
-        return _ChangeStreamWaker(stream)
+        return ChangeStreamWaker(lambda: open_stream(self._jobs), stream)
 
     def close(self) -> None:
         self._client.close()
 
     def explain_claim(self, queue: str | None, now: float) -> dict[str, Any]:
         """The server's query plan for a claim's search (used to prove index use)."""
-        query: dict[str, Any] = {"state": {"$in": list(CLAIMABLE)}, "ready": True, "run_at": {"$lte": now}}
+        query: dict[str, Any] = {"ready": True, "state": {"$in": list(CLAIMABLE)}, "run_at": {"$lte": now}}
         if queue:
             query["queue"] = queue
-        return self._jobs.find(query).sort([("priority", -1), ("created_at", 1)]).limit(1).explain()
-
-
-class _ChangeStreamWaker:
-    """A thread turns change-stream events into bytes on a pipe the worker can select on."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
-        self._closed = False
-        threading.Thread(target=self._pump, daemon=True, name="queuectl-change-stream").start()
-
-    def _pump(self) -> None:
-        try:
-            while not self._closed and self._stream.alive:
-                if self._stream.try_next() is not None:
-                    try:
-                        os.write(self._write, b"!")
-                    except BlockingIOError:
-                        pass
-        except Exception:
-            pass  # the worker falls back on its poll interval
-
-    def fileno(self) -> int:
-        return self._read
-
-    def drain(self) -> bytes:
-        received = b""
-        try:
-            while chunk := os.read(self._read, 4096):
-                received += chunk
-        except BlockingIOError:
-            pass
-        return received
-
-    def close(self) -> None:
-        self._closed = True
-        try:
-            self._stream.close()
-        except Exception:
-            pass
-        for fd in (self._read, self._write):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        return dict(self._jobs.find(query).sort([("priority", -1), ("created_at", 1)]).limit(1).explain())

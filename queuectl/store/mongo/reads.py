@@ -1,0 +1,126 @@
+"""The MongoDB store's reads: single jobs, listings, and the aggregates the dashboard refreshes.
+
+The aggregates read indexes only (a sort on the index's keys and a projection to them make the
+plan a covered index scan: no document is fetched), so a status or a scrape costs the size of an
+index, never a read of every job's output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE
+from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, STAGED, WAITING, Job
+from queuectl.store.mongo.batches import STAGING
+from queuectl.store.mongo.docs import doc_job
+from queuectl.store.mongo.errors import translate_errors as _translate_errors
+
+IN_CHUNK = 10_000  # ids per ``$in``: a request stays far below MongoDB's 16 MiB
+
+
+class MongoReads:
+    """Reading primitives; needs ``_jobs`` and ``_staging_states``."""
+
+    _jobs: Any
+    _staging_states: dict[str, str]
+
+    @_translate_errors
+    def get(self, job_id: str, staged: bool = False) -> Job | None:
+        hidden = [STAGING] if staged else [STAGING, STAGED]
+        doc = self._jobs.find_one({"_id": job_id, "state": {"$nin": hidden}})
+        return doc_job(doc) if doc else None
+
+    @_translate_errors
+    def list_jobs(
+        self,
+        state: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+        batch: str | None = None,
+    ) -> list[Job]:
+        query: dict[str, Any] = {"state": {"$nin": [STAGING, STAGED]}}
+        if batch is not None:
+            query["batch"] = batch
+        if before is not None:
+            query["created_at"] = {"$lt": before}
+        if state:
+            query["state"] = state
+        if queue:
+            query["queue"] = queue
+        cursor = self._jobs.find(query).sort("created_at", -1).limit(limit)
+        return [doc_job(doc) for doc in cursor]
+
+    @_translate_errors
+    def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        found = {job_id: self._staging_states[job_id] for job_id in job_ids if job_id in self._staging_states}
+        missing = [job_id for job_id in job_ids if job_id not in found]
+        for start in range(0, len(missing), IN_CHUNK):
+            docs = self._jobs.find({"_id": {"$in": missing[start : start + IN_CHUNK]}}, {"state": 1, "final_state": 1})
+            found.update({doc["_id"]: doc.get("final_state") or doc["state"] for doc in docs})
+        return found
+
+    @_translate_errors
+    def waiting_children(self, parent_id: str) -> list[Job]:
+        docs = self._jobs.find({"state": WAITING, "$or": [{"after": parent_id}, {"on_failure_of": parent_id}]})
+        return [doc_job(doc) for doc in docs]
+
+    @_translate_errors
+    def expired(self, now: float, limit: int = 100) -> list[Job]:
+        cursor = self._jobs.find({"state": PROCESSING, "lease_expires_at": {"$lt": now}}).limit(limit)
+        return [doc_job(doc) for doc in cursor]
+
+    @_translate_errors
+    def hooks_due(self, limit: int = 1) -> list[Job]:
+        cursor = self._jobs.find({"hook_state": HOOK_DUE}).sort("updated_at", 1).limit(limit)
+        return [doc_job(doc) for doc in cursor]
+
+    @_translate_errors
+    def counts(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        pipeline = [  # covered by the (state, queue) index: no document is read
+            {"$sort": {"state": 1, "queue": 1}},
+            {"$project": {"_id": 0, "state": 1, "queue": 1}},
+            {"$group": {"_id": {"state": "$state", "queue": "$queue"}, "n": {"$sum": 1}}},
+        ]
+        for row in self._jobs.aggregate(pipeline):
+            if row["_id"]["state"] not in (STAGING, STAGED):
+                result.setdefault(row["_id"]["queue"], {})[row["_id"]["state"]] = row["n"]
+        return result
+
+    @_translate_errors
+    def throughput(self, since: float, bucket: float = 60.0) -> dict[str, dict[int, int]]:
+        result: dict[str, dict[int, int]] = {"completed": {}, "failed": {}}
+        for name, states, field in (
+            ("completed", ["completed"], "finished_at"),
+            ("failed", [FAILED, DEAD], "updated_at"),
+        ):
+            for state in states:
+                cursor = self._jobs.find({"state": state, field: {"$gte": since}}, {field: 1, "_id": 0})
+                for doc in cursor:
+                    slot = int(doc[field] // bucket)
+                    result[name][slot] = result[name].get(slot, 0) + 1
+        return result
+
+    @_translate_errors
+    def recent_failures(self, limit: int = 5) -> list[Job]:
+        cursor = self._jobs.find({"state": {"$in": [FAILED, DEAD]}}).sort("updated_at", -1).limit(limit)
+        return [doc_job(doc) for doc in cursor]
+
+    @_translate_errors
+    def duration_totals(self) -> tuple[int, float]:
+        pipeline = [  # covered by the (state, duration) index
+            {"$match": {"state": COMPLETED, "duration": {"$ne": None}}},
+            {"$project": {"_id": 0, "duration": 1}},
+            {"$group": {"_id": None, "n": {"$sum": 1}, "total": {"$sum": "$duration"}}},
+        ]
+        rows = list(self._jobs.aggregate(pipeline))
+        return (int(rows[0]["n"]), float(rows[0]["total"])) if rows else (0, 0.0)
+
+    @_translate_errors
+    def next_due(self, queues: list[str] | None) -> float | None:
+        query: dict[str, Any] = {"state": {"$in": list(CLAIMABLE)}}
+        if queues:
+            query["queue"] = {"$in": queues}
+        doc = self._jobs.find_one(query, {"run_at": 1}, sort=[("run_at", 1)])
+        return doc["run_at"] if doc else None

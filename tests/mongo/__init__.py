@@ -1,0 +1,1 @@
+"""MongoDB under the failures a replica set has: fault injection over mongomock."""
