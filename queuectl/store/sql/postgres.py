@@ -6,8 +6,8 @@ primitive outside a unit is a transaction of its own, as on SQLite. What differs
 - claims lock the rows they take with ``FOR UPDATE SKIP LOCKED``: concurrent claimers never wait
   for each other and never get the same job;
 - the clock is the server's: each transaction's ``BEGIN`` also reads ``clock_timestamp()`` (in the
-  same round trip), and :meth:`PostgresStore.now` is the local clock corrected by the offset of
-  the best recent reading, so leases and due times do not depend on the hosts' clocks agreeing;
+  same round trip), and :meth:`PostgresStore.now` is this host's monotonic clock plus the offset
+  of the best recent reading, so leases and due times do not depend on the hosts' clocks agreeing;
 - idle workers wake on ``LISTEN``/``NOTIFY`` (:mod:`queuectl.store.sql.pg_wake`);
 - a lost connection is an outage (:class:`StoreUnavailable`); the next call outside a transaction
   reconnects. Connect, statement and lock waits are short, so an outage shows within seconds.
@@ -92,7 +92,7 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
         _warn_without_tls(self._params, self.safe_url)
         self._raw: Any = None
         self._depth = 0
-        self._offset = 0.0  # server clock - local clock, from the best recent reading
+        self._offset = 0.0  # server clock - this host's monotonic clock, from the best recent reading
         self._clock_rtt = float("inf")  # the round trip of that reading (its error is at most half)
         self._clock_at = 0.0  # when it was taken (monotonic)
         self._update_sql: dict[tuple[Any, ...], str] = {}
@@ -156,14 +156,17 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
         import psycopg
 
         raw = psycopg.connect(**self._params, autocommit=True)
-        wall, mono = time.time(), time.monotonic()
+        mono = time.monotonic()
         row = raw.execute("SELECT extract(epoch from clock_timestamp())").fetchone()
         assert row is not None
-        self.sample_clock(wall, mono, float(row[0]))
+        self.sample_clock(mono, float(row[0]))
         return raw
 
-    def sample_clock(self, wall: float, mono: float, server: float) -> None:
-        """Take in one reading of the server's clock, asked at ``wall`` (``mono``) and answered now.
+    def sample_clock(self, mono: float, server: float) -> None:
+        """Take in one reading of the server's clock, asked at ``mono`` (monotonic) and answered now.
+
+        The reading is anchored to this host's monotonic clock, never to its wall clock, so a
+        step of the host's clock (NTP, an operator) changes nothing here.
 
         NTP's rule: the reading with the shortest round trip is the most exact (off by at most
         half of it), so a slow answer on a busy machine does not move the clock; the best one is
@@ -172,7 +175,7 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
         """
         rtt = time.monotonic() - mono
         if rtt <= self._clock_rtt or mono - self._clock_at > PG_CLOCK_SAMPLE_S:
-            self._offset = server - (wall + rtt / 2)
+            self._offset = server - (mono + rtt / 2)
             self._clock_rtt, self._clock_at = rtt, mono
 
     def connection_params(self) -> dict[str, Any]:
@@ -180,7 +183,7 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
         return dict(self._params)
 
     def now(self) -> float:
-        return time.time() + self._offset
+        return time.monotonic() + self._offset
 
     def _write(self, conn: Any = None) -> contextlib.AbstractContextManager[Any]:
         """One transaction; inside a unit of work it joins that one."""
@@ -273,13 +276,13 @@ class _Transaction:
             raw = store._live()
             if raw.info.transaction_status:  # not idle: a failure left one open, start clean
                 raw.execute("ROLLBACK")
-            wall, mono = time.time(), time.monotonic()
+            mono = time.monotonic()
             cursor = raw.execute(_BEGIN)
             cursor.nextset()
             server = cursor.fetchone()[0]
         except Exception as exc:
             self._raise(exc)
-        store.sample_clock(wall, mono, float(server))
+        store.sample_clock(mono, float(server))
         store._depth = 1
         return store._conn
 
