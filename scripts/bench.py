@@ -6,6 +6,7 @@ Run it from the repository with the Python that has queuectl installed:
     python scripts/bench.py --quick           # tiny sizes, 1 run: a smoke test for CI (< 60 s)
     python scripts/bench.py --only drain,cli --runs 5 --json before.json
     python scripts/bench.py --mongodb-url mongodb://localhost:27017   # also figures 1-3 on MongoDB
+    python scripts/bench.py --db postgresql://user:pass@host/db   # also drain, pickup, bulk, scale on PostgreSQL
 
 The machine may be shared and noisy, so every figure is paired with a baseline measured in the
 same run (right before or after it) and the table shows the ratio (and difference) to that
@@ -70,6 +71,7 @@ from queuectl.core import lifecycle
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIOS = ("drain", "pickup", "cli", "idle", "bulk", "scale")
 MONGO_SCENARIOS = ("drain", "pickup", "cli")
+POSTGRES_SCENARIOS = ("drain", "pickup", "bulk", "scale")  # each test in its own schema, dropped after
 DRAIN_SHAPES = ((2, 1), (1, 2), (2, 4))  # (worker processes, concurrency each)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -397,6 +399,8 @@ class Bench:
         self.pycache = os.path.join(self.root, "pycache")
         self.results = Results()
         self.mongo_url: Optional[str] = args.mongodb_url or os.environ.get("QUEUECTL_BENCH_MONGODB_URL")
+        self.pg_url: Optional[str] = args.db or os.environ.get("QUEUECTL_BENCH_POSTGRES_URL")
+        self.pg_scale_url: Optional[str] = None
         self.scale_store: Optional[str] = None
         self.scale_build_seconds: Optional[float] = None
         self._counter = 0
@@ -410,6 +414,9 @@ class Bench:
         os.makedirs(os.path.join(folder, "xdg"))
         if backend == "sqlite":
             url = f"sqlite:///{os.path.join(folder, 'q.db')}"
+        elif backend == "postgres":
+            assert self.pg_url is not None
+            url = pg_schema_url(self.pg_url, f"qbench_{os.getpid()}_{self._counter}")
         else:
             assert self.mongo_url is not None
             url = mongo_url_with_db(self.mongo_url, f"qbench_{os.getpid()}_{self._counter}")
@@ -428,6 +435,8 @@ class Bench:
         finally:
             if backend == "mongodb":
                 drop_mongo_db(queue.url)
+            if backend == "postgres":
+                drop_pg_schema(queue.url)
             shutil.rmtree(queue.dir, ignore_errors=True)
 
 
@@ -448,6 +457,36 @@ def queuectl_python(command: list[str]) -> str:
                 if os.path.isfile(interpreter):
                     return interpreter
     return sys.executable
+
+
+def pg_schema_url(url: str, schema: str) -> str:
+    """A URL on a new schema of the server's database (created here, dropped by drop_pg_schema)."""
+    from urllib.parse import quote
+
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{url}{'&' if '?' in url else '?'}options={quote(f'-csearch_path={schema}')}"
+
+
+def analyze_pg(url: str) -> None:
+    """Statistics for a freshly filled store, as autovacuum gathers them within a minute on a server."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
+def drop_pg_schema(url: str) -> None:
+    from urllib.parse import unquote
+
+    import psycopg
+
+    base, _, options = url.rpartition("?options=")
+    schema = unquote(options).partition("=")[2]
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def mongo_url_with_db(url: str, db_name: str) -> str:
@@ -570,7 +609,7 @@ def wait_for_stamp(path: str, timeout: float = 30.0) -> float:
 
 
 def prefix(backend: str) -> str:
-    return "" if backend == "sqlite" else "mongodb "
+    return "" if backend == "sqlite" else f"{backend} "
 
 
 def warm_up(bench: Bench) -> None:
@@ -820,6 +859,18 @@ def scenario_bulk(bench: Bench, backend: str, run: int) -> None:
 
     res = bench.results
     n = bench.sizes.bulk_lines
+    if backend == "postgres":  # beside SQLite's figure of the same run
+        lines = os.path.join(bench.root, f"bulk-{n}.txt")
+        if not os.path.exists(lines):
+            write_lines(lines, n, lambda i: f"echo {i}")
+        sqlite_rate = res.define("sqlite.bulk.jobs_per_s", f"enqueue --file, {n} lines", "jobs/s")
+        pg_rate = res.define("postgres.bulk.jobs_per_s", f"postgres enqueue --file, {n} lines", "jobs/s", sqlite_rate)
+        with bench.queue(backend, "bulk") as queue:
+            ran = run_isolated(bench.python, bench.q("enqueue", "--file", lines), queue.env, queue.dir)
+            ran.check("enqueue --file")
+            queue.expect_all("pending", n, "bulk enqueue on postgres")
+            res.add(pg_rate, run, n / ran.wall)
+        return
     floor = res.define("raw.rusage_floor", "peak RSS floor of the measuring wrapper (true)", "MB")
     raw_rate = res.define("raw.bulk.jobs_per_s", f"sqlite3 executemany, same schema, {n} rows", "jobs/s")
     raw_rss = res.define("raw.bulk.rss", "sqlite3 executemany peak RSS", "MB")
@@ -850,12 +901,14 @@ def scenario_bulk(bench: Bench, backend: str, run: int) -> None:
 
 
 def fill_store(path: str, completed: int, pending: int) -> None:
-    """Insert jobs straight through SqliteStore.enqueue_many: fast, and the real schema."""
+    """Insert jobs straight through the store's bulk insert: fast, and the real schema.
+
+    ``path``: a SQLite file, or a store URL."""
     from queuectl.core.models import COMPLETED, Job
-    from queuectl.store.sql.sqlite import SqliteStore
+    from queuectl.store import open_store
 
     rng = random.Random(42)
-    store = SqliteStore(path)
+    store = open_store(path if "://" in path else f"sqlite:///{path}")
     start = time.time() - 30 * 86400
     try:
 
@@ -918,11 +971,11 @@ def big_store(bench: Bench) -> str:
 
 
 def claim_finish_ms(path: str, claims: int) -> float:
-    """Mean ms of one SqliteStore.claim + finish, as a worker does them, in this process."""
+    """Mean ms of one claim + finish, as a worker does them, in this process (a file or a URL)."""
     from queuectl.core.models import COMPLETED, Lease, Outcome
-    from queuectl.store.sql.sqlite import SqliteStore
+    from queuectl.store import open_store
 
-    store = SqliteStore(path)
+    store = open_store(path if "://" in path else f"sqlite:///{path}")
     try:
         start = time.perf_counter()
         for _ in range(claims):
@@ -938,7 +991,39 @@ def claim_finish_ms(path: str, claims: int) -> float:
         store.close()
 
 
+def scenario_scale_postgres(bench: Bench, run: int) -> None:
+    """claim+finish on PostgreSQL: a schema with --scale-jobs completed jobs against an empty one."""
+    res = bench.results
+    n = bench.sizes.scale_jobs
+    small_claim = res.define("postgres.scale.empty.claim", "postgres claim+finish, pending jobs only", "ms")
+    claim = res.define(
+        "postgres.scale.claim",
+        f"postgres claim+finish, {n} jobs in store",
+        "ms",
+        baseline=small_claim,
+        target=Target("ratio", 1.5, "<= 1.5 x empty store"),
+    )
+    if bench.pg_scale_url is None:
+        assert bench.pg_url is not None
+        bench.pg_scale_url = pg_schema_url(bench.pg_url, f"qbench_{os.getpid()}_scale")
+        print(f"building the postgres scale store: {n} completed jobs ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        fill_store(bench.pg_scale_url, n, scale_pending(bench))
+        analyze_pg(bench.pg_scale_url)
+        print(f"  built in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
+    with bench.queue("postgres", "scale-small") as small_queue:
+        fill_store(small_queue.url, 0, scale_pending(bench))
+        analyze_pg(small_queue.url)
+        chunk = max(1, bench.sizes.scale_claims // 4)
+        for _ in range(bench.sizes.scale_claims // chunk):  # alternate, so noise hits both alike
+            res.add(small_claim, run, claim_finish_ms(small_queue.url, chunk))
+            res.add(claim, run, claim_finish_ms(bench.pg_scale_url, chunk))
+
+
 def scenario_scale(bench: Bench, backend: str, run: int) -> None:
+    if backend == "postgres":
+        scenario_scale_postgres(bench, run)
+        return
     res = bench.results
     n = bench.sizes.scale_jobs
     big = big_store(bench)
@@ -1096,6 +1181,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         metavar="URL",
         help="also run drain, pickup, cli on MongoDB (or set QUEUECTL_BENCH_MONGODB_URL)",
     )
+    parser.add_argument(
+        "--db",
+        default=None,
+        metavar="URL",
+        help="a PostgreSQL URL: also run drain, pickup, bulk, scale there (or set QUEUECTL_BENCH_POSTGRES_URL)",
+    )
     args = parser.parse_args(argv)
     if args.runs is None:
         args.runs = 1 if args.quick else 3
@@ -1113,6 +1204,8 @@ def plan(bench: Bench) -> list[tuple[str, str]]:
     tasks = [(name, "sqlite") for name in bench.args.scenarios]
     if bench.mongo_url:
         tasks += [(name, "mongodb") for name in bench.args.scenarios if name in MONGO_SCENARIOS]
+    if bench.pg_url:
+        tasks += [(name, "postgres") for name in bench.args.scenarios if name in POSTGRES_SCENARIOS]
     return tasks
 
 
@@ -1170,6 +1263,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         PROCS.stop_all()
+        if bench.pg_scale_url:
+            drop_pg_schema(bench.pg_scale_url)
         shutil.rmtree(bench.root, ignore_errors=True)
     print()
     rows = print_table(bench)

@@ -12,6 +12,7 @@ prints figures. Exit status: 0 if every invariant held, 1 if one failed, 2 on a 
     python scripts/stress.py                      # 20,000 jobs, 8 workers x 4, a kill every 3 s
     python scripts/stress.py --quick              # 2,000 jobs, 4 x 2, a kill every second
     python scripts/stress.py --jobs 300 --workers 3 --concurrency 2 --kill-every 1 --seed 7
+    python scripts/stress.py --db postgresql://user:pass@host/db   # a shared server (an empty queue)
 
 Every process it starts runs in its own session and is killed on the way out (Ctrl-C too).
 """
@@ -79,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--timeout", type=float, default=None, help="give up after this many seconds (default: 120 + jobs / 20)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--db", default=None, help="the queue's URL, e.g. postgresql://... (its queue must be empty; default: SQLite)"
+    )
     args = parser.parse_args(argv)
     quick = {"jobs": 2000, "workers": 4, "concurrency": 2, "kill_every": 1.0}
     full = {"jobs": 20000, "workers": 8, "concurrency": 4, "kill_every": 3.0}
@@ -120,7 +124,8 @@ class Stress:
         self.ledger_path = self.root / "ledger"
         self.log_path = self.root / "supervisor.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUECTL_")}
-        self.env.update(QUEUECTL_DB=f"sqlite:///{self.db}", XDG_DATA_HOME=str(self.root))
+        self.url = args.db or f"sqlite:///{self.db}"
+        self.env.update(QUEUECTL_DB=self.url, XDG_DATA_HOME=str(self.root))
         self.marker = f"XDG_DATA_HOME={self.root}"
         self.sup: subprocess.Popen[bytes] | None = None
         self.revoked: dict[int, float] = {}
@@ -134,9 +139,11 @@ class Stress:
 
     def prepare(self) -> None:
         from queuectl.service import jobs as service
-        from queuectl.store.sql.sqlite import SqliteStore
+        from queuectl.store import open_store, redact_url
 
-        self.store = SqliteStore(str(self.db))
+        self.store = open_store(self.url)
+        if self.store.counts():
+            raise SystemExit(f"stress: the queue at {redact_url(self.url)} is not empty: use an empty one")
         for key, value in (
             ("heartbeat", self.args.heartbeat),
             ("lease", self.args.lease),
@@ -157,7 +164,10 @@ class Stress:
         )
         started = time.monotonic()
         count = len(service.enqueue(self.store, specs))
-        self.say(f"enqueued {count} jobs in {time.monotonic() - started:.1f}s into {self.db}")
+        from queuectl.store import redact_url
+
+        where = redact_url(self.url)
+        self.say(f"enqueued {count} jobs in {time.monotonic() - started:.1f}s into {where}")
 
     def start(self) -> None:
         cmd = [

@@ -1,8 +1,10 @@
 """Fixtures shared by every test: a ``store`` on each backend, and ``make_job``.
 
-``store`` is parametrised over ``sqlite`` (a file in ``tmp_path``), ``mongomock`` (in memory) and
-``mongodb`` (a real server, only when ``QUEUECTL_TEST_MONGODB_URL`` is set: each test gets its own
-database, dropped afterwards; otherwise the test is skipped, visibly in ``-ra`` output).
+``store`` is parametrised over ``sqlite`` (a file in ``tmp_path``), ``postgres`` (a real server
+named by ``QUEUECTL_TEST_POSTGRES_URL``, each test on a schema of its own: see tests/pgserver.py; without
+the URL the test skips, except in CI where it fails), ``mongomock`` (in memory) and ``mongodb`` (a
+real server, only when ``QUEUECTL_TEST_MONGODB_URL`` is set: each test gets its own database,
+dropped afterwards; otherwise the test is skipped, visibly in ``-ra`` output).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from queuectl.core.models import Job
 from queuectl.store.base import Store
 
 MONGODB_URL_ENV = "QUEUECTL_TEST_MONGODB_URL"
-STORE_BACKENDS = ("sqlite", "mongomock", "mongodb")
+STORE_BACKENDS = ("sqlite", "postgres", "mongomock", "mongodb")
 T0 = 1000.0  # the default enqueue time of make_job; tests pass every time explicitly
 
 
@@ -55,6 +57,15 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
         sqlite_store = SqliteStore(str(tmp_path / "queue.db"))
         yield sqlite_store
         sqlite_store.close()
+    elif backend == "postgres":
+        from pgserver import fresh_schema, postgres_url
+
+        from queuectl.store.sql.postgres import PostgresStore
+
+        with fresh_schema(postgres_url()) as pg_url:
+            pg_store = PostgresStore(pg_url)
+            yield pg_store
+            pg_store.close()
     elif backend == "mongomock":
         mongomock = pytest.importorskip("mongomock")
         from queuectl.store.mongo.store import MongoStore

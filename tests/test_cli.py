@@ -935,14 +935,14 @@ def test_mongodb_without_tls_warns_in_one_line(mongo_unreachable: dict[str, _Bac
 
 
 def test_unsupported_db_url_exits_2(run: Cli, tmp_path: Path) -> None:
-    postgres, postgres_write, empty_path, no_scheme = run.many(
-        ("--db", "postgres://x", "status"),
-        ("--db", "postgres://x", "enqueue", "true"),
+    mysql, mysql_write, empty_path, no_scheme = run.many(
+        ("--db", "mysql://x", "status"),
+        ("--db", "mysql://x", "enqueue", "true"),
         ("--db", "sqlite:///", "status"),
         ("--db", "queue.db", "status"),
     )
-    fails(postgres, EXIT_USAGE, "unsupported database URL scheme 'postgres'", "sqlite:///")
-    fails(postgres_write, EXIT_USAGE, "'postgres'")
+    fails(mysql, EXIT_USAGE, "unsupported database URL scheme 'mysql'", "sqlite:///")
+    fails(mysql_write, EXIT_USAGE, "'mysql'")
     fails(empty_path, EXIT_USAGE, "sqlite URL without a file")
     fails(no_scheme, EXIT_USAGE, "unsupported database URL")
     assert sorted(os.listdir(tmp_path)) == []

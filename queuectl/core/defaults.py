@@ -38,3 +38,11 @@ THROUGHPUT_BUCKETS = 15  # over the last 15 minutes
 FAILURES_SHOWN = 5  # recent failures listed
 MAX_JOB_LOOKUPS = 64  # store.get calls per refresh for the workers' current jobs, at most
 HISTORY_WINDOW_S = 60.0  # counts are compared with the snapshot from about a minute ago
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+PG_CONNECT_TIMEOUT_S = 5  # a dead PostgreSQL server is reported in seconds
+PG_STATEMENT_TIMEOUT_MS = 15_000  # no statement runs longer (the bulk paths write in chunks)
+PG_LOCK_TIMEOUT_MS = 5_000  # a row lock waited for longer than this is an outage, retried later
+PG_IDLE_IN_TRANSACTION_TIMEOUT_MS = 15_000  # a client cut off mid-transaction frees its locks this soon
+PG_CLOCK_SAMPLE_S = 10.0  # the server's clock offset is re-read at least this often (a clock step)
+PG_LISTEN_RETRY_S = 1.0  # a worker's LISTEN connection, once lost, is reopened this often

@@ -39,7 +39,7 @@ class Housekeeper:
         base_env: dict[str, str],
         log: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
+        wall: Callable[[], float] | None = None,  # default: the store's clock
         run_hook: Callable[[Job, RuntimeConfig, dict[str, str]], str | None] = hooks.run_hook,
     ) -> None:
         self.store = store
@@ -47,7 +47,7 @@ class Housekeeper:
         self.base_env = base_env
         self.log = log
         self.clock = clock
-        self.wall = wall
+        self.wall = wall or store.now
         self.run_hook = run_hook
         start = clock()
         self.next_schedule_check = start

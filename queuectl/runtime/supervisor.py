@@ -270,7 +270,7 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 from queuectl.service import workers as registry
 
-                registry.beat_worker(self._store, row.id, time.time(), "stopped", [])
+                registry.beat_worker(self._store, row.id, self._store.now(), "stopped", [])
 
     def _mark_dead(self, pid: int) -> None:
         """A worker died without saying so (SIGKILL, a crash): mark its registry row dead now,

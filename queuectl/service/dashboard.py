@@ -113,7 +113,7 @@ def last_line(text: str | None) -> str:
 def collect(store: Store, now: float | None = None) -> Snapshot:
     """Read one snapshot. Raises the store's errors (StoreUnavailable...) unchanged."""
     started = time.perf_counter()
-    now = time.time() if now is None else now
+    now = store.now() if now is None else now
     queues = store.counts()
     states = observe.state_totals(queues)
 

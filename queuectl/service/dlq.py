@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 from queuectl.core import lifecycle
@@ -17,14 +16,14 @@ def list_dead(store: Store, limit: int = 50) -> list[Job]:
 
 def retry(store: Store, job_id: str | None) -> int:
     """Put one dead job (None: every one) back to pending with attempts reset; returns how many."""
-    return lifecycle.retry_dead(store, job_id, time.time())
+    return lifecycle.retry_dead(store, job_id, store.now())
 
 
 def count_dead(store: Store) -> int:
     """How many jobs the DLQ holds."""
-    return purge(store, [DEAD], None, time.time(), dry_run=True)
+    return purge(store, [DEAD], None, store.now(), dry_run=True)
 
 
 def purge_dead(store: Store, progress: Callable[[int], None] | None = None) -> int:
     """Delete every job in the DLQ (in batches; ``progress`` is told how many went so far)."""
-    return purge(store, [DEAD], None, time.time(), progress=progress)
+    return purge(store, [DEAD], None, store.now(), progress=progress)

@@ -26,18 +26,19 @@ PROGRESS_EVERY = 1000  # lines between two reports to a progress bar
 class _Clock:
     """Strictly increasing timestamps, so that jobs enqueued together keep their order (FIFO)."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Store) -> None:
         self._last = 0.0
+        self._now = store.now
 
     def __call__(self) -> float:
-        self._last = max(time.time(), self._last + 1e-6)
+        self._last = max(self._now(), self._last + 1e-6)
         return self._last
 
 
 def enqueue(store: Store, specs: Iterable[dict[str, Any]]) -> list[str]:
     """Validate and insert jobs, all or nothing; returns their ids in order."""
     config = load_config(store)
-    clock = _Clock()
+    clock = _Clock(store)
     ids: list[str] = []
 
     def jobs() -> Iterator[Job]:
@@ -65,7 +66,7 @@ def enqueue_lines(
     long for one short transaction is staged. ``progress`` is told each line number read, now and then.
     """
     config = load_config(store)
-    clock = _Clock()
+    clock = _Clock(store)
     current = [0]  # the line of the job being inserted: a parent refused names it
     first_seen: dict[str, int] = {}  # the line of each id given in the file (a duplicate names both)
     repeated: dict[str, int] = {}
@@ -178,7 +179,7 @@ def list_jobs(
 
 def cancel(store: Store, job_id: str) -> Job:
     """Cancel a job: a waiting one never runs; a running one is killed within a heartbeat."""
-    return lifecycle.cancel(store, job_id, time.time())
+    return lifecycle.cancel(store, job_id, store.now())
 
 
 # --- retention ----------------------------------------------------------------------------------

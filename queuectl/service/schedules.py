@@ -84,6 +84,10 @@ def due_schedules(store: Store, now: float) -> list[Schedule]:
     return [s for s in list_schedules(store) if not s.paused and s.next_fire_at <= now]
 
 
+class _SlotTaken(Exception):
+    """Another worker fired this slot first: this fire's unit of work is rolled back."""
+
+
 def fire_schedule(store: Store, name: str, slot: float, next_fire_at: float, job: Job) -> bool:
     """Enqueue ``job`` for the fire slot ``slot`` (the schedule's current next_fire_at) and move
     the schedule on to ``next_fire_at``.
@@ -91,20 +95,30 @@ def fire_schedule(store: Store, name: str, slot: float, next_fire_at: float, job
     Of any number of workers firing the same slot, exactly one enqueues the job: the job id is
     derived from the slot, so a second insert is refused. The insert comes before the move, so
     a crash in between (MongoDB: no transaction) leaves the slot due and the next worker's insert
-    of the same id is refused: no fire is lost or doubled. On SQL both are one transaction.
+    of the same id is refused: no fire is lost or doubled. On SQL both are one transaction, and a
+    fire that loses the move (PostgreSQL: another worker moved the slot on while this one inserted)
+    takes its insert back.
     """
-    with store.unit():
-        due = store.registry_list("schedules", key=name)
-        if not due or due[0]["next_fire_at"] != slot or due[0]["paused"]:
-            return False
-        try:
-            store.insert_job(job)
-            inserted = True
-        except Conflict:
-            inserted = False  # the slot's job exists already, or its unique key is still held
-        moved = store.registry_update(
-            "schedules", {"next_fire_at": next_fire_at, "last_fire_at": slot}, key=name, expect={"next_fire_at": slot}
-        )
+    try:
+        with store.unit():
+            due = store.registry_list("schedules", key=name)
+            if not due or due[0]["next_fire_at"] != slot or due[0]["paused"]:
+                return False
+            try:
+                store.insert_job(job)
+                inserted = True
+            except Conflict:
+                inserted = False  # the slot's job exists already, or its unique key is still held
+            moved = store.registry_update(
+                "schedules",
+                {"next_fire_at": next_fire_at, "last_fire_at": slot},
+                key=name,
+                expect={"next_fire_at": slot},
+            )
+            if inserted and not moved and store.transactional:
+                raise _SlotTaken
+    except _SlotTaken:
+        return False
     if inserted:
         store.notify()
     return inserted and bool(moved)

@@ -98,7 +98,7 @@ def wait_for_workers_to_stop(store: Store, timeout: float, sleep: Callable[[floa
     config = load_config(store)
     deadline = time.monotonic() + timeout
     while True:
-        now = time.time()
+        now = store.now()
         if not any(worker_is_alive(w.last_heartbeat, w.state, config, now) for w in list_workers(store)):
             return True
         if time.monotonic() >= deadline:

@@ -1,4 +1,5 @@
-"""Open the store a URL names: ``sqlite:///path`` (default) or ``mongodb://`` / ``mongodb+srv://``."""
+"""Open the store a URL names: ``sqlite:///path`` (default), ``postgresql://`` / ``postgres://``,
+or ``mongodb://`` / ``mongodb+srv://``. A server's driver is imported only for its own URLs."""
 
 from __future__ import annotations
 
@@ -47,9 +48,18 @@ def open_store(url: str, create_folder: bool = True) -> Store:
         synchronous = options.get("synchronous", "NORMAL")
         # sqlite:////abs/path and sqlite:///rel/path, as SQLAlchemy spells them
         return SqliteStore(path, synchronous=synchronous)
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from queuectl.store.sql.postgres import PostgresStore
+        except ImportError:
+            raise InvalidInput("PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'") from None
+
+        return PostgresStore.connect(url)
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from queuectl.store.mongo.store import MongoStore
 
         return MongoStore.connect(url)
     scheme = url.partition("://")[0] if "://" in url else url
-    raise InvalidInput(f"unsupported database URL scheme {scheme!r}: use sqlite:///path, mongodb:// or mongodb+srv://")
+    raise InvalidInput(
+        f"unsupported database URL scheme {scheme!r}: use sqlite:///path, postgresql://, mongodb:// or mongodb+srv://"
+    )

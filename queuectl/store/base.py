@@ -257,7 +257,10 @@ class Store(abc.ABC):
 
     def now(self) -> float:
         """The queue's clock (epoch seconds): every host compares leases and due times by it.
-        A server store answers with the server's time as this host best knows it."""
+        A server store answers with the server's time as this host best knows it (MongoDB: its
+        ``localTime``; PostgreSQL: ``clock_timestamp()`` read with each ``BEGIN``). It reads no
+        database. The primitives still take their times from the caller, so that the rules and
+        the tests own the clock."""
         return time.time()
 
     def unsettled(self, before: float, limit: int = 100) -> list[tuple[str, str, float]]:

@@ -63,11 +63,11 @@ def _default_signals() -> None:
 class Queue:
     """One test's private queue: its database file, environment, CLI and processes."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, url: str | None = None) -> None:
         self.root = root
         self.db_path = root / "queue.db"
-        self.url = f"sqlite:///{self.db_path}"  # sqlite:////abs/path
-        assert self.url.startswith("sqlite:////")
+        self.url = url or f"sqlite:///{self.db_path}"  # sqlite:////abs/path, or a server's URL
+        assert url or self.url.startswith("sqlite:////")
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("QUEUECTL_")}
         self.env.update({"QUEUECTL_DB": self.url, "XDG_DATA_HOME": str(root), "PYTHONUNBUFFERED": "1"})
         self.marker = f"XDG_DATA_HOME={root}"
@@ -133,9 +133,9 @@ class Queue:
     @property
     def store(self) -> Any:
         if self._store is None:
-            from queuectl.store.sql.sqlite import SqliteStore
+            from queuectl.store import open_store
 
-            self._store = SqliteStore(str(self.db_path))
+            self._store = open_store(self.url)
         return self._store
 
     def job(self, job_id: str) -> Any:
@@ -248,3 +248,17 @@ def queue(tmp_path: Path) -> Iterator[Queue]:
         yield q
     finally:
         q.cleanup()
+
+
+@pytest.fixture
+def pg_queue(tmp_path: Path) -> Iterator[Queue]:
+    """A private queue on the real PostgreSQL server (a fresh schema; see tests/pgserver.py)."""
+    from pgserver import fresh_schema, postgres_url
+
+    with fresh_schema(postgres_url()) as url:
+        q = Queue(tmp_path, url)
+        q.cli("config", "set", "poll-interval", "0.2")  # creates the tables, too
+        try:
+            yield q
+        finally:
+            q.cleanup()

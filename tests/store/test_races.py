@@ -2,7 +2,8 @@
 fires once, a hook is taken once.
 
 SQLite: the claim race runs real processes, each with its own connection to the same file (the
-deployment it serves); the other races run threads, each with its own connection. Real MongoDB:
+deployment it serves); the other races run threads, each with its own connection. PostgreSQL:
+threads, each with its own connection (a store is one connection, like a worker's). Real MongoDB:
 threads sharing one client (pymongo is thread-safe; each operation is one atomic update).
 mongomock is skipped: it is in-process and its find_one_and_update is a find followed by a
 separate update by ``_id``, so threads racing on it double-claim whatever queuectl does.
@@ -23,6 +24,7 @@ from queuectl.core.errors import Conflict
 from queuectl.core.models import DEAD, PROCESSING, Job, Lease, Outcome, Schedule
 from queuectl.service import schedules as schedule_service
 from queuectl.store.base import Store
+from queuectl.store.sql.postgres import PostgresStore
 from queuectl.store.sql.sqlite import SqliteStore
 
 NOW = 1000.0
@@ -124,14 +126,14 @@ def test_racing_claimers_take_every_job_exactly_once(
         claimed = _race_processes(store.path)
     else:
 
-        def claim_all(n: int) -> list[str]:
+        def claim_all(handle: Store, n: int) -> list[str]:
             got: list[str] = []
-            while jobs := store.claim(f"w{n}", CLAIMER_QUEUES[n], NOW, LEASE, limit=1 + len(got) % 3):
+            while jobs := handle.claim(f"w{n}", CLAIMER_QUEUES[n], NOW, LEASE, limit=1 + len(got) % 3):
                 got.extend(job.id for job in jobs)
                 time.sleep(CLAIM_PAUSE_S)
             return got
 
-        claimed = {f"w{n}": ids for n, ids in _race_threads(store, claim_all).items()}
+        claimed = {f"w{n}": ids for n, ids in _race_on_handles(store, claim_all).items()}
 
     # Then every job was claimed exactly once, by the worker that got it, on attempt 1
     for worker_id, got in claimed.items():
@@ -202,10 +204,14 @@ def test_racing_hook_claims_take_a_hook_once(
 
 
 def _race_on_handles(store: Store, action: Callable[[Store, int], Any]) -> dict[int, Any]:
-    """Run ``action(handle, n)`` in CLAIMERS threads at once; SQLite: one connection per thread."""
-    handles = (
-        [SqliteStore(store.path) for _ in range(CLAIMERS)] if isinstance(store, SqliteStore) else [store] * CLAIMERS
-    )
+    """Run ``action(handle, n)`` in CLAIMERS threads at once; SQL: one connection per thread."""
+    handles: list[Store]
+    if isinstance(store, SqliteStore):
+        handles = [SqliteStore(store.path) for _ in range(CLAIMERS)]
+    elif isinstance(store, PostgresStore):
+        handles = [PostgresStore(store.url) for _ in range(CLAIMERS)]
+    else:
+        handles = [store] * CLAIMERS
     try:
         return _race_threads(store, lambda n: action(handles[n], n))
     finally:

@@ -1,8 +1,10 @@
-"""The jobs table in SQL, written once for every SQL dialect (SQLite today; PostgreSQL next).
+"""The jobs table in SQL, written once for every SQL dialect (SQLite and PostgreSQL).
 
 A mixin: the dialect class provides the connection (``_conn``), the transaction (``_write``) and
-the few spellings that differ (``hint`` for an index hint, ``insert_ignore``, ``integrity_error``).
-Statements are written with ``?`` placeholders. No rule is decided here: the states a statement
+the few spellings that differ (``hint`` for an index hint, ``skip_locked`` for a claim's row locks,
+``bucket`` for a time bucket, ``integrity_error``, ``guarded`` for a statement that may fail on a
+unique key). Statements are written with ``?`` placeholders (the PostgreSQL connection spells them
+``%s``). No rule is decided here: the states a statement
 names come from :mod:`queuectl.core.lifecycle`, spelled out where a partial index needs them.
 """
 
@@ -38,6 +40,7 @@ def _classify(store: Any, exc: Exception) -> Exception | None:
 _dialect_errors = translating_errors(_classify)  # the driver's errors as queuectl's, per dialect
 
 
+_PAUSED = "SELECT name FROM queues WHERE paused = 1"
 _CHILD_COLUMNS = ", ".join("c." + column for column in FIELD_COLUMNS.values())
 
 
@@ -47,8 +50,20 @@ class SqlJobs:
     _conn: Any
     _update_sql: dict[tuple[Any, ...], str]
     _unflushed: list[Job] | tuple[()] = ()  # the rows of an insert_jobs in progress, not yet sent
-    insert_ignore = "INSERT OR IGNORE"  # an insert that skips a row whose key exists
     integrity_error: type[Exception] = Exception  # the driver's constraint violation
+    # appended to a claim's inner SELECT: PostgreSQL locks the rows it takes and skips those another
+    # claim holds (SQLite has one writer at a time: nothing to lock)
+    skip_locked = ""
+    # row locks that serialise dependencies where transactions run side by side (PostgreSQL; on
+    # SQLite the one writer serialises everything): the parents an insert reads are share-locked,
+    # so none finishes unseen by a child not yet committed; a settling parent locks the children it
+    # found, so two parents finishing together settle a shared child one after the other
+    parent_lock = ""
+    child_lock = ""
+    # True: a claim leaves paused queues out in its own statement (one round trip less on a server);
+    # False: it reads them first, which lets SQLite's planner use the plain partial index
+    paused_inline = False
+    _inserting = False
 
     if TYPE_CHECKING:  # provided by the dialect
 
@@ -66,6 +81,16 @@ class SqlJobs:
         """The dialect's spelling of "use this index" (none by default)."""
         return ""
 
+    def bucket(self, column: str) -> str:
+        """``column / ?`` rounded down to an integer (the time bucket of :meth:`throughput`)."""
+        return f"CAST({column} / ? AS INTEGER)"
+
+    def guarded(self, conn: Any) -> AbstractContextManager[Any]:
+        """Around a statement that may break a unique key and is then asked about: on PostgreSQL a
+        failed statement aborts the whole transaction unless a savepoint takes it back; on SQLite
+        the failed statement alone is undone, so nothing is needed."""
+        return contextlib.nullcontext()
+
     # --- jobs: writing ----------------------------------------------------------------------
 
     @_dialect_errors
@@ -73,6 +98,7 @@ class SqlJobs:
         count = 0
         batch: list[Job] = []
         self._unflushed = batch  # job_states, asked while the iterable runs, sees these too
+        self._inserting = True
         try:
             with self._write() as conn, self._all_or_nothing(conn):
                 for job in jobs:
@@ -80,7 +106,7 @@ class SqlJobs:
                     if job.after or job.on_failure_of:
                         self._insert_batch(conn, batch)
                         conn.executemany(
-                            f"{self.insert_ignore} INTO job_deps (child, parent, kind) VALUES (?, ?, ?)",
+                            "INSERT INTO job_deps (child, parent, kind) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                             [(job.id, parent, AFTER) for parent in job.after]
                             + ([(job.id, job.on_failure_of, ON_FAILURE)] if job.on_failure_of else []),
                         )
@@ -90,6 +116,7 @@ class SqlJobs:
                 self._insert_batch(conn, batch)
         finally:
             self._unflushed = ()  # a failed insert leaves nothing behind to be flushed later
+            self._inserting = False
         return count
 
     @contextlib.contextmanager
@@ -118,6 +145,7 @@ class SqlJobs:
                 try:
                     conn.execute(INSERT_SQL, job_row(job))
                 except self.integrity_error as exc:
+                    conn.execute("ROLLBACK TO insert_batch")  # PostgreSQL: the transaction works again
                     raise self._insert_conflict(conn, job, exc) from None
         finally:
             conn.execute("RELEASE insert_batch")
@@ -150,10 +178,10 @@ class SqlJobs:
         claimed: list[Job] = []
         conn.execute(  # the jobs whose time has come join the claim indexes
             f"UPDATE jobs SET ready = 1 WHERE id IN (SELECT id FROM jobs {self.hint('jobs_not_due')} "
-            f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ?)",
+            f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ?{self.skip_locked})",
             (now,),
         )
-        paused = [row[0] for row in conn.execute("SELECT name FROM queues WHERE paused = 1")]
+        paused = [] if self.paused_inline else [row[0] for row in conn.execute(_PAUSED)]
         for queue in queues if queues else [None]:
             if queue in paused or len(claimed) >= limit:
                 continue
@@ -165,12 +193,14 @@ class SqlJobs:
                 index = "jobs_ready_any"
             else:
                 where, params, index = " AND queue = ?", [queue], "jobs_ready_queue"
+            if self.paused_inline:
+                where += f" AND queue NOT IN ({_PAUSED})"
             rows = conn.execute(
                 f"UPDATE jobs SET state = '{PROCESSING}', locked_by = ?, lease_expires_at = ?, "
                 f"attempts = attempts + 1, started_at = ?, updated_at = ? "
                 f"WHERE id IN (SELECT id FROM jobs {self.hint(index)} "
                 f"WHERE {CLAIMABLE_SQL} AND ready = 1 AND run_at <= ?{where} "
-                f"ORDER BY priority DESC, created_at LIMIT ?) RETURNING {JOB_COLUMNS}",
+                f"ORDER BY priority DESC, created_at LIMIT ?{self.skip_locked}) RETURNING {JOB_COLUMNS}",
                 [worker_id, now + lease, now, now, now, *params, limit - len(claimed)],
             ).fetchall()
             # RETURNING gives no order: restore the claim order within this queue
@@ -210,6 +240,9 @@ class SqlJobs:
             params.append(hook_state)
         with self._write() as conn:
             try:
+                if lease is None and "state" in changes:  # only such a change can take a unique key
+                    with self.guarded(conn):
+                        return conn.execute(sql, params).rowcount == 1
                 return conn.execute(sql, params).rowcount == 1
             except self.integrity_error:
                 row = conn.execute("SELECT unique_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -348,7 +381,9 @@ class SqlJobs:
         if self._unflushed:  # an insert is in progress in this transaction: its rows first
             self._insert_batch(self._conn, self._unflushed)
         rows = self._conn.execute(
-            f"SELECT id, state FROM jobs WHERE id IN ({', '.join('?' * len(job_ids))})", job_ids
+            f"SELECT id, state FROM jobs WHERE id IN ({', '.join('?' * len(job_ids))})"
+            f"{self.parent_lock if self._inserting else ''}",
+            job_ids,
         ).fetchall()
         return dict(rows)
 
@@ -358,7 +393,7 @@ class SqlJobs:
         # time (partial indexes on state), which cost a finish ~50 us for a query that is empty
         rows = self._conn.execute(
             f"SELECT {_CHILD_COLUMNS} FROM job_deps d JOIN jobs c ON c.id = d.child "
-            f"WHERE d.parent = ? AND c.state = '{WAITING}'",
+            f"WHERE d.parent = ? AND c.state = '{WAITING}'{self.child_lock}",
             (parent_id,),
         ).fetchall()
         children = {row[0]: row for row in rows}  # a child naming the parent twice (after and on failure)
@@ -393,12 +428,12 @@ class SqlJobs:
         queries = (
             (
                 "completed",
-                f"SELECT CAST(finished_at / ? AS INTEGER), count(*) FROM jobs "
+                f"SELECT {self.bucket('finished_at')}, count(*) FROM jobs "
                 f"WHERE state = '{COMPLETED}' AND finished_at >= ? GROUP BY 1",
             ),
             (
                 "failed",
-                f"SELECT CAST(updated_at / ? AS INTEGER), count(*) FROM jobs "
+                f"SELECT {self.bucket('updated_at')}, count(*) FROM jobs "
                 f"WHERE state IN {sql_list((FAILED, DEAD))} AND updated_at >= ? GROUP BY 1",
             ),
         )
@@ -411,9 +446,10 @@ class SqlJobs:
     def recent_failures(self, limit: int = 5) -> list[Job]:
         # one index walk per state, merged: a single IN (...) ORDER BY would sort every failure
         rows = self._conn.execute(
-            f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{FAILED}' ORDER BY updated_at DESC LIMIT ?) "
+            f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{FAILED}' "
+            "ORDER BY updated_at DESC LIMIT ?) f "
             f"UNION ALL SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{DEAD}' "
-            "ORDER BY updated_at DESC LIMIT ?)",
+            "ORDER BY updated_at DESC LIMIT ?) d",
             (limit, limit),
         ).fetchall()
         jobs = sorted((row_job(row) for row in rows), key=lambda job: job.updated_at, reverse=True)

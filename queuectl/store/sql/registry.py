@@ -1,19 +1,21 @@
 """The SQL store's small tables: cron schedules, paused queues, runtime config, the worker registry.
 
 One generic record interface (put, list, compare-and-set, delete) over four tables; what the
-records mean is the service layer's business. A mixin of the SQLite store, apart from the jobs.
+records mean is the service layer's business. A mixin of the SQL stores, apart from the jobs; the
+dialect spells the upsert (:meth:`SqlRegistry.upsert`) and classifies its driver's errors.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from queuectl.core.errors import InvalidInput
-from queuectl.store.sql.errors import translate_errors as _translate_errors
+from queuectl.store.base import translating_errors
+
+_translate_errors = translating_errors(lambda store, exc: store.classify_error(exc))
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,11 @@ _TABLES = {
 }
 
 
+def registry_columns(kind: str) -> tuple[str, ...]:
+    """Every column of a kind's table, its key first."""
+    return _table(kind).columns
+
+
 def _table(kind: str) -> _Table:
     try:
         return _TABLES[kind]
@@ -83,14 +90,22 @@ def _where(table: _Table, key: str | None, expect: dict[str, Any] | None) -> tup
     return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
-class SqliteRegistry:
-    """Records in the small tables; needs ``_conn`` and ``_write``."""
+class SqlRegistry:
+    """Records in the small tables; needs ``_conn``, ``_write`` and ``classify_error``."""
 
-    _conn: sqlite3.Connection
+    _conn: Any
 
-    if TYPE_CHECKING:  # provided by SqliteStore
+    if TYPE_CHECKING:  # provided by the dialect
 
-        def _write(self, conn: sqlite3.Connection | None = None) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _write(self, conn: Any = None) -> AbstractContextManager[Any]: ...
+
+        def classify_error(self, exc: Exception) -> Exception | None: ...
+
+    def upsert(self, kind: str, key: str, columns: list[str], replace: bool) -> str:
+        """The insert of one record: with ``replace`` it overwrites the record under the same
+        key (columns not given back to their defaults), else it leaves an existing one alone."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        return f"{verb} INTO {kind} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
     @_translate_errors
     def registry_put(self, kind: str, key: str, record: dict[str, Any], replace: bool = True) -> bool:
@@ -98,14 +113,8 @@ class SqliteRegistry:
         fields = {name: value for name, value in record.items() if name != table.key}
         columns = [table.key, *fields]
         values = [key, *(_to_sql(table, name, value) for name, value in fields.items())]
-        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self._write() as conn:
-            return (
-                conn.execute(
-                    f"{verb} INTO {kind} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
-                ).rowcount
-                == 1
-            )
+            return conn.execute(self.upsert(kind, table.key, columns, replace), values).rowcount == 1
 
     @_translate_errors
     def registry_list(self, kind: str, key: str | None = None) -> list[dict[str, Any]]:

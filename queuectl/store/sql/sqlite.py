@@ -17,7 +17,7 @@ from queuectl.store.sql.errors import BUSY_TIMEOUT_S, is_full, sqlite_error
 from queuectl.store.sql.errors import translate_errors as _translate_errors
 from queuectl.store.sql.files import exclusive_flock, open_private_file
 from queuectl.store.sql.jobs import SqlJobs
-from queuectl.store.sql.registry import SqliteRegistry
+from queuectl.store.sql.registry import SqlRegistry
 from queuectl.store.sql.schema import (
     migrate,
     needs_migration,
@@ -30,7 +30,7 @@ _FULL_CHECKPOINT_PAGES = 64
 _FULL_WAL_LIMIT = 1 << 20
 
 
-class SqliteStore(SqlJobs, SqliteRegistry, Store):
+class SqliteStore(SqlJobs, SqlRegistry, Store):
     """The default backend. ``path`` may be relative; ``synchronous`` is NORMAL unless asked."""
 
     transactional = True
