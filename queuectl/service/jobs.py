@@ -146,9 +146,14 @@ class JobPage:
 
 
 def list_jobs(
-    store: Store, states: list[str] | str | None = None, queue: str | None = None, limit: int = 50
+    store: Store,
+    states: list[str] | str | None = None,
+    queue: str | None = None,
+    limit: int = 50,
+    before: float | None = None,
 ) -> JobPage:
-    """Jobs newest first, in any of ``states`` (none: every state) and one queue.
+    """Jobs newest first, in any of ``states`` (none: every state) and one queue, created before
+    ``before`` when given (the cursor of the next page: the last job's ``created_at``).
 
     Each state is one indexed query of at most ``limit`` rows, merged by creation time; the count
     of all matches comes from the per-queue totals, never from reading the jobs.
@@ -157,9 +162,11 @@ def list_jobs(
     for state in wanted:
         check_state(state)
     if len(wanted) <= 1:
-        jobs = store.list_jobs(state=wanted[0] if wanted else None, queue=queue, limit=limit)
+        jobs = store.list_jobs(state=wanted[0] if wanted else None, queue=queue, limit=limit, before=before)
     else:
-        merged = [job for state in wanted for job in store.list_jobs(state=state, queue=queue, limit=limit)]
+        merged = [
+            job for state in wanted for job in store.list_jobs(state=state, queue=queue, limit=limit, before=before)
+        ]
         jobs = sorted(merged, key=lambda job: job.created_at, reverse=True)[:limit]
     counts = store.counts()
     matched = sum(

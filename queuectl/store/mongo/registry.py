@@ -18,6 +18,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "queues": {"paused": False},
     "config": {},
     "workers": {"queues": "*", "concurrency": 1, "current_jobs": [], "stop_requested": False},
+    "tokens": {},
 }
 
 

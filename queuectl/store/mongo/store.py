@@ -14,7 +14,7 @@ from queuectl.core.defaults import MONGO_CONNECT_TIMEOUT_MS as CONNECT_TIMEOUT_M
 from queuectl.core.defaults import MONGO_INSERT_BATCH as BATCH
 from queuectl.core.errors import DuplicateJobId, StoreUnavailable, UniqueKeyTaken
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, WhenHooked, is_due
-from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, WAITING, Job, Lease
+from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, STATES, WAITING, Job, Lease
 from queuectl.store.base import Store, Waker
 from queuectl.store.mongo.docs import doc_job, fence, job_doc, supports_pipeline_updates
 from queuectl.store.mongo.errors import first_line
@@ -50,6 +50,7 @@ class MongoStore(MongoRegistry, Store):
             "queues": self._queues,
             "config": self._config,
             "workers": self._workers,
+            "tokens": db["tokens"],
         }
         self._ensure_indexes()
 
@@ -358,6 +359,12 @@ class MongoStore(MongoRegistry, Store):
     @_translate_errors
     def recent_failures(self, limit: int = 5) -> list[Job]:
         cursor = self._jobs.find({"state": {"$in": [FAILED, DEAD]}}).sort("updated_at", -1).limit(limit)
+        return [doc_job(doc) for doc in cursor]
+
+    @_translate_errors
+    def changed_since(self, since: float, limit: int = 100) -> list[Job]:
+        query = {"state": {"$in": list(STATES)}, "updated_at": {"$gte": since}}  # the `updated` index
+        cursor = self._jobs.find(query).sort([("updated_at", 1), ("_id", 1)]).limit(limit)
         return [doc_job(doc) for doc in cursor]
 
     @_translate_errors
