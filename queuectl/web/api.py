@@ -29,12 +29,18 @@ def job_shape(call: Call, job: Job, with_output: bool = True) -> dict[str, Any]:
     """:func:`shapes.job_json`, with ``env`` values hidden unless asked for (``?env=1``, which
     takes the control scope: a job's environment often holds its secrets)."""
     data = shapes.job_json(job, with_output)
+    if not wants_env(call) and data.get("env"):
+        data["env"] = {name: HIDDEN for name in data["env"]}
+    return data
+
+
+def wants_env(call: Call) -> bool:
+    """``?env=1``: allowed with the control scope only (checked even when no job has an env)."""
     if call.flag("env"):
         if not call.scoped(CONTROL):
             raise HttpError(403, "showing env values (env=1) takes the control scope")
-    elif data.get("env"):
-        data["env"] = {name: HIDDEN for name in data["env"]}
-    return data
+        return True
+    return False
 
 
 def _cursor(job: Job) -> str:
@@ -52,6 +58,7 @@ def _before(text: str | None) -> float | None:
 
 def _page(call: Call, states: list[str] | None) -> Response:
     limit = call.integer("limit", PAGE_DEFAULT, 1, PAGE_MAX)
+    wants_env(call)
     page = service.list_jobs(call.store, states, call.query("queue") or None, limit + 1, _before(call.query("cursor")))
     shown = page.jobs[:limit]
     more = len(page.jobs) > limit

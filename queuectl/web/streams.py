@@ -67,7 +67,7 @@ async def logs(settings: Settings, request: Request) -> Response:
     return StreamingResponse(follow_logs(settings, request), media_type="text/plain; charset=utf-8", headers=headers)
 
 
-def _sse(job_event: dict[str, object], cursor: str) -> bytes:
+def _sse(job_event: dict[str, str | None], cursor: str) -> bytes:
     return f"id: {cursor}\nevent: job\ndata: {json.dumps(job_event)}\n\n".encode()
 
 
