@@ -9,7 +9,6 @@ import time
 from typing import Any, Iterator
 
 import httpx
-import pytest
 
 from queuectl.service import tokens
 
@@ -77,9 +76,9 @@ class Server:
                 self.proc.wait()
 
 
-@pytest.fixture
-def server(queue: Queue) -> Iterator[Server]:
-    running = Server(queue)
+def serving(queue: Queue, *args: str) -> Iterator[Server]:
+    """A server for a fixture: started, yielded, stopped."""
+    running = Server(queue, *args)
     try:
         yield running
     finally:

@@ -7,19 +7,29 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
+import pytest
 
 from queuectl.service import tokens
 
 from .conftest import Queue, wait_until
-from .serving import Server, json_of, server  # noqa: F401  (the fixture)
+from .serving import Server, json_of, serving
 
-READS = ["/api/jobs", "/api/dlq", "/api/status", "/api/dashboard", "/api/queues", "/api/workers", "/api/schedules",
-         "/api/events", "/readyz", "/metrics", "/openapi.json", "/api/session", "/api/jobs/x", "/api/jobs/x/logs"]  # fmt: skip
-WRITES = ["/api/jobs", "/api/jobs:batch", "/api/jobs/x/cancel", "/api/jobs/x/retry", "/api/dlq/retry",
-          "/api/queues/q/pause", "/api/queues/q/resume", "/api/workers/stop"]  # fmt: skip
+READS = [
+    *("/api/jobs", "/api/dlq", "/api/status", "/api/dashboard", "/api/queues", "/api/workers", "/api/schedules"),
+    *("/api/events", "/readyz", "/metrics", "/openapi.json", "/api/session", "/api/jobs/x", "/api/jobs/x/logs"),
+]
+WRITES = [
+    *("/api/jobs", "/api/jobs:batch", "/api/jobs/x/cancel", "/api/jobs/x/retry", "/api/dlq/retry"),
+    *("/api/queues/q/pause", "/api/queues/q/resume", "/api/workers/stop"),
+]
+
+
+@pytest.fixture(name="server")
+def server_fixture(queue: Queue) -> Iterator[Server]:
+    yield from serving(queue)
 
 
 def enqueue(client: httpx.Client, **spec: Any) -> dict[str, Any]:
