@@ -85,6 +85,9 @@ class Settings:
     create_folder: bool = False  # the default data folder only, as the CLI
     opener: Callable[[], Store] | None = None  # tests: one shared store (mongomock) instead of the URL
     stores: threading.local = field(default_factory=threading.local)
+    # writes of this process queue here rather than in SQLite's busy handler, whose sleeps
+    # (up to 100 ms each) would be the latency of a write that found the lock taken
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def store(self) -> Store:
         """This thread's store (opened on first use)."""
@@ -205,10 +208,20 @@ def handler(
                     return work(Call(request, store, token))
 
                 return await run_in_threadpool(run)
-            # a write: authorised before its body is read, so no stranger makes us read 16 MiB
-            token = await run_in_threadpool(lambda: authorise(settings.store(), request, scope)) if auth else None
+            declared = request.headers.get("content-length", "")
+            small = declared.isdigit() and int(declared) <= settings.body_limit
+            token = None
+            if auth and not small:  # a big body is read only once its sender is known
+                token = await run_in_threadpool(authorise, settings.store(), request, scope)
             body = await read_body(request, limit or settings.body_limit)
-            return await run_in_threadpool(lambda: work(Call(request, settings.store(), token, body)))
+
+            def write() -> Response:
+                store = settings.store()
+                who = authorise(store, request, scope) if auth and small else token
+                with settings.write_lock:
+                    return work(Call(request, store, who, body))
+
+            return await run_in_threadpool(write)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
             return as_response(exc)
 
