@@ -68,7 +68,8 @@ def test_enqueue_read_cancel_and_page_on_every_backend(api: tuple[httpx.Client, 
     seen: list[str] = []
     cursor = None
     while True:
-        page = client.get("/api/jobs", params={"limit": 10, **({"cursor": cursor} if cursor else {})}, headers=auth)
+        query = {"limit": 10, "count": 1, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/jobs", params=query, headers=auth)
         body = page.json()
         assert body["matched"] == 25 and all(job["env"] == {"K": "***"} for job in body["jobs"])
         seen += [job["id"] for job in body["jobs"]]

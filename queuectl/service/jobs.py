@@ -143,6 +143,7 @@ class JobPage:
 
     jobs: list[Job]
     matched: int
+    counted: bool = True  # False: ``matched`` was not counted (it is just ``len(jobs)``)
 
 
 def list_jobs(
@@ -151,9 +152,11 @@ def list_jobs(
     queue: str | None = None,
     limit: int = 50,
     before: float | None = None,
+    count: bool = True,
 ) -> JobPage:
     """Jobs newest first, in any of ``states`` (none: every state) and one queue, created before
     ``before`` when given (the cursor of the next page: the last job's ``created_at``).
+    ``count=False`` skips counting the matches (the per-queue totals cost ~0.1 s at a million jobs).
 
     Each state is one indexed query of at most ``limit`` rows, merged by creation time; the count
     of all matches comes from the per-queue totals, never from reading the jobs.
@@ -168,6 +171,8 @@ def list_jobs(
             job for state in wanted for job in store.list_jobs(state=state, queue=queue, limit=limit, before=before)
         ]
         jobs = sorted(merged, key=lambda job: job.created_at, reverse=True)[:limit]
+    if not count:
+        return JobPage(jobs, len(jobs), counted=False)
     counts = store.counts()
     matched = sum(
         count

@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from queuectl.core.errors import InvalidInput
+from queuectl.core.errors import InvalidInput, NotFound
 from queuectl.core.lifecycle import CLAIMABLE
 from queuectl.core.models import DEAD, Job
 from queuectl.service import dashboard, dlq, observe, queues, schedules, shapes, workers
@@ -59,20 +59,22 @@ def _before(text: str | None) -> float | None:
 def _page(call: Call, states: list[str] | None) -> Response:
     limit = call.integer("limit", PAGE_DEFAULT, 1, PAGE_MAX)
     wants_env(call)
-    page = service.list_jobs(call.store, states, call.query("queue") or None, limit + 1, _before(call.query("cursor")))
+    queue, before, count = call.query("queue") or None, _before(call.query("cursor")), call.flag("count")
+    page = service.list_jobs(call.store, states, queue, limit + 1, before, count=count)
     shown = page.jobs[:limit]
     more = len(page.jobs) > limit
     return JSONResponse(
         {
             "jobs": [job_shape(call, job, with_output=False) for job in shown],
-            "matched": page.matched,
+            "matched": page.matched if page.counted else None,  # count=1: from the per-queue totals
             "next_cursor": _cursor(shown[-1]) if more and shown else None,
         }
     )
 
 
 def list_jobs(call: Call) -> Response:
-    """``GET /api/jobs?state=&queue=&limit=&cursor=``: newest first; ``state`` repeatable or comma-separated."""
+    """``GET /api/jobs?state=&queue=&limit=&cursor=&count=``: newest first; ``state`` repeatable or
+    comma-separated; ``count=1`` adds how many match in all (a read of every queue's totals)."""
     states = [part for value in call.request.query_params.getlist("state") for part in value.split(",") if part]
     return _page(call, states or None)
 
@@ -192,7 +194,10 @@ def list_queues(call: Call) -> Response:
 
 def pause_queue(call: Call, paused: bool) -> Response:
     name = call.request.path_params["name"]
-    queues.set_paused(call.store, name, paused, create=call.flag("create"))
+    try:
+        queues.set_paused(call.store, name, paused, create=call.flag("create"))
+    except NotFound as exc:  # the service's hint names the CLI's flag: say it as this API does
+        raise NotFound(str(exc).replace("--create", "?create=1")) from None
     rows = {row.name: row for row in queues.list_queues(call.store)}
     row = rows.get(name)
     return JSONResponse(shapes.queue_json(name, paused, row.states if row else {}))

@@ -85,16 +85,26 @@ class Settings:
     create_folder: bool = False  # the default data folder only, as the CLI
     opener: Callable[[], Store] | None = None  # tests: one shared store (mongomock) instead of the URL
     stores: threading.local = field(default_factory=threading.local)
+    shared: Store | None = None
+    opening: threading.Lock = field(default_factory=threading.Lock)
     # writes of this process queue here rather than in SQLite's busy handler, whose sleeps
     # (up to 100 ms each) would be the latency of a write that found the lock taken
     write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def store(self) -> Store:
-        """This thread's store (opened on first use)."""
-        store = getattr(self.stores, "store", None)
-        if store is None:
-            opened = self.opener() if self.opener else open_store(self.url, create_folder=self.create_folder)
-            store = self.stores.store = opened
+        """This thread's store (opened on first use). A store without transactions (MongoDB: its
+        client is thread-safe and pools connections) is opened once and shared by every thread."""
+        store = getattr(self.stores, "store", None) or self.shared
+        if store is not None:
+            return store
+        with self.opening:
+            if self.shared is not None:
+                return self.shared
+            store = self.opener() if self.opener else open_store(self.url, create_folder=self.create_folder)
+            if store.transactional:
+                self.stores.store = store
+            else:
+                self.shared = store
         return store
 
 

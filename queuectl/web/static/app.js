@@ -147,7 +147,7 @@ function renderFailures(dash) {
 }
 
 async function loadJobs() {
-  const params = new URLSearchParams({ limit: "25" });
+  const params = new URLSearchParams({ limit: "25", count: "1" });
   if ($("f-state").value) params.set("state", $("f-state").value);
   if ($("f-queue").value.trim()) params.set("queue", $("f-queue").value.trim());
   if (pageCursor) params.set("cursor", pageCursor);
