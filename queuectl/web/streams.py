@@ -19,7 +19,7 @@ from queuectl.service import jobs as service
 from queuectl.service.logtail import Follower
 from queuectl.service.shapes import rfc3339
 from queuectl.service.tokens import READ
-from queuectl.web.http import Settings, as_response, authorise
+from queuectl.web.http import Settings, as_response, authorise, presented_token
 
 FOLLOW_INTERVAL = 0.5  # seconds between two reads of a followed job (as `logs --follow`)
 EVENTS_INTERVAL = 0.5  # seconds between two reads of the changes
@@ -61,7 +61,7 @@ async def logs(settings: Settings, request: Request) -> Response:
 
     try:
         await run_in_threadpool(check)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
         return as_response(exc)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(follow_logs(settings, request), media_type="text/plain; charset=utf-8", headers=headers)
@@ -78,14 +78,12 @@ async def event_stream(settings: Settings, request: Request) -> Response:
     seconds), else now. The source is :func:`queuectl.service.events.changes`.
     """
     try:
-        token = await run_in_threadpool(authorise, settings.store(), request, READ)
+        await run_in_threadpool(authorise, settings.store(), request, READ)
         start = request.headers.get("last-event-id") or request.query_params.get("since")
         cursor = events.Cursor.decode(start) if start else events.Cursor(time.time())
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
         return as_response(exc)
-    presented = request.headers.get("authorization", "").partition(" ")[2].strip() or request.cookies.get(
-        "queuectl_session", ""
-    )
+    presented = presented_token(request)[0] or ""
 
     async def stream() -> AsyncIterator[bytes]:
         nonlocal cursor
@@ -109,6 +107,5 @@ async def event_stream(settings: Settings, request: Request) -> Response:
                     return
             await asyncio.sleep(EVENTS_INTERVAL)
 
-    del token
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
