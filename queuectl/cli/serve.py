@@ -26,7 +26,9 @@ def serve(
 ) -> None:
     """Serve the HTTP API and the web dashboard (every request but /healthz needs a token).
 
-    Example: queuectl token create --scope read,control --name me && queuectl serve
+    Create a token first: queuectl token create --scope read,control --name me
+
+    Example: queuectl serve --port 8765
     """
     from queuectl.core.config import default_db_url
     from queuectl.web.http import Settings
