@@ -246,6 +246,15 @@ def test_bare_purge_needs_older_than_or_yes(run: Cli) -> None:
     assert run.stored_ids() == []
 
 
+def test_dlq_purge_asks_on_the_terminal_not_on_stdout(run: Cli) -> None:
+    run.enqueue_dead("d1")
+    code, shown, stdout = in_terminal(run, "dlq", "purge", answer="n\n", stdout_pipe=True)
+    assert code == 1 and "Delete every job in the dead letter queue?" in shown and stdout == ""
+    code, shown, stdout = in_terminal(run, "dlq", "purge", answer="y\n", stdout_pipe=True)
+    assert code == EXIT_OK and stdout == "deleted 1 job(s)\n"
+    assert run.stored_ids() == []
+
+
 def test_an_explicit_db_path_needs_its_folder(run: Cli, tmp_path: Path) -> None:
     typo = tmp_path / "qeue" / "q.db"
     flag, from_env = run.many(("--db", f"sqlite:///{typo}", "status"), ("status",))

@@ -4,7 +4,7 @@ A burst worker runs what there is to run and exits. "Nothing to claim this insta
 enough: a retry due a second later, or an on-finish hook that just fell due, would be left
 behind for a worker that may never come. So a burst worker waits while a job of its queues
 (paused ones aside) becomes due within :data:`WINDOW_S`, or a hook is due or running; then it
-stops, and names what it leaves for later ("left 1 job whose retry is due in 10m").
+stops, and names what it leaves for later ("left 1 job whose retry is due in 9m58s").
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Leftover:
         return self.next_due is not None and self.next_due - now <= window
 
     def describe(self, now: float) -> str:
-        """``left 1 job whose retry is due in 10m``, or ``nothing left``."""
+        """``left 1 job whose retry is due in 9m58s``, or ``nothing left``."""
         parts = []
         when = f" (the next is due in {format_duration(max(0.0, self.next_due - now))})" if self.next_due else ""
         if self.retries:

@@ -210,7 +210,8 @@ class Supervisor:
             code = worker.proc.returncode
             if code == 0:
                 if not self.stopping:
-                    log(f"worker {worker.index} (pid {pid}) stopped on request")
+                    why = "its burst is done" if self.burst else "stopped on request"
+                    log(f"worker {worker.index} (pid {pid}): {why}")
                 continue
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             if code == EXIT_CORRUPT and not self.corrupt:

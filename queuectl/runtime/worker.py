@@ -417,7 +417,8 @@ class Worker:
         try:
             show_current_jobs(self.store, self.id, current)
         except STORE_DOWN:
-            return  # the next heartbeat says it
+            self.next_publish = mono + self.config.heartbeat  # an outage: the heartbeat tries again
+            return
         self.published_jobs = current
 
     def _writes_refused(self, exc: Exception) -> None:

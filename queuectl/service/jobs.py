@@ -158,8 +158,9 @@ def list_jobs(
     ``before`` when given (the cursor of the next page: the last job's ``created_at``).
     ``count=False`` skips counting the matches (the per-queue totals cost ~0.1 s at a million jobs).
 
-    Each state is one indexed query of at most ``limit`` rows, merged by creation time; the count
-    of all matches comes from the per-queue totals, never from reading the jobs.
+    Each state is one indexed query of at most ``limit`` rows, merged by creation time. When the
+    limit was reached (or on a later page), the count of all matches comes from the per-queue
+    totals (an indexed aggregate), never from reading the jobs.
     """
     wanted = [states] if isinstance(states, str) else list(dict.fromkeys(states or []))
     for state in wanted:
@@ -173,12 +174,14 @@ def list_jobs(
         jobs = sorted(merged, key=lambda job: job.created_at, reverse=True)[:limit]
     if not count:
         return JobPage(jobs, len(jobs), counted=False)
+    if len(jobs) < limit and before is None:
+        return JobPage(jobs, len(jobs))  # every match is shown: no need to count them
     counts = store.counts()
     matched = sum(
-        count
+        number
         for name, per_state in counts.items()
         if queue is None or name == queue
-        for state, count in per_state.items()
+        for state, number in per_state.items()
         if not wanted or state in wanted
     )
     return JobPage(jobs, max(matched, len(jobs)))
