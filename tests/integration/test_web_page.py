@@ -25,6 +25,7 @@ if not (CHROMIUM and DRIVER):
     pytest.skip("chromium or chromedriver missing: the browser tests are skipped", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -50,7 +51,9 @@ def browser_fixture() -> Iterator[Any]:
 
 
 def wait(browser: Any, condition: Callable[[], Any], timeout: float = 15, what: str = "") -> Any:
-    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(lambda _: condition(), what)
+    """Until ``condition()`` holds; an element replaced by a re-render meanwhile is read again."""
+    waiting = WebDriverWait(browser, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
+    return waiting.until(lambda _: condition(), what)
 
 
 def text(browser: Any, element_id: str) -> str:
@@ -95,8 +98,8 @@ def test_the_dashboard_lives_follows_and_cancels(server: Server, browser: Any, t
     api.post("/api/jobs", json={"command": "echo one more", "queue": "builds"})
     wait(browser, lambda: text(browser, "count-pending") == "5", what="the count after an enqueue, live")
     assert "live" in text(browser, "live")
-    pause_buttons = browser.find_elements(By.CSS_SELECTOR, "#queues button.control")
-    assert [b.text for b in pause_buttons] == ["Pause", "Resume"]  # builds, hold (paused)
+    buttons = lambda: [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#queues button.control")]  # noqa: E731
+    wait(browser, lambda: buttons() == ["Pause", "Resume"], what="pause for builds, resume for hold (paused)")
 
     # a job's output, followed while it runs
     slow = api.post("/api/jobs", json={"command": "for i in 1 2 3 4; do echo step $i; sleep 0.6; done"}).json()["id"]

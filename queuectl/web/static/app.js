@@ -80,14 +80,16 @@ async function signOut() {
 
 function renderCounts(dash) {
   const cards = $("counts");
-  cards.replaceChildren();
-  for (const state of STATES) {
-    const card = el("div", null, "card");
-    const number = el("b", dash.states[state] || 0);
-    number.id = `count-${state}`;
-    card.append(number, el("span", state));
-    cards.append(card);
+  if (!cards.children.length) {  // built once; each refresh changes only the numbers
+    for (const state of STATES) {
+      const card = el("div", null, "card");
+      const number = el("b", "-");
+      number.id = `count-${state}`;
+      card.append(number, el("span", state));
+      cards.append(card);
+    }
   }
+  for (const state of STATES) $(`count-${state}`).textContent = dash.states[state] || 0;
   $("lag").textContent = seconds(dash.lag);
   const done = dash.completed_per_bucket;
   $("rate").textContent = done.length > 1 ? done[done.length - 2] : "-";
