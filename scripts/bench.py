@@ -34,6 +34,9 @@ Scenarios (``--only`` takes these names, comma separated):
   scale   a store of --scale-jobs mostly completed jobs (built once per invocation): claim +
           finish latency, ``queuectl status`` and ``queuectl list --limit 50``. Baseline: the
           same on a store holding only the pending jobs.
+  http    ``queuectl serve``: POST /api/jobs with 8 keep-alive clients (requests/s, p50, p99),
+          batch submission (jobs/s) and GET /api/jobs?state=... on the scale store. Baseline:
+          GET /healthz of the same server (scripts/bench_http.py says how).
 
 Every process runs with a fresh database, XDG_DATA_HOME in a temporary folder, and compiled
 bytecode in a private PYTHONPYCACHEPREFIX (PYTHONDONTWRITEBYTECODE is dropped: with it, an
@@ -69,7 +72,7 @@ from typing import Any, Callable, Iterator, Optional
 from queuectl.core import lifecycle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ("drain", "pickup", "cli", "idle", "bulk", "scale")
+SCENARIOS = ("drain", "pickup", "cli", "idle", "bulk", "scale", "http")
 MONGO_SCENARIOS = ("drain", "pickup", "cli")
 POSTGRES_SCENARIOS = ("drain", "pickup", "bulk", "scale")  # each test in its own schema, dropped after
 DRAIN_SHAPES = ((2, 1), (1, 2), (2, 4))  # (worker processes, concurrency each)
@@ -1071,6 +1074,25 @@ def scenario_scale(bench: Bench, backend: str, run: int) -> None:
                 res.add(list_key, run, ran.wall * 1000)
 
 
+# --- 7. the HTTP API (scripts/bench_http.py) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AtLeast(Target):
+    """A target the figure must reach (a throughput), rather than stay under."""
+
+    def met(self, value: float) -> bool:
+        return value >= self.limit
+
+
+def scenario_http(bench: Bench, backend: str, run: int) -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_http
+
+    at_least = lambda limit, text: AtLeast("value", limit, text)  # noqa: E731
+    bench_http.scenario(bench, backend, run, Target, at_least, BenchFailure, big_store)
+
+
 # --- the table and the JSON ---------------------------------------------------------------------
 
 
@@ -1165,6 +1187,7 @@ RUNNERS: dict[str, Callable[[Bench, str, int], None]] = {
     "idle": scenario_idle,
     "bulk": scenario_bulk,
     "scale": scenario_scale,
+    "http": lambda bench, backend, run: scenario_http(bench, backend, run),
 }
 
 

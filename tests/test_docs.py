@@ -75,8 +75,9 @@ REPLACEMENTS = {
     "/tmp/w.log": "{scratch}/w.log",
     "| jq .states": "| python3 -c 'import json, sys; print(json.load(sys.stdin)[\"states\"])'",
     "--serve 9464": "--serve 0",  # any free port
+    "queuectl serve": "queuectl serve --port 0",
 }
-LONG_RUNNING = ("--watch", "--serve")  # run until Ctrl-C: stopped after a moment, fine if alive then
+LONG_RUNNING = ("--watch", "--serve", "queuectl serve")  # run until Ctrl-C: stopped after a moment, fine if alive then
 GENERATED_ID = re.compile(r"\b(?=[0-9a-z]*\d)(?=[0-9a-z]*[a-z])[0-9a-z]{10}\b")
 
 

@@ -34,7 +34,7 @@ def _global(
 
 
 def _register() -> None:
-    from queuectl.cli import config_cmds, dlq, jobs, monitor, queues, workers, workflow_cmds
+    from queuectl.cli import config_cmds, dlq, jobs, monitor, queues, serve, workers, workflow_cmds
 
     jobs.register(app)
     workflow_cmds.register(app)
@@ -43,6 +43,7 @@ def _register() -> None:
     app.add_typer(dlq.app, name="dlq", help="The dead letter queue: jobs out of retries.")
     app.add_typer(config_cmds.app, name="config", help="Runtime settings shared by all workers.")
     app.add_typer(queues.app, name="queue", help="Named queues: counts, pause and resume.")
+    serve.register(app)
 
 
 _register()

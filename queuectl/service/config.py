@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from queuectl.core.config import CONFIG_KEYS, RuntimeConfig, validate_config_value
 from queuectl.core.errors import InvalidInput
 from queuectl.store import Store
@@ -13,8 +15,17 @@ def config_values(store: Store) -> dict[str, str]:
 
 
 def load_config(store: Store) -> RuntimeConfig:
-    """The runtime keys as the database holds them, with defaults for the unset ones."""
-    return RuntimeConfig.from_strings(config_values(store))
+    """The runtime keys as the database holds them, with defaults for the unset ones.
+
+    Read from the database every time; parsing the same strings again is memoised (it was half
+    of the cost of enqueueing one job over HTTP). RuntimeConfig is frozen, so sharing it is safe.
+    """
+    return _parsed(tuple(sorted(config_values(store).items())))
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(items: tuple[tuple[str, str], ...]) -> RuntimeConfig:
+    return RuntimeConfig.from_strings(dict(items))
 
 
 def set_config(store: Store, key: str, value: str) -> str:

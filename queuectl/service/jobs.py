@@ -145,33 +145,45 @@ class JobPage:
 
     jobs: list[Job]
     matched: int
+    counted: bool = True  # False: ``matched`` was not counted (it is just ``len(jobs)``)
 
 
 def list_jobs(
-    store: Store, states: list[str] | str | None = None, queue: str | None = None, limit: int = 50
+    store: Store,
+    states: list[str] | str | None = None,
+    queue: str | None = None,
+    limit: int = 50,
+    before: float | None = None,
+    count: bool = True,
 ) -> JobPage:
-    """Jobs newest first, in any of ``states`` (none: every state) and one queue.
+    """Jobs newest first, in any of ``states`` (none: every state) and one queue, created before
+    ``before`` when given (the cursor of the next page: the last job's ``created_at``).
+    ``count=False`` skips counting the matches (the per-queue totals cost ~0.1 s at a million jobs).
 
     Each state is one indexed query of at most ``limit`` rows, merged by creation time. When the
-    limit was reached, the count of all matches comes from the per-queue totals (an indexed
-    aggregate), never from reading the jobs.
+    limit was reached (or on a later page), the count of all matches comes from the per-queue
+    totals (an indexed aggregate), never from reading the jobs.
     """
     wanted = [states] if isinstance(states, str) else list(dict.fromkeys(states or []))
     for state in wanted:
         check_state(state)
     if len(wanted) <= 1:
-        jobs = store.list_jobs(state=wanted[0] if wanted else None, queue=queue, limit=limit)
+        jobs = store.list_jobs(state=wanted[0] if wanted else None, queue=queue, limit=limit, before=before)
     else:
-        merged = [job for state in wanted for job in store.list_jobs(state=state, queue=queue, limit=limit)]
+        merged = [
+            job for state in wanted for job in store.list_jobs(state=state, queue=queue, limit=limit, before=before)
+        ]
         jobs = sorted(merged, key=lambda job: job.created_at, reverse=True)[:limit]
-    if len(jobs) < limit:
+    if not count:
+        return JobPage(jobs, len(jobs), counted=False)
+    if len(jobs) < limit and before is None:
         return JobPage(jobs, len(jobs))  # every match is shown: no need to count them
     counts = store.counts()
     matched = sum(
-        count
+        number
         for name, per_state in counts.items()
         if queue is None or name == queue
-        for state, count in per_state.items()
+        for state, number in per_state.items()
         if not wanted or state in wanted
     )
     return JobPage(jobs, max(matched, len(jobs)))

@@ -19,6 +19,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "config": {},
     "workers": {"queues": "*", "concurrency": 1, "current_jobs": [], "stop_requested": False},
     "batches": {"count": 0},
+    "tokens": {},
 }
 
 

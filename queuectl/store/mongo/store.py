@@ -72,6 +72,7 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
             # the staged-batch records of lifecycle.batches, which only a transactional store
             # uses (this one stages bulk inserts itself, in "batches"): kept apart, and empty
             "batches": db["staged_batches"],
+            "tokens": db["tokens"],
         }
         self._clock = ServerClock(client, host_clock, server_clock)
         self._ensure_indexes()

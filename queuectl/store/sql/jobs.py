@@ -375,6 +375,18 @@ class SqlJobs:
         return [row_job(row) for row in rows]
 
     @_dialect_errors
+    def changed_since(self, since: float, limit: int = 100) -> list[Job]:
+        # one range of the (state, updated_at) index per state, merged: there is no index on updated_at alone
+        ranges = " UNION ALL ".join(
+            f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = ? AND updated_at >= ? "
+            f"ORDER BY updated_at LIMIT ?) AS r{n}"
+            for n, _ in enumerate(STATES)
+        )
+        params = [value for state in STATES for value in (state, since, limit)]
+        rows = self._conn.execute(ranges, params).fetchall()
+        return sorted((row_job(row) for row in rows), key=lambda job: (job.updated_at, job.id))[:limit]
+
+    @_dialect_errors
     def job_states(self, job_ids: list[str]) -> dict[str, str]:
         if not job_ids:
             return {}

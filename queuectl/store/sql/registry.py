@@ -1,4 +1,4 @@
-"""The SQL store's small tables: cron schedules, paused queues, runtime config, the worker registry.
+"""The SQL store's small tables: cron schedules, paused queues, runtime config, workers, API tokens.
 
 One generic record interface (put, list, compare-and-set, delete) over four tables; what the
 records mean is the service layer's business. A mixin of the SQL stores, apart from the jobs; the
@@ -53,6 +53,8 @@ _TABLES = {
         json=("current_jobs",),
         bools=("stop_requested",),
     ),
+    # API tokens of `queuectl serve`: only a hash of each secret is kept
+    "tokens": _Table("id", ("id", "name", "scopes", "hash", "created_at")),
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, is_due_at
 from queuectl.core.models import PROCESSING, Job
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 7  # 7: staged bulk enqueues (jobs.batch, the batches table) and the tokens table
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -115,6 +115,13 @@ CREATE TABLE IF NOT EXISTS workers (
     concurrency INTEGER NOT NULL,
     current_jobs TEXT NOT NULL DEFAULT '[]',
     stop_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,  -- comma-separated: read, control, enqueue
+    hash TEXT NOT NULL,  -- sha256 of the whole token (the token itself is never stored)
+    created_at REAL NOT NULL
 );
 """
 
