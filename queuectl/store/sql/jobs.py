@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from queuectl.core.defaults import SQLITE_INSERT_BATCH as _INSERT_BATCH
 from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
 from queuectl.core.lifecycle import AFTER, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked, is_due
-from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, STATES, WAITING, Job, Lease
+from queuectl.core.lifecycle import events as log_events
+from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, STATES, WAITING, Attempt, Event, Job, Lease
 from queuectl.store.base import translating_errors
+from queuectl.store.sql.log import EVENT_INSERT as _EVENT_SQL
+from queuectl.store.sql.log import SqlLog, enqueued_rows, event_row
 from queuectl.store.sql.schema import (
     CLAIMABLE_SQL,
     FIELD_COLUMNS,
@@ -39,7 +42,7 @@ _dialect_errors = translating_errors(_classify)  # the driver's errors as queuec
 _CHILD_COLUMNS = ", ".join("c." + column for column in FIELD_COLUMNS.values())
 
 
-class SqlJobs:
+class SqlJobs(SqlLog):
     """The job primitives of :class:`~queuectl.store.base.Store` as SQL statements."""
 
     _conn: Any
@@ -115,6 +118,7 @@ class SqlJobs:
                     raise self._insert_conflict(conn, job, exc) from None
         finally:
             conn.execute("RELEASE insert_batch")
+        conn.executemany(_EVENT_SQL, enqueued_rows(batch))  # committed with the jobs, or not at all
         batch.clear()
 
     @staticmethod
@@ -169,6 +173,8 @@ class SqlJobs:
             ).fetchall()
             # RETURNING gives no order: restore the claim order within this queue
             claimed.extend(sorted((row_job(row) for row in rows), key=lambda job: (-job.priority, job.created_at)))
+        if claimed:
+            conn.executemany(_EVENT_SQL, [event_row(log_events.claimed(job, now)) for job in claimed])
         return claimed
 
     @_dialect_errors
@@ -181,6 +187,9 @@ class SqlJobs:
         lease: Lease | None = None,
         expired_before: float | None = None,
         hook_state: str | None = None,
+        attempt: Attempt | None = None,
+        keep_outputs: int = 10,
+        events: Sequence[Event] = (),
     ) -> bool:
         # a finish runs this for every job: no per-field Python loop on the way to the statement
         params = list(changes.values())
@@ -204,13 +213,16 @@ class SqlJobs:
             params.append(hook_state)
         with self._write() as conn:
             try:
-                return conn.execute(sql, params).rowcount == 1
+                written = conn.execute(sql, params).rowcount == 1
             except self.integrity_error:
                 row = conn.execute("SELECT unique_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
                 raise UniqueKeyTaken(row[0] if row else None) from None
+            if written and (attempt is not None or events):
+                self._log_in(conn, job_id, attempt, keep_outputs, events)
+            return written
 
     @_dialect_errors
-    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...]) -> int:
+    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...], event: Event | None = None) -> int:
         assert all(state in STATES for state in states) and not any(isinstance(v, WhenHooked) for v in changes.values())
         sets = [f"{FIELD_COLUMNS[name]} = ?" for name in changes]
         params = [_json(value) if name in JSON_FIELDS else value for name, value in changes.items()]
@@ -219,6 +231,8 @@ class SqlJobs:
             params.append(1 if is_due(changes) else 0)
         with self._write() as conn:
             try:
+                if event is not None:  # before the update: the rows it will write
+                    self._log_events_for(conn, event, f"state IN {sql_list(states)}")
                 return int(
                     conn.execute(
                         f"UPDATE jobs SET {', '.join(sets)} WHERE state IN {sql_list(states)}", params
@@ -259,6 +273,7 @@ class SqlJobs:
             params.append(limit)
         with self._write() as conn:
             conn.execute(f"DELETE FROM job_deps WHERE child IN (SELECT id FROM jobs WHERE {where})", params)
+            conn.execute(f"DELETE FROM attempts WHERE job_id IN (SELECT id FROM jobs WHERE {where})", params)
             return conn.execute(f"DELETE FROM jobs WHERE {where}", params).rowcount
 
     @_dialect_errors

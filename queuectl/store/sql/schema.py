@@ -10,7 +10,7 @@ from typing import Any
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, is_due_at
 from queuectl.core.models import PROCESSING, Job
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -51,7 +51,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     hook_state TEXT,
     hook_error TEXT,
     schedule TEXT,
-    ready INTEGER NOT NULL DEFAULT 0  -- 1 once run_at has passed: only these are in the claim indexes
+    ready INTEGER NOT NULL DEFAULT 0,  -- 1 once run_at has passed: only these are in the claim indexes
+    progress_done REAL,
+    progress_total REAL,
+    progress_message TEXT,
+    progress_at REAL
 );
 -- claim order (one queue, any queue): partial indexes of the due jobs only, so neither finished
 -- jobs nor jobs waiting for a future run_at (delays, retries) slow a claim down
@@ -137,6 +141,10 @@ FIELD_COLUMNS = {
     "hook_state": "hook_state",
     "hook_error": "hook_error",
     "schedule": "schedule",
+    "progress_done": "progress_done",
+    "progress_total": "progress_total",
+    "progress_message": "progress_message",
+    "progress_at": "progress_at",
 }
 JSON_FIELDS = ("env", "after")
 JOB_COLUMNS = ", ".join(FIELD_COLUMNS.values())
@@ -149,6 +157,55 @@ ADDED_COLUMNS = (
     "hook_error",
     "schedule",
 )  # schema 3: added to older files by _migrate
+PROGRESS_COLUMNS = {
+    "progress_done": "REAL",
+    "progress_total": "REAL",
+    "progress_message": "TEXT",
+    "progress_at": "REAL",
+}  # schema 7
+
+
+def log_schema(seq_column: str) -> str:
+    """The history and event tables; ``seq_column`` is the dialect's spelling of an ever-growing
+    key that is never reused, even once the newest rows are deleted (SQLite: AUTOINCREMENT;
+    PostgreSQL: an identity column)."""
+    return f"""
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    n INTEGER NOT NULL,  -- 1, 2, ... in the order the job's attempts ended
+    attempt INTEGER NOT NULL,  -- the lease token of the run
+    worker TEXT,
+    host TEXT,
+    pid INTEGER,
+    claimed_at REAL,
+    started_at REAL,
+    ended_at REAL NOT NULL,
+    ended TEXT NOT NULL,  -- completed | failed | timeout | lease lost | shut down | not started
+    exit_code INTEGER,
+    signal INTEGER,
+    duration REAL,
+    error TEXT,
+    output TEXT,  -- only the job's latest attempt-outputs-kept attempts keep it
+    max_rss_kb INTEGER,
+    cpu_s REAL,
+    PRIMARY KEY (job_id, n)
+);
+CREATE TABLE IF NOT EXISTS events (
+    {seq_column},
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    job_id TEXT,
+    queue TEXT,
+    state TEXT,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq) WHERE job_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_queue ON events(queue, seq) WHERE queue IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
+"""
+
+
+SQLITE_SEQ = "seq INTEGER PRIMARY KEY AUTOINCREMENT"
 
 
 def needs_migration(conn: sqlite3.Connection) -> bool:
@@ -165,7 +222,10 @@ def migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE jobs ADD COLUMN ready INTEGER NOT NULL DEFAULT 0")
         conn.execute("DROP INDEX IF EXISTS jobs_ready_queue")
         conn.execute("DROP INDEX IF EXISTS jobs_ready_any")
-    for statement in SCHEMA.split(";"):
+    for column, kind in PROGRESS_COLUMNS.items() if existing else ():
+        if column not in existing:  # schema 7: progress reported by running jobs
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+    for statement in (SCHEMA + log_schema(SQLITE_SEQ)).split(";"):
         if statement.strip():
             conn.execute(statement)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
