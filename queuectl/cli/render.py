@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
 from queuectl.core.durations import format_duration
-from queuectl.core.models import Job, WorkerInfo
+from queuectl.core.models import Attempt, Job, WorkerInfo
 
 STATE_STYLES = {
     "pending": "cyan",
@@ -116,7 +116,7 @@ def jobs_table(jobs: Iterable[Job], title: str, now: Optional[float] = None) -> 
     out.print(table)
 
 
-def job_detail(job: Job) -> None:
+def job_detail(job: Job, progress: str = "-") -> None:
     from rich.table import Table
 
     now = time.time()
@@ -143,6 +143,7 @@ def job_detail(job: Job) -> None:
         ("lease until", when(job.lease_expires_at)),
         ("exit code", "-" if job.exit_code is None else str(job.exit_code)),
         ("duration", format_duration(job.duration)),
+        ("progress", safe(progress)),
         ("last error", safe(job.last_error) or "-"),
         ("created", when(job.created_at)),
         ("started", when(job.started_at)),
@@ -155,6 +156,47 @@ def job_detail(job: Job) -> None:
     out.print(table)
     out.print("[bold]output[/] (tail; `queuectl logs` prints it raw):")
     out.print(printable(job.output) or "(none)", markup=False, highlight=False)
+
+
+def attempts_table(attempts: Iterable[Attempt]) -> None:
+    """A job's history: one row per attempt that ended (``queuectl logs ID --attempt N`` prints its output)."""
+    from rich.table import Table
+
+    table = Table(title="attempts", title_justify="left")
+    for column in (
+        "#",
+        "worker",
+        "host",
+        "pid",
+        "claimed",
+        "ended",
+        "how",
+        "exit",
+        "duration",
+        "max rss",
+        "cpu",
+        "error",
+    ):
+        table.add_column(column)
+    for row in attempts:
+        exit_text = "-" if row.exit_code is None else str(row.exit_code)
+        if row.signal:
+            exit_text = f"signal {row.signal}"
+        table.add_row(
+            str(row.number),
+            safe(row.worker) or "-",
+            safe(row.host) or "-",
+            "-" if row.pid is None else str(row.pid),
+            when(row.claimed_at),
+            when(row.ended_at),
+            safe(row.ended),
+            exit_text,
+            format_duration(row.duration),
+            "-" if row.max_rss_kb is None else f"{row.max_rss_kb / 1024:.1f} MiB",
+            "-" if row.cpu_s is None else f"{row.cpu_s:.2f}s",
+            safe(row.error) or "-",
+        )
+    console().print(table)
 
 
 def _hook_text(job: Job) -> str:

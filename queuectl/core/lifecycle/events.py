@@ -77,7 +77,7 @@ def enqueued(job: Job) -> Event:
 
 def claimed(job: Job, at: float) -> Event:
     """A worker took the job (its state is processing, its attempt counted)."""
-    return job_event(CLAIMED, job, at, PROCESSING, worker=job.locked_by, attempt=job.attempts)
+    return job_event(CLAIMED, job, at, PROCESSING, worker=job.locked_by)  # as MongoDB can write it
 
 
 def outcome_event(job_id: str, queue: str | None, lease: Lease, outcome: Outcome) -> Event:

@@ -12,17 +12,19 @@ reading), :mod:`.batches` (bulk inserts through a commit document), :mod:`.reads
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
-from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
+from queuectl.core.errors import DuplicateJobId, QueuectlError, UniqueKeyTaken
 from queuectl.core.lifecycle import CLAIMABLE, FINISHED, KEY_HOLDING, WhenHooked, is_due
-from queuectl.core.models import PROCESSING, Job, Lease
+from queuectl.core.lifecycle import events as log_events
+from queuectl.core.models import PROCESSING, Attempt, Event, Job, Lease
 from queuectl.store.base import Store, Waker
 from queuectl.store.mongo import writes
 from queuectl.store.mongo.batches import STAGING, MongoBatches
 from queuectl.store.mongo.clock import ServerClock
 from queuectl.store.mongo.docs import doc_job, fence, job_doc
 from queuectl.store.mongo.errors import translate_errors as _translate_errors
+from queuectl.store.mongo.events import PUBLISH_GRACE_S, MongoLog, with_attempt, with_outbox
 from queuectl.store.mongo.indexes import JOB_INDEXES, OTHER_INDEXES, ensure_indexes
 from queuectl.store.mongo.reads import MongoReads
 from queuectl.store.mongo.registry import MongoRegistry
@@ -32,7 +34,7 @@ __all__ = ["STAGING", "MongoStore"]
 MAX_UNSETTLED = 100  # marked jobs one repair pass settles
 
 
-class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
+class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
     """Jobs, schedules, config, queues, workers and bulk-insert batches as collections of one database.
 
     No multi-document transactions: a unit of work groups nothing, and each primitive is one
@@ -62,6 +64,8 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
         self._queues = db["queues"]
         self._workers = db["workers"]
         self._schedules = db["schedules"]
+        self._events = db["events"]
+        self._counters = db["counters"]
         self._staging_states: dict[str, str] = {}  # the jobs of an insert_jobs in progress
         self._unresolved_claims: list[str] = []  # tokens of claims whose reply was lost
         self._collections = {
@@ -97,7 +101,18 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
 
     @_translate_errors
     def insert_jobs(self, jobs: Iterable[Job]) -> int:
-        return self._stage_jobs(jobs)
+        count = self._stage_jobs(jobs)
+        self._publish_quietly(lambda: self.publish_due(self._now() + PUBLISH_GRACE_S))
+        return count
+
+    def _publish_quietly(self, publish: Callable[[], Any]) -> None:
+        """Publish right after a write; on failure the outbox keeps the events for the repair pass."""
+        import pymongo.errors as perr
+
+        try:
+            publish()
+        except (perr.PyMongoError, QueuectlError):
+            pass
 
     @_translate_errors
     def insert_job(self, job: Job) -> None:
@@ -109,6 +124,7 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
             writes.insert_one(self._jobs, doc)
         except perr.DuplicateKeyError:
             raise self._insert_conflict(doc) from None
+        self._publish_quietly(lambda: self.publish([job.id]))
 
     def _insert_conflict(self, doc: dict[str, Any]) -> Exception:
         if doc.get("active_key") is not None and self._jobs.find_one({"_id": doc.get("_id")}) is None:
@@ -144,6 +160,8 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
                 if job is None:
                     break
                 claimed.append(job)
+        if claimed:
+            self._publish_quietly(lambda: self.publish([job.id for job in claimed]))
         return claimed
 
     def _claim_one(self, query: dict[str, Any], worker_id: str, now: float, lease: float) -> Job | None:
@@ -151,11 +169,13 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
 
         token = writes.new_token()
         held = {"state": PROCESSING, "locked_by": worker_id, "lease_expires_at": now + lease}
-        update = {
+        update: dict[str, Any] = {
             "$set": {**held, "started_at": now, "updated_at": now, writes.TOKEN: token},
             "$unset": {"ready": ""},
             "$inc": {"attempts": 1},
         }
+        # the claimed event rides in the claim's own write (its attempt is the job's, after $inc)
+        with_outbox(update, [Event(log_events.CLAIMED, now, state=PROCESSING, data={"worker": worker_id})], now)
         try:
             doc = self._jobs.find_one_and_update(
                 query, update, sort=[("priority", -1), ("created_at", 1)], return_document=ReturnDocument.AFTER
@@ -200,9 +220,10 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
         lease: Lease | None = None,
         expired_before: float | None = None,
         hook_state: str | None = None,
+        attempt: Attempt | None = None,
+        keep_outputs: int = 10,
+        events: Sequence[Event] = (),
     ) -> bool:
-        import pymongo.errors as perr
-
         query: dict[str, Any] = fence(lease) if lease is not None else {"_id": job_id}
         if states:
             query["state"] = {"$in": list(states)}
@@ -232,6 +253,19 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
                     plain["active_key"] = current["unique_key"]
         if unset:
             update["$unset"] = unset
+        if attempt is not None:
+            with_attempt(update, attempt, keep_outputs)
+        with_outbox(update, events, changes.get("updated_at", attempt.ended_at if attempt else 0.0))
+        written = self._write_job(query, update, plain, hooked)
+        if written and events:
+            self._publish_quietly(lambda: self.publish([job_id]))
+        return written
+
+    def _write_job(
+        self, query: dict[str, Any], update: dict[str, Any], plain: dict[str, Any], hooked: dict[str, Any]
+    ) -> bool:
+        import pymongo.errors as perr
+
         try:
             if not hooked:
                 return writes.update_one(self._jobs, query, update)
@@ -245,10 +279,13 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
             raise UniqueKeyTaken(plain.get("active_key")) from None
 
     @_translate_errors
-    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...]) -> int:
+    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...], event: Event | None = None) -> int:
+        from dataclasses import replace
+
         count = 0
         for doc in self._jobs.find({"state": {"$in": list(states)}}, {"_id": 1}):
-            count += self.update_job(doc["_id"], changes, states=states)
+            logged = [replace(event, job_id=doc["_id"])] if event is not None else []
+            count += self.update_job(doc["_id"], changes, states=states, events=logged)
         return count
 
     @_translate_errors
@@ -265,7 +302,12 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
 
     @staticmethod
     def _purge_query(states: list[str], finished_before: float | None) -> dict[str, Any]:
-        query: dict[str, Any] = {"state": {"$in": states}, "settle_at": {"$exists": False}}
+        # a job whose events are not published yet is kept until they are
+        query: dict[str, Any] = {
+            "state": {"$in": states},
+            "settle_at": {"$exists": False},
+            "outbox_at": {"$exists": False},
+        }
         if finished_before is not None:
             query["finished_at"] = {"$lt": finished_before}
         return query
@@ -283,8 +325,9 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
 
     @_translate_errors
     def repair(self, now: float) -> int:
-        """Publish committed bulk inserts and remove abandoned ones (:meth:`sweep_batches`)."""
-        return self.sweep_batches(now)
+        """Publish committed bulk inserts and remove abandoned ones (:meth:`sweep_batches`), then
+        publish the events writers left in outboxes (:meth:`publish_due`)."""
+        return self.sweep_batches(now) + self.publish_due(now - PUBLISH_GRACE_S)
 
     # --- waking -----------------------------------------------------------------------------
 

@@ -121,7 +121,8 @@ class SqlLog:
         since: float | None = None,
         newest: bool = False,
     ) -> list[Event]:
-        clauses, params = ["seq > ?"], [after]
+        clauses: list[str] = ["seq > ?"]
+        params: list[Any] = [after]
         if job_id is not None:
             clauses.append("job_id = ?")
             params.append(job_id)
