@@ -162,7 +162,9 @@ def test_cancel_settle_and_dlq_retry_are_logged(store: Store, make_job: Callable
 
     # DLQ retries, one and all
     x = next(j for j in job if j.id == "x")
-    store.update_job("x", {"state": DEAD, "updated_at": T + 9, "finished_at": T + 9}, lease=Lease("x", "w1", x.attempts))
+    store.update_job(
+        "x", {"state": DEAD, "updated_at": T + 9, "finished_at": T + 9}, lease=Lease("x", "w1", x.attempts)
+    )
     assert lifecycle.retry_dead(store, "x", T + 10) == 1
     retried = [e for e in store.read_events(0, 100) if e.kind == ev.RETRIED]
     assert [(e.job_id, e.state, e.queue) for e in retried] == [("x", PENDING, "default")]
@@ -172,7 +174,10 @@ def test_retrying_every_dead_job_logs_one_event_each(store: Store, make_job: Cal
     store.insert_jobs([make_job("d1", state=DEAD), make_job("d2", state=DEAD, queue="other"), make_job("ok")])
     assert lifecycle.retry_dead(store, None, T + 1) == 2
     retried = [e for e in store.read_events(0, 100) if e.kind == ev.RETRIED]
-    assert sorted((e.job_id, e.queue, e.state) for e in retried) == [("d1", "default", PENDING), ("d2", "other", PENDING)]
+    assert sorted((e.job_id, e.queue, e.state) for e in retried) == [
+        ("d1", "default", PENDING),
+        ("d2", "other", PENDING),
+    ]
 
 
 def test_progress_is_saved_with_the_heartbeat_and_logged(store: Store, make_job: Callable[..., Job]) -> None:

@@ -144,8 +144,8 @@ class SqlLog:
     def purge_events(self, before: float, limit: int) -> int:
         with self._write() as conn:
             return int(
-                conn.execute(
-                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE at < ? ORDER BY at LIMIT ?)",
-                    (before, limit),
+                conn.execute(  # the oldest by seq (no index on time: see the schema)
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?) AND at < ?",
+                    (limit, before),
                 ).rowcount
             )

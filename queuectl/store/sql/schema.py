@@ -189,7 +189,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     max_rss_kb INTEGER,
     cpu_s REAL,
     PRIMARY KEY (job_id, n)
-);
+) WITHOUT ROWID;  -- one b-tree per attempt written, not two: a finish is the busy path
 CREATE TABLE IF NOT EXISTS events (
     {seq_column},
     at REAL NOT NULL,
@@ -199,9 +199,10 @@ CREATE TABLE IF NOT EXISTS events (
     state TEXT,
     data TEXT
 );
+-- one index besides seq: every index is written by every event, on the busy path. A queue's
+-- events are read by seq and filtered, a time is found by bisecting seq (events are logged in
+-- time order, near enough), and retention deletes from the oldest seq.
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq) WHERE job_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_queue ON events(queue, seq) WHERE queue IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_at ON events(at);
 """
 
 
