@@ -66,10 +66,10 @@ def read_events(
     if since is None:
         return store.read_events(0, limit or TAIL, job_id, queue, newest=True)
     found: list[Event] = []
-    after = since.seq or 0
+    after = since.seq if since.seq is not None else seq_before(store, since.at or 0.0)
     while limit is None or len(found) < limit:
         want = PAGE if limit is None else min(PAGE, limit - len(found))
-        page = store.read_events(after, want, job_id, queue, since.at)
+        page = store.read_events(after, want, job_id, queue)
         found.extend(page)
         if len(page) < want:
             break
@@ -83,14 +83,33 @@ def last_seq(store: Store) -> int:
     return newest[-1].seq if newest else 0
 
 
+def seq_before(store: Store, at: float) -> int:
+    """The cursor just before the first event logged at ``at`` or later, found by bisecting
+    sequence numbers (events are logged in time order, near enough; the log has no time index,
+    which every event would have to write)."""
+    first = store.read_events(0, 1)
+    if not first:
+        return 0
+    low, high = first[0].seq, last_seq(store)  # the answer is in [low - 1, high]
+    if first[0].at >= at:
+        return low - 1
+    while low < high:  # invariant: the event at or after `low` is older than `at`
+        middle = (low + high + 1) // 2
+        probe = store.read_events(middle - 1, 1)
+        if probe and probe[0].at < at:
+            low = probe[0].seq
+        else:
+            high = middle - 1
+    return low
+
+
 def start_of(store: Store, since: Since | None) -> int:
     """The cursor a follower starts after."""
     if since is None:
         return last_seq(store)
     if since.seq is not None:
         return since.seq
-    first = store.read_events(0, 1, since=since.at)
-    return first[0].seq - 1 if first else last_seq(store)
+    return seq_before(store, since.at or 0.0)
 
 
 def follow(
