@@ -4,6 +4,7 @@ busy path or for a reader is served by an index (SQLite's query plans, as in tes
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from queuectl.core import lifecycle
 from queuectl.core.models import Job, Lease
@@ -28,7 +29,7 @@ def test_every_history_and_event_statement_uses_an_index(tmp_path: Path) -> None
     store._conn.execute("ANALYZE")  # test-only access: plans as on a file that has seen some use
 
     fields = ", ".join("?" * len(ATTEMPT_FIELDS))
-    statements = {
+    statements: dict[str, tuple[str, list[Any]]] = {
         # the busy path: the attempt's number, and an event's queue, are looked up by primary key
         "attempt insert": (
             f"INSERT INTO attempts (job_id, n, {', '.join(ATTEMPT_FIELDS)}) VALUES "
