@@ -99,6 +99,10 @@ def jobs_table(jobs: Iterable[Job], title: str, now: Optional[float] = None) -> 
     for job in jobs:
         if job.state in ("pending", "failed"):
             moment = "due " + ago(job.run_at, now) if job.run_at > now else "ready"
+        elif job.state == "processing" and job.progress_done is not None:
+            from queuectl.service.history import progress_text
+
+            moment = progress_text(job)  # 40% resizing (ETA 12s)
         else:
             moment = ago(job.finished_at or job.updated_at, now)
         row = [
