@@ -201,6 +201,10 @@ def test_progress_is_saved_with_the_heartbeat_and_logged(store: Store, make_job:
     # a beat without a new report logs nothing more
     lifecycle.heartbeat(store, "w1", [(lease, None)], T + 6, 30)
     assert kinds(store).count(ev.PROGRESS) == 1
+    # the next attempt starts without the last one's progress
+    store.update_job("a", {"state": FAILED, "run_at": T + 7, "updated_at": T + 7}, lease=lease)
+    again = claim_one(store, "w1", T + 8)
+    assert again.progress_done is None and history.progress_of(again) is None
 
 
 def test_registry_writes_log_their_events(store: Store) -> None:

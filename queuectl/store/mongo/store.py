@@ -33,6 +33,7 @@ from queuectl.store.mongo.registry import MongoRegistry
 __all__ = ["STAGING", "MongoStore"]
 
 MAX_UNSETTLED = 100  # marked jobs one repair pass settles
+_PROGRESS = ("progress_done", "progress_total", "progress_message", "progress_at")
 
 
 class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
@@ -197,7 +198,7 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
         held = {"state": PROCESSING, "locked_by": worker_id, "lease_expires_at": now + lease}
         update: dict[str, Any] = {
             "$set": {**held, "started_at": now, "updated_at": now, writes.TOKEN: token},
-            "$unset": {"ready": ""},
+            "$unset": {"ready": "", **dict.fromkeys(_PROGRESS, "")},  # a new attempt reports afresh
             "$inc": {"attempts": 1},
         }
         # the claimed event rides in the claim's own write (its attempt is the job's, after $inc)

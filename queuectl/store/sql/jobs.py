@@ -165,7 +165,8 @@ class SqlJobs(SqlLog):
                 where, params, index = " AND queue = ?", [queue], "jobs_ready_queue"
             rows = conn.execute(
                 f"UPDATE jobs SET state = '{PROCESSING}', locked_by = ?, lease_expires_at = ?, "
-                f"attempts = attempts + 1, started_at = ?, updated_at = ? "
+                f"attempts = attempts + 1, started_at = ?, updated_at = ?, progress_done = NULL, "
+                f"progress_total = NULL, progress_message = NULL, progress_at = NULL "
                 f"WHERE id IN (SELECT id FROM jobs {self.hint(index)} "
                 f"WHERE {CLAIMABLE_SQL} AND ready = 1 AND run_at <= ?{where} "
                 f"ORDER BY priority DESC, created_at LIMIT ?) RETURNING {JOB_COLUMNS}",
