@@ -4,9 +4,30 @@ the documented exit code, never a traceback; the NDJSON of ``events --json`` par
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.test_cli import Cli
+
+class Cli:
+    """``queuectl ARGS`` as a user runs it, on this test's own database."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("QUEUECTL_")}
+        self.env.update(QUEUECTL_DB=f"sqlite:///{tmp_path / 'q.db'}", XDG_DATA_HOME=str(tmp_path))
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "queuectl", *args],
+            env=self.env,
+            cwd=self.tmp_path,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
 
 
 def test_bad_input_is_one_line_and_an_exit_code(tmp_path: Path) -> None:

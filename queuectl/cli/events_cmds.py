@@ -30,7 +30,9 @@ def events(
     """Print the event log: enqueued, claimed, progress, completed, failed, dead, cancelled, ...
 
     With --follow it keeps printing; restart it with --since LAST_SEQ to go on without a gap or a
-    repeat. Example: queuectl events --follow --json | jq .kind
+    repeat.
+
+    Example: queuectl events --follow --json | jq .kind
     """
     import time
 
@@ -83,10 +85,12 @@ def progress(
     amount: str = typer.Argument(..., metavar="DONE[/TOTAL]|PERCENT%"),
     message: Optional[str] = typer.Argument(None, help="What the job is doing now."),
 ) -> None:
-    """Report a running job's progress to its worker (no database access needed).
+    """Report a running job's progress to its worker, from inside the job (no database access).
 
-    Only inside a job run by a worker, which passes a private channel in $QUEUECTL_PROGRESS_FD;
-    elsewhere it does nothing. Example (in a job): queuectl progress 40/100 "resizing"
+    The worker passes the job a private channel, named in $QUEUECTL_PROGRESS_FD; elsewhere this
+    does nothing.
+
+    Example: queuectl progress 40/100 "resizing"
     """
     done, total = parse_progress(amount)
     if not all(value is None or (value == value and abs(value) != float("inf")) for value in (done, total)):

@@ -180,7 +180,7 @@ class Event:
             "job_id": self.job_id,
             "queue": self.queue,
             "state": self.state,
-            **({"data": self.data} if self.data else {}),
+            "data": self.data,  # always there: a stable shape for jq
         }
 
 

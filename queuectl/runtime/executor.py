@@ -178,16 +178,30 @@ class StartError(Exception):
         self.out_of_resources = error_number in _OUT_OF_RESOURCES
 
 
-def _spawn_fast(command: str, env: dict[str, str], progress_fd: int | None = None) -> tuple[int, int]:
+def _open_channel() -> Progress | None:
+    """A progress channel, or None when the worker is short of descriptors: the job then runs
+    without one (its output pipe, opened first, is what it cannot do without)."""
+    try:
+        return Progress()
+    except OSError:
+        return None
+
+
+def _spawn_fast(command: str, env: dict[str, str], progress: bool) -> tuple[int, int, Progress | None]:
     """``sh -c`` via posix_spawn (vfork-like: its cost does not grow with the worker's memory).
 
     stdin is /dev/null, stdout and stderr share one pipe, and the job leads a new session, so
-    its whole process group can be signalled. Returns the pid and the pipe's reading end.
+    its whole process group can be signalled; with ``progress`` its progress channel is at
+    descriptor 3. Returns the pid, the output pipe's reading end and the channel.
     """
     try:
         read_fd, write_fd = os.pipe()
     except OSError as exc:
         raise StartError(f"cannot open a pipe for the job's output: {exc.strerror}", exc.errno) from None
+    channel = _open_channel() if progress else None
+    progress_fd = channel.write_fd if channel is not None else None
+    if channel is not None:
+        env = {**env, PROGRESS_FD_ENV: str(PROGRESS_FD)}
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_DUP2, write_fd, 1),
@@ -207,10 +221,12 @@ def _spawn_fast(command: str, env: dict[str, str], progress_fd: int | None = Non
         )
     except OSError as exc:
         os.close(read_fd)
+        if channel is not None:
+            channel.close()
         raise StartError(f"cannot start {SHELL}: {exc.strerror}", exc.errno) from None
     finally:
         os.close(write_fd)
-    return pid, read_fd
+    return pid, read_fd, channel
 
 
 class Run:
@@ -230,26 +246,20 @@ class Run:
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd: int | None
         self.progress: Progress | None = None
-        if progress:
-            try:
-                self.progress = Progress()
-            except OSError:
-                self.progress = None  # short of descriptors: the job runs without a channel
-        try:
-            if cwd is None and hasattr(os, "posix_spawn"):
-                if self.progress is not None:
-                    env = {**env, PROGRESS_FD_ENV: str(PROGRESS_FD)}
-                self.pid, fd = _spawn_fast(command, env, self.progress.write_fd if self.progress else None)
-                self._fd = fd
-            else:
-                if self.progress is not None:
-                    env = {**env, PROGRESS_FD_ENV: str(self.progress.write_fd)}
-                fd = self._start_in(command, cwd, env)
-                self._fd = fd
-        except BaseException:
+        if cwd is None and hasattr(os, "posix_spawn"):
+            self.pid, fd, self.progress = _spawn_fast(command, env, progress)
+            self._fd = fd
+        else:
+            self.progress = _open_channel() if progress else None
             if self.progress is not None:
-                self.progress.close()
-            raise
+                env = {**env, PROGRESS_FD_ENV: str(self.progress.write_fd)}
+            try:
+                fd = self._start_in(command, cwd, env)
+            except BaseException:
+                if self.progress is not None:
+                    self.progress.close()
+                raise
+            self._fd = fd
         if self.progress is not None:
             self.progress.job_started()
         _live_shells.add(self.pid)

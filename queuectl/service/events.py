@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from queuectl.core.config import RuntimeConfig
+from queuectl.core.defaults import RETENTION_BATCH
 from queuectl.core.durations import parse_duration
 from queuectl.core.errors import InvalidInput
 from queuectl.core.models import Event
@@ -147,3 +149,17 @@ def follow(
                 yield event
         if not moved or len(page) < PAGE:
             sleep(interval)
+
+
+def apply_retention(store: Store, config: RuntimeConfig, now: float, max_batches: int | None = None) -> int:
+    """Delete events older than ``retain-events`` (0: keep them), in batches (at most
+    ``max_batches``); returns how many."""
+    deleted = 0
+    batches = 0
+    while config.retain_events > 0 and (max_batches is None or batches < max_batches):
+        purged = store.purge_events(now - config.retain_events, RETENTION_BATCH)
+        deleted += purged
+        batches += 1
+        if purged < RETENTION_BATCH:
+            break
+    return deleted

@@ -143,19 +143,13 @@ def purge(
 
 
 def apply_retention(store: Store, config: RuntimeConfig, now: float, max_batches: int | None = None) -> int:
-    """The automatic purge the housekeeper runs now and then, per the retain-* config keys
-    (jobs with their history, and the event log)."""
+    """The automatic purge the housekeeper runs now and then, per the retain-* config keys (a
+    job's history goes with it; the event log has its own: :func:`queuectl.service.events.apply_retention`)."""
     deleted = 0
     if config.retain_completed > 0:
         deleted += purge(store, [COMPLETED], config.retain_completed, now, max_batches=max_batches)
     if config.retain_dead > 0:
         deleted += purge(store, [DEAD, CANCELLED], config.retain_dead, now, max_batches=max_batches)
-    if config.retain_events > 0:  # the event log: a job's history goes with the job instead
-        for _ in range(max_batches or 1_000_000):
-            purged = store.purge_events(now - config.retain_events, RETENTION_BATCH)
-            deleted += purged
-            if purged < RETENTION_BATCH:
-                break
     return deleted
 
 

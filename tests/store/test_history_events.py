@@ -263,11 +263,9 @@ def test_the_service_reads_pages_and_follows(store: Store, make_job: Callable[..
 
 
 def test_retention_purges_the_log_by_the_retain_events_key(store: Store, make_job: Callable[..., Job]) -> None:
-    from queuectl.service import jobs
-
     store.insert_jobs([make_job("old"), make_job("new", created_at=T + 200)])
     keep_all = RuntimeConfig(retain_events=0, retain_completed=0)
-    assert jobs.apply_retention(store, keep_all, T + 10_000) == 0
+    assert event_service.apply_retention(store, keep_all, T + 10_000) == 0
     config = RuntimeConfig(retain_events=100, retain_completed=0)
-    assert jobs.apply_retention(store, config, T + 250) == 1
+    assert event_service.apply_retention(store, config, T + 250, max_batches=1) == 1
     assert [e.job_id for e in store.read_events()] == ["new"]
