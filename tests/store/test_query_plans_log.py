@@ -59,3 +59,30 @@ def test_every_history_and_event_statement_uses_an_index(tmp_path: Path) -> None
     assert any("events_job" in line for line in plans["a job's events"])
     assert any("PRIMARY KEY" in line for line in plans["a job's history"])
     store.close()
+
+
+def test_a_file_of_schema_6_gains_the_history_the_log_and_progress(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = str(tmp_path / "old.db")
+    SqliteStore(path).close()
+    conn = sqlite3.connect(path)  # back to what schema 6 had: no progress columns, no new tables
+    for column in ("progress_done", "progress_total", "progress_message", "progress_at"):
+        conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+    conn.execute("DROP TABLE attempts")
+    conn.execute("DROP TABLE events")
+    conn.execute("PRAGMA user_version=6")
+    conn.commit()
+    conn.close()
+
+    store = SqliteStore(path)
+    lifecycle.enqueue(store, [Job(id="a", command="true", created_at=T, run_at=T, updated_at=T)])
+    (job,) = lifecycle.claim(store, "w1", None, T + 1, 30, 1)
+    lease = Lease("a", "w1", job.attempts)
+    lifecycle.heartbeat(store, "w1", [(lease, None)], T + 2, 30, {"a": (1.0, 2.0, None)})
+    assert lifecycle.finish(store, lease, lifecycle.success_outcome(T + 3, "x", 0.1))
+    assert [row.ended for row in store.attempts("a")] == ["completed"]
+    assert [e.kind for e in store.read_events()] == ["enqueued", "claimed", "progress", "completed"]
+    saved = store.get("a")
+    assert saved is not None and saved.progress_done == 1.0 and isinstance(saved.progress_done, float)
+    store.close()

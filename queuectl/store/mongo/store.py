@@ -282,7 +282,7 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
             update["$unset"] = unset
         if attempt is not None:
             with_attempt(update, attempt, keep_outputs)
-        with_outbox(update, events, changes.get("updated_at", attempt.ended_at if attempt else 0.0))
+        with_outbox(update, events, events[0].at if events else 0.0)
         written = self._write_job(query, update, plain, hooked)
         if written and events:
             self._publish_soon([job_id])

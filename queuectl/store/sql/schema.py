@@ -165,10 +165,11 @@ PROGRESS_COLUMNS = {
 }  # schema 7
 
 
-def log_schema(seq_column: str) -> str:
-    """The history and event tables; ``seq_column`` is the dialect's spelling of an ever-growing
-    key that is never reused, even once the newest rows are deleted (SQLite: AUTOINCREMENT;
-    PostgreSQL: an identity column)."""
+def log_schema(seq_column: str, clustered: str = "") -> str:
+    """The history and event tables, in the dialect's spelling: ``seq_column`` is an ever-growing
+    key never reused, even once the newest rows are deleted (SQLite: AUTOINCREMENT; PostgreSQL:
+    an identity column); ``clustered`` stores attempts in their key's order (SQLite: WITHOUT
+    ROWID, one b-tree per row written instead of two; PostgreSQL: nothing)."""
     return f"""
 CREATE TABLE IF NOT EXISTS attempts (
     job_id TEXT NOT NULL,
@@ -189,7 +190,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     max_rss_kb INTEGER,
     cpu_s REAL,
     PRIMARY KEY (job_id, n)
-) WITHOUT ROWID;  -- one b-tree per attempt written, not two: a finish is the busy path
+) {clustered};
 CREATE TABLE IF NOT EXISTS events (
     {seq_column},
     at REAL NOT NULL,
@@ -207,6 +208,7 @@ CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq) WHERE job_id IS NOT
 
 
 SQLITE_SEQ = "seq INTEGER PRIMARY KEY AUTOINCREMENT"
+SQLITE_CLUSTERED = "WITHOUT ROWID"
 
 
 def needs_migration(conn: sqlite3.Connection) -> bool:
@@ -226,7 +228,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     for column, kind in PROGRESS_COLUMNS.items() if existing else ():
         if column not in existing:  # schema 7: progress reported by running jobs
             conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
-    for statement in (SCHEMA + log_schema(SQLITE_SEQ)).split(";"):
+    for statement in (SCHEMA + log_schema(SQLITE_SEQ, SQLITE_CLUSTERED)).split(";"):
         if statement.strip():
             conn.execute(statement)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
