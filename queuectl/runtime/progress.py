@@ -19,13 +19,17 @@ class Progress:
     """The worker's end of a job's progress channel: a pipe only that job holds the other end of.
 
     A job reports with ``queuectl progress 40/100 "resizing"`` (one JSON line). Whatever else
-    arrives is dropped: a line that is not such a report, or is too long. Reads are bounded
-    per call, so a job flooding the channel cannot slow the worker; only the latest report counts.
+    arrives is dropped: a line that is not such a report, or is too long. The worker reads the
+    channel only when it saves progress (each heartbeat) and when the job ends, never in its
+    event loop: a job costs the busy path no extra wake-up, and one flooding the channel cannot
+    slow the worker (both ends are non-blocking; only the latest report counts).
     """
 
     def __init__(self) -> None:
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
+        # the job's end too: a job writing to a full channel gets EAGAIN, it is never blocked
+        os.set_blocking(self.write_fd, False)
         self._partial = b""
         self.latest: tuple[float, float | None, str | None] | None = None
         self.changed = False
@@ -41,7 +45,8 @@ class Progress:
         self.write_fd = -1
 
     def read(self) -> None:
-        for _ in range(4):
+        """Take what the channel holds (at most 64 KiB per call: what a full pipe holds)."""
+        for _ in range(16):
             try:
                 chunk = os.read(self.read_fd, 4096)
             except BlockingIOError:

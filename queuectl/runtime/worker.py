@@ -37,7 +37,7 @@ from queuectl.core.models import (
     Outcome,
     WorkerInfo,
 )
-from queuectl.runtime.executor import Progress, Run, StartError, job_environment, spare_orphans_while
+from queuectl.runtime.executor import Run, StartError, job_environment, spare_orphans_while
 from queuectl.runtime.housekeeper import Housekeeper
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 from queuectl.service.config import load_config
@@ -161,8 +161,6 @@ class Worker:
                         if b"s" in waker.drain():  # type: ignore[union-attr]
                             next_beat = 0.0  # a stop request: look at it now
                         self.want_claim = True
-                    elif isinstance(key.data, Progress):
-                        self._read_progress(key.data)
                     else:
                         self._read_output(key.data)
                 self._reap()
@@ -284,8 +282,6 @@ class Worker:
                 self._short_of_resources(slot)
         else:
             self.selector.register(slot.run, selectors.EVENT_READ, slot.run)
-            if slot.run.progress is not None:
-                self.selector.register(slot.run.progress, selectors.EVENT_READ, slot.run.progress)
             if job.timeout:
                 slot.deadline = time.monotonic() + job.timeout
         self.slots[job.id] = slot
@@ -331,9 +327,6 @@ class Worker:
                 self._read_output(slot.run)
                 if not slot.run.eof:  # a background process still holds the pipe: stop watching it
                     self.selector.unregister(slot.run)
-                channel = slot.run.progress
-                if channel is not None and not channel.eof:
-                    self.selector.unregister(channel)
                 slot.run.finish()
                 if self.claim_cap is not None:  # its descriptors are free again: try one more
                     self.claim_cap += 1
@@ -357,12 +350,6 @@ class Worker:
         run.read()
         if run.eof:
             self.selector.unregister(run)
-
-    def _read_progress(self, channel: Progress) -> None:
-        """A report on a job's progress channel (kept until the next heartbeat saves it)."""
-        channel.read()
-        if channel.eof:
-            self.selector.unregister(channel)
 
     def _outcome(self, slot: Slot, code: int | None) -> Outcome | None:
         """The outcome to record, with what its history row says about the run."""
@@ -478,6 +465,8 @@ class Worker:
         progress = {}
         for running in carried:
             channel = running.run.progress if running.run is not None else None
+            if channel is not None:
+                channel.read()  # read here, not in the event loop: see runtime/progress.py
             report = channel.take_changed() if channel is not None else None
             if report is not None:
                 progress[running.job.id] = report
