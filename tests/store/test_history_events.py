@@ -269,3 +269,12 @@ def test_retention_purges_the_log_by_the_retain_events_key(store: Store, make_jo
     config = RuntimeConfig(retain_events=100, retain_completed=0)
     assert event_service.apply_retention(store, config, T + 250, max_batches=1) == 1
     assert [e.job_id for e in store.read_events()] == ["new"]
+
+
+def test_numbers_never_go_back_even_when_everything_is_old(store: Store, make_job: Callable[..., Job]) -> None:
+    store.insert_jobs([make_job("a"), make_job("b")])
+    newest = store.read_events(0, 1, newest=True)[0].seq
+    store.purge_events(T + 10_000, 100)  # all of them are old: the newest stays, as the numbering's floor
+    store.insert_job(make_job("c", created_at=T + 1))
+    assert [e.job_id for e in store.read_events(newest, 10)] == ["c"]
+    assert store.read_events(newest, 10)[0].seq > newest

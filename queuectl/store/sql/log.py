@@ -144,8 +144,9 @@ class SqlLog:
     def purge_events(self, before: float, limit: int) -> int:
         with self._write() as conn:
             return int(
-                conn.execute(  # the oldest by seq (no index on time: see the schema)
-                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?) AND at < ?",
+                conn.execute(  # the oldest by seq (no index on time); never the newest: see SQLITE_SEQ
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?) AND at < ? "
+                    "AND seq < (SELECT max(seq) FROM events)",
                     (limit, before),
                 ).rowcount
             )

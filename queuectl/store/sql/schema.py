@@ -167,8 +167,8 @@ PROGRESS_COLUMNS = {
 
 def log_schema(seq_column: str, clustered: str = "") -> str:
     """The history and event tables, in the dialect's spelling: ``seq_column`` is an ever-growing
-    key never reused, even once the newest rows are deleted (SQLite: AUTOINCREMENT; PostgreSQL:
-    an identity column); ``clustered`` stores attempts in their key's order (SQLite: WITHOUT
+    key (SQLite: the rowid, with the newest row always kept; PostgreSQL: an identity column);
+    ``clustered`` stores attempts in their key's order (SQLite: WITHOUT
     ROWID, one b-tree per row written instead of two; PostgreSQL: nothing)."""
     return f"""
 CREATE TABLE IF NOT EXISTS attempts (
@@ -207,7 +207,10 @@ CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq) WHERE job_id IS NOT
 """
 
 
-SQLITE_SEQ = "seq INTEGER PRIMARY KEY AUTOINCREMENT"
+# the rowid: a new row takes max + 1, so numbers never go back as long as the newest row is never
+# deleted (retention keeps it: see SqlLog.purge_events). AUTOINCREMENT would cost a write of
+# sqlite_sequence per event, on the busy path.
+SQLITE_SEQ = "seq INTEGER PRIMARY KEY"
 SQLITE_CLUSTERED = "WITHOUT ROWID"
 
 
