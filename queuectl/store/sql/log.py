@@ -9,6 +9,7 @@ placeholders and ``RETURNING``, which SQLite (3.35+) and PostgreSQL share.
 from __future__ import annotations
 
 import json
+import operator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -39,6 +40,7 @@ ATTEMPT_FIELDS = (
     "max_rss_kb",
     "cpu_s",
 )
+_ATTEMPT_VALUES = operator.attrgetter(*ATTEMPT_FIELDS)  # one C call per finish, in column order
 _ATTEMPT_INSERT = (
     f"INSERT INTO attempts (job_id, n, {', '.join(ATTEMPT_FIELDS)}) VALUES "
     f"(?, (SELECT coalesce(max(n), 0) + 1 FROM attempts WHERE job_id = ?), {', '.join('?' * len(ATTEMPT_FIELDS))}) "
@@ -85,8 +87,7 @@ class SqlLog:
     ) -> None:
         """Write an attempt's row (trimming older outputs) and events, in the caller's transaction."""
         if attempt is not None:
-            values = [getattr(attempt, name) for name in ATTEMPT_FIELDS]
-            number = conn.execute(_ATTEMPT_INSERT, [job_id, job_id, *values]).fetchone()[0]
+            number = conn.execute(_ATTEMPT_INSERT, (job_id, job_id, *_ATTEMPT_VALUES(attempt))).fetchone()[0]
             if number > keep_outputs:  # only the latest keep_outputs attempts keep their output
                 conn.execute(
                     "UPDATE attempts SET output = NULL WHERE job_id = ? AND n <= ? AND output IS NOT NULL",
