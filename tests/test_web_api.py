@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from queuectl.core.errors import InvalidInput, NotFound
-from queuectl.service import events, tokens
+from queuectl.service import changes, tokens
 from queuectl.service import jobs as job_service
 from queuectl.store.base import Store
 from queuectl.web.app import create_app
@@ -111,15 +111,15 @@ def test_a_token_is_kept_only_as_a_hash_and_revoked_by_name(store: Store) -> Non
 def test_the_change_feed_reports_each_change_once_in_order(store: Store) -> None:
     first = job_service.enqueue(store, [{"command": "true"}, {"command": "true"}])
     start = store.get(first[0]).updated_at - 1  # type: ignore[union-attr]
-    changed, cursor = events.changes(store, events.Cursor(start))
+    changed, cursor = changes.changes(store, changes.Cursor(start))
     assert [(job.id, job.state) for job in changed] == [(first[0], "pending"), (first[1], "pending")]
-    assert events.changes(store, cursor) == ([], cursor)  # nothing new: nothing again
+    assert changes.changes(store, cursor) == ([], cursor)  # nothing new: nothing again
     job_service.cancel(store, first[0])
-    changed, cursor = events.changes(store, cursor)
+    changed, cursor = changes.changes(store, cursor)
     assert [(job.id, job.state) for job in changed] == [(first[0], "cancelled")]
-    assert events.changes(store, events.Cursor.decode(cursor.encode()))[0][-1].state == "cancelled"  # resumable
+    assert changes.changes(store, changes.Cursor.decode(cursor.encode()))[0][-1].state == "cancelled"  # resumable
     with pytest.raises(InvalidInput, match="bad event cursor"):
-        events.Cursor.decode("yesterday")
+        changes.Cursor.decode("yesterday")
 
 
 def test_only_serve_imports_the_web_stack() -> None:

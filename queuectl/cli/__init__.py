@@ -34,11 +34,12 @@ def _global(
 
 
 def _register() -> None:
-    from queuectl.cli import config_cmds, dlq, jobs, monitor, queues, serve, workers, workflow_cmds
+    from queuectl.cli import config_cmds, dlq, events_cmds, jobs, monitor, queues, serve, workers, workflow_cmds
 
     jobs.register(app)
     workflow_cmds.register(app)
     monitor.register(app)
+    events_cmds.register(app)
     app.add_typer(workers.app, name="worker", help="Start, stop and list worker processes.")
     app.add_typer(dlq.app, name="dlq", help="The dead letter queue: jobs out of retries.")
     app.add_typer(config_cmds.app, name="config", help="Runtime settings shared by all workers.")

@@ -180,15 +180,28 @@ def show(
 
     Example: queuectl show job1
     """
-    job = service.get_job(store_of(ctx), job_id)
+    from queuectl.service import history
+
+    store = store_of(ctx)
+    job = service.get_job(store, job_id)
+    runs = history.attempts(store, job_id)
+    progress = history.progress_of(job)
     if as_json:
         from queuectl.service.shapes import job_json
 
-        print_json(job_json(job))
+        print_json(
+            {
+                **job_json(job),
+                "progress": progress.to_dict() if progress else None,
+                "history": [history.attempt_dict(row) for row in runs],
+            }
+        )
         return
-    from queuectl.cli.render import job_detail
+    from queuectl.cli.render import attempts_table, job_detail
 
-    job_detail(job)
+    job_detail(job, history.progress_text(job))
+    if runs:
+        attempts_table(runs)
 
 
 def status(

@@ -6,10 +6,11 @@ from typing import Optional
 import typer
 
 from queuectl.cli.context import context_of, store_of
-from queuectl.core.errors import EXIT_NOT_FOUND, StoreUnavailable
+from queuectl.core.errors import EXIT_NOT_FOUND, InvalidInput, StoreUnavailable
 from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import Job
 from queuectl.service import jobs as service
+from queuectl.store import Store
 
 
 def dashboard(
@@ -34,16 +35,30 @@ def logs(
         False, "--follow", "-f", help="Keep printing new output until the job completes, dies or is cancelled."
     ),
     interval: float = typer.Option(0.5, "--interval", min=0.05, max=60, help="With --follow: seconds between reads."),
+    attempt: Optional[int] = typer.Option(
+        None,
+        "--attempt",
+        "-a",
+        min=1,
+        help="Print the output of attempt N of the job's history (see queuectl show) instead.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="With --attempt: print that attempt as JSON, output included."),
 ) -> None:
     """Print a job's captured output (stdout and stderr; the last 64 KiB), exactly as stored.
 
-    Running jobs save their output at each heartbeat (config key heartbeat).
+    Running jobs save their output at each heartbeat (config key heartbeat). Each finished
+    attempt keeps its own output (the latest attempt-outputs-kept of them): --attempt N.
 
     Example: queuectl logs k3v9q2mx7d --follow
     """
     store = store_of(ctx)
-    job = service.get_job(store, job_id)
     out = sys.stdout
+    if attempt is not None or as_json:
+        if follow:
+            raise InvalidInput("--follow reads the running attempt: it cannot be combined with --attempt or --json")
+        _print_attempt(store, job_id, attempt, as_json)
+        return
+    job = service.get_job(store, job_id)
 
     def write(text: str) -> None:
         out.write(text)
@@ -91,6 +106,27 @@ def logs(
     if out.isatty() and last.output and not last.output.endswith("\n"):
         write("\n")
     note(final_note(last))
+
+
+def _print_attempt(store: Store, job_id: str, number: Optional[int], as_json: bool) -> None:
+    from queuectl.service import history
+
+    row = history.attempt(store, job_id, number)
+    if as_json:
+        from queuectl.cli.render import print_json
+
+        print_json(history.attempt_dict(row, with_output=True))
+        return
+    if row.output is None:
+        print(
+            f"queuectl: attempt {row.number} of job {job_id} kept no output "
+            "(it wrote none, or it is older than the attempt-outputs-kept latest)",
+            file=sys.stderr,
+        )
+        return
+    sys.stdout.write(row.output)
+    if not row.output.endswith("\n") and sys.stdout.isatty():
+        sys.stdout.write("\n")
 
 
 def metrics(

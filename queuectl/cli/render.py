@@ -11,7 +11,7 @@ from typing import Any, Iterable, Optional
 
 from queuectl.core.config import RuntimeConfig
 from queuectl.core.durations import format_duration
-from queuectl.core.models import Job, WorkerInfo
+from queuectl.core.models import Attempt, Job, WorkerInfo
 
 STATE_STYLES = {
     "pending": "cyan",
@@ -104,6 +104,10 @@ def jobs_table(jobs: Iterable[Job], title: str, fmt: str = "table", now: Optiona
             moment = when(job.run_at if due else (job.finished_at or job.updated_at))
         elif due:
             moment = "due " + ago(job.run_at, now) if job.run_at > now else "ready"
+        elif job.state == "processing" and job.progress_done is not None:
+            from queuectl.service.history import progress_text
+
+            moment = progress_text(job)  # 40% resizing (ETA 12s)
         else:
             moment = ago(job.finished_at or job.updated_at, now)
         row = [
@@ -121,7 +125,7 @@ def jobs_table(jobs: Iterable[Job], title: str, fmt: str = "table", now: Optiona
     emit(fmt, title, columns, rows)
 
 
-def job_detail(job: Job) -> None:
+def job_detail(job: Job, progress: str = "-") -> None:
     from rich.table import Table
 
     now = time.time()
@@ -148,6 +152,7 @@ def job_detail(job: Job) -> None:
         ("lease until", when(job.lease_expires_at)),
         ("exit code", "-" if job.exit_code is None else str(job.exit_code)),
         ("duration", format_duration(job.duration)),
+        ("progress", safe(progress)),
         ("last error", safe(job.last_error) or "-"),
         ("created", when(job.created_at)),
         ("started", when(job.started_at)),
@@ -160,6 +165,47 @@ def job_detail(job: Job) -> None:
     out.print(table)
     out.print("[bold]output[/] (tail; `queuectl logs` prints it raw):")
     out.print(printable(job.output) or "(none)", markup=False, highlight=False)
+
+
+def attempts_table(attempts: Iterable[Attempt]) -> None:
+    """A job's history: one row per attempt that ended (``queuectl logs ID --attempt N`` prints its output)."""
+    from rich.table import Table
+
+    table = Table(title="attempts", title_justify="left")
+    for column in (
+        "#",
+        "worker",
+        "host",
+        "pid",
+        "claimed",
+        "ended",
+        "how",
+        "exit",
+        "duration",
+        "max rss",
+        "cpu",
+        "error",
+    ):
+        table.add_column(column)
+    for row in attempts:
+        exit_text = "-" if row.exit_code is None else str(row.exit_code)
+        if row.signal:
+            exit_text = f"signal {row.signal}"
+        table.add_row(
+            str(row.number),
+            safe(row.worker) or "-",
+            safe(row.host) or "-",
+            "-" if row.pid is None else str(row.pid),
+            when(row.claimed_at),
+            when(row.ended_at),
+            safe(row.ended),
+            exit_text,
+            format_duration(row.duration),
+            "-" if row.max_rss_kb is None else f"{row.max_rss_kb / 1024:.1f} MiB",
+            "-" if row.cpu_s is None else f"{row.cpu_s:.2f}s",
+            safe(row.error) or "-",
+        )
+    console().print(table)
 
 
 def _hook_text(job: Job) -> str:

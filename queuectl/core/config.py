@@ -175,6 +175,18 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
         ConfigKey(
             "hook-timeout", "60", _seconds_between(1, 86400), "an on-finish hook is killed after this many seconds"
         ),
+        ConfigKey(
+            "retain-events",
+            "604800",
+            _seconds_between(0, 10 * 365 * 86400),
+            "workers delete events older than this from the event log (seconds); 0 keeps them",
+        ),
+        ConfigKey(
+            "attempt-outputs-kept",
+            "10",
+            _int_between(0, 1000),
+            "how many of a job's latest attempts keep their output tail in its history",
+        ),
     )
 }
 
@@ -195,6 +207,8 @@ class RuntimeConfig:
     retain_completed: float = 604800.0
     retain_dead: float = 0.0
     hook_timeout: float = 60.0
+    retain_events: float = 604800.0
+    attempt_outputs_kept: int = 10
 
     @classmethod
     def from_strings(cls, values: dict[str, str]) -> RuntimeConfig:

@@ -66,6 +66,11 @@ class Job:
     hook_error: str | None = None
     schedule: str | None = None  # the cron schedule that enqueued it
     batch: str | None = None  # the bulk enqueue that staged it (only a file too big for one transaction)
+    # the latest progress the running job reported (through its progress channel), if any
+    progress_done: float | None = None
+    progress_total: float | None = None
+    progress_message: str | None = None
+    progress_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +110,82 @@ class Outcome:
     output: str | None = None
     duration: float | None = None
     attempts: int | None = None
+    # for the attempt's row in the job's history (see :class:`Attempt`)
+    ended: str | None = None  # how it ended; None: from the state (completed, failed, dead)
+    claimed_at: float | None = None
+    started_at: float | None = None
+    host: str | None = None
+    pid: int | None = None
+    signal: int | None = None
+    max_rss_kb: int | None = None
+    cpu_s: float | None = None
+    keep_outputs: int = 10  # how many attempts of the job keep their output tail
+
+
+# how an attempt ended (Attempt.ended)
+ENDED_COMPLETED = "completed"
+ENDED_FAILED = "failed"
+ENDED_TIMEOUT = "timeout"
+ENDED_LEASE_LOST = "lease lost"
+ENDED_CANCELLED = "cancelled"
+ENDED_SHUTDOWN = "shut down"
+ENDED_NOT_STARTED = "not started"
+
+
+@dataclass
+class Attempt:
+    """One run of a job, as its history keeps it: small, but for its own output tail, which
+    only the latest ``attempt-outputs-kept`` attempts of a job keep.
+
+    ``number`` counts the job's attempts from 1 in the order they ended; ``attempt`` is the
+    lease token of that run (a run handed back on shutdown does not count, so two rows may
+    share it).
+    """
+
+    number: int
+    attempt: int
+    worker: str | None
+    ended: str
+    ended_at: float
+    claimed_at: float | None = None
+    started_at: float | None = None
+    host: str | None = None
+    pid: int | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    duration: float | None = None
+    error: str | None = None
+    output: str | None = None
+    max_rss_kb: int | None = None
+    cpu_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Event:
+    """One entry of the event log: ``seq`` orders them (assigned by the store on writing, 0
+    before), ``kind`` says what happened (see :mod:`queuectl.core.lifecycle.events`)."""
+
+    kind: str
+    at: float
+    job_id: str | None = None
+    queue: str | None = None
+    state: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "kind": self.kind,
+            "job_id": self.job_id,
+            "queue": self.queue,
+            "state": self.state,
+            "data": self.data,  # always there: a stable shape for jq
+        }
 
 
 @dataclass

@@ -24,9 +24,10 @@ import os
 import signal
 import subprocess
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from queuectl.core.defaults import OUTPUT_LIMIT
+from queuectl.runtime.progress import PROGRESS_FD, PROGRESS_FD_ENV, Progress
 
 SHELL = "/bin/sh"
 _READ_CHUNK = 65536
@@ -177,42 +178,63 @@ class StartError(Exception):
         self.out_of_resources = error_number in _OUT_OF_RESOURCES
 
 
-def _spawn_fast(command: str, env: dict[str, str]) -> tuple[int, int]:
+def _open_channel() -> Progress | None:
+    """A progress channel, or None when the worker is short of descriptors: the job then runs
+    without one (its output pipe, opened first, is what it cannot do without)."""
+    try:
+        return Progress()
+    except OSError:
+        return None
+
+
+def _spawn_fast(command: str, env: dict[str, str], progress: bool) -> tuple[int, int, Progress | None]:
     """``sh -c`` via posix_spawn (vfork-like: its cost does not grow with the worker's memory).
 
     stdin is /dev/null, stdout and stderr share one pipe, and the job leads a new session, so
-    its whole process group can be signalled. Returns the pid and the pipe's reading end.
+    its whole process group can be signalled; with ``progress`` its progress channel is at
+    descriptor 3. Returns the pid, the output pipe's reading end and the channel.
     """
     try:
         read_fd, write_fd = os.pipe()
     except OSError as exc:
         raise StartError(f"cannot open a pipe for the job's output: {exc.strerror}", exc.errno) from None
+    channel = _open_channel() if progress else None
+    progress_fd = channel.write_fd if channel is not None else None
+    if channel is not None:
+        env = {**env, PROGRESS_FD_ENV: str(PROGRESS_FD)}
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, write_fd, 1),
+        (os.POSIX_SPAWN_DUP2, write_fd, 2),
+    ]
+    if progress_fd is not None:  # the job's end of its progress channel, at a fixed number
+        actions.append((os.POSIX_SPAWN_DUP2, progress_fd, PROGRESS_FD))
     try:
         pid = os.posix_spawn(
             SHELL,
             [SHELL, "-c", command],
             env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, write_fd, 1),
-                (os.POSIX_SPAWN_DUP2, write_fd, 2),
-            ],
+            file_actions=actions,
             setsid=True,
             # Python ignores SIGPIPE and SIGXFSZ; a shell job expects the defaults (as Popen restores)
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT),
         )
     except OSError as exc:
         os.close(read_fd)
+        if channel is not None:
+            channel.close()
         raise StartError(f"cannot start {SHELL}: {exc.strerror}", exc.errno) from None
     finally:
         os.close(write_fd)
-    return pid, read_fd
+    return pid, read_fd, channel
 
 
 class Run:
     """One running command. Call :meth:`read` when :meth:`fileno` is readable."""
 
-    def __init__(self, command: str, cwd: str | None, env: dict[str, str], limit: int = OUTPUT_LIMIT) -> None:
+    def __init__(
+        self, command: str, cwd: str | None, env: dict[str, str], limit: int = OUTPUT_LIMIT, progress: bool = False
+    ) -> None:
         self.limit = limit
         self.started = time.monotonic()
         self._tail = bytearray()
@@ -220,14 +242,26 @@ class Run:
         self._dirty = True
         self.eof = False
         self.returncode: int | None = None
+        self.rusage: Any = None  # the shell's resource use (with its waited-for children), from wait4
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd: int | None
+        self.progress: Progress | None = None
         if cwd is None and hasattr(os, "posix_spawn"):
-            self.pid, fd = _spawn_fast(command, env)
+            self.pid, fd, self.progress = _spawn_fast(command, env, progress)
             self._fd = fd
         else:
-            fd = self._start_in(command, cwd, env)
+            self.progress = _open_channel() if progress else None
+            if self.progress is not None:
+                env = {**env, PROGRESS_FD_ENV: str(self.progress.write_fd)}
+            try:
+                fd = self._start_in(command, cwd, env)
+            except BaseException:
+                if self.progress is not None:
+                    self.progress.close()
+                raise
             self._fd = fd
+        if self.progress is not None:
+            self.progress.job_started()
         _live_shells.add(self.pid)
         os.set_blocking(fd, False)
 
@@ -243,6 +277,7 @@ class Run:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=(self.progress.write_fd,) if self.progress is not None else (),
             )
         except FileNotFoundError as exc:
             if cwd and exc.filename in (cwd, None) and not os.path.isdir(cwd):
@@ -311,14 +346,21 @@ class Run:
         if self.returncode is None and time.monotonic() >= _next_sweep:
             sweep_orphans(wait_s=0.0)
         if self.returncode is None:
-            if self._proc is not None:
-                self.returncode = self._proc.poll()
-            else:
-                with contextlib.suppress(ChildProcessError):
-                    pid, status = os.waitpid(self.pid, os.WNOHANG)
-                    if pid:
-                        self.returncode = os.waitstatus_to_exitcode(status)
+            with contextlib.suppress(ChildProcessError):
+                pid, status, rusage = os.wait4(self.pid, os.WNOHANG)  # wait4: its resource use too
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+                    self.rusage = rusage
+                    if self._proc is not None:
+                        self._proc.returncode = self.returncode  # reaped here: Popen must not wait
         return self.returncode
+
+    def resources(self) -> tuple[int | None, float | None]:
+        """Peak memory (max RSS, KiB) and CPU seconds (user + system) of the shell and the
+        children it waited for, once it ended (None before, or where wait4 gave nothing)."""
+        if self.rusage is None:
+            return None, None
+        return int(self.rusage.ru_maxrss), float(self.rusage.ru_utime + self.rusage.ru_stime)
 
     def signal(self, signum: int) -> None:
         """Send a signal to the whole process group: the shell and everything it started."""
@@ -335,6 +377,9 @@ class Run:
         _live_shells.discard(self.pid)
         sweep_orphans()
         self._close_pipe()
+        if self.progress is not None:
+            self.progress.read()  # the last report the job wrote before it ended
+            self.progress.close()
 
     def output(self, only_if_changed: bool = False) -> str | None:
         """The output tail as text: invalid UTF-8 replaced, NUL bytes made visible, a marker if cut."""

@@ -2,8 +2,8 @@
 
 Any worker process may do them, and each is safe to race with the other workers doing the
 same: fire due cron schedules, run due on-finish hooks (one at a time, in a thread), recover
-the jobs of workers presumed dead (expired leases), apply retention, finish or remove bulk
-enqueues their writer left behind (lifecycle.batches), and on a store without
+the jobs of workers presumed dead (expired leases), apply retention (jobs and the event log),
+finish or remove bulk enqueues their writer left behind (lifecycle.batches), and on a store without
 transactions resettle jobs left waiting for parents that already ended.
 
 The clock and the hook runner are injected, so the cadence is tested without processes.
@@ -22,7 +22,7 @@ from queuectl.core.defaults import FIRST_RETENTION_S, RETENTION_EVERY_S
 from queuectl.core.errors import QueuectlError, StoreCorrupt
 from queuectl.core.models import Job
 from queuectl.runtime import hooks
-from queuectl.service import jobs, schedules
+from queuectl.service import events, jobs, schedules
 from queuectl.store import Store
 
 T = TypeVar("T")
@@ -81,9 +81,11 @@ class Housekeeper:
         if mono >= self.next_retention:
             # one batch per pass, so heartbeats go on; a full batch means more: come back soon
             deleted = self._chore(lambda: jobs.apply_retention(self.store, config, self.wall(), max_batches=1))
+            full = isinstance(deleted, int) and deleted >= jobs.RETENTION_BATCH
+            logged = self._chore(lambda: events.apply_retention(self.store, config, self.wall(), max_batches=1))
+            full = full or (isinstance(logged, int) and logged >= jobs.RETENTION_BATCH)
             swept = self._chore(lambda: lifecycle.sweep_batches(self.store, self.wall()))
-            more = bool(swept) or (isinstance(deleted, int) and deleted >= jobs.RETENTION_BATCH)
-            self.next_retention = mono + (1.0 if more else RETENTION_EVERY_S)
+            self.next_retention = mono + (1.0 if full or swept else RETENTION_EVERY_S)
             if not self.store.transactional:
                 self._chore(self._resettle)
         return woke

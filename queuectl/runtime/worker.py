@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from queuectl.core import lifecycle
 from queuectl.core.config import ENV_DB, RuntimeConfig, resolve_db_url
@@ -27,7 +27,16 @@ from queuectl.core.defaults import FORGET_WORKERS_AFTER_S as _FORGET_WORKERS_AFT
 from queuectl.core.defaults import RETRY_WRITE_S as _RETRY_WRITE_S
 from queuectl.core.errors import EXIT_CORRUPT, EXIT_ERROR, QueuectlError, StoreCorrupt, StoreReadOnly, StoreUnavailable
 from queuectl.core.lifecycle.rules import handed_back_outcome
-from queuectl.core.models import PENDING, Job, Lease, Outcome, WorkerInfo
+from queuectl.core.models import (
+    ENDED_NOT_STARTED,
+    ENDED_SHUTDOWN,
+    ENDED_TIMEOUT,
+    PENDING,
+    Job,
+    Lease,
+    Outcome,
+    WorkerInfo,
+)
 from queuectl.runtime.executor import Run, StartError, job_environment, spare_orphans_while
 from queuectl.runtime.housekeeper import Housekeeper
 from queuectl.runtime.loglines import write_line
@@ -56,6 +65,7 @@ class Slot:
     start_error: str | None = None
     handed_back: bool = False  # not started for want of the worker's own resources: requeue it
     output_unsaved: bool = False  # a heartbeat carrying its output failed: send it all next time
+    started_at: float | None = None  # the store's time the command was started
 
 
 @dataclass
@@ -90,6 +100,7 @@ class Worker:
         self.last_ok_beat = time.monotonic()
         self.store_down = False  # the last renewal failed: leases run out unless one succeeds
         self.info: WorkerInfo | None = None  # the registry record, re-created if it was pruned
+        self.host = socket.gethostname()
         self.want_claim = True
         self.idle_until = 0.0
         self.claim_cap: int | None = None  # fewer than concurrency while short of descriptors
@@ -123,7 +134,7 @@ class Worker:
         prune_workers(self.store, seen_before=now - _FORGET_WORKERS_AFTER_S)
         self.info = WorkerInfo(
             id=self.id,
-            host=socket.gethostname(),
+            host=self.host,
             pid=os.getpid(),
             state="running",
             started_at=now,
@@ -292,8 +303,9 @@ class Worker:
         lease = Lease(job.id, self.id, job.attempts)
         slot = Slot(job, lease, None)
         env = job_environment(self.base_env, job.env)
+        slot.started_at = self.store.now()
         try:
-            slot.run = Run(job.command, job.cwd, env)
+            slot.run = Run(job.command, job.cwd, env, progress=True)
         except StartError as exc:
             slot.start_error = str(exc)
             if exc.out_of_resources:
@@ -382,6 +394,32 @@ class Worker:
             self.selector.unregister(run)
 
     def _outcome(self, slot: Slot, code: int | None) -> Outcome | None:
+        """The outcome to record, with what its history row says about the run."""
+        outcome = self._bare_outcome(slot, code)
+        if outcome is None:
+            return None
+        rss, cpu = slot.run.resources() if slot.run is not None else (None, None)
+        ended = outcome.ended
+        if slot.handed_back or slot.start_error is not None:
+            ended = ENDED_NOT_STARTED
+        elif slot.stop_reason == "shutdown":
+            ended = ENDED_SHUTDOWN
+        elif slot.stop_reason == "timeout":
+            ended = ENDED_TIMEOUT
+        return replace(
+            outcome,
+            ended=ended,
+            claimed_at=slot.job.started_at,
+            started_at=slot.started_at if slot.run is not None else None,
+            host=self.host,
+            pid=slot.run.pid if slot.run is not None else None,
+            signal=-code if code is not None and code < 0 else None,
+            max_rss_kb=rss,
+            cpu_s=cpu,
+            keep_outputs=self.config.attempt_outputs_kept,
+        )
+
+    def _bare_outcome(self, slot: Slot, code: int | None) -> Outcome | None:
         now = self.store.now()
         job = slot.job
         if slot.stop_reason == "lost":
@@ -481,11 +519,24 @@ class Worker:
         beats = [(slot.lease, self._beat_output(slot)) for slot in carried]
         with_output = [slot for slot, (_, output) in zip(carried, beats, strict=True) if output is not None]
         beats += [(lease, None) for lease, _ in self.unsent]
+        progress = {}
+        for running in carried:
+            channel = running.run.progress if running.run is not None else None
+            if channel is not None:
+                channel.read()  # read here, not in the event loop: see runtime/progress.py
+            report = channel.take_changed() if channel is not None else None
+            if report is not None:
+                progress[running.job.id] = report
         try:
-            lost = lifecycle.heartbeat(self.store, self.id, beats, now, self.config.lease)
+            lost = lifecycle.heartbeat(self.store, self.id, beats, now, self.config.lease, progress)
         except STORE_DOWN as exc:
             for held in with_output:
                 held.output_unsaved = True
+            for job_id, report in progress.items():  # sent again at the next beat
+                held_slot = self.slots.get(job_id)
+                channel = held_slot.run.progress if held_slot and held_slot.run else None
+                if channel is not None and not channel.changed:
+                    channel.latest, channel.changed = report, True
             self._writes_refused(exc)
             self._on_store_down(exc)
             return

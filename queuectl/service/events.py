@@ -1,52 +1,165 @@
-"""Job state changes, for the HTTP event stream (``GET /api/events``).
+"""The event log, read: the one place every front end (``queuectl events``, the HTTP API's
+``GET /api/events``) reads events from, with a cursor by sequence number.
 
-Until the durable event log of issue 13 exists, changes are read from the jobs themselves: the
-jobs updated since a cursor, through the (state, updated_at) index. That sees each job's current
-state, so a job that changed twice between two reads is reported once, in its latest state, and
-a deleted (purged) job is not reported. Issue 13's log will replace the body of :func:`changes`;
-its callers keep the same cursor interface.
+Following is gap-aware. On SQLite sequence numbers are assigned in commit order, so a reader
+that has seen ``n`` will never see a number below it appear later. On MongoDB (numbers taken
+at publishing) and PostgreSQL (sequences are not commit-ordered) a number can become visible
+after a higher one, or never (a publisher that died). So a follower stops at a gap and waits
+up to ``gap_wait`` seconds for it to fill before moving past it: it never prints an event
+twice, never out of order, and misses one only if it took longer than that to appear.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
+from queuectl.core.config import RuntimeConfig
+from queuectl.core.defaults import RETENTION_BATCH
+from queuectl.core.durations import parse_duration
 from queuectl.core.errors import InvalidInput
-from queuectl.core.models import Job
+from queuectl.core.models import Event
 from queuectl.store import Store
 
-BATCH = 200  # changes read at most per call
+PAGE = 1000
+GAP_WAIT_S = 2.0
+TAIL = 100  # events shown without --since
 
 
 @dataclass(frozen=True)
-class Cursor:
-    """Where a reader is: the ``updated_at`` last seen and the (id, state) pairs seen at that time
-    exactly (a later change at the same timestamp is still reported)."""
+class Since:
+    """Where reading starts: after a sequence number, or from a time (epoch seconds)."""
 
-    at: float
-    seen: frozenset[tuple[str, str]] = frozenset()
-
-    def encode(self) -> str:
-        return f"{self.at!r}"
-
-    @classmethod
-    def decode(cls, text: str) -> Cursor:
-        try:
-            at = float(text)
-        except ValueError:
-            raise InvalidInput(f"bad event cursor {text[:40]!r}: use the id of the last event received") from None
-        if at != at or at < 0:
-            raise InvalidInput("bad event cursor: not a time")
-        return cls(at)
+    seq: int | None = None
+    at: float | None = None
 
 
-def changes(store: Store, cursor: Cursor, limit: int = BATCH) -> tuple[list[Job], Cursor]:
-    """The jobs changed since ``cursor`` (oldest change first) and the cursor after them."""
-    jobs = [job for job in store.changed_since(cursor.at, limit) if (job.id, job.state) not in cursor.seen]
-    if not jobs:
-        return [], cursor
-    last = jobs[-1].updated_at
-    seen = {(job.id, job.state) for job in jobs if job.updated_at == last}
-    if last == cursor.at:
-        seen |= cursor.seen
-    return jobs, Cursor(last, frozenset(seen))
+def parse_since(text: str | None, now: float) -> Since | None:
+    """``--since``: a sequence number (``1234``: the events after it) or an age (``10m``, ``2h``)."""
+    if text is None:
+        return None
+    text = text.strip()
+    if re.fullmatch(r"\d+", text):
+        return Since(seq=int(text))
+    try:
+        age = parse_duration(text, "--since")
+    except InvalidInput:
+        raise InvalidInput(
+            f"--since {text!r}: give a sequence number (e.g. 1234) or an age such as 30s, 10m, 2h, 1d"
+        ) from None
+    return Since(at=now - age)
+
+
+def _matches(event: Event, job_id: str | None, queue: str | None) -> bool:
+    return (job_id is None or event.job_id == job_id) and (queue is None or event.queue == queue)
+
+
+def read_events(
+    store: Store,
+    since: Since | None = None,
+    job_id: str | None = None,
+    queue: str | None = None,
+    limit: int | None = None,
+) -> list[Event]:
+    """Logged events, oldest first: after ``since`` (all of them, or the first ``limit``), or
+    without it the newest ``limit`` (default :data:`TAIL`). No waiting at gaps: for that, follow."""
+    if since is None:
+        return store.read_events(0, limit or TAIL, job_id, queue, newest=True)
+    found: list[Event] = []
+    after = since.seq if since.seq is not None else seq_before(store, since.at or 0.0)
+    while limit is None or len(found) < limit:
+        want = PAGE if limit is None else min(PAGE, limit - len(found))
+        page = store.read_events(after, want, job_id, queue)
+        found.extend(page)
+        if len(page) < want:
+            break
+        after = page[-1].seq
+    return found
+
+
+def last_seq(store: Store) -> int:
+    """The newest sequence number logged (0: none), where a follower with no --since starts."""
+    newest = store.read_events(0, 1, newest=True)
+    return newest[-1].seq if newest else 0
+
+
+def seq_before(store: Store, at: float) -> int:
+    """The cursor just before the first event logged at ``at`` or later, found by bisecting
+    sequence numbers (events are logged in time order, near enough; the log has no time index,
+    which every event would have to write)."""
+    first = store.read_events(0, 1)
+    if not first:
+        return 0
+    low, high = first[0].seq, last_seq(store)  # the answer is in [low - 1, high]
+    if first[0].at >= at:
+        return low - 1
+    while low < high:  # invariant: the event at or after `low` is older than `at`
+        middle = (low + high + 1) // 2
+        probe = store.read_events(middle - 1, 1)
+        if probe and probe[0].at < at:
+            low = probe[0].seq
+        else:
+            high = middle - 1
+    return low
+
+
+def start_of(store: Store, since: Since | None) -> int:
+    """The cursor a follower starts after."""
+    if since is None:
+        return last_seq(store)
+    if since.seq is not None:
+        return since.seq
+    return seq_before(store, since.at or 0.0)
+
+
+def follow(
+    store: Store,
+    after: int,
+    job_id: str | None = None,
+    queue: str | None = None,
+    interval: float = 0.2,
+    gap_wait: float = GAP_WAIT_S,
+    keep_going: Callable[[], bool] = lambda: True,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[Event]:
+    """Yield every event after ``after`` in sequence order, as they are logged, each once.
+
+    Reads the whole log by sequence (a filter cannot tell a gap from another job's event) and
+    filters here; waits at a gap as the module says. Ends when ``keep_going()`` turns false.
+    """
+    cursor = after
+    gap_seen: float | None = None
+    while keep_going():
+        page = store.read_events(cursor, PAGE)
+        moved = False
+        for event in page:
+            if event.seq != cursor + 1:
+                now = clock()
+                if gap_seen is None:
+                    gap_seen = now
+                if now - gap_seen < gap_wait:
+                    break  # a lower number may still appear: look again shortly
+            gap_seen = None
+            cursor = event.seq
+            moved = True
+            if _matches(event, job_id, queue):
+                yield event
+        if not moved or len(page) < PAGE:
+            sleep(interval)
+
+
+def apply_retention(store: Store, config: RuntimeConfig, now: float, max_batches: int | None = None) -> int:
+    """Delete events older than ``retain-events`` (0: keep them), in batches (at most
+    ``max_batches``); returns how many."""
+    deleted = 0
+    batches = 0
+    while config.retain_events > 0 and (max_batches is None or batches < max_batches):
+        purged = store.purge_events(now - config.retain_events, RETENTION_BATCH)
+        deleted += purged
+        batches += 1
+        if purged < RETENTION_BATCH:
+            break
+    return deleted

@@ -234,7 +234,8 @@ def purge(
 
 
 def apply_retention(store: Store, config: RuntimeConfig, now: float, max_batches: int | None = None) -> int:
-    """The automatic purge the housekeeper runs now and then, per the retain-* config keys."""
+    """The automatic purge the housekeeper runs now and then, per the retain-* config keys (a
+    job's history goes with it; the event log has its own: :func:`queuectl.service.events.apply_retention`)."""
     deleted = 0
     if config.retain_completed > 0:
         deleted += purge(store, [COMPLETED], config.retain_completed, now, max_batches=max_batches)

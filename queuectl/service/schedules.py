@@ -12,7 +12,8 @@ from typing import Any
 
 from queuectl.core.cron import next_fire_time
 from queuectl.core.errors import Conflict, InvalidInput, NotFound
-from queuectl.core.models import Job, Schedule
+from queuectl.core.lifecycle import events
+from queuectl.core.models import Event, Job, Schedule
 from queuectl.core.validation import build_job
 from queuectl.service.config import load_config
 from queuectl.store import Store
@@ -109,11 +110,13 @@ def fire_schedule(store: Store, name: str, slot: float, next_fire_at: float, job
                 inserted = True
             except Conflict:
                 inserted = False  # the slot's job exists already, or its unique key is still held
+            fired = [Event(events.SCHEDULE_FIRED, job.created_at, job.id, job.queue, job.state, {"schedule": name})]
             moved = store.registry_update(
                 "schedules",
                 {"next_fire_at": next_fire_at, "last_fire_at": slot},
                 key=name,
                 expect={"next_fire_at": slot},
+                events=fired if inserted else (),
             )
             if inserted and not moved and store.transactional:
                 raise _SlotTaken

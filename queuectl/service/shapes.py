@@ -16,7 +16,8 @@ from queuectl.core.errors import InvalidInput
 from queuectl.core.models import STATES, Job, Schedule, WorkerInfo
 from queuectl.service.workers import ENDED, worker_is_alive
 
-JOB_TIMES = ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at")
+JOB_TIMES = ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at", "progress_at")
+ATTEMPT_TIMES = ("claimed_at", "started_at", "ended_at")
 WORKER_TIMES = ("started_at", "last_heartbeat")
 SCHEDULE_TIMES = ("next_fire_at", "last_fire_at", "created_at")
 UNRESPONSIVE = "unresponsive"

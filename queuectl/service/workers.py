@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Callable
 
 from queuectl.core.config import RuntimeConfig
+from queuectl.core.lifecycle import events
 from queuectl.core.models import WorkerInfo
 from queuectl.service.config import load_config
 from queuectl.store import Store
@@ -27,7 +28,8 @@ def worker_is_alive(last_heartbeat: float, state: str, config: RuntimeConfig, no
 
 def register_worker(store: Store, info: WorkerInfo) -> None:
     """Add (or replace) a worker in the registry."""
-    store.registry_put("workers", info.id, asdict(info))
+    started = events.worker_event(events.WORKER_STARTED, info.id, info.started_at, host=info.host, pid=info.pid)
+    store.registry_put("workers", info.id, asdict(info), events=[started])
 
 
 def beat_worker(
@@ -38,7 +40,8 @@ def beat_worker(
     A record pruned meanwhile (another host took this worker for dead) is created again from
     ``info``, so the worker stays visible and can still be stopped through the database."""
     changes = {"last_heartbeat": now, "state": state, "current_jobs": current_jobs}
-    if not store.registry_update("workers", changes, key=worker_id) and info is not None:
+    logged = [events.worker_event(events.WORKER_STOPPED, worker_id, now)] if state == STOPPED else []
+    if not store.registry_update("workers", changes, key=worker_id, events=logged) and info is not None:
         store.registry_put("workers", worker_id, {**asdict(info), **changes}, replace=False)
     records = store.registry_list("workers", key=worker_id)
     return bool(records and records[0]["stop_requested"])

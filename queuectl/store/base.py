@@ -12,10 +12,10 @@ import contextlib
 import functools
 import time
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Iterable, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar
 
 from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken  # noqa: F401  (named in the docstrings)
-from queuectl.core.models import Job, Lease
+from queuectl.core.models import Attempt, Event, Job, Lease
 
 T = TypeVar("T")
 
@@ -84,7 +84,10 @@ class Store(abc.ABC):
         :return: how many were inserted.
         Raises :class:`DuplicateJobId` naming the first id that exists, :class:`UniqueKeyTaken`
         when a job's ``unique_key`` is held by a job in a ``KEY_HOLDING`` state. Jobs are not
-        claimable before the whole batch is in. Does not wake workers.
+        claimable before the whole batch is in. Does not wake workers. Each job's ``enqueued``
+        event (:func:`queuectl.core.lifecycle.events.enqueued`) is logged at the commit point:
+        in the insert's transaction (SQL), in the job's document (MongoDB: published when the
+        job becomes visible, never for a batch that is not committed).
         """
 
     def insert_job(self, job: Job) -> None:
@@ -100,7 +103,8 @@ class Store(abc.ABC):
         enqueue time. Each claimed job becomes processing, ``locked_by=worker_id``,
         ``lease_expires_at=now+lease``, ``attempts+1`` (the new attempt is the lease token),
         ``started_at=now``. No job is ever returned to two callers for the same attempt.
-        Atomic per job on every backend.
+        Atomic per job on every backend, and each claim logs its ``claimed`` event in that
+        same atomic write (:func:`queuectl.core.lifecycle.events.claimed`).
         """
 
     @abc.abstractmethod
@@ -113,6 +117,9 @@ class Store(abc.ABC):
         lease: Lease | None = None,
         expired_before: float | None = None,
         hook_state: str | None = None,
+        attempt: Attempt | None = None,
+        keep_outputs: int = 10,
+        events: Sequence[Event] = (),
     ) -> bool:
         """The guarded update: write ``changes`` to the job if every guard given still holds.
 
@@ -125,16 +132,33 @@ class Store(abc.ABC):
         :param lease: the fence: processing, ``locked_by`` and ``attempts`` as in the lease.
         :param expired_before: the lease must have ended by then (``lease_expires_at <= it``).
         :param hook_state: the job's hook state must be this.
-        :return: True if the job was written; False (nothing written) if a guard failed or
-            there is no such job. One atomic single-row / single-document write.
+        :param attempt: an attempt's end: its row is added to the job's history (numbered
+            next), and only the latest ``keep_outputs`` rows keep their output.
+        :param events: logged with the change (an event without a queue gets the job's).
+        :return: True if the job was written; False (nothing written, no row, no event) if a
+            guard failed or there is no such job. One atomic single-row / single-document
+            write: on SQL the history row and the events are in its transaction; on MongoDB
+            they are in the same document update (the events as an outbox, published into
+            the log right after and by any worker's repair pass, each exactly once).
         Raises :class:`UniqueKeyTaken` if the job would hold a key another job holds.
         """
 
     @abc.abstractmethod
-    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...], batch: str | None = None) -> int:
-        """The guarded update of every job in ``states`` (of ``batch``, when given: see
-        :attr:`Job.batch`) (see :meth:`update_job`); returns how
-        many were written. SQL: one statement. MongoDB: atomic per job, not as a whole.
+    def update_jobs(
+        self,
+        changes: dict[str, Any],
+        *,
+        states: tuple[str, ...],
+        event: Event | None = None,
+        batch: str | None = None,
+        parentless: bool = False,
+        limit: int | None = None,
+    ) -> int:
+        """The guarded update of every job in ``states`` (see :meth:`update_job`): of ``batch``
+        when given (:attr:`Job.batch`), naming no parent if ``parentless``, at most ``limit`` of
+        them (publishing a staged bulk enqueue, :mod:`queuectl.core.lifecycle.batches`); returns
+        how many were written. ``event``: logged once per job written, with its id and queue.
+        SQL: one statement. MongoDB: atomic per job, not as a whole.
         Raises :class:`UniqueKeyTaken` if a job would hold a key another job holds (SQL: and
         then nothing is written)."""
 
@@ -153,9 +177,9 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def publish_staged(self, batch: str, now: float, limit: int) -> int:
-        """Make up to ``limit`` staged jobs of ``batch`` that name no parent pending (due from
-        their ``run_at``) in one statement; returns how many. See :mod:`queuectl.core.lifecycle.batches`."""
+    def purge_events(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest events logged before ``before``; returns the count.
+        A job's history goes with the job (:meth:`purge`), not here."""
 
     @abc.abstractmethod
     def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
@@ -199,6 +223,30 @@ class Store(abc.ABC):
     def hooks_due(self, limit: int = 1) -> list[Job]:
         """Jobs whose on-finish hook is due, the longest-waiting first."""
 
+    @abc.abstractmethod
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """The job's history: every attempt that ended, oldest first (numbered from 1); [] for
+        an unknown job. The attempt running now is the job's own fields (``locked_by``...)."""
+
+    # --- the event log --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def read_events(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        job_id: str | None = None,
+        queue: str | None = None,
+        since: float | None = None,
+        newest: bool = False,
+    ) -> list[Event]:
+        """Logged events with ``seq > after`` (and ``at >= since``, of that job or queue), in
+        ``seq`` order: the first ``limit``, or with ``newest`` the last ``limit``. Sequence
+        numbers only grow (never reused after a purge). On SQLite they are assigned in commit
+        order; elsewhere (MongoDB: at publishing) a number may become visible after a higher
+        one, or never (a publisher that died): a reader waits a little at a gap (see
+        :mod:`queuectl.service.events`). Served by indexes on seq, (job, seq), (queue, seq)."""
+
     # --- aggregates (indexed: the dashboard and metrics read these every refresh) ------------
 
     @abc.abstractmethod
@@ -239,11 +287,14 @@ class Store(abc.ABC):
     # --- the registry: schedules, queues, config, workers -------------------------------------
 
     @abc.abstractmethod
-    def registry_put(self, kind: str, key: str, record: dict[str, Any], replace: bool = True) -> bool:
+    def registry_put(
+        self, kind: str, key: str, record: dict[str, Any], replace: bool = True, events: Sequence[Event] = ()
+    ) -> bool:
         """Store ``record`` under ``key`` in ``kind`` (one of :data:`REGISTRY_KINDS`).
 
         With ``replace`` the record is created or overwritten (fields not given take their
-        defaults); without, an existing record is left alone. Returns True if written.
+        defaults); without, an existing record is left alone. Returns True if written;
+        ``events`` are logged if it was (SQL: same transaction; MongoDB: right after).
         """
 
     @abc.abstractmethod
@@ -253,11 +304,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def registry_update(
-        self, kind: str, changes: dict[str, Any], key: str | None = None, expect: dict[str, Any] | None = None
+        self,
+        kind: str,
+        changes: dict[str, Any],
+        key: str | None = None,
+        expect: dict[str, Any] | None = None,
+        events: Sequence[Event] = (),
     ) -> int:
         """Compare-and-set: write ``changes`` to the records (the one under ``key``, or all)
         whose fields equal ``expect`` (a tuple value: one of). Atomic per record; returns how
-        many were written."""
+        many were written; ``events`` are logged if any was (as for :meth:`registry_put`)."""
 
     @abc.abstractmethod
     def registry_delete(self, kind: str, key: str, expect: dict[str, Any] | None = None) -> int:

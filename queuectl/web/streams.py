@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from queuectl.core.lifecycle import FINISHED
-from queuectl.service import events, tokens
+from queuectl.service import changes, tokens
 from queuectl.service import jobs as service
 from queuectl.service.logtail import Follower
 from queuectl.service.shapes import rfc3339
@@ -75,12 +75,12 @@ async def event_stream(settings: Settings, request: Request) -> Response:
     """``GET /api/events``: an ``event: job`` per change ``{id, state, queue, updated_at}``.
 
     Starts at ``Last-Event-ID`` (a reconnecting EventSource sends it) or ``?since=`` (epoch
-    seconds), else now. The source is :func:`queuectl.service.events.changes`.
+    seconds), else now. The source is :func:`queuectl.service.changes.changes`.
     """
     try:
         await run_in_threadpool(authorise, settings.store(), request, READ)
         start = request.headers.get("last-event-id") or request.query_params.get("since")
-        cursor = events.Cursor.decode(start) if start else events.Cursor(time.time())
+        cursor = changes.Cursor.decode(start) if start else changes.Cursor(time.time())
     except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
         return as_response(exc)
     presented = presented_token(request)[0] or ""
@@ -90,7 +90,7 @@ async def event_stream(settings: Settings, request: Request) -> Response:
         yield b"retry: 2000\n: queuectl events\n\n"
         quiet_since = checked = time.monotonic()
         while True:
-            changed, cursor = await run_in_threadpool(events.changes, settings.store(), cursor)
+            changed, cursor = await run_in_threadpool(changes.changes, settings.store(), cursor)
             for job in changed:
                 event = {"id": job.id, "state": job.state, "queue": job.queue, "updated_at": rfc3339(job.updated_at)}
                 yield _sse(event, repr(job.updated_at))

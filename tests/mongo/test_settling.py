@@ -40,9 +40,11 @@ def test_a_repair_pass_stops_at_its_budget_and_the_next_one_goes_on() -> None:
     lifecycle.enqueue(w.store, [job("p"), *(job(f"c{i}", after=["p"]) for i in range(CHILDREN))])
     w.claim(1)
     w.store.mark_settled = lambda job_id, mark: None  # type: ignore[method-assign]  # a worker dies before clearing
+    w.store.publish = lambda job_ids: 0  # type: ignore[method-assign]  # (its events wait in the outbox)
     w.faults.arm(3, "before")  # ... and before settling: its outcome is all that was written
     lifecycle.finish(w.store, w.held.pop("p"), lifecycle.success_outcome(T + 1, "ok", 1.0))
     del w.store.mark_settled
+    del w.store.publish
 
     released = settling.settle_marked(w.store, T + 100, grace=0.0, budget=0.0)
     assert released <= 1 and w.store.unsettled(T + 100)

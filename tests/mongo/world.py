@@ -76,6 +76,7 @@ class World:
         lifecycle.repair(self.store, now, grace=0.0)
         lifecycle.resettle_waiting(self.store, now)
         self.run_hooks(now)
+        self.store.publish_due(float("inf"))  # a later pass: what writers left in outboxes
 
     # --- the invariants ---------------------------------------------------------------------
 
@@ -107,6 +108,22 @@ class World:
                 self._check_waiting(docs, job_id)
         twice = [run for run, count in self.runs.items() if count > 1]
         assert not twice, f"runs handed out twice for one attempt: {twice}"
+        self._check_events(docs)
+
+    def _check_events(self, docs: dict[str, dict[str, Any]]) -> None:
+        """Issue 13: every event published (no outbox left), each once: a job's enqueued event,
+        and the event of the state it finished in."""
+        with self.faults.lock:
+            log = list(self.store._events._collection.find())
+        unpublished = [job_id for job_id, doc in docs.items() if doc.get("outbox")]
+        assert not unpublished, f"events never published: {unpublished}"
+        for job_id, doc in docs.items():
+            rows = [row for row in log if row.get("job_id") == job_id]
+            enqueued = sum(row["kind"] == "enqueued" for row in rows)
+            assert enqueued == 1, f"job {job_id}: enqueued logged {enqueued} times"
+            if doc["state"] in FINISHED:  # its end: the state's own event, or a recovery's lease_lost
+                ends = sum(row["kind"] in (doc["state"], "lease_lost") and row["state"] == doc["state"] for row in rows)
+                assert ends == 1, f"job {job_id} {doc['state']}: logged {ends} times"
 
     def _check_waiting(self, docs: dict[str, dict[str, Any]], job_id: str) -> None:
         child = Job.from_dict({**docs[job_id], "id": job_id})

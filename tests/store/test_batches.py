@@ -58,9 +58,13 @@ def test_staged_jobs_are_invisible_and_published_by_batch(store: Store, make_job
     assert store.get("s0", staged=True) is not None
     assert sorted(j.id for j in store.list_jobs(state=STAGED, batch="b1")) == ["c1", "s0", "s1", "s2"]
 
-    assert store.publish_staged("b1", now, limit=2) == 2  # bounded, and never a job with parents
-    assert store.publish_staged("b1", now, limit=10) == 1
-    assert store.publish_staged("b1", now, limit=10) == 0
+    def publish(limit: int) -> int:
+        changes = {"state": PENDING, "updated_at": now}
+        return store.update_jobs(changes, states=(STAGED,), batch="b1", parentless=True, limit=limit)
+
+    assert publish(2) == 2  # bounded, and never a job with parents
+    assert publish(10) == 1
+    assert publish(10) == 0
     assert sorted(j.id for j in store.list_jobs(state=PENDING)) == ["s0", "s1", "s2"]
     assert [j.id for j in store.list_jobs(state=STAGED, batch="b1")] == ["c1"]
     assert store.purge([STAGED], batch="b2") == 1

@@ -124,7 +124,9 @@ def publish(store: Store, batch: str, now: float, chunks: int | None = None) -> 
     """
     for _ in itertools.count() if chunks is None else range(chunks):
         with store.unit():  # one chunk: the batch index walks only the staged jobs
-            moved = store.publish_staged(batch, now, BULK_CHUNK)
+            moved = store.update_jobs(  # due from run_at: a claim promotes them (not ready yet)
+                {"state": PENDING, "updated_at": now}, states=(STAGED,), batch=batch, parentless=True, limit=BULK_CHUNK
+            )
             children = [] if moved else store.list_jobs(state=STAGED, batch=batch, limit=BULK_CHUNK)
             for child in children:
                 store.update_job(child.id, _start_changes(store, child, now), states=(STAGED,))

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Iterable
 
 from queuectl.core.errors import StoreReadOnly, StoreUnavailable
+from queuectl.core.lifecycle import events
 from queuectl.core.lifecycle.rules import FINISHED, blocked_by, ending_changes, parents_of
 from queuectl.core.models import CANCELLED, COMPLETED, DEAD, PENDING, WAITING, Job
 
@@ -48,13 +49,17 @@ def settle_within(store: Store, job_id: str, state: str, now: float, deadline: f
                 return released, False
             reason = blocked_by(child, parent, parent_state)
             if reason is not None:
-                if store.update_job(child.id, ending_changes(CANCELLED, now, reason), states=(WAITING,)):
+                cancelled = events.cancelled(child, now, reason)
+                if store.update_job(
+                    child.id, ending_changes(CANCELLED, now, reason), states=(WAITING,), events=[cancelled]
+                ):
                     todo.append((child.id, CANCELLED))
             elif _may_start(store, child):
                 released += store.update_job(
                     child.id,
                     {"state": PENDING, "run_at": max(child.run_at, now), "updated_at": now},
                     states=(WAITING,),
+                    events=[events.state_event(events.RELEASED, child, now, PENDING, after=parent)],
                 )
         if marked and parent != job_id:
             store.mark_settled(parent, now)  # its own dependants are settled now

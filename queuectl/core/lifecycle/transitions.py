@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from queuectl.core.errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable, UniqueKeyTaken
-from queuectl.core.lifecycle import batches
+from queuectl.core.lifecycle import batches, events
 from queuectl.core.lifecycle.rules import (
     CANCELLABLE,
     FINISHED,
@@ -26,7 +27,20 @@ from queuectl.core.lifecycle.rules import (
     start_state,
 )
 from queuectl.core.lifecycle.settling import SETTLE_GRACE_S, settle, settle_finished, settle_marked
-from queuectl.core.models import CANCELLED, DEAD, PENDING, WAITING, Job, Lease, Outcome
+from queuectl.core.models import (
+    CANCELLED,
+    DEAD,
+    ENDED_CANCELLED,
+    ENDED_LEASE_LOST,
+    PENDING,
+    PROCESSING,
+    WAITING,
+    Attempt,
+    Event,
+    Job,
+    Lease,
+    Outcome,
+)
 
 if TYPE_CHECKING:
     from queuectl.core.config import RuntimeConfig
@@ -103,8 +117,21 @@ def finish(store: Store, lease: Lease, outcome: Outcome, expired_before: float |
     return written
 
 
-def _finish_in(store: Store, lease: Lease, outcome: Outcome, expired_before: float | None) -> tuple[bool, int]:
-    written = store.update_job(lease.job_id, outcome_changes(outcome), lease=lease, expired_before=expired_before)
+def _finish_in(
+    store: Store, lease: Lease, outcome: Outcome, expired_before: float | None, extra: list[Event] | None = None
+) -> tuple[bool, int]:
+    """The outcome, the attempt's history row and its event: one write (one transaction on SQL,
+    one document update on MongoDB), then settling."""
+    logged = [events.outcome_event(lease.job_id, None, lease, outcome), *(extra or ())]
+    written = store.update_job(
+        lease.job_id,
+        outcome_changes(outcome),
+        lease=lease,
+        expired_before=expired_before,
+        attempt=events.attempt_row(lease, outcome),
+        keep_outputs=outcome.keep_outputs,
+        events=logged,
+    )
     if written and outcome.state in FINISHED:
         return True, settle_finished(store, lease.job_id, outcome.state, outcome.at)
     return written, 0
@@ -155,10 +182,21 @@ def finish_and_claim(
     return written, claimed
 
 
+Progress = tuple[float, "float | None", "str | None"]  # done, total, message
+
+
 def heartbeat(
-    store: Store, worker_id: str, beats: list[tuple[Lease, str | None]], now: float, lease: float
+    store: Store,
+    worker_id: str,
+    beats: list[tuple[Lease, str | None]],
+    now: float,
+    lease: float,
+    progress: dict[str, Progress] | None = None,
 ) -> set[str]:
     """Extend the lease of each held job (and save its output so far, when given).
+
+    ``progress``: the latest progress a job reported since the last beat, saved with the
+    renewal and logged as a ``progress`` event (so at most one per job and heartbeat).
 
     ``worker_id`` is the beating worker (each lease names it too). Fenced: only a job still
     processing under the same worker and attempt is touched. Returns
@@ -174,7 +212,14 @@ def heartbeat(
             changes: dict[str, Any] = {"lease_expires_at": now + lease}
             if output is not None:
                 changes["output"] = output
-            if not store.update_job(held.job_id, changes, lease=held):
+            logged: list[Event] = []
+            reported = progress.get(held.job_id) if progress else None
+            if reported is not None:
+                done, total, message = reported
+                changes.update(progress_done=done, progress_total=total, progress_message=message, progress_at=now)
+                data = {"done": done, "total": total, "message": message}
+                logged.append(Event(events.PROGRESS, now, held.job_id, None, PROCESSING, data))
+            if not store.update_job(held.job_id, changes, lease=held, events=logged):
                 lost.add(held.job_id)
     return lost
 
@@ -188,20 +233,41 @@ def recover_expired(store: Store, config: RuntimeConfig, now: float) -> list[str
     leases either, so an expiry seen before the wait proves nothing. The next pass looks again.
     """
     recovered = []
+    unresponsive: set[str] = set()
     for job in store.expired(now):
         assert job.locked_by is not None
         held = Lease(job.id, job.locked_by, job.attempts)
         error = f"lease expired: worker {job.locked_by} stopped heartbeating (presumed dead)"
+        outcome = replace(
+            failure_outcome(job, config, now, error, output=job.output),
+            ended=ENDED_LEASE_LOST,
+            claimed_at=job.started_at,
+            keep_outputs=config.attempt_outputs_kept,
+        )
+        extra = []
+        if job.locked_by not in unresponsive:  # once per worker and pass
+            extra.append(events.worker_event(events.WORKER_UNRESPONSIVE, job.locked_by, now))
         started = time.monotonic()
         with store.unit():
             if time.monotonic() - started > config.heartbeat:
                 break
-            written, _ = _finish_in(store, held, failure_outcome(job, config, now, error), now)
+            written, _ = _finish_in(store, held, outcome, now, extra)
         if written:
             recovered.append(job.id)
+            unresponsive.add(job.locked_by)
     if recovered:
         store.notify()
     return recovered
+
+
+_CANCEL_TRIES = 5
+
+
+def _cancelled_run(job: Job, now: float) -> Attempt | None:
+    """The history row of a run a cancel ends (its worker, its lease gone, writes nothing)."""
+    if job.state != PROCESSING:
+        return None
+    return Attempt(0, job.attempts, job.locked_by, ENDED_CANCELLED, now, claimed_at=job.started_at, output=job.output)
 
 
 def cancel(store: Store, job_id: str, now: float) -> Job:
@@ -211,16 +277,23 @@ def cancel(store: Store, job_id: str, now: float) -> Job:
     NotFound for an unknown id; Conflict for a job that already finished.
     """
     with store.unit():
-        job = store.get(job_id)
-        if job is None:
-            raise NotFound(f"no job with id {job_id!r}")
-        if job.state not in CANCELLABLE or not store.update_job(
-            job_id, ending_changes(CANCELLED, now), states=CANCELLABLE
-        ):
-            latest = store.get(job_id)
-            raise Conflict(
-                f"job {job_id} already finished ({latest.state if latest else job.state}); nothing to cancel"
-            )
+        for _ in range(_CANCEL_TRIES):  # without transactions the job may change under us: look again
+            job = store.get(job_id)
+            if job is None:
+                raise NotFound(f"no job with id {job_id!r}")
+            if job.state not in CANCELLABLE:
+                raise Conflict(f"job {job_id} already finished ({job.state}); nothing to cancel")
+            if store.update_job(
+                job_id,
+                ending_changes(CANCELLED, now),
+                states=(job.state,),
+                lease=Lease(job_id, job.locked_by or "", job.attempts) if job.state == PROCESSING else None,
+                attempt=_cancelled_run(job, now),
+                events=[events.cancelled(job, now)],
+            ):
+                break
+        else:
+            raise Conflict(f"job {job_id} keeps changing; try the cancel again")
         released = settle_finished(store, job_id, CANCELLED, now)
         cancelled = store.get(job_id)
     if released:
@@ -247,14 +320,15 @@ def retry_dead(store: Store, job_id: str | None, now: float) -> int:
     with store.unit():
         if job_id is None:
             try:
-                count = store.update_jobs(reset, states=(DEAD,))
+                count = store.update_jobs(reset, states=(DEAD,), event=Event(events.RETRIED, now, state=PENDING))
             except UniqueKeyTaken:
                 raise Conflict(
                     "a dead job's unique key is taken by an active job; retry it once that one has finished"
                 ) from None
         else:
             try:
-                count = int(store.update_job(job_id, reset, states=(DEAD,)))
+                retried = Event(events.RETRIED, now, job_id, None, PENDING)
+                count = int(store.update_job(job_id, reset, states=(DEAD,), events=[retried]))
             except UniqueKeyTaken:
                 raise Conflict(
                     f"job {job_id}'s unique key is taken by an active job; retry it once that one has finished"

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from queuectl.core.lifecycle import CLAIMABLE, KEY_HOLDING, is_due_at
+from queuectl.core.lifecycle import CLAIMABLE, KEY_HOLDING, events, is_due_at
 from queuectl.core.models import PROCESSING, Job, Lease
+from queuectl.store.mongo.events import outbox_entry
 
-INDEX_FIELDS = ("active_key", "ready", "settle_at", "_w", "staging_batch", "final_state")
+INDEX_FIELDS = ("active_key", "ready", "settle_at", "_w", "staging_batch", "final_state", "outbox", "outbox_at")
+NOT_READ = {"history": 0, "outputs": 0, "outbox": 0}  # a projection: what reading a job leaves out
 
 
 def fence(lease: Lease) -> dict[str, Any]:
@@ -30,11 +32,13 @@ def job_doc(job: Job) -> dict[str, Any]:
         doc["active_key"] = job.unique_key  # held while active: a unique sparse index enforces it
     if job.state in CLAIMABLE:
         doc["ready"] = is_due_at(job.state, job.run_at, job.created_at)  # due already: claimable
+    doc["outbox"] = [outbox_entry(events.enqueued(job))]  # published once the job is visible
+    doc["outbox_at"] = job.created_at
     return doc
 
 
 def doc_job(doc: dict[str, Any]) -> Job:
     """The Job a stored document describes (index-only fields dropped)."""
-    data = {name: value for name, value in doc.items() if name not in INDEX_FIELDS}
+    data = {name: value for name, value in doc.items() if name not in INDEX_FIELDS and name not in NOT_READ}
     data["id"] = data.pop("_id")
     return Job.from_dict(data)

@@ -44,6 +44,7 @@ JOB_INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
     "on_failure_of_v2": ([("on_failure_of", 1)], {"partialFilterExpression": {"state": WAITING}}),
     "hooks_v2": ([("hook_state", 1), ("updated_at", 1)], {"partialFilterExpression": {"hook_state": "due"}}),
     "settle_v2": ([("settle_at", 1)], {"sparse": True}),
+    "outbox_v1": ([("outbox_at", 1)], {"sparse": True}),  # jobs with events not yet published
 }
 
 # the names this code used before issue 12: dropped once their replacements exist (an index an
@@ -53,6 +54,13 @@ LEGACY_NAMES = {"claim_queue", "claim_any", "not_due", "batch", "batch_v2", "aft
 OTHER_INDEXES: dict[str, dict[str, tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     "schedules": {"due": ([("paused", 1), ("next_fire_at", 1)], {})},
     "batches": {"by_state": ([("state", 1), ("touched_at", 1)], {})},
+    # the event log: _id is the sequence number; job_id and queue exist only where they apply
+    "events": {
+        "eid_v1": ([("eid", 1)], {"unique": True}),
+        "job_v1": ([("job_id", 1), ("_id", 1)], {"sparse": True}),
+        "queue_v1": ([("queue", 1), ("_id", 1)], {"sparse": True}),
+        "at_v1": ([("at", 1)], {}),
+    },
 }
 
 _COMPARED = ("unique", "sparse", "partialFilterExpression")

@@ -6,9 +6,10 @@ One generic record interface (put, list, compare-and-set, delete): a record is a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from queuectl.core.errors import InvalidInput
+from queuectl.core.models import Event
 from queuectl.store.base import REGISTRY_KINDS
 from queuectl.store.mongo.errors import translate_errors as _translate_errors
 
@@ -28,6 +29,10 @@ class MongoRegistry:
 
     _collections: dict[str, Any]
 
+    if TYPE_CHECKING:  # provided by MongoLog
+
+        def append_events(self, events: Sequence[Event]) -> None: ...
+
     def _collection(self, kind: str) -> Any:
         try:
             return self._collections[kind]
@@ -42,15 +47,22 @@ class MongoRegistry:
         return query
 
     @_translate_errors
-    def registry_put(self, kind: str, key: str, record: dict[str, Any], replace: bool = True) -> bool:
+    def registry_put(
+        self, kind: str, key: str, record: dict[str, Any], replace: bool = True, events: Sequence[Event] = ()
+    ) -> bool:
+        """As the contract says; ``events`` are logged right after the write (not in it: a
+        worker dying in between loses its ``worker_started``, which its record shows anyway)."""
         collection = self._collection(kind)
         doc = {**_DEFAULTS[kind], **record}
         doc.pop(REGISTRY_KINDS[kind], None)
         if replace:
             collection.replace_one({"_id": key}, {"_id": key, **doc}, upsert=True)
-            return True
-        result = collection.update_one({"_id": key}, {"$setOnInsert": doc}, upsert=True)
-        return result.upserted_id is not None
+            written = True
+        else:
+            written = collection.update_one({"_id": key}, {"$setOnInsert": doc}, upsert=True).upserted_id is not None
+        if written and events:
+            self.append_events(events)
+        return written
 
     @_translate_errors
     def registry_list(self, kind: str, key: str | None = None) -> list[dict[str, Any]]:
@@ -60,13 +72,22 @@ class MongoRegistry:
 
     @_translate_errors
     def registry_update(
-        self, kind: str, changes: dict[str, Any], key: str | None = None, expect: dict[str, Any] | None = None
+        self,
+        kind: str,
+        changes: dict[str, Any],
+        key: str | None = None,
+        expect: dict[str, Any] | None = None,
+        events: Sequence[Event] = (),
     ) -> int:
         collection = self._collection(kind)
         query = self._filter(key, expect)
         if key is not None:
-            return int(collection.update_one(query, {"$set": changes}).matched_count)
-        return int(collection.update_many(query, {"$set": changes}).matched_count)
+            count = int(collection.update_one(query, {"$set": changes}).matched_count)
+        else:
+            count = int(collection.update_many(query, {"$set": changes}).matched_count)
+        if count and events:
+            self.append_events(events)
+        return count
 
     @_translate_errors
     def registry_delete(self, kind: str, key: str, expect: dict[str, Any] | None = None) -> int:

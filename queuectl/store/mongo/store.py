@@ -11,18 +11,21 @@ reading), :mod:`.batches` (bulk inserts through a commit document), :mod:`.reads
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
+from queuectl.core.errors import DuplicateJobId, QueuectlError, UniqueKeyTaken
 from queuectl.core.lifecycle import CLAIMABLE, FINISHED, KEY_HOLDING, WhenHooked, is_due
-from queuectl.core.models import PENDING, PROCESSING, STAGED, Job, Lease
+from queuectl.core.lifecycle import events as log_events
+from queuectl.core.models import PROCESSING, Attempt, Event, Job, Lease
 from queuectl.store.base import Store, Waker
 from queuectl.store.mongo import writes
 from queuectl.store.mongo.batches import STAGING, MongoBatches
 from queuectl.store.mongo.clock import ServerClock
 from queuectl.store.mongo.docs import doc_job, fence, job_doc
 from queuectl.store.mongo.errors import translate_errors as _translate_errors
+from queuectl.store.mongo.events import PUBLISH_GRACE_S, MongoLog, with_attempt, with_outbox
 from queuectl.store.mongo.indexes import JOB_INDEXES, OTHER_INDEXES, ensure_indexes
 from queuectl.store.mongo.reads import MongoReads
 from queuectl.store.mongo.registry import MongoRegistry
@@ -30,9 +33,10 @@ from queuectl.store.mongo.registry import MongoRegistry
 __all__ = ["STAGING", "MongoStore"]
 
 MAX_UNSETTLED = 100  # marked jobs one repair pass settles
+_PROGRESS = ("progress_done", "progress_total", "progress_message", "progress_at")
 
 
-class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
+class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
     """Jobs, schedules, config, queues, workers and bulk-insert batches as collections of one database.
 
     No multi-document transactions: a unit of work groups nothing, and each primitive is one
@@ -62,7 +66,11 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
         self._queues = db["queues"]
         self._workers = db["workers"]
         self._schedules = db["schedules"]
+        self._events = db["events"]
+        self._counters = db["counters"]
         self._staging_states: dict[str, str] = {}  # the jobs of an insert_jobs in progress
+        self._unit_depth = 0
+        self._unpublished: list[str] = []  # jobs whose outboxes the open unit publishes at its end
         self._unresolved_claims: list[str] = []  # tokens of claims whose reply was lost
         self._collections = {
             "schedules": self._schedules,
@@ -101,7 +109,41 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
 
     @_translate_errors
     def insert_jobs(self, jobs: Iterable[Job]) -> int:
-        return self._stage_jobs(jobs)
+        count = self._stage_jobs(jobs)
+        self._publish_quietly(lambda: self.publish_due(self._now() + PUBLISH_GRACE_S))
+        return count
+
+    def _publish_quietly(self, publish: Callable[[], Any]) -> None:
+        """Publish right after a write; on failure the outbox keeps the events for the repair pass."""
+        import pymongo.errors as perr
+
+        try:
+            publish()
+        except (perr.PyMongoError, QueuectlError):
+            pass
+
+    def _publish_soon(self, job_ids: list[str]) -> None:
+        """Publish these jobs' outboxes now, or inside a unit of work once it ends (a busy
+        worker's outcome and next claim are published together: fewer round trips)."""
+        if self._unit_depth:
+            self._unpublished.extend(job_ids)
+        else:
+            self._publish_quietly(lambda: self.publish(job_ids))
+
+    def unit(self) -> contextlib.AbstractContextManager[None]:
+        """Groups nothing (no transactions), but publishes the events its writes left once, at its end."""
+        return self._publishing_unit()
+
+    @contextlib.contextmanager
+    def _publishing_unit(self) -> Iterator[None]:
+        self._unit_depth += 1
+        try:
+            yield
+        finally:
+            self._unit_depth -= 1
+            if not self._unit_depth and self._unpublished:
+                ids, self._unpublished = list(dict.fromkeys(self._unpublished)), []
+                self._publish_quietly(lambda: self.publish(ids))
 
     @_translate_errors
     def insert_job(self, job: Job) -> None:
@@ -113,6 +155,7 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
             writes.insert_one(self._jobs, doc)
         except perr.DuplicateKeyError:
             raise self._insert_conflict(doc) from None
+        self._publish_soon([job.id])
 
     def _insert_conflict(self, doc: dict[str, Any]) -> Exception:
         if doc.get("active_key") is not None and self._jobs.find_one({"_id": doc.get("_id")}) is None:
@@ -148,6 +191,8 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
                 if job is None:
                     break
                 claimed.append(job)
+        if claimed:
+            self._publish_soon([job.id for job in claimed])
         return claimed
 
     def _claim_one(self, query: dict[str, Any], worker_id: str, now: float, lease: float) -> Job | None:
@@ -155,11 +200,13 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
 
         token = writes.new_token()
         held = {"state": PROCESSING, "locked_by": worker_id, "lease_expires_at": now + lease}
-        update = {
+        update: dict[str, Any] = {
             "$set": {**held, "started_at": now, "updated_at": now, writes.TOKEN: token},
-            "$unset": {"ready": ""},
+            "$unset": {"ready": "", **dict.fromkeys(_PROGRESS, "")},  # a new attempt reports afresh
             "$inc": {"attempts": 1},
         }
+        # the claimed event rides in the claim's own write (its attempt is the job's, after $inc)
+        with_outbox(update, [Event(log_events.CLAIMED, now, state=PROCESSING, data={"worker": worker_id})], now)
         try:
             doc = self._jobs.find_one_and_update(
                 query, update, sort=[("priority", -1), ("created_at", 1)], return_document=ReturnDocument.AFTER
@@ -204,9 +251,10 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
         lease: Lease | None = None,
         expired_before: float | None = None,
         hook_state: str | None = None,
+        attempt: Attempt | None = None,
+        keep_outputs: int = 10,
+        events: Sequence[Event] = (),
     ) -> bool:
-        import pymongo.errors as perr
-
         query: dict[str, Any] = fence(lease) if lease is not None else {"_id": job_id}
         if states:
             query["state"] = {"$in": list(states)}
@@ -236,6 +284,19 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
                     plain["active_key"] = current["unique_key"]
         if unset:
             update["$unset"] = unset
+        if attempt is not None:
+            with_attempt(update, attempt, keep_outputs)
+        with_outbox(update, events, events[0].at if events else 0.0)
+        written = self._write_job(query, update, plain, hooked)
+        if written and events:
+            self._publish_soon([job_id])
+        return written
+
+    def _write_job(
+        self, query: dict[str, Any], update: dict[str, Any], plain: dict[str, Any], hooked: dict[str, Any]
+    ) -> bool:
+        import pymongo.errors as perr
+
         try:
             if not hooked:
                 return writes.update_one(self._jobs, query, update)
@@ -249,13 +310,27 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
             raise UniqueKeyTaken(plain.get("active_key")) from None
 
     @_translate_errors
-    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...], batch: str | None = None) -> int:
+    def update_jobs(
+        self,
+        changes: dict[str, Any],
+        *,
+        states: tuple[str, ...],
+        event: Event | None = None,
+        batch: str | None = None,
+        parentless: bool = False,
+        limit: int | None = None,
+    ) -> int:
+        from dataclasses import replace
+
         count = 0
         query: dict[str, Any] = {"state": {"$in": list(states)}}
         if batch is not None:
             query["batch"] = batch
-        for doc in self._jobs.find(query, {"_id": 1}):
-            count += self.update_job(doc["_id"], changes, states=states)
+        if parentless:
+            query.update({"after.0": {"$exists": False}, "on_failure_of": None})
+        for doc in self._jobs.find(query, {"_id": 1}).limit(limit or 0):
+            logged = [replace(event, job_id=doc["_id"])] if event is not None else []
+            count += self.update_job(doc["_id"], changes, states=states, events=logged)
         return count
 
     @_translate_errors
@@ -275,22 +350,17 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
         return int(self._jobs.delete_many(query).deleted_count)
 
     @_translate_errors
-    def publish_staged(self, batch: str, now: float, limit: int) -> int:
-        # (this store stages its own bulk inserts, see .batches; the primitive is kept whole)
-        query: dict[str, Any] = {"state": STAGED, "batch": batch, "after.0": {"$exists": False}, "on_failure_of": None}
-        ids = [doc["_id"] for doc in self._jobs.find(query, {"_id": 1}).limit(limit)]
-        result = self._jobs.update_many(
-            {**query, "_id": {"$in": ids}}, {"$set": {"state": PENDING, "updated_at": now, "ready": False}}
-        )
-        return int(result.modified_count)  # not ready yet: a claim promotes a job once it is due
-
-    @_translate_errors
     def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
         return int(self._jobs.count_documents(self._purge_query(states, finished_before)))
 
     @staticmethod
     def _purge_query(states: list[str], finished_before: float | None) -> dict[str, Any]:
-        query: dict[str, Any] = {"state": {"$in": states}, "settle_at": {"$exists": False}}
+        # a job whose events are not published yet is kept until they are
+        query: dict[str, Any] = {
+            "state": {"$in": states},
+            "settle_at": {"$exists": False},
+            "outbox_at": {"$exists": False},
+        }
         if finished_before is not None:
             query["finished_at"] = {"$lt": finished_before}
         return query
@@ -308,8 +378,9 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
 
     @_translate_errors
     def repair(self, now: float) -> int:
-        """Publish committed bulk inserts and remove abandoned ones (:meth:`sweep_batches`)."""
-        return self.sweep_batches(now)
+        """Publish committed bulk inserts and remove abandoned ones (:meth:`sweep_batches`), then
+        publish the events writers left in outboxes (:meth:`publish_due`)."""
+        return self.sweep_batches(now) + self.publish_due(now - PUBLISH_GRACE_S)
 
     # --- waking -----------------------------------------------------------------------------
 

@@ -12,13 +12,28 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from queuectl.core.defaults import SQLITE_INSERT_BATCH as _INSERT_BATCH
 from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
 from queuectl.core.lifecycle import AFTER, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked, is_due
-from queuectl.core.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STAGED, STATES, WAITING, Job, Lease
+from queuectl.core.lifecycle import events as log_events
+from queuectl.core.models import (
+    COMPLETED,
+    DEAD,
+    FAILED,
+    PROCESSING,
+    STAGED,
+    STATES,
+    WAITING,
+    Attempt,
+    Event,
+    Job,
+    Lease,
+)
 from queuectl.store.base import translating_errors
+from queuectl.store.sql.log import EVENT_INSERT as _EVENT_SQL
+from queuectl.store.sql.log import SqlLog, enqueued_rows, event_row
 from queuectl.store.sql.schema import (
     CLAIMABLE_SQL,
     FIELD_COLUMNS,
@@ -44,7 +59,7 @@ _PAUSED = "SELECT name FROM queues WHERE paused = 1"
 _CHILD_COLUMNS = ", ".join("c." + column for column in FIELD_COLUMNS.values())
 
 
-class SqlJobs:
+class SqlJobs(SqlLog):
     """The job primitives of :class:`~queuectl.store.base.Store` as SQL statements."""
 
     _conn: Any
@@ -149,6 +164,7 @@ class SqlJobs:
                     raise self._insert_conflict(conn, job, exc) from None
         finally:
             conn.execute("RELEASE insert_batch")
+        conn.executemany(_EVENT_SQL, enqueued_rows(batch))  # committed with the jobs, or not at all
         batch.clear()
 
     @staticmethod
@@ -197,7 +213,8 @@ class SqlJobs:
                 where += f" AND queue NOT IN ({_PAUSED})"
             rows = conn.execute(
                 f"UPDATE jobs SET state = '{PROCESSING}', locked_by = ?, lease_expires_at = ?, "
-                f"attempts = attempts + 1, started_at = ?, updated_at = ? "
+                f"attempts = attempts + 1, started_at = ?, updated_at = ?, progress_done = NULL, "
+                f"progress_total = NULL, progress_message = NULL, progress_at = NULL "
                 f"WHERE id IN (SELECT id FROM jobs {self.hint(index)} "
                 f"WHERE {CLAIMABLE_SQL} AND ready = 1 AND run_at <= ?{where} "
                 f"ORDER BY priority DESC, created_at LIMIT ?{self.skip_locked}) RETURNING {JOB_COLUMNS}",
@@ -205,6 +222,8 @@ class SqlJobs:
             ).fetchall()
             # RETURNING gives no order: restore the claim order within this queue
             claimed.extend(sorted((row_job(row) for row in rows), key=lambda job: (-job.priority, job.created_at)))
+        if claimed:
+            conn.executemany(_EVENT_SQL, [event_row(log_events.claimed(job, now)) for job in claimed])
         return claimed
 
     @_dialect_errors
@@ -217,6 +236,9 @@ class SqlJobs:
         lease: Lease | None = None,
         expired_before: float | None = None,
         hook_state: str | None = None,
+        attempt: Attempt | None = None,
+        keep_outputs: int = 10,
+        events: Sequence[Event] = (),
     ) -> bool:
         # a finish runs this for every job: no per-field Python loop on the way to the statement
         params = list(changes.values())
@@ -242,14 +264,27 @@ class SqlJobs:
             try:
                 if lease is None and "state" in changes:  # only such a change can take a unique key
                     with self.guarded(conn):
-                        return conn.execute(sql, params).rowcount == 1
-                return conn.execute(sql, params).rowcount == 1
+                        written = conn.execute(sql, params).rowcount == 1
+                else:
+                    written = conn.execute(sql, params).rowcount == 1
             except self.integrity_error:
                 row = conn.execute("SELECT unique_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
                 raise UniqueKeyTaken(row[0] if row else None) from None
+            if written and (attempt is not None or events):
+                self._log_in(conn, job_id, attempt, keep_outputs, events)
+            return written
 
     @_dialect_errors
-    def update_jobs(self, changes: dict[str, Any], *, states: tuple[str, ...], batch: str | None = None) -> int:
+    def update_jobs(
+        self,
+        changes: dict[str, Any],
+        *,
+        states: tuple[str, ...],
+        event: Event | None = None,
+        batch: str | None = None,
+        parentless: bool = False,
+        limit: int | None = None,
+    ) -> int:
         assert all(state in _STORED_STATES for state in states)
         assert not any(isinstance(v, WhenHooked) for v in changes.values())
         sets = [f"{FIELD_COLUMNS[name]} = ?" for name in changes]
@@ -258,11 +293,21 @@ class SqlJobs:
             sets.append("ready = ?")
             params.append(1 if is_due(changes) else 0)
         where = f"state IN {sql_list(states)}"
+        filters: list[Any] = []
         if batch is not None:
             where += " AND batch = ?"
-            params.append(batch)
+            filters.append(batch)
+        if parentless:
+            where += " AND after_ids IS NULL AND on_failure_of IS NULL"
+        if limit is not None:  # by rowid where there is one: a batch is walked in the order it was written
+            index = self.hint("jobs_batch") if batch is not None else ""
+            where = f"{self.row_key} IN (SELECT {self.row_key} FROM jobs {index} WHERE {where} LIMIT ?)"
+            filters.append(limit)
+        params.extend(filters)
         with self._write() as conn:
             try:
+                if event is not None:  # before the update: the rows it will write
+                    self._log_events_for(conn, event, where, tuple(filters))
                 return int(conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", params).rowcount)
             except self.integrity_error:
                 raise UniqueKeyTaken(None) from None
@@ -308,20 +353,8 @@ class SqlJobs:
             params.append(limit)
         with self._write() as conn:
             conn.execute(f"DELETE FROM job_deps WHERE child IN (SELECT id FROM jobs WHERE {where})", params)
+            conn.execute(f"DELETE FROM attempts WHERE job_id IN (SELECT id FROM jobs WHERE {where})", params)
             return conn.execute(f"DELETE FROM jobs WHERE {where}", params).rowcount
-
-    @_dialect_errors
-    def publish_staged(self, batch: str, now: float, limit: int) -> int:
-        with self._write() as conn:
-            return int(
-                conn.execute(
-                    f"UPDATE jobs SET state = '{PENDING}', updated_at = ?, "
-                    "ready = CASE WHEN run_at <= ? THEN 1 ELSE 0 END "
-                    f"WHERE {self.row_key} IN (SELECT {self.row_key} FROM jobs {self.hint('jobs_batch')} "
-                    f"WHERE state = '{STAGED}' AND batch = ? AND after_ids IS NULL AND on_failure_of IS NULL LIMIT ?)",
-                    (now, now, batch, limit),
-                ).rowcount
-            )
 
     @_dialect_errors
     def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from queuectl.core.errors import InvalidInput
+from queuectl.core.models import Event
 from queuectl.store.base import translating_errors
 
 _translate_errors = translating_errors(lambda store, exc: store.classify_error(exc))
@@ -103,20 +104,29 @@ class SqlRegistry:
 
         def classify_error(self, exc: Exception) -> Exception | None: ...
 
+        def _log_in(self, conn: Any, job_id: str | None, attempt: Any, keep: int, events: Sequence[Event]) -> None: ...
+
     def upsert(self, kind: str, key: str, columns: list[str], replace: bool) -> str:
         """The insert of one record: with ``replace`` it overwrites the record under the same
         key (columns not given back to their defaults), else it leaves an existing one alone."""
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         return f"{verb} INTO {kind} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
+        def _log_in(self, conn: Any, job_id: str | None, attempt: Any, keep: int, events: Sequence[Event]) -> None: ...
+
     @_translate_errors
-    def registry_put(self, kind: str, key: str, record: dict[str, Any], replace: bool = True) -> bool:
+    def registry_put(
+        self, kind: str, key: str, record: dict[str, Any], replace: bool = True, events: Sequence[Event] = ()
+    ) -> bool:
         table = _table(kind)
         fields = {name: value for name, value in record.items() if name != table.key}
         columns = [table.key, *fields]
         values = [key, *(_to_sql(table, name, value) for name, value in fields.items())]
         with self._write() as conn:
-            return conn.execute(self.upsert(kind, table.key, columns, replace), values).rowcount == 1
+            written = conn.execute(self.upsert(kind, table.key, columns, replace), values).rowcount == 1
+            if written and events:
+                self._log_in(conn, None, None, 0, events)
+            return written
 
     @_translate_errors
     def registry_list(self, kind: str, key: str | None = None) -> list[dict[str, Any]]:
@@ -137,14 +147,22 @@ class SqlRegistry:
 
     @_translate_errors
     def registry_update(
-        self, kind: str, changes: dict[str, Any], key: str | None = None, expect: dict[str, Any] | None = None
+        self,
+        kind: str,
+        changes: dict[str, Any],
+        key: str | None = None,
+        expect: dict[str, Any] | None = None,
+        events: Sequence[Event] = (),
     ) -> int:
         table = _table(kind)
         where, params = _where(table, key, expect)
         sets = ", ".join(f"{name} = ?" for name in changes)
         values = [_to_sql(table, name, value) for name, value in changes.items()]
         with self._write() as conn:
-            return conn.execute(f"UPDATE {kind} SET {sets}{where}", [*values, *params]).rowcount
+            count = int(conn.execute(f"UPDATE {kind} SET {sets}{where}", [*values, *params]).rowcount)
+            if count and events:
+                self._log_in(conn, None, None, 0, events)
+            return count
 
     @_translate_errors
     def registry_delete(self, kind: str, key: str, expect: dict[str, Any] | None = None) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, is_due_at
 from queuectl.core.models import PROCESSING, Job
 
-SCHEMA_VERSION = 7  # 7: staged bulk enqueues (jobs.batch, the batches table) and the tokens table
+SCHEMA_VERSION = 7  # 7: staged bulk enqueues (jobs.batch, batches), API tokens, progress, attempts, events
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -52,7 +52,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     hook_error TEXT,
     schedule TEXT,
     batch TEXT,  -- the bulk enqueue that staged it (see lifecycle.batches)
-    ready INTEGER NOT NULL DEFAULT 0  -- 1 once run_at has passed: only these are in the claim indexes
+    ready INTEGER NOT NULL DEFAULT 0,  -- 1 once run_at has passed: only these are in the claim indexes
+    progress_done REAL,
+    progress_total REAL,
+    progress_message TEXT,
+    progress_at REAL
 );
 -- claim order (one queue, any queue): partial indexes of the due jobs only, so neither finished
 -- jobs nor jobs waiting for a future run_at (delays, retries) slow a claim down
@@ -156,6 +160,10 @@ FIELD_COLUMNS = {
     "hook_error": "hook_error",
     "schedule": "schedule",
     "batch": "batch",
+    "progress_done": "progress_done",
+    "progress_total": "progress_total",
+    "progress_message": "progress_message",
+    "progress_at": "progress_at",
 }
 JSON_FIELDS = ("env", "after")
 JOB_COLUMNS = ", ".join(FIELD_COLUMNS.values())
@@ -169,6 +177,61 @@ ADDED_COLUMNS = (
     "schedule",
     "batch",
 )  # schema 3 (batch: 7): added to older files by _migrate
+PROGRESS_COLUMNS = {
+    "progress_done": "REAL",
+    "progress_total": "REAL",
+    "progress_message": "TEXT",
+    "progress_at": "REAL",
+}  # schema 7
+
+
+def log_schema(seq_column: str, clustered: str = "") -> str:
+    """The history and event tables, in the dialect's spelling: ``seq_column`` is an ever-growing
+    key (SQLite: the rowid, with the newest row always kept; PostgreSQL: an identity column);
+    ``clustered`` stores attempts in their key's order (SQLite: WITHOUT
+    ROWID, one b-tree per row written instead of two; PostgreSQL: nothing)."""
+    return f"""
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    n INTEGER NOT NULL,  -- 1, 2, ... in the order the job's attempts ended
+    attempt INTEGER NOT NULL,  -- the lease token of the run
+    worker TEXT,
+    host TEXT,
+    pid INTEGER,
+    claimed_at REAL,
+    started_at REAL,
+    ended_at REAL NOT NULL,
+    ended TEXT NOT NULL,  -- completed | failed | timeout | lease lost | shut down | not started
+    exit_code INTEGER,
+    signal INTEGER,
+    duration REAL,
+    error TEXT,
+    output TEXT,  -- only the job's latest attempt-outputs-kept attempts keep it
+    max_rss_kb INTEGER,
+    cpu_s REAL,
+    PRIMARY KEY (job_id, n)
+) {clustered};
+CREATE TABLE IF NOT EXISTS events (
+    {seq_column},
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    job_id TEXT,
+    queue TEXT,
+    state TEXT,
+    data TEXT
+);
+-- one index besides seq: every index is written by every event, on the busy path. A queue's
+-- events are read by seq and filtered, a time is found by bisecting seq (events are logged in
+-- time order, near enough), and retention deletes from the oldest seq.
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq) WHERE job_id IS NOT NULL;
+"""
+
+
+# the rowid: a new row takes max + 1, so numbers never go back as long as the newest row is never
+# deleted (retention keeps it: see SqlLog.purge_events). AUTOINCREMENT would cost a write of
+# sqlite_sequence per event, on the busy path.
+SQLITE_SEQ = "seq INTEGER PRIMARY KEY"
+SQLITE_CLUSTERED = "WITHOUT ROWID"
 
 
 def needs_migration(conn: sqlite3.Connection) -> bool:
@@ -188,7 +251,10 @@ def migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE jobs ADD COLUMN ready INTEGER NOT NULL DEFAULT 0")
         conn.execute("DROP INDEX IF EXISTS jobs_ready_queue")
         conn.execute("DROP INDEX IF EXISTS jobs_ready_any")
-    for statement in SCHEMA.split(";"):
+    for column, kind in PROGRESS_COLUMNS.items() if existing else ():
+        if column not in existing:  # schema 7: progress reported by running jobs
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+    for statement in (SCHEMA + log_schema(SQLITE_SEQ, SQLITE_CLUSTERED)).split(";"):
         if statement.strip():
             conn.execute(statement)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
