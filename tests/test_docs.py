@@ -77,7 +77,8 @@ REPLACEMENTS = {
     "--serve 9464": "--serve 0",  # any free port
     "queuectl serve": "queuectl serve --port 0",
 }
-LONG_RUNNING = ("--watch", "--serve", "queuectl serve")  # run until Ctrl-C: stopped after a moment, fine if alive then
+# run until Ctrl-C: stopped after a moment, fine if alive then
+LONG_RUNNING = ("--watch", "--serve", "queuectl serve", "--follow")
 GENERATED_ID = re.compile(r"\b(?=[0-9a-z]*\d)(?=[0-9a-z]*[a-z])[0-9a-z]{10}\b")
 
 

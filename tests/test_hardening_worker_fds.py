@@ -146,7 +146,7 @@ def test_a_worker_that_cannot_start_even_one_job_stops_and_says_why(
     """Before: it handed the job back and claimed it again every second, forever, uncounted."""
     enqueue(store, 1, "true")
 
-    def no_descriptors(*args: object) -> None:
+    def no_descriptors(*args: object, **kwargs: object) -> None:
         raise executor.StartError("cannot open a pipe: Too many open files", errno.EMFILE)
 
     monkeypatch.setattr(worker_module, "Run", no_descriptors)

@@ -185,17 +185,10 @@ def show(
     store = store_of(ctx)
     job = service.get_job(store, job_id)
     runs = history.attempts(store, job_id)
-    progress = history.progress_of(job)
     if as_json:
         from queuectl.service.shapes import job_json
 
-        print_json(
-            {
-                **job_json(job),
-                "progress": progress.to_dict() if progress else None,
-                "history": [history.attempt_dict(row) for row in runs],
-            }
-        )
+        print_json(job_json(job, attempts=runs))
         return
     from queuectl.cli.render import attempts_table, job_detail
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from queuectl.core.config import CONFIG_KEYS, RuntimeConfig
 from queuectl.core.errors import InvalidInput
-from queuectl.core.models import STATES, Job, Schedule, WorkerInfo
+from queuectl.core.models import STATES, Attempt, Job, Schedule, WorkerInfo
 from queuectl.service.workers import ENDED, worker_is_alive
 
 JOB_TIMES = ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at", "progress_at")
@@ -38,11 +38,19 @@ def _with_times(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     return data
 
 
-def job_json(job: Job, with_output: bool = True) -> dict[str, Any]:
-    """One job; ``with_output=False`` for list views (the output tail is for ``show`` and ``logs``)."""
+def job_json(job: Job, with_output: bool = True, attempts: list[Attempt] | None = None) -> dict[str, Any]:
+    """One job, with its latest ``progress`` (percent, message, ETA: None if it reported none);
+    ``with_output=False`` for list views (the output tail is for ``show`` and ``logs``); with
+    ``attempts`` (``show``), its ``history``, one entry per attempt."""
+    from queuectl.service import history
+
     data = _with_times(job.to_dict(), JOB_TIMES)
+    progress = history.progress_of(job)
+    data["progress"] = progress.to_dict() if progress else None
     if not with_output:
         del data["output"]
+    if attempts is not None:
+        data["history"] = [history.attempt_dict(row) for row in attempts]
     return data
 
 

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from queuectl.core.errors import InvalidInput, NotFound
 from queuectl.core.lifecycle import CLAIMABLE
 from queuectl.core.models import DEAD, Job
-from queuectl.service import dashboard, dlq, observe, queues, schedules, shapes, workers
+from queuectl.service import dashboard, dlq, history, observe, queues, schedules, shapes, workers
 from queuectl.service import jobs as service
 from queuectl.service.logtail import split_marker
 from queuectl.service.tokens import CONTROL
@@ -25,10 +25,12 @@ PAGE_MAX = 1000  # a page is never unbounded: follow next_cursor for more
 HIDDEN = "***"
 
 
-def job_shape(call: Call, job: Job, with_output: bool = True) -> dict[str, Any]:
-    """:func:`shapes.job_json`, with ``env`` values hidden unless asked for (``?env=1``, which
-    takes the control scope: a job's environment often holds its secrets)."""
-    data = shapes.job_json(job, with_output)
+def job_shape(call: Call, job: Job, with_output: bool = True, detail: bool = False) -> dict[str, Any]:
+    """:func:`shapes.job_json` (``detail``: with its history, as ``queuectl show``), with ``env``
+    values hidden unless asked for (``?env=1``, which takes the control scope: a job's
+    environment often holds its secrets)."""
+    attempts = history.attempts(call.store, job.id) if detail else None
+    data = shapes.job_json(job, with_output, attempts)
     if not wants_env(call) and data.get("env"):
         data["env"] = {name: HIDDEN for name in data["env"]}
     return data
@@ -84,7 +86,7 @@ def list_dead(call: Call) -> Response:
 
 
 def get_job(call: Call) -> Response:
-    return JSONResponse(job_shape(call, service.get_job(call.store, call.request.path_params["id"])))
+    return JSONResponse(job_shape(call, service.get_job(call.store, call.request.path_params["id"]), detail=True))
 
 
 def job_logs(call: Call) -> Response:
