@@ -34,9 +34,10 @@ def _global(
 
 
 def _register() -> None:
-    from queuectl.cli import config_cmds, dlq, jobs, monitor, queues, workers, workflow_cmds
+    from queuectl.cli import config_cmds, dlq, handling_cmds, jobs, monitor, queues, workers, workflow_cmds
 
     jobs.register(app)
+    handling_cmds.register(app)
     workflow_cmds.register(app)
     monitor.register(app)
     app.add_typer(workers.app, name="worker", help="Start, stop and list worker processes.")

@@ -16,6 +16,7 @@ from queuectl.core.models import Job, WorkerInfo
 STATE_STYLES = {
     "pending": "cyan",
     "waiting": "blue",
+    "held": "bright_black",
     "processing": "yellow",
     "completed": "green",
     "failed": "magenta",

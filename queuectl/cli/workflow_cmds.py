@@ -18,14 +18,30 @@ PROGRESS_JOBS = 10_000  # a purge of this many jobs shows a progress bar (on a t
 
 def wait(
     ctx: typer.Context,
-    job_ids: List[str] = typer.Argument(..., metavar="ID..."),
+    job_ids: Optional[List[str]] = typer.Argument(None, metavar="[ID]..."),
     timeout: Optional[str] = typer.Option(None, "--timeout", "-t", help="Give up after this long: 30s, 10m."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Every job of this enqueue --file batch."),
+    queue: Optional[str] = typer.Option(None, "--queue", "-q", help="Until this queue has no unfinished job."),
 ) -> None:
-    """Block until the jobs finish; exit with the job's exit code (see README for dead/cancelled).
+    """Block until the jobs are finished (completed, dead or cancelled), polling the queue.
 
-    Example: queuectl wait parse --timeout 10m
+    Prints each job's end state. Exit 0 if all completed, 20 if one ended dead, 21 cancelled,
+    22 on --timeout. --batch waits for a whole enqueue --file; --queue until that queue holds no
+    pending, waiting, held, processing or failed job (then exit 0: the queue holds older jobs too).
+
+    Example: queuectl wait parse --timeout 10m; queuectl wait --batch B
     """
     limit = None if timeout is None else parse_duration(timeout, "timeout")
+    if batch is not None or queue is not None:
+        if job_ids:
+            from queuectl.core.errors import InvalidInput
+
+            raise InvalidInput("wait: give job ids, --batch B or --queue Q, not several")
+        return _wait_group(ctx, batch, queue, limit)
+    if not job_ids:
+        from queuectl.core.errors import InvalidInput
+
+        raise InvalidInput("wait: give job ids, --batch B or --queue Q")
     from queuectl.service import jobs
 
     result = jobs.wait_for(store_of(ctx), job_ids, limit)
@@ -40,6 +56,20 @@ def wait(
         if job.state == CANCELLED:
             raise typer.Exit(EXIT_JOB_CANCELLED)
     raise typer.Exit(0)
+
+
+def _wait_group(ctx: typer.Context, batch: Optional[str], queue: Optional[str], limit: Optional[float]) -> None:
+    from queuectl.service import handling
+
+    result = handling.wait_for_group(store_of(ctx), batch, queue, limit)
+    what = f"batch {batch}" if batch is not None else f"queue {queue}"
+    if result.timed_out:
+        left = ", ".join(sorted(result.left))
+        print(f"queuectl: {what} still has {left} jobs after {format_duration(limit)}", file=sys.stderr)
+        raise typer.Exit(EXIT_WAIT_TIMEOUT)
+    ended = "some dead" if result.dead else "some cancelled" if result.cancelled else "all completed"
+    print(f"{what}: finished" + (f" ({ended})" if batch is not None else ""))
+    raise typer.Exit(EXIT_JOB_DEAD if result.dead else EXIT_JOB_CANCELLED if result.cancelled else 0)
 
 
 def purge(

@@ -16,11 +16,12 @@ COMPLETED = "completed"
 FAILED = "failed"  # waiting for its retry at run_at
 DEAD = "dead"  # the dead letter queue
 CANCELLED = "cancelled"
+HELD = "held"  # kept back by `queuectl hold`: visible, never claimed, until `queuectl release`
 # a job of a bulk enqueue too big for one short transaction, written but not committed yet: no
 # listing, count or claim sees it; it holds its id and unique key (see lifecycle.batches)
 STAGED = "staged"
 
-STATES = (PENDING, WAITING, PROCESSING, COMPLETED, FAILED, DEAD, CANCELLED)  # the states a user sees
+STATES = (PENDING, WAITING, HELD, PROCESSING, COMPLETED, FAILED, DEAD, CANCELLED)  # the states a user sees
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32: no i, l, o, u to misread
 _TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ID_ALPHABET.encode())
 

@@ -145,9 +145,10 @@ class Store(abc.ABC):
         finished_before: float | None = None,
         limit: int | None = None,
         batch: str | None = None,
+        job_id: str | None = None,
     ) -> int:
-        """Delete up to ``limit`` jobs in ``states`` finished before the given time (of ``batch``
-        when given); returns the count, and the deleted jobs' dependency edges go with them.
+        """Delete up to ``limit`` jobs in ``states`` finished before the given time (of ``batch``,
+        or just the job ``job_id``, when given); returns the count, and the deleted jobs' dependency edges go with them.
 
         Callers purging many jobs pass a limit and repeat, so no transaction holds the lock long.
         """

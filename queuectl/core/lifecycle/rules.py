@@ -12,6 +12,7 @@ from queuectl.core.models import (
     COMPLETED,
     DEAD,
     FAILED,
+    HELD,
     PENDING,
     PROCESSING,
     STAGED,
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
 CLAIMABLE = (PENDING, FAILED)  # a worker may take these once run_at has come
 FINISHED = (COMPLETED, DEAD, CANCELLED)  # nothing more happens to these (but a DLQ retry of dead)
 # a unique key is taken while its job is in these (a staged job holds it for the batch committing)
-KEY_HOLDING = (PENDING, WAITING, PROCESSING, FAILED, STAGED)
-CANCELLABLE = (PENDING, WAITING, PROCESSING, FAILED)  # everything not finished
+KEY_HOLDING = (PENDING, WAITING, HELD, PROCESSING, FAILED, STAGED)
+CANCELLABLE = (PENDING, WAITING, HELD, PROCESSING, FAILED)  # everything not finished
+HOLDABLE = (PENDING, FAILED)  # a job not yet taken can be held (a waiting one: once its parents let it go)
+RESTARTABLE = FINISHED  # a restart enqueues a copy of a finished job (the old one keeps its run)
 
 HOOK_DUE = "due"  # the on-finish hook waits for a worker to run it
 HOOK_RUNNING = "running"

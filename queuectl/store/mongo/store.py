@@ -264,10 +264,13 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, Store):
         finished_before: float | None = None,
         limit: int | None = None,
         batch: str | None = None,
+        job_id: str | None = None,
     ) -> int:
         query = self._purge_query(states, finished_before)
         if batch is not None:
             query["batch"] = batch
+        if job_id is not None:
+            query["_id"] = job_id
         if limit is not None:
             ids = [doc["_id"] for doc in self._jobs.find(query, {"_id": 1}).limit(limit)]
             query = {**query, "_id": {"$in": ids}}  # re-checked: a job retried meanwhile stays

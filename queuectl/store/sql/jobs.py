@@ -298,11 +298,15 @@ class SqlJobs:
         finished_before: float | None = None,
         limit: int | None = None,
         batch: str | None = None,
+        job_id: str | None = None,
     ) -> int:
         where, params = self._purge_filter(states, finished_before)
         if batch is not None:
             where += " AND batch = ?"
             params.append(batch)
+        if job_id is not None:
+            where += " AND id = ?"
+            params.append(job_id)
         if limit is not None:
             where = f"id IN (SELECT id FROM jobs WHERE {where} LIMIT ?)"
             params.append(limit)

@@ -19,7 +19,12 @@ from queuectl.store.sql.schema import SCHEMA
 PG_SCHEMA = re.sub(r"\bREAL\b", "DOUBLE PRECISION", SCHEMA)
 
 # migration n brings a database from version n to n + 1 (statements separated by ";")
-MIGRATIONS: tuple[str, ...] = (PG_SCHEMA,)
+MIGRATIONS: tuple[str, ...] = (
+    PG_SCHEMA,
+    # 2: a held job holds its unique key too (the partial index is remade from the state table)
+    "DROP INDEX IF EXISTS jobs_unique_active;"
+    + next(part for part in PG_SCHEMA.split(";") if "jobs_unique_active" in part),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS queuectl_schema (version INTEGER NOT NULL)"

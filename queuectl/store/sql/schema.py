@@ -10,7 +10,7 @@ from typing import Any
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, is_due_at
 from queuectl.core.models import PROCESSING, Job
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -172,7 +172,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     """Bring a file of any earlier version up to date (inside the caller's write transaction)."""
     existing = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if existing and version < 7:  # schema 7: a staged job holds its unique key too
+    if existing and version < 8:  # schema 7: a staged job holds its unique key too; 8: a held one
         conn.execute("DROP INDEX IF EXISTS jobs_unique_active")
     for column in ADDED_COLUMNS if existing else ():
         if column not in existing:
