@@ -35,6 +35,7 @@ def _yes_option() -> Any:
 def _run_bulk(
     ctx: typer.Context,
     action: Any,
+    verb: str,
     past: str,
     ids: Optional[List[str]],
     states: Optional[List[str]],
@@ -47,7 +48,6 @@ def _run_bulk(
     if everything and not yes and not selection.ids and not selection.filtered:
         from queuectl.cli.output import confirm_or_refuse
 
-        verb = past.rstrip("d") if past.endswith("ed") else past
         confirm_or_refuse(
             f"{verb.capitalize()} every job this applies to?",
             f"--all without --yes: add --yes to {verb} every job, or select some with --state/--queue",
@@ -79,7 +79,7 @@ def cancel(
 
     Example: queuectl cancel job1 job2; queuectl cancel --queue builds --state pending
     """
-    _run_bulk(ctx, service.cancel_jobs, "cancelled", job_ids, state, queue, batch, everything, yes)
+    _run_bulk(ctx, service.cancel_jobs, "cancel", "cancelled", job_ids, state, queue, batch, everything, yes)
 
 
 def rm(
@@ -95,7 +95,7 @@ def rm(
 
     Example: queuectl rm job1 job2; queuectl rm --state cancelled
     """
-    _run_bulk(ctx, service.remove_jobs, "removed", job_ids, state, queue, batch, everything, yes)
+    _run_bulk(ctx, service.remove_jobs, "remove", "removed", job_ids, state, queue, batch, everything, yes)
 
 
 def retry(
@@ -111,7 +111,7 @@ def retry(
 
     Example: queuectl retry job1 job2; queuectl retry --queue builds
     """
-    _run_bulk(ctx, service.retry_jobs, "retried", job_ids, state, queue, batch, everything, yes)
+    _run_bulk(ctx, service.retry_jobs, "retry", "retried", job_ids, state, queue, batch, everything, yes)
 
 
 def hold(ctx: typer.Context, job_ids: List[str] = typer.Argument(..., metavar="ID...")) -> None:

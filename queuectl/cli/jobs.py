@@ -50,9 +50,9 @@ def enqueue(
     on_finish: Optional[str] = typer.Option(
         None, "--on-finish", metavar="CMD", help="Hook run after the final outcome, with QUEUECTL_JOB_* set."
     ),
-    quiet: bool = typer.Option(False, "--quiet", help="Print no job ids (--file: the batch line on stderr stays)."),
+    quiet: bool = typer.Option(False, "--quiet", help="Print no job id (--file: print only the batch id)."),
 ) -> None:
-    """Add a job; prints its id (--file: one id per line, and the batch id on stderr).
+    """Add a job; prints its id (--file: one id per line; the batch id is on stderr).
 
     Example: queuectl enqueue "echo hi" --priority 5 --delay 30s
     """
@@ -81,8 +81,7 @@ def enqueue(
         ids: Optional[List[str]] = None if quiet else []
         batch = service.new_batch_id()
         count = _enqueue_file(store, file, options, ids, batch)
-        if ids:
-            sys.stdout.write("".join(f"{job_id}\n" for job_id in ids))
+        sys.stdout.write(f"{batch}\n" if quiet else "".join(f"{job_id}\n" for job_id in ids or ()))
         note(f"enqueued {count} job(s) as batch {batch}" + (f"; queuectl wait --batch {batch}" if count else ""))
         return
     if spec is None:

@@ -1,0 +1,78 @@
+"""Hold, release and remove (issue 15) on every backend, through the lifecycle and the ``store`` fixture."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+
+from queuectl.core import lifecycle
+from queuectl.core.errors import Conflict, NotFound, UniqueKeyTaken
+from queuectl.core.models import CANCELLED, HELD, PENDING, WAITING, Job
+from queuectl.store.base import Store
+
+NOW = 1000.0
+LEASE = 30.0
+MakeJob = Callable[..., Job]
+
+
+def test_a_held_job_is_listed_counted_and_never_claimed_until_released(store: Store, make_job: MakeJob) -> None:
+    lifecycle.enqueue(store, [make_job("h1"), make_job("h2")])
+    lifecycle.hold(store, "h1", NOW)
+    held = store.get("h1")
+    assert held is not None and held.state == HELD
+    assert [job.id for job in store.list_jobs(state=HELD)] == ["h1"]
+    assert store.counts()["default"][HELD] == 1
+    assert [job.id for job in store.claim("w1", None, NOW + 1, LEASE, limit=5)] == ["h2"]
+    assert store.claim("w1", None, NOW + 2, LEASE, limit=5) == []
+    assert store.next_due(None) is None
+    lifecycle.release(store, "h1", NOW + 3)
+    assert [job.id for job in store.claim("w1", None, NOW + 4, LEASE, limit=5)] == ["h1"]
+
+
+def test_hold_and_release_refuse_jobs_in_other_states(store: Store, make_job: MakeJob) -> None:
+    lifecycle.enqueue(store, [make_job("p1"), make_job("c1", after=["p1"])])
+    with pytest.raises(Conflict, match="waiting"):
+        lifecycle.hold(store, "c1", NOW)
+    with pytest.raises(Conflict, match="not held"):
+        lifecycle.release(store, "p1", NOW)
+    with pytest.raises(NotFound):
+        lifecycle.hold(store, "nope", NOW)
+    lifecycle.hold(store, "p1", NOW)
+    with pytest.raises(Conflict, match="held already"):
+        lifecycle.hold(store, "p1", NOW)
+
+
+def test_a_held_job_keeps_its_unique_key_and_can_be_cancelled(store: Store, make_job: MakeJob) -> None:
+    lifecycle.enqueue(store, [make_job("k1", unique_key="nightly"), make_job("child", after=["k1"])])
+    lifecycle.hold(store, "k1", NOW)
+    with pytest.raises((UniqueKeyTaken, Conflict)):
+        lifecycle.enqueue(store, [make_job("k2", unique_key="nightly")])
+    child = store.get("child")
+    assert child is not None and child.state == WAITING
+    lifecycle.cancel(store, "k1", NOW + 1)
+    child = store.get("child")
+    assert child is not None and child.state == CANCELLED  # its parent can never complete now
+    lifecycle.enqueue(store, [make_job("k3", unique_key="nightly")])  # the key is free again
+
+
+def test_remove_deletes_a_pending_job_and_settles_its_dependants(store: Store, make_job: MakeJob) -> None:
+    lifecycle.enqueue(store, [make_job("r1"), make_job("r2", after=["r1"]), make_job("r3")])
+    lifecycle.remove(store, "r1", NOW)
+    assert store.get("r1") is None
+    child = store.get("r2")
+    assert child is not None and child.state == CANCELLED
+    lifecycle.remove(store, "r2", NOW)
+    assert store.get("r2") is None
+    other = store.get("r3")
+    assert other is not None and other.state == PENDING
+    with pytest.raises(NotFound):
+        lifecycle.remove(store, "r1", NOW)
+
+
+def test_remove_refuses_a_running_job(store: Store, make_job: MakeJob) -> None:
+    lifecycle.enqueue(store, [make_job("run1")])
+    assert [job.id for job in store.claim("w1", None, NOW, LEASE)] == ["run1"]
+    with pytest.raises(Conflict, match="cancel it first"):
+        lifecycle.remove(store, "run1", NOW)
+    assert store.get("run1") is not None
