@@ -1055,9 +1055,9 @@ def test_queue_list_pause_resume(run: Cli) -> None:
     assert "paused queues: builds, empty-one" in ok(status_text)
     assert ok(queues_text).splitlines() == [
         "\t".join(("queue", "paused", *STATES)),
-        "builds\tyes\t1\t0\t0\t0\t0\t0\t0",
-        "default\tno\t2\t0\t0\t0\t0\t0\t0",
-        "empty-one\tyes\t0\t0\t0\t0\t0\t0\t0",
+        "builds\tyes\t1\t0\t0\t0\t0\t0\t0\t0",
+        "default\tno\t2\t0\t0\t0\t0\t0\t0\t0",
+        "empty-one\tyes\t0\t0\t0\t0\t0\t0\t0\t0",
     ]
     assert ok(again) == "paused builds\n"  # idempotent
     assert ok(run("queue", "resume", "builds")) == "resumed builds\n"
