@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from test_cli import Cli, describe, enqueued, fails, ok, start_cli
+from test_cli import CLI, Cli, describe, enqueued, fails, ok, start_cli
 from test_cli_everyday import in_terminal
 
 from queuectl.core.errors import (
@@ -194,3 +195,24 @@ def test_new_verbs_fail_in_one_line(run: Cli) -> None:
         (("wait", "--batch", "b", "--queue", "q"), EXIT_USAGE),
     ):
         fails(run(*args), code)
+
+
+def test_version_short_help_group_examples_and_completion(run: Cli) -> None:
+    from importlib.metadata import version
+
+    assert ok(run("--version")) == f"queuectl {version('queuectl')}\n"
+    assert ok(run("-h")) == ok(run("--help"))
+    for group in ("worker", "dlq", "queue", "config", "schedule"):
+        assert "Example: queuectl " in ok(run(group, "-h")), group
+    assert "Example: queuectl " in ok(run("--help"))
+    for shell, marker in (("bash", "complete -o"), ("zsh", "compdef"), ("fish", "complete --command queuectl")):
+        assert marker in ok(run("completion", shell)), shell
+    fails(run("completion", "tcsh"), EXIT_USAGE, "unknown shell")
+    asked = subprocess.run(
+        [*CLI],
+        env={**run.env, "_QUEUECTL_COMPLETE": "complete_bash", "COMP_WORDS": "queuectl re", "COMP_CWORD": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sorted(asked.stdout.split()) == ["release", "restart", "retry"], describe(asked)

@@ -118,11 +118,11 @@ def schedule_add(
     name: str = typer.Argument(...),
     cron: str = typer.Argument(..., help='Cron expression: "0 3 * * *" (a 6th field is seconds).'),
     command: str = typer.Argument(...),
-    queue: Optional[str] = typer.Option(None, "--queue", "-q"),
+    queue: Optional[str] = typer.Option(None, "--queue", "-q", help="The queue of each job (default: default)."),
     tz: str = typer.Option("UTC", "--tz", help="IANA timezone the expression is read in: Europe/Berlin."),
-    priority: Optional[int] = typer.Option(None, "--priority", "-p"),
-    max_retries: Optional[int] = typer.Option(None, "--max-retries"),
-    timeout: Optional[str] = typer.Option(None, "--timeout"),
+    priority: Optional[int] = typer.Option(None, "--priority", "-p", help="Each job's priority (higher first)."),
+    max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Each job's retries before the DLQ."),
+    timeout: Optional[str] = typer.Option(None, "--timeout", help="Kill each run after this long: 10m."),
     unique_key: Optional[str] = typer.Option(None, "--unique-key", help="Skip a fire while the last run is active."),
 ) -> None:
     """Enqueue COMMAND at every fire time of a cron expression (exactly once per fire time).
@@ -223,4 +223,9 @@ def schedule_resume(ctx: typer.Context, name: str = typer.Argument(...)) -> None
 def register(app: typer.Typer) -> None:
     app.command()(wait)
     app.command()(purge)
-    app.add_typer(schedule_app, name="schedule", help="Cron schedules that enqueue jobs.")
+    app.add_typer(
+        schedule_app,
+        name="schedule",
+        help="Cron schedules that enqueue jobs.",
+        epilog='Example: queuectl schedule add nightly "0 3 * * *" "./backup.sh" --tz Europe/Berlin',
+    )
