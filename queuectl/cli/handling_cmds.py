@@ -24,6 +24,10 @@ def _batch_option() -> Any:
     return typer.Option(None, "--batch", help="Every job of this enqueue --file batch.")
 
 
+def _label_option() -> Any:
+    return typer.Option(None, "--label", "-l", metavar="K=V", help="Every job with this label; repeatable (all).")
+
+
 def _all_option(verb: str) -> Any:
     return typer.Option(False, "--all", help=f"{verb} every job it applies to (asks first; --yes in a script).")
 
@@ -41,10 +45,11 @@ def _run_bulk(
     states: Optional[List[str]],
     queue: Optional[str],
     batch: Optional[str],
+    labels: Optional[List[str]],
     everything: bool,
     yes: bool,
 ) -> None:
-    selection = service.Selection(list(ids or []), list(states or []), queue, batch, everything)
+    selection = service.Selection(list(ids or []), list(states or []), queue, batch, everything, list(labels or []))
     if everything and not yes and not selection.ids and not selection.filtered:
         from queuectl.cli.output import confirm_or_refuse
 
@@ -72,6 +77,7 @@ def cancel(
     state: Optional[List[str]] = _state_option("pending, waiting, held, processing, failed"),
     queue: Optional[str] = _queue_option(),
     batch: Optional[str] = _batch_option(),
+    label: Optional[List[str]] = _label_option(),
     everything: bool = _all_option("Cancel"),
     yes: bool = _yes_option(),
 ) -> None:
@@ -79,7 +85,7 @@ def cancel(
 
     Example: queuectl cancel job1 job2; queuectl cancel --queue builds --state pending
     """
-    _run_bulk(ctx, service.cancel_jobs, "cancel", "cancelled", job_ids, state, queue, batch, everything, yes)
+    _run_bulk(ctx, service.cancel_jobs, "cancel", "cancelled", job_ids, state, queue, batch, label, everything, yes)
 
 
 def rm(
@@ -88,6 +94,7 @@ def rm(
     state: Optional[List[str]] = _state_option("any but processing"),
     queue: Optional[str] = _queue_option(),
     batch: Optional[str] = _batch_option(),
+    label: Optional[List[str]] = _label_option(),
     everything: bool = _all_option("Delete"),
     yes: bool = _yes_option(),
 ) -> None:
@@ -95,7 +102,7 @@ def rm(
 
     Example: queuectl rm job1 job2; queuectl rm --state cancelled
     """
-    _run_bulk(ctx, service.remove_jobs, "remove", "removed", job_ids, state, queue, batch, everything, yes)
+    _run_bulk(ctx, service.remove_jobs, "remove", "removed", job_ids, state, queue, batch, label, everything, yes)
 
 
 def retry(
@@ -104,6 +111,7 @@ def retry(
     state: Optional[List[str]] = _state_option("dead"),
     queue: Optional[str] = _queue_option(),
     batch: Optional[str] = _batch_option(),
+    label: Optional[List[str]] = _label_option(),
     everything: bool = _all_option("Retry"),
     yes: bool = _yes_option(),
 ) -> None:
@@ -111,7 +119,7 @@ def retry(
 
     Example: queuectl retry job1 job2; queuectl retry --queue builds
     """
-    _run_bulk(ctx, service.retry_jobs, "retry", "retried", job_ids, state, queue, batch, everything, yes)
+    _run_bulk(ctx, service.retry_jobs, "retry", "retried", job_ids, state, queue, batch, label, everything, yes)
 
 
 def hold(ctx: typer.Context, job_ids: List[str] = typer.Argument(..., metavar="ID...")) -> None:

@@ -38,6 +38,9 @@ def enqueue(
     timeout: Optional[str] = typer.Option(None, "--timeout", help="Kill the job after this long: 10m."),
     cwd: Optional[str] = typer.Option(None, "--cwd", help="Working directory for the command."),
     env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="KEY=VALUE for the job; repeatable."),
+    label: Optional[List[str]] = typer.Option(
+        None, "--label", "-l", metavar="K=V", help="A label to filter by (list/cancel/rm --label); repeatable."
+    ),
     after: Optional[List[str]] = typer.Option(
         None, "--after", help="Run only after this job completed; repeatable (waits for all)."
     ),
@@ -66,6 +69,7 @@ def enqueue(
         "timeout": timeout,
         "cwd": cwd,
         "env": env or None,
+        "labels": label or None,
         "after": after or None,
         "on_failure_of": on_failure_of,
         "unique_key": unique_key,
@@ -153,6 +157,9 @@ def list_jobs(
     ),
     queue: Optional[str] = typer.Option(None, "--queue", "-q", help="Only this queue."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Only the jobs of this enqueue --file batch."),
+    label: Optional[List[str]] = typer.Option(
+        None, "--label", "-l", metavar="K=V", help="Only jobs with this label; repeatable (all of them)."
+    ),
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=100000, help="At most this many, newest first."),
     as_json: bool = json_option(),
     fmt: Optional[str] = format_option(),
@@ -162,7 +169,7 @@ def list_jobs(
     Example: queuectl list --state failed --state dead --limit 20
     """
     chosen = pick_format(fmt, as_json)
-    page = service.list_jobs(store_of(ctx), states=state, queue=queue, limit=limit, batch=batch)
+    page = service.list_jobs(store_of(ctx), states=state, queue=queue, limit=limit, batch=batch, labels=label)
     shown = f"{len(page.jobs):,} of {page.matched:,} shown; --limit N for more" if page.matched > len(page.jobs) else ""
     if chosen == "json":
         from queuectl.service.shapes import jobs_json

@@ -124,6 +124,7 @@ def schedule_add(
     max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Each job's retries before the DLQ."),
     timeout: Optional[str] = typer.Option(None, "--timeout", help="Kill each run after this long: 10m."),
     unique_key: Optional[str] = typer.Option(None, "--unique-key", help="Skip a fire while the last run is active."),
+    label: Optional[List[str]] = typer.Option(None, "--label", "-l", metavar="K=V", help="A label on each job."),
 ) -> None:
     """Enqueue COMMAND at every fire time of a cron expression (exactly once per fire time).
 
@@ -136,6 +137,7 @@ def schedule_add(
         "max_retries": max_retries,
         "timeout": timeout,
         "unique_key": unique_key,
+        "labels": label or None,
     }
     spec = {key: value for key, value in spec.items() if value is not None}
     from queuectl.service import schedules

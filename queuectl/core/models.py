@@ -66,7 +66,8 @@ class Job:
     hook_state: str | None = None
     hook_error: str | None = None
     schedule: str | None = None  # the cron schedule that enqueued it
-    batch: str | None = None  # the bulk enqueue that staged it (only a file too big for one transaction)
+    batch: str | None = None  # the bulk enqueue (enqueue --file) it came from
+    labels: dict[str, str] = field(default_factory=dict)  # --label k=v: for filters, shown by show
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +79,8 @@ class Job:
             known["env"] = {}
         if known.get("after") is None:
             known["after"] = []
+        if known.get("labels") is None:
+            known["labels"] = {}
         return cls(**known)
 
 

@@ -31,6 +31,7 @@ JOB_FIELDS = (
     "on_failure_of",
     "unique_key",
     "on_finish",
+    "labels",
 )
 
 
@@ -122,6 +123,7 @@ def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
         timeout=timeout,
         cwd=_cwd_field(spec.get("cwd")),
         env=_env_field(spec.get("env")),
+        labels=labels_field(spec.get("labels")),
         after=_parents_field(spec.get("after")),
         on_failure_of=_parent_id(spec.get("on_failure_of"), "on_failure_of"),
         unique_key=_short_text(spec.get("unique_key"), "unique_key", 200),
@@ -208,6 +210,40 @@ def _env_field(value: Any) -> dict[str, str]:
     if size > MAX_ENV_BYTES:
         raise InvalidInput(f"env: over {MAX_ENV_BYTES // 1024} KiB in all; pass large data in a file")
     return dict(value)
+
+
+_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+MAX_LABELS = 20
+
+
+def labels_field(value: Any) -> dict[str, str]:
+    """Labels from ``["k=v", ...]`` (the CLI's --label) or ``{"k": "v"}`` (JSON): at most 20,
+    keys of letters, digits, ``.``, ``_``, ``/``, ``-`` and values of printable text up to 200."""
+    if value is None:
+        return {}
+    if isinstance(value, list):
+        pairs = {}
+        for item in value:
+            key, sep, val = str(item).partition("=")
+            if not sep:
+                raise InvalidInput(f"label: expected KEY=VALUE, got {item!r}")
+            pairs[key] = val
+        value = pairs
+    if not isinstance(value, dict):
+        raise InvalidInput("labels: expected an object of names to strings, or KEY=VALUE pairs")
+    if len(value) > MAX_LABELS:
+        raise InvalidInput(f"labels: at most {MAX_LABELS} per job")
+    for key, val in value.items():
+        if not isinstance(key, str) or not _LABEL_KEY_RE.fullmatch(key):
+            raise InvalidInput(f"label: invalid name {key!r}: use letters, digits, '.', '_', '/' or '-'")
+        if not isinstance(val, str) or len(val) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in val):
+            raise InvalidInput(f"label: the value of {key} must be printable text of at most 200 characters")
+    return dict(sorted(value.items()))
+
+
+def label_filters(value: list[str] | None) -> list[str]:
+    """``--label k=v`` filters as the stores match them: ``"k=v"`` strings, each checked."""
+    return [f"{key}={val}" for key, val in labels_field(value).items()] if value else []
 
 
 def check_state(state: str | None) -> str | None:

@@ -16,7 +16,7 @@ from queuectl.core import lifecycle
 from queuectl.core.errors import Conflict, InvalidInput, NotFound, QueuectlError
 from queuectl.core.lifecycle import CANCELLABLE, FINISHED, RESTARTABLE
 from queuectl.core.models import CANCELLED, DEAD, HELD, PROCESSING, STAGED, STATES, Job
-from queuectl.core.validation import check_state
+from queuectl.core.validation import check_state, label_filters
 from queuectl.service.jobs import enqueue, get_job
 from queuectl.store import Store
 
@@ -34,10 +34,11 @@ class Selection:
     queue: str | None = None
     batch: str | None = None
     everything: bool = False
+    labels: list[str] = field(default_factory=list)  # --label k=v: every one of them
 
     @property
     def filtered(self) -> bool:
-        return bool(self.states or self.queue or self.batch)
+        return bool(self.states or self.queue or self.batch or self.labels)
 
 
 @dataclass
@@ -52,9 +53,9 @@ class BulkResult:
 def _matching(store: Store, selection: Selection, allowed: tuple[str, ...], verb: str) -> Iterator[str]:
     """The ids a selection names (checked up front: a bad selection fails before anything is done)."""
     if selection.ids and (selection.filtered or selection.everything):
-        raise InvalidInput(f"{verb}: give job ids or filters (--state, --queue, --batch, --all), not both")
+        raise InvalidInput(f"{verb}: give job ids or filters (--state, --queue, --label, --batch, --all), not both")
     if not selection.ids and not selection.filtered and not selection.everything:
-        raise InvalidInput(f"{verb}: give job ids, a filter (--state, --queue, --batch) or --all")
+        raise InvalidInput(f"{verb}: give job ids, a filter (--state, --queue, --label, --batch) or --all")
     for state in selection.states:
         check_state(state)
         if state not in allowed:
@@ -62,11 +63,14 @@ def _matching(store: Store, selection: Selection, allowed: tuple[str, ...], verb
     if selection.ids:
         return iter(dict.fromkeys(selection.ids))
     states = tuple(dict.fromkeys(selection.states)) or allowed
+    labels = label_filters(selection.labels)
     found: list[str] = []
     for state in states:
         before: float | None = None
         while True:
-            page = store.list_jobs(state=state, queue=selection.queue, limit=PAGE, before=before, batch=selection.batch)
+            page = store.list_jobs(
+                state=state, queue=selection.queue, limit=PAGE, before=before, batch=selection.batch, labels=labels
+            )
             found.extend(job.id for job in page)
             if len(page) < PAGE:
                 break
@@ -121,7 +125,7 @@ def release_job(store: Store, job_id: str) -> None:
 
 
 RESTART_EDITS = ("command", "priority", "queue", "max_retries", "timeout")
-_KEPT = ("command", "queue", "priority", "max_retries", "timeout", "cwd", "env", "unique_key", "on_finish")
+_KEPT = ("command", "queue", "priority", "max_retries", "timeout", "cwd", "env", "unique_key", "on_finish", "labels")
 
 
 def restart_job(store: Store, job_id: str, edits: dict[str, Any]) -> str:

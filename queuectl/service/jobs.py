@@ -16,7 +16,7 @@ from queuectl.core.defaults import MAX_LINE_BYTES, RETENTION_BATCH
 from queuectl.core.errors import Conflict, DuplicateJobId, InvalidInput, NotFound, UniqueKeyTaken
 from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import CANCELLED, COMPLETED, DEAD, Job, new_job_id
-from queuectl.core.validation import build_job, check_state, parse_spec
+from queuectl.core.validation import build_job, check_state, label_filters, parse_spec
 from queuectl.service.config import load_config
 from queuectl.store import Store
 
@@ -171,6 +171,7 @@ def list_jobs(
     queue: str | None = None,
     limit: int = 50,
     batch: str | None = None,
+    labels: list[str] | None = None,
 ) -> JobPage:
     """Jobs newest first, in any of ``states`` (none: every state) and one queue.
 
@@ -179,16 +180,21 @@ def list_jobs(
     aggregate), never from reading the jobs.
     """
     wanted = [states] if isinstance(states, str) else list(dict.fromkeys(states or []))
+    labels = label_filters(labels)
     for state in wanted:
         check_state(state)
     if len(wanted) <= 1:
-        jobs = store.list_jobs(state=wanted[0] if wanted else None, queue=queue, limit=limit, batch=batch)
+        jobs = store.list_jobs(
+            state=wanted[0] if wanted else None, queue=queue, limit=limit, batch=batch, labels=labels
+        )
     else:
         merged = [
-            job for state in wanted for job in store.list_jobs(state=state, queue=queue, limit=limit, batch=batch)
+            job
+            for state in wanted
+            for job in store.list_jobs(state=state, queue=queue, limit=limit, batch=batch, labels=labels)
         ]
         jobs = sorted(merged, key=lambda job: job.created_at, reverse=True)[:limit]
-    if len(jobs) < limit or batch is not None:  # a batch has no indexed count: "at least"
+    if len(jobs) < limit or batch is not None or labels:  # no indexed count of these: "at least"
         return JobPage(jobs, len(jobs))  # every match is shown: no need to count them
     counts = store.counts()
     matched = sum(

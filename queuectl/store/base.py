@@ -177,8 +177,10 @@ class Store(abc.ABC):
         limit: int = 50,
         before: float | None = None,
         batch: str | None = None,
+        labels: list[str] | None = None,
     ) -> list[Job]:
-        """Jobs newest first, filtered by state, queue and batch, created before ``before`` when
+        """Jobs newest first, filtered by state, queue, batch and labels (``"k=v"`` strings, every
+        one of them on the job), created before ``before`` when
         given (the cursor of the next page); served by an index, never a full scan. Staged jobs
         only when ``state`` is ``staged``."""
 

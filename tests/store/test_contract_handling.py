@@ -76,3 +76,25 @@ def test_remove_refuses_a_running_job(store: Store, make_job: MakeJob) -> None:
     with pytest.raises(Conflict, match="cancel it first"):
         lifecycle.remove(store, "run1", NOW)
     assert store.get("run1") is not None
+
+
+def test_labels_read_back_and_filter_lists_by_every_label_given(store: Store, make_job: MakeJob) -> None:
+    lifecycle.enqueue(
+        store,
+        [
+            make_job("l1", labels={"team": "web", "env": "prod"}, created_at=NOW),
+            make_job("l2", labels={"team": "web"}, created_at=NOW + 1),
+            make_job("l3", created_at=NOW + 2),
+        ],
+    )
+    job = store.get("l1")
+    assert job is not None and job.labels == {"team": "web", "env": "prod"}
+    assert [j.id for j in store.list_jobs(labels=["team=web"])] == ["l2", "l1"]
+    assert [j.id for j in store.list_jobs(labels=["team=web", "env=prod"])] == ["l1"]
+    assert [j.id for j in store.list_jobs(state=PENDING, labels=["env=prod"])] == ["l1"]
+    assert store.list_jobs(labels=["team=db"]) == []
+    lifecycle.remove(store, "l1", NOW)
+    assert store.list_jobs(labels=["env=prod"]) == []
+    lifecycle.enqueue(store, [make_job("l1", labels={"team": "db"}, created_at=NOW + 3)])  # its id, reused
+    assert [j.id for j in store.list_jobs(labels=["team=db"])] == ["l1"]
+    assert [j.id for j in store.list_jobs(labels=["team=web"])] == ["l2"]

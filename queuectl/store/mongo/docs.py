@@ -14,7 +14,7 @@ from typing import Any
 from queuectl.core.lifecycle import CLAIMABLE, KEY_HOLDING, is_due_at
 from queuectl.core.models import PROCESSING, Job, Lease
 
-INDEX_FIELDS = ("active_key", "ready", "settle_at", "_w", "staging_batch", "final_state")
+INDEX_FIELDS = ("active_key", "ready", "settle_at", "_w", "staging_batch", "final_state", "label_keys")
 
 
 def fence(lease: Lease) -> dict[str, Any]:
@@ -28,6 +28,8 @@ def job_doc(job: Job) -> dict[str, Any]:
     doc["_id"] = doc.pop("id")
     if job.unique_key is not None and job.state in KEY_HOLDING:
         doc["active_key"] = job.unique_key  # held while active: a unique sparse index enforces it
+    if job.labels:
+        doc["label_keys"] = [f"{key}={value}" for key, value in job.labels.items()]  # what filters match
     if job.state in CLAIMABLE:
         doc["ready"] = is_due_at(job.state, job.run_at, job.created_at)  # due already: claimable
     return doc

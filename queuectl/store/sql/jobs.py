@@ -97,12 +97,15 @@ class SqlJobs:
     def insert_jobs(self, jobs: Iterable[Job]) -> int:
         count = 0
         batch: list[Job] = []
+        labels: list[tuple[str, str]] = []
         self._unflushed = batch  # job_states, asked while the iterable runs, sees these too
         self._inserting = True
         try:
             with self._write() as conn, self._all_or_nothing(conn):
                 for job in jobs:
                     batch.append(job)
+                    if job.labels:
+                        labels.extend((f"{key}={value}", job.id) for key, value in job.labels.items())
                     if job.after or job.on_failure_of:
                         self._insert_batch(conn, batch)
                         conn.executemany(
@@ -114,6 +117,8 @@ class SqlJobs:
                         self._insert_batch(conn, batch)
                     count += 1
                 self._insert_batch(conn, batch)
+                if labels:
+                    conn.executemany("INSERT INTO job_labels (label, job) VALUES (?, ?)", labels)
         finally:
             self._unflushed = ()  # a failed insert leaves nothing behind to be flushed later
             self._inserting = False
@@ -312,6 +317,7 @@ class SqlJobs:
             params.append(limit)
         with self._write() as conn:
             conn.execute(f"DELETE FROM job_deps WHERE child IN (SELECT id FROM jobs WHERE {where})", params)
+            conn.execute(f"DELETE FROM job_labels WHERE job IN (SELECT id FROM jobs WHERE {where})", params)
             return conn.execute(f"DELETE FROM jobs WHERE {where}", params).rowcount
 
     @_dialect_errors
@@ -356,9 +362,13 @@ class SqlJobs:
         limit: int = 50,
         before: float | None = None,
         batch: str | None = None,
+        labels: list[str] | None = None,
     ) -> list[Job]:
         clauses: list[str] = [] if state else [f"state != '{STAGED}'"]
         params: list[Any] = []
+        for label in labels or ():  # by the label rows' primary key, never a scan of the jobs
+            clauses.append("id IN (SELECT job FROM job_labels WHERE label = ?)")
+            params.append(label)
         if batch is not None:
             clauses.append("batch = ?")
             params.append(batch)

@@ -22,8 +22,11 @@ PG_SCHEMA = re.sub(r"\bREAL\b", "DOUBLE PRECISION", SCHEMA)
 MIGRATIONS: tuple[str, ...] = (
     PG_SCHEMA,
     # 2: a held job holds its unique key too (the partial index is remade from the state table)
+    # and labels: a column and the job_labels rows that filters use
     "DROP INDEX IF EXISTS jobs_unique_active;"
-    + next(part for part in PG_SCHEMA.split(";") if "jobs_unique_active" in part),
+    + next(part for part in PG_SCHEMA.split(";") if "jobs_unique_active" in part)
+    + ";ALTER TABLE jobs ADD COLUMN IF NOT EXISTS labels TEXT;"
+    + ";".join(part for part in PG_SCHEMA.split(";") if "job_labels" in part),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

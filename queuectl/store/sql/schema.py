@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     hook_error TEXT,
     schedule TEXT,
     batch TEXT,  -- the bulk enqueue that staged it (see lifecycle.batches)
+    labels TEXT,  -- a JSON object, each pair also a "k=v" row of the label table (for filters)
     ready INTEGER NOT NULL DEFAULT 0  -- 1 once run_at has passed: only these are in the claim indexes
 );
 -- claim order (one queue, any queue): partial indexes of the due jobs only, so neither finished
@@ -85,6 +86,13 @@ CREATE TABLE IF NOT EXISTS job_deps (
     PRIMARY KEY (child, parent, kind)
 );
 CREATE INDEX IF NOT EXISTS job_deps_parent ON job_deps(parent);
+-- a job's labels as "k=v" rows: list/cancel/rm --label k=v find their jobs by this key
+CREATE TABLE IF NOT EXISTS job_labels (
+    label TEXT NOT NULL,
+    job TEXT NOT NULL,
+    PRIMARY KEY (label, job)
+);
+CREATE INDEX IF NOT EXISTS job_labels_job ON job_labels(job);
 CREATE TABLE IF NOT EXISTS schedules (
     name TEXT PRIMARY KEY,
     cron TEXT NOT NULL,
@@ -149,8 +157,9 @@ FIELD_COLUMNS = {
     "hook_error": "hook_error",
     "schedule": "schedule",
     "batch": "batch",
+    "labels": "labels",
 }
-JSON_FIELDS = ("env", "after")
+JSON_FIELDS = ("env", "after", "labels")
 JOB_COLUMNS = ", ".join(FIELD_COLUMNS.values())
 ADDED_COLUMNS = (
     "after_ids",
@@ -161,7 +170,8 @@ ADDED_COLUMNS = (
     "hook_error",
     "schedule",
     "batch",
-)  # schema 3 (batch: 7): added to older files by _migrate
+    "labels",
+)  # schema 3 (batch: 7, labels: 8): added to older files by _migrate
 
 
 def needs_migration(conn: sqlite3.Connection) -> bool:
