@@ -53,6 +53,16 @@ def enqueue(
     on_finish: Optional[str] = typer.Option(
         None, "--on-finish", metavar="CMD", help="Hook run after the final outcome, with QUEUECTL_JOB_* set."
     ),
+    backoff_base: Optional[float] = typer.Option(
+        None, "--backoff-base", help="This job's retry delay is BASE ** attempts seconds (config: backoff-base)."
+    ),
+    backoff_max: Optional[str] = typer.Option(None, "--backoff-max", help="Cap of one retry delay: 10m."),
+    retry_on: Optional[str] = typer.Option(
+        None, "--retry-on", metavar="CODES", help="Retry only these exit codes (75,111); others go dead."
+    ),
+    no_retry_on: Optional[str] = typer.Option(
+        None, "--no-retry-on", metavar="CODES", help="Never retry these exit codes (2); they go dead at once."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="Print no job id (--file: print only the batch id)."),
 ) -> None:
     """Add a job; prints its id (--file: one id per line; the batch id is on stderr).
@@ -70,6 +80,10 @@ def enqueue(
         "cwd": cwd,
         "env": env or None,
         "labels": label or None,
+        "backoff_base": backoff_base,
+        "backoff_max": backoff_max,
+        "retry_on": retry_on,
+        "no_retry_on": no_retry_on,
         "after": after or None,
         "on_failure_of": on_failure_of,
         "unique_key": unique_key,

@@ -68,6 +68,9 @@ class Job:
     schedule: str | None = None  # the cron schedule that enqueued it
     batch: str | None = None  # the bulk enqueue (enqueue --file) it came from
     labels: dict[str, str] = field(default_factory=dict)  # --label k=v: for filters, shown by show
+    # the job's own retry policy, over the config: backoff_base, backoff_max, retry_on and
+    # no_retry_on (exit codes); empty: the config's backoff, and every failure is retried
+    retry: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +84,8 @@ class Job:
             known["after"] = []
         if known.get("labels") is None:
             known["labels"] = {}
+        if known.get("retry") is None:
+            known["retry"] = {}
         return cls(**known)
 
 

@@ -32,6 +32,10 @@ JOB_FIELDS = (
     "unique_key",
     "on_finish",
     "labels",
+    "backoff_base",
+    "backoff_max",
+    "retry_on",
+    "no_retry_on",
 )
 
 
@@ -124,6 +128,7 @@ def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
         cwd=_cwd_field(spec.get("cwd")),
         env=_env_field(spec.get("env")),
         labels=labels_field(spec.get("labels")),
+        retry=retry_policy(spec),
         after=_parents_field(spec.get("after")),
         on_failure_of=_parent_id(spec.get("on_failure_of"), "on_failure_of"),
         unique_key=_short_text(spec.get("unique_key"), "unique_key", 200),
@@ -210,6 +215,42 @@ def _env_field(value: Any) -> dict[str, str]:
     if size > MAX_ENV_BYTES:
         raise InvalidInput(f"env: over {MAX_ENV_BYTES // 1024} KiB in all; pass large data in a file")
     return dict(value)
+
+
+def _exit_codes(value: Any, what: str) -> list[int]:
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
+    codes = []
+    for item in items:
+        try:
+            code = int(str(item).strip())
+        except ValueError:
+            raise InvalidInput(f"{what}: expected exit codes such as 75,111, got {value!r}") from None
+        if not 1 <= code <= 255:
+            raise InvalidInput(f"{what}: exit codes are 1 to 255, got {code}")
+        codes.append(code)
+    return sorted(set(codes))
+
+
+def retry_policy(spec: dict[str, Any]) -> dict[str, Any]:
+    """A job's own retry policy from its spec: ``backoff_base`` (1-100), ``backoff_max``
+    (a duration), ``retry_on`` / ``no_retry_on`` (exit codes, "75,111" or a list; not both)."""
+    policy: dict[str, Any] = {}
+    if spec.get("backoff_base") is not None:
+        try:
+            base = float(spec["backoff_base"])
+        except (TypeError, ValueError):
+            raise InvalidInput(f"backoff_base: expected a number from 1 to 100, got {spec['backoff_base']!r}") from None
+        if not 1 <= base <= 100:
+            raise InvalidInput(f"backoff_base: expected a number from 1 to 100, got {spec['backoff_base']!r}")
+        policy["backoff_base"] = base
+    if spec.get("backoff_max") is not None:
+        policy["backoff_max"] = parse_duration(spec["backoff_max"], "backoff_max")
+    if spec.get("retry_on") is not None and spec.get("no_retry_on") is not None:
+        raise InvalidInput("give either retry_on or no_retry_on, not both")
+    for name in ("retry_on", "no_retry_on"):
+        if spec.get(name) is not None:
+            policy[name] = _exit_codes(spec[name], name)
+    return policy
 
 
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")

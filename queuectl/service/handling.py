@@ -142,6 +142,7 @@ def restart_job(store: Store, job_id: str, edits: dict[str, Any]) -> str:
     if unknown:
         raise InvalidInput(f"restart cannot change {', '.join(sorted(unknown))}")
     spec = {name: getattr(job, name) for name in _KEPT if getattr(job, name) not in (None, {})}
+    spec.update(job.retry)  # its own backoff and exit-code policy
     spec.update({name: value for name, value in edits.items() if value is not None})
     return enqueue(store, [spec])[0]
 

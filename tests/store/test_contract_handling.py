@@ -98,3 +98,40 @@ def test_labels_read_back_and_filter_lists_by_every_label_given(store: Store, ma
     lifecycle.enqueue(store, [make_job("l1", labels={"team": "db"}, created_at=NOW + 3)])  # its id, reused
     assert [j.id for j in store.list_jobs(labels=["team=db"])] == ["l1"]
     assert [j.id for j in store.list_jobs(labels=["team=web"])] == ["l2"]
+
+
+def test_jitter_spreads_a_delay_by_the_fraction_and_never_past_the_cap(make_job: MakeJob) -> None:
+    from queuectl.core.config import RuntimeConfig
+
+    config = RuntimeConfig(backoff_base=2.0, backoff_max=10.0, backoff_jitter=0.2)
+    assert lifecycle.retry_delay(2, config, spread=0.0) == pytest.approx(3.2)
+    assert lifecycle.retry_delay(2, config, spread=0.5) == pytest.approx(4.0)
+    assert lifecycle.retry_delay(2, config, spread=0.999) == pytest.approx(4.8, abs=0.01)
+    assert lifecycle.retry_delay(10, config, spread=0.999) == 10.0
+    own = make_job("j", retry={"backoff_base": 3.0, "backoff_max": 5.0})
+    assert lifecycle.retry_delay(1, config, own, spread=0.5) == 3.0
+    assert lifecycle.retry_delay(4, config, own, spread=0.5) == 5.0
+    delays = {lifecycle.failure_outcome(make_job("k", attempts=2), config, NOW, "x").run_at for _ in range(20)}
+    assert len(delays) > 1 and all(NOW + 3.2 <= d <= NOW + 4.8 for d in delays if d is not None)
+
+
+def test_the_exit_code_policy_decides_which_failures_are_retried(make_job: MakeJob) -> None:
+    from queuectl.core.config import RuntimeConfig
+    from queuectl.core.models import DEAD, FAILED
+
+    config = RuntimeConfig()
+    only = make_job("a", attempts=1, retry={"retry_on": [75, 111]})
+    never = make_job("b", attempts=1, retry={"no_retry_on": [2]})
+    assert lifecycle.failure_outcome(only, config, NOW, "exit code 75", exit_code=75).state == FAILED
+    dead = lifecycle.failure_outcome(only, config, NOW, "exit code 1", exit_code=1)
+    assert dead.state == DEAD and "not retried" in (dead.last_error or "")
+    assert lifecycle.failure_outcome(only, config, NOW, "lease expired").state == FAILED  # no exit code
+    assert lifecycle.failure_outcome(never, config, NOW, "exit code 2", exit_code=2).state == DEAD
+    assert lifecycle.failure_outcome(never, config, NOW, "exit code 3", exit_code=3).state == FAILED
+
+
+def test_a_job_retry_policy_reads_back(store: Store, make_job: MakeJob) -> None:
+    policy = {"backoff_base": 3.0, "backoff_max": 60.0, "retry_on": [75]}
+    lifecycle.enqueue(store, [make_job("p", retry=policy)])
+    job = store.get("p")
+    assert job is not None and job.retry == policy

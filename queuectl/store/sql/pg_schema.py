@@ -26,6 +26,7 @@ MIGRATIONS: tuple[str, ...] = (
     "DROP INDEX IF EXISTS jobs_unique_active;"
     + next(part for part in PG_SCHEMA.split(";") if "jobs_unique_active" in part)
     + ";ALTER TABLE jobs ADD COLUMN IF NOT EXISTS labels TEXT;"
+    + "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS retry_policy TEXT;"
     + ";".join(part for part in PG_SCHEMA.split(";") if "job_labels" in part),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

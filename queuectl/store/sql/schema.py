@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     schedule TEXT,
     batch TEXT,  -- the bulk enqueue that staged it (see lifecycle.batches)
     labels TEXT,  -- a JSON object, each pair also a "k=v" row of the label table (for filters)
+    retry_policy TEXT,  -- JSON: the job's own backoff and exit-code policy
     ready INTEGER NOT NULL DEFAULT 0  -- 1 once run_at has passed: only these are in the claim indexes
 );
 -- claim order (one queue, any queue): partial indexes of the due jobs only, so neither finished
@@ -158,8 +159,9 @@ FIELD_COLUMNS = {
     "schedule": "schedule",
     "batch": "batch",
     "labels": "labels",
+    "retry": "retry_policy",
 }
-JSON_FIELDS = ("env", "after", "labels")
+JSON_FIELDS = ("env", "after", "labels", "retry")
 JOB_COLUMNS = ", ".join(FIELD_COLUMNS.values())
 ADDED_COLUMNS = (
     "after_ids",
@@ -171,7 +173,8 @@ ADDED_COLUMNS = (
     "schedule",
     "batch",
     "labels",
-)  # schema 3 (batch: 7, labels: 8): added to older files by _migrate
+    "retry_policy",
+)  # schema 3 (batch: 7, labels and retry_policy: 8): added to older files by _migrate
 
 
 def needs_migration(conn: sqlite3.Connection) -> bool:
