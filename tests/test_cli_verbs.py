@@ -239,3 +239,30 @@ def test_labels_on_enqueue_and_schedules_filter_list_and_the_bulk_verbs(run: Cli
         ok(run("schedule", "list"))
         time.sleep(0.5)
         burst(run)
+
+
+def test_retry_policy_exit_codes_backoff_and_snooze_with_a_real_worker(run: Cli) -> None:
+    ok(run("enqueue", "exit 2", "--id", "usage", "--no-retry-on", "2", "--max-retries", "5"))
+    ok(run("enqueue", "exit 75", "--id", "temp", "--retry-on", "75,111", "--max-retries", "1", "--backoff-max", "0"))
+    ok(run("enqueue", "exit 1", "--id", "other", "--retry-on", "75", "--max-retries", "3"))
+    burst(run)
+    usage, temp, other = (run.stored_job(job_id) for job_id in ("usage", "temp", "other"))
+    assert (usage["state"], usage["attempts"]) == ("dead", 1) and "not retried" in usage["last_error"]
+    assert (temp["state"], temp["attempts"]) == ("dead", 2)  # 75 was retried (at once: a cap of 0)
+    assert (other["state"], other["attempts"]) == ("dead", 1)
+    assert json.loads(ok(run("show", "temp", "--json")))["retry"] == {"backoff_max": 0.0, "retry_on": [75, 111]}
+    ok(run("config", "set", "snooze-exit-code", "99"))
+    ok(run("config", "set", "snooze-delay", "1"))
+    ok(run("enqueue", "test -f mark && exit 0; touch mark; exit 99", "--id", "snoozy", "--max-retries", "0"))
+    burst(run)  # snoozed for 1 s (within a burst's look-ahead), then run again
+    snoozy = run.stored_job("snoozy")
+    assert (snoozy["state"], snoozy["attempts"]) == ("completed", 1), snoozy  # the snooze did not count
+    for args in (
+        ("--retry-on", "abc"),
+        ("--retry-on", "1", "--no-retry-on", "2"),
+        ("--backoff-base", "0.5"),
+        ("--backoff-max", "-1"),
+        ("--retry-on", "300"),
+    ):
+        fails(run("enqueue", "true", *args), EXIT_USAGE)
+    fails(run("config", "set", "backoff-jitter", "2"), EXIT_USAGE)
