@@ -135,3 +135,24 @@ def test_a_job_retry_policy_reads_back(store: Store, make_job: MakeJob) -> None:
     lifecycle.enqueue(store, [make_job("p", retry=policy)])
     job = store.get("p")
     assert job is not None and job.retry == policy
+
+
+def test_a_queue_limit_caps_the_claims_of_its_queue_only(store: Store, make_job: MakeJob) -> None:
+    from queuectl.core.models import COMPLETED, Lease, Outcome
+    from queuectl.service import queues as queue_service
+
+    jobs = [make_job(f"b{n}", queue="builds", created_at=NOW + n) for n in range(4)]
+    lifecycle.enqueue(store, [*jobs, make_job("d1", created_at=NOW + 10), make_job("d2", created_at=NOW + 11)])
+    queue_service.set_limit(store, "builds", 2)
+    queue_service.set_paused(store, "builds", False)  # a pause/resume keeps the limit
+    assert queue_service.queue_limits(store) == {"builds": 2}
+    first = store.claim("w1", ["builds"], NOW + 20, LEASE, limit=5)
+    assert [job.id for job in first] == ["b0", "b1"]
+    assert [job.id for job in store.claim("w2", ["builds", "default"], NOW + 20, LEASE, limit=5)] == ["d1", "d2"]
+    assert store.claim("w3", None, NOW + 21, LEASE, limit=5) == []  # builds is full
+    done = first[0]
+    assert lifecycle.finish(store, Lease(done.id, "w1", done.attempts), Outcome(COMPLETED, NOW + 22, exit_code=0))
+    assert [job.id for job in store.claim("w4", None, NOW + 23, LEASE, limit=5)] == ["b2"]
+    queue_service.set_limit(store, "builds", None)
+    assert queue_service.queue_limits(store) == {}
+    assert [job.id for job in store.claim("w5", ["builds"], NOW + 24, LEASE, limit=5)] == ["b3"]

@@ -11,6 +11,7 @@ names come from :mod:`queuectl.core.lifecycle`, spelled out where a partial inde
 from __future__ import annotations
 
 import contextlib
+import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -40,7 +41,10 @@ def _classify(store: Any, exc: Exception) -> Exception | None:
 _dialect_errors = translating_errors(_classify)  # the driver's errors as queuectl's, per dialect
 
 
-_PAUSED = "SELECT name FROM queues WHERE paused = 1"
+# the queues a claim cannot take from freely: paused ones, and those with a concurrency limit
+_GATES = "SELECT name, paused, max_running FROM queues WHERE paused = 1 OR max_running IS NOT NULL"
+_GATED = "SELECT name FROM queues WHERE paused = 1 OR max_running IS NOT NULL"
+LIMITS_TTL_S = 1.0
 _CHILD_COLUMNS = ", ".join("c." + column for column in FIELD_COLUMNS.values())
 
 
@@ -63,6 +67,9 @@ class SqlJobs:
     # True: a claim leaves paused queues out in its own statement (one round trip less on a server);
     # False: it reads them first, which lets SQLite's planner use the plain partial index
     paused_inline = False
+    queue_lock = ""  # PostgreSQL: " FOR UPDATE", so claims of a limited queue take turns
+    _limits: dict[str, int] = {}
+    _limits_read = float("-inf")
     _inserting = False
 
     if TYPE_CHECKING:  # provided by the dialect
@@ -186,31 +193,77 @@ class SqlJobs:
             f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ?{self.skip_locked})",
             (now,),
         )
-        paused = [] if self.paused_inline else [row[0] for row in conn.execute(_PAUSED)]
+        paused, limited = self._gates(conn)
+        take = (worker_id, now, lease)
         for queue in queues if queues else [None]:
             if queue in paused or len(claimed) >= limit:
                 continue
+            if queue in limited:
+                claimed.extend(self._take_limited(conn, queue, take, limit - len(claimed)))
+                continue
             if queue is None:
                 where, params = "", []
-                if paused:
-                    where = f" AND queue NOT IN ({', '.join('?' * len(paused))})"
-                    params = list(paused)
+                if paused or limited:
+                    gated = sorted(paused | set(limited))
+                    where = f" AND queue NOT IN ({', '.join('?' * len(gated))})"
+                    params = list(gated)
                 index = "jobs_ready_any"
             else:
                 where, params, index = " AND queue = ?", [queue], "jobs_ready_queue"
             if self.paused_inline:
-                where += f" AND queue NOT IN ({_PAUSED})"
-            rows = conn.execute(
-                f"UPDATE jobs SET state = '{PROCESSING}', locked_by = ?, lease_expires_at = ?, "
-                f"attempts = attempts + 1, started_at = ?, updated_at = ? "
-                f"WHERE id IN (SELECT id FROM jobs {self.hint(index)} "
-                f"WHERE {CLAIMABLE_SQL} AND ready = 1 AND run_at <= ?{where} "
-                f"ORDER BY priority DESC, created_at LIMIT ?{self.skip_locked}) RETURNING {JOB_COLUMNS}",
-                [worker_id, now + lease, now, now, now, *params, limit - len(claimed)],
-            ).fetchall()
-            # RETURNING gives no order: restore the claim order within this queue
-            claimed.extend(sorted((row_job(row) for row in rows), key=lambda job: (-job.priority, job.created_at)))
+                where += f" AND queue NOT IN ({_GATED})"
+            claimed.extend(self._take(conn, where, params, index, take, limit - len(claimed)))
+        for queue in sorted(limited) if not queues else ():
+            if len(claimed) < limit:
+                claimed.extend(self._take_limited(conn, queue, take, limit - len(claimed)))
         return claimed
+
+    def _gates(self, conn: Any) -> tuple[set[str], dict[str, int]]:
+        """The paused queues and the queues with a concurrency limit. PostgreSQL leaves both out
+        of its claims in the statement itself, and reads the limited ones (to claim them one by
+        one, under their row lock) at most once a second: a new limit holds back its queue at
+        once, and its jobs are claimed again within a second."""
+        if not self.paused_inline:
+            rows = conn.execute(_GATES).fetchall()
+            return {row[0] for row in rows if row[1]}, {row[0]: row[2] for row in rows if row[2] is not None}
+        moment = time.monotonic()
+        if moment - self._limits_read > LIMITS_TTL_S:
+            rows = conn.execute(_GATES).fetchall()
+            self._limits = {row[0]: row[2] for row in rows if row[2] is not None}
+            self._limits_read = moment
+        return set(), self._limits
+
+    def _take_limited(self, conn: Any, queue: str, take: tuple[str, float, float], want: int) -> list[Job]:
+        """Claim from a queue with a concurrency limit: at most ``max_running - processing``
+        jobs, counted in this transaction under the queue row's lock (PostgreSQL: FOR UPDATE,
+        so concurrent claims of that queue take turns; SQLite: one writer at a time anyway)."""
+        row = conn.execute(
+            f"SELECT paused, max_running FROM queues WHERE name = ?{self.queue_lock}", (queue,)
+        ).fetchone()
+        if row is not None and row[0]:
+            return []  # paused meanwhile
+        if row is None or row[1] is None:  # the limit was lifted since it was read
+            return self._take(conn, " AND queue = ?", [queue], "jobs_ready_queue", take, want)
+        running = conn.execute(
+            f"SELECT count(*) FROM jobs WHERE state = '{PROCESSING}' AND queue = ?", (queue,)
+        ).fetchone()[0]
+        room = min(want, int(row[1]) - int(running))
+        return self._take(conn, " AND queue = ?", [queue], "jobs_ready_queue", take, room) if room > 0 else []
+
+    def _take(
+        self, conn: Any, where: str, params: list[Any], index: str, take: tuple[str, float, float], count: int
+    ) -> list[Job]:
+        worker_id, now, lease = take
+        rows = conn.execute(
+            f"UPDATE jobs SET state = '{PROCESSING}', locked_by = ?, lease_expires_at = ?, "
+            f"attempts = attempts + 1, started_at = ?, updated_at = ? "
+            f"WHERE id IN (SELECT id FROM jobs {self.hint(index)} "
+            f"WHERE {CLAIMABLE_SQL} AND ready = 1 AND run_at <= ?{where} "
+            f"ORDER BY priority DESC, created_at LIMIT ?{self.skip_locked}) RETURNING {JOB_COLUMNS}",
+            [worker_id, now + lease, now, now, now, *params, count],
+        ).fetchall()
+        # RETURNING gives no order: restore the claim order within this queue
+        return sorted((row_job(row) for row in rows), key=lambda job: (-job.priority, job.created_at))
 
     @_dialect_errors
     def update_job(

@@ -27,6 +27,7 @@ MIGRATIONS: tuple[str, ...] = (
     + next(part for part in PG_SCHEMA.split(";") if "jobs_unique_active" in part)
     + ";ALTER TABLE jobs ADD COLUMN IF NOT EXISTS labels TEXT;"
     + "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS retry_policy TEXT;"
+    + "ALTER TABLE queues ADD COLUMN IF NOT EXISTS max_running INTEGER;"
     + ";".join(part for part in PG_SCHEMA.split(";") if "job_labels" in part),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

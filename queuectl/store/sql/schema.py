@@ -112,7 +112,8 @@ CREATE TABLE IF NOT EXISTS batches (
     count INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0);
+-- max_running: at most this many of the queue's jobs processing at once (NULL: no limit)
+CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0, max_running INTEGER);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -190,6 +191,9 @@ def migrate(conn: sqlite3.Connection) -> None:
     for column in ADDED_COLUMNS if existing else ():
         if column not in existing:
             conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+    queue_columns = {row[1] for row in conn.execute("PRAGMA table_info(queues)")}
+    if queue_columns and "max_running" not in queue_columns:  # schema 8: a queue's concurrency limit
+        conn.execute("ALTER TABLE queues ADD COLUMN max_running INTEGER")
     if existing and "ready" not in existing:  # schema 6: every waiting job starts not-ready; claims promote
         conn.execute("ALTER TABLE jobs ADD COLUMN ready INTEGER NOT NULL DEFAULT 0")
         conn.execute("DROP INDEX IF EXISTS jobs_ready_queue")
