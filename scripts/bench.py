@@ -538,8 +538,8 @@ def write_lines(path: str, count: int, make: Callable[[int], str]) -> str:
 
 def enqueue_file(bench: Bench, queue: Queue, path: str, count: int) -> Ran:
     ran = run_cmd(bench.q("enqueue", "--file", path), queue.env, queue.dir).check("enqueue --file")
-    if f"enqueued {count} job" not in ran.out:
-        raise BenchFailure(f"enqueue --file: expected 'enqueued {count} job(s)', got {ran.out.strip()!r}")
+    if f"enqueued {count} job" not in ran.err:  # the ids go to stdout, the count to stderr
+        raise BenchFailure(f"enqueue --file: expected 'enqueued {count} job(s)', got {ran.err.strip()!r}")
     return ran
 
 
@@ -893,8 +893,8 @@ def scenario_bulk(bench: Bench, backend: str, run: int) -> None:
     with bench.queue(backend, "bulk") as queue:
         ran = run_isolated(bench.python, bench.q("enqueue", "--file", lines), queue.env, queue.dir)
         ran.check("enqueue --file")
-        if f"enqueued {n} job" not in ran.out:
-            raise BenchFailure(f"enqueue --file: expected 'enqueued {n} job(s)', got {ran.out.strip()!r}")
+        if f"enqueued {n} job" not in ran.err:
+            raise BenchFailure(f"enqueue --file: expected 'enqueued {n} job(s)', got {ran.err.strip()!r}")
         queue.expect_all("pending", n, "bulk enqueue")
         res.add(rate, run, n / ran.wall)
         res.add(rss, run, ran.maxrss_kb / 1024)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -190,7 +191,7 @@ class Cli:
 
     def enqueue_lines(self, *lines: str) -> None:
         text = "".join(line + "\n" for line in lines)
-        assert ok(self("enqueue", "--file", "-", input=text)) == f"enqueued {len(lines)} job(s)\n"
+        enqueued(self("enqueue", "--file", "-", input=text), len(lines))
 
     def enqueue_dead(self, *job_ids: str) -> None:
         """Jobs that ran out of retries, each alone in queue ``doomed-<id>``."""
@@ -219,6 +220,18 @@ def ok(proc: subprocess.CompletedProcess) -> str:
     assert "Traceback" not in proc.stderr, describe(proc)
     assert proc.stderr == "", describe(proc)
     return proc.stdout
+
+
+def enqueued(proc: subprocess.CompletedProcess, count: int) -> list[str]:
+    """Assert an ``enqueue --file`` of ``count`` jobs: their ids on stdout, one a line, and one
+    line naming the batch on stderr; returns the ids."""
+    assert proc.returncode == EXIT_OK, describe(proc)
+    ids = proc.stdout.splitlines()
+    assert len(ids) == count and all(ids), describe(proc)
+    assert re.fullmatch(
+        rf"queuectl: enqueued {count} job\(s\) as batch \w+(; queuectl wait --batch \w+)?\n", proc.stderr
+    )
+    return ids
 
 
 def ok_json(proc: subprocess.CompletedProcess) -> Any:
@@ -458,7 +471,7 @@ def test_enqueue_command_size_limit_and_nul_in_a_file(run: Cli) -> None:
     )
     fails(over, EXIT_USAGE, "line 1", "128 KiB")
     fails(nul, EXIT_USAGE, "line 2", "NUL")
-    assert ok(at_limit) == "enqueued 1 job(s)\n"
+    enqueued(at_limit, 1)
     (job,) = run.stored()
     assert job["command"] == exact and len(job["command"].encode()) == MAX_COMMAND_BYTES
 
@@ -496,7 +509,7 @@ def test_enqueue_file_inserts_every_job_line(run: Cli, tmp_path: Path) -> None:
         "echo three | tr a-z A-Z\n"
         '{"command": "echo four", "max_retries": 1}'  # no final newline
     )
-    assert ok(run("enqueue", "--file", "jobs.txt", "--queue", "batch", "--max-retries", "2")) == "enqueued 4 job(s)\n"
+    enqueued(run("enqueue", "--file", "jobs.txt", "--queue", "batch", "--max-retries", "2"), 4)
     listed = ok_json(run("list", "--json"))
     # file order is kept (FIFO): newest first in the listing
     assert [job["command"] for job in listed] == ["echo four", "echo three | tr a-z A-Z", "echo two", "echo one"]
@@ -544,15 +557,15 @@ def test_enqueue_file_from_stdin(run: Cli) -> None:
         (("enqueue", "-f", "-"), ""),
         (("enqueue", "-f", "-"), "echo ok\n\n{oops\n"),
     )
-    assert ok(good) == "enqueued 3 job(s)\n"
-    assert ok(empty) == "enqueued 0 job(s)\n"
+    enqueued(good, 3)
+    enqueued(empty, 0)
     fails(bad, EXIT_USAGE, "line 3", "malformed JSON")
     assert sorted(job["command"] for job in run.stored()) == ["echo a", "echo b", "echo c"]
 
 
 def test_enqueue_file_with_crlf_line_endings(run: Cli, tmp_path: Path) -> None:
     (tmp_path / "dos.txt").write_bytes(b'echo a\r\n{"command": "echo b"}\r\n# c\r\n\r\necho c\r\n')
-    assert ok(run("enqueue", "--file", "dos.txt")) == "enqueued 3 job(s)\n"
+    enqueued(run("enqueue", "--file", "dos.txt"), 3)
     assert sorted(job["command"] for job in run.stored()) == ["echo a", "echo b", "echo c"]
 
 
@@ -594,12 +607,12 @@ def test_slow_stdin_does_not_lock_the_queue(run: Cli) -> None:
             proc.wait()
     assert proc.stdout is not None and proc.stderr is not None
     done = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.read(), proc.stderr.read())
-    assert ok(done) == "enqueued 2 job(s)\n"
+    enqueued(done, 2)
     assert not locked, "other writers were locked out while enqueue waited for stdin"
 
 
 def test_enqueue_stdin_with_crlf_line_endings(run: Cli) -> None:
-    assert ok(run("enqueue", "--file", "-", input='echo a\r\n{"command": "echo b"}\r\n')) == "enqueued 2 job(s)\n"
+    enqueued(run("enqueue", "--file", "-", input='echo a\r\n{"command": "echo b"}\r\n'), 2)
     assert sorted(job["command"] for job in run.stored()) == ["echo a", "echo b"]  # observed: 'echo a\r'
 
 
@@ -1042,9 +1055,9 @@ def test_queue_list_pause_resume(run: Cli) -> None:
     assert "paused queues: builds, empty-one" in ok(status_text)
     assert ok(queues_text).splitlines() == [
         "\t".join(("queue", "paused", *STATES)),
-        "builds\tyes\t1\t0\t0\t0\t0\t0\t0",
-        "default\tno\t2\t0\t0\t0\t0\t0\t0",
-        "empty-one\tyes\t0\t0\t0\t0\t0\t0\t0",
+        "builds\tyes\t1\t0\t0\t0\t0\t0\t0\t0",
+        "default\tno\t2\t0\t0\t0\t0\t0\t0\t0",
+        "empty-one\tyes\t0\t0\t0\t0\t0\t0\t0\t0",
     ]
     assert ok(again) == "paused builds\n"  # idempotent
     assert ok(run("queue", "resume", "builds")) == "resumed builds\n"

@@ -261,6 +261,7 @@ def test_render_80x24_fits_and_shows_counts_stale_worker_and_failure(queue_db: S
     assert counts_row(text) == {
         "pending": 2,
         "waiting": 0,
+        "held": 0,
         "processing": 1,
         "completed": 3,
         "failed": 1,

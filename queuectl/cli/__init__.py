@@ -13,10 +13,21 @@ app = typer.Typer(
     name="queuectl",
     help="A background job queue for shell commands: SQLite by default, MongoDB to share.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=False,  # `queuectl completion SHELL` instead, loaded only when completing
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog='Example: queuectl enqueue "echo hi" && queuectl worker start --burst && queuectl list',
 )
+COMPLETE_VAR = "_QUEUECTL_COMPLETE"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"queuectl {version('queuectl')}")
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -29,21 +40,55 @@ def _global(
         help="Database URL (sqlite:///path, mongodb://...). Default: $QUEUECTL_DB, .env, "
         "else a SQLite file in your data directory.",
     ),
+    _version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     ctx.obj = AppContext(db)
 
 
+def completion(shell: str = typer.Argument(..., metavar="bash|zsh|fish")) -> None:
+    """Print the shell completion script; source it from your shell's startup file.
+
+    Example: queuectl completion bash >> ~/.bashrc
+    """
+    from typer._completion_shared import get_completion_script
+
+    from queuectl.core.errors import InvalidInput
+
+    if shell not in ("bash", "zsh", "fish"):
+        raise InvalidInput(f"completion: unknown shell {shell!r}; one of bash, zsh, fish")
+    print(get_completion_script(prog_name="queuectl", complete_var=COMPLETE_VAR, shell=shell))
+
+
 def _register() -> None:
-    from queuectl.cli import config_cmds, dlq, events_cmds, jobs, monitor, queues, serve, workers, workflow_cmds
+    from queuectl.cli import (
+        config_cmds,
+        dlq,
+        events_cmds,
+        handling_cmds,
+        jobs,
+        monitor,
+        queues,
+        serve,
+        workers,
+        workflow_cmds,
+    )
 
     jobs.register(app)
+    handling_cmds.register(app)
+    app.command()(completion)
     workflow_cmds.register(app)
     monitor.register(app)
     events_cmds.register(app)
-    app.add_typer(workers.app, name="worker", help="Start, stop and list worker processes.")
-    app.add_typer(dlq.app, name="dlq", help="The dead letter queue: jobs out of retries.")
-    app.add_typer(config_cmds.app, name="config", help="Runtime settings shared by all workers.")
-    app.add_typer(queues.app, name="queue", help="Named queues: counts, pause and resume.")
+    groups = (
+        (workers.app, "worker", "Start, stop and list worker processes.", "queuectl worker start --count 3 --detach"),
+        (dlq.app, "dlq", "The dead letter queue: jobs out of retries.", "queuectl dlq list; queuectl dlq retry --all"),
+        (config_cmds.app, "config", "Runtime settings shared by all workers.", "queuectl config set max-retries 5"),
+        (queues.app, "queue", "Named queues: counts, pause and resume.", "queuectl queue pause builds"),
+    )
+    for group, name, text, example in groups:
+        app.add_typer(group, name=name, help=text, epilog=f"Example: {example}")
     serve.register(app)
 
 
@@ -56,8 +101,14 @@ def main() -> None:
         if not is_utf8(argument):  # bytes that are not UTF-8 arrive as lone surrogates
             print(f"queuectl: error: argument {position} is not valid UTF-8 text; pass it as UTF-8", file=sys.stderr)
             sys.exit(EXIT_USAGE)
+    import os
+
+    if COMPLETE_VAR in os.environ:  # a shell asking for completions: typer's classes, only now
+        from typer._completion_classes import completion_init
+
+        completion_init()
     try:
-        app()
+        app(prog_name="queuectl", complete_var=COMPLETE_VAR)
     except QueuectlError as exc:
         print(f"queuectl: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

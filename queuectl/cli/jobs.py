@@ -1,4 +1,4 @@
-"""Job commands: enqueue, list, show, status, cancel."""
+"""Job commands: enqueue, list, show, status (cancel and the other verbs: handling_cmds)."""
 
 import io
 import os
@@ -38,6 +38,9 @@ def enqueue(
     timeout: Optional[str] = typer.Option(None, "--timeout", help="Kill the job after this long: 10m."),
     cwd: Optional[str] = typer.Option(None, "--cwd", help="Working directory for the command."),
     env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="KEY=VALUE for the job; repeatable."),
+    label: Optional[List[str]] = typer.Option(
+        None, "--label", "-l", metavar="K=V", help="A label to filter by (list/cancel/rm --label); repeatable."
+    ),
     after: Optional[List[str]] = typer.Option(
         None, "--after", help="Run only after this job completed; repeatable (waits for all)."
     ),
@@ -50,8 +53,19 @@ def enqueue(
     on_finish: Optional[str] = typer.Option(
         None, "--on-finish", metavar="CMD", help="Hook run after the final outcome, with QUEUECTL_JOB_* set."
     ),
+    backoff_base: Optional[float] = typer.Option(
+        None, "--backoff-base", help="This job's retry delay is BASE ** attempts seconds (config: backoff-base)."
+    ),
+    backoff_max: Optional[str] = typer.Option(None, "--backoff-max", help="Cap of one retry delay: 10m."),
+    retry_on: Optional[str] = typer.Option(
+        None, "--retry-on", metavar="CODES", help="Retry only these exit codes (75,111); others go dead."
+    ),
+    no_retry_on: Optional[str] = typer.Option(
+        None, "--no-retry-on", metavar="CODES", help="Never retry these exit codes (2); they go dead at once."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="Print no job id (--file: print only the batch id)."),
 ) -> None:
-    """Add a job; prints its id.
+    """Add a job; prints its id (--file: one id per line; the batch id is on stderr).
 
     Example: queuectl enqueue "echo hi" --priority 5 --delay 30s
     """
@@ -65,6 +79,11 @@ def enqueue(
         "timeout": timeout,
         "cwd": cwd,
         "env": env or None,
+        "labels": label or None,
+        "backoff_base": backoff_base,
+        "backoff_max": backoff_max,
+        "retry_on": retry_on,
+        "no_retry_on": no_retry_on,
         "after": after or None,
         "on_failure_of": on_failure_of,
         "unique_key": unique_key,
@@ -77,15 +96,20 @@ def enqueue(
             raise InvalidInput("give either a command or --file, not both")
         if "id" in options:
             raise InvalidInput("--id cannot apply to a whole file; put ids in the JSON lines")
-        count = _enqueue_file(store, file, options)
-        print(f"enqueued {count} job(s)")
+        ids: Optional[List[str]] = None if quiet else []
+        batch = service.new_batch_id()
+        count = _enqueue_file(store, file, options, ids, batch)
+        sys.stdout.write(f"{batch}\n" if quiet else "".join(f"{job_id}\n" for job_id in ids or ()))
+        note(f"enqueued {count} job(s) as batch {batch}" + (f"; queuectl wait --batch {batch}" if count else ""))
         return
     if spec is None:
         raise InvalidInput('nothing to enqueue: give a command, e.g. queuectl enqueue "echo hi", or --file FILE')
-    print(service.enqueue_command(store, spec, options))
+    job = service.enqueue_command(store, spec, options)
+    if not quiet:
+        print(job)
 
 
-def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
+def _enqueue_file(store: Any, path: str, options: dict[str, Any], ids: Optional[List[str]], batch: str) -> int:
     from queuectl.cli.output import progress_bar
 
     if path == "-" or (os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)):
@@ -93,14 +117,16 @@ def _enqueue_file(store: Any, path: str, options: dict[str, Any]) -> int:
         spool, size, lines = _spooled(sys.stdin.buffer if path == "-" else open(path, "rb"))
         with spool, progress_bar("enqueueing", lines, "lines", show=size >= PROGRESS_BYTES) as progress:
             try:
-                return service.enqueue_stream(store, io.TextIOWrapper(spool, encoding="utf-8"), options, progress)
+                return service.enqueue_stream(
+                    store, io.TextIOWrapper(spool, encoding="utf-8"), options, progress, ids, batch
+                )
             except UnicodeDecodeError:
                 raise InvalidInput("the input is not UTF-8 text; nothing was enqueued") from None
     try:
         with open(path, encoding="utf-8", errors="strict") as handle:
             big = sys.stderr.isatty() and os.fstat(handle.fileno()).st_size >= PROGRESS_BYTES
             with progress_bar("enqueueing", _count_lines(path) if big else None, "lines", show=big) as progress:
-                return service.enqueue_stream(store, handle, options, progress)
+                return service.enqueue_stream(store, handle, options, progress, ids, batch)
     except FileNotFoundError:
         raise InvalidInput(f"no such file: {path}") from None
     except IsADirectoryError:
@@ -144,6 +170,10 @@ def list_jobs(
         None, "--state", "-s", help=f"Only these states; repeatable. One of: {', '.join(STATES)}."
     ),
     queue: Optional[str] = typer.Option(None, "--queue", "-q", help="Only this queue."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Only the jobs of this enqueue --file batch."),
+    label: Optional[List[str]] = typer.Option(
+        None, "--label", "-l", metavar="K=V", help="Only jobs with this label; repeatable (all of them)."
+    ),
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=100000, help="At most this many, newest first."),
     as_json: bool = json_option(),
     fmt: Optional[str] = format_option(),
@@ -153,7 +183,7 @@ def list_jobs(
     Example: queuectl list --state failed --state dead --limit 20
     """
     chosen = pick_format(fmt, as_json)
-    page = service.list_jobs(store_of(ctx), states=state, queue=queue, limit=limit)
+    page = service.list_jobs(store_of(ctx), states=state, queue=queue, limit=limit, batch=batch, labels=label)
     shown = f"{len(page.jobs):,} of {page.matched:,} shown; --limit N for more" if page.matched > len(page.jobs) else ""
     if chosen == "json":
         from queuectl.service.shapes import jobs_json
@@ -203,7 +233,8 @@ def status(
     fmt: Optional[str] = format_option(),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place every 2 s until q or Ctrl-C."),
 ) -> None:
-    """Counts per state and queue, and how many workers are alive.
+    """Jobs per state (summed over every queue; --json has each queue too), how many workers are
+    alive, and the paused queues. One read of indexed counts: fast on any queue size.
 
     Example: queuectl status --watch
     """
@@ -232,18 +263,8 @@ def status(
         print(f"paused queues: {', '.join(sorted(summary.paused))}")
 
 
-def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="ID")) -> None:
-    """Cancel a job: a waiting one never runs; a running one is killed within a heartbeat.
-
-    Example: queuectl cancel job1
-    """
-    job = service.cancel(store_of(ctx), job_id)
-    print(f"cancelled {job.id}")
-
-
 def register(app: typer.Typer) -> None:
     app.command()(enqueue)
     app.command("list")(list_jobs)
     app.command()(show)
     app.command()(status)
-    app.command()(cancel)

@@ -63,3 +63,26 @@ def resume(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
     """
     service.set_paused(store_of(ctx), name, False, create=False)
     print(f"resumed {name}")
+
+
+@app.command()
+def limit(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    max_running: str = typer.Argument(..., metavar="N|none", help="Jobs running at once, or none for no limit."),
+) -> None:
+    """At most N of a queue's jobs running at once, across every worker and host.
+
+    Example: queuectl queue limit builds 2
+    """
+    from queuectl.core.errors import InvalidInput
+
+    if max_running.lower() == "none":
+        value = None
+    else:
+        try:
+            value = int(max_running)
+        except ValueError:
+            raise InvalidInput(f"queue limit: expected a number of jobs or none, got {max_running!r}") from None
+    service.set_limit(store_of(ctx), name, value)
+    print(f"{name}: " + (f"at most {value} running at once" if value is not None else "no limit"))

@@ -16,6 +16,7 @@ from queuectl.core.models import Attempt, Job, WorkerInfo
 STATE_STYLES = {
     "pending": "cyan",
     "waiting": "blue",
+    "held": "bright_black",
     "processing": "yellow",
     "completed": "green",
     "failed": "magenta",
@@ -143,6 +144,7 @@ def job_detail(job: Job, progress: str = "-") -> None:
         ("timeout", format_duration(job.timeout) if job.timeout else "none"),
         ("cwd", safe(job.cwd) or "(the worker's)"),
         ("env", safe(" ".join(f"{k}={v}" for k, v in job.env.items())) or "-"),
+        ("labels", safe(" ".join(f"{k}={v}" for k, v in job.labels.items())) or "-"),
         ("after", safe(", ".join(job.after)) or "-"),
         ("on failure of", safe(job.on_failure_of) or "-"),
         ("unique key", safe(job.unique_key) or "-"),

@@ -18,14 +18,30 @@ PROGRESS_JOBS = 10_000  # a purge of this many jobs shows a progress bar (on a t
 
 def wait(
     ctx: typer.Context,
-    job_ids: List[str] = typer.Argument(..., metavar="ID..."),
+    job_ids: Optional[List[str]] = typer.Argument(None, metavar="[ID]..."),
     timeout: Optional[str] = typer.Option(None, "--timeout", "-t", help="Give up after this long: 30s, 10m."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Every job of this enqueue --file batch."),
+    queue: Optional[str] = typer.Option(None, "--queue", "-q", help="Until this queue has no unfinished job."),
 ) -> None:
-    """Block until the jobs finish; exit with the job's exit code (see README for dead/cancelled).
+    """Block until the jobs are finished (completed, dead or cancelled), polling the queue.
 
-    Example: queuectl wait parse --timeout 10m
+    Prints each job's end state. Exit 0 if all completed, 20 if one ended dead, 21 cancelled,
+    22 on --timeout. --batch waits for a whole enqueue --file; --queue until that queue holds no
+    pending, waiting, held, processing or failed job (then exit 0: the queue holds older jobs too).
+
+    Example: queuectl wait parse --timeout 10m; queuectl wait --batch B
     """
     limit = None if timeout is None else parse_duration(timeout, "timeout")
+    if batch is not None or queue is not None:
+        if job_ids:
+            from queuectl.core.errors import InvalidInput
+
+            raise InvalidInput("wait: give job ids, --batch B or --queue Q, not several")
+        return _wait_group(ctx, batch, queue, limit)
+    if not job_ids:
+        from queuectl.core.errors import InvalidInput
+
+        raise InvalidInput("wait: give job ids, --batch B or --queue Q")
     from queuectl.service import jobs
 
     result = jobs.wait_for(store_of(ctx), job_ids, limit)
@@ -40,6 +56,20 @@ def wait(
         if job.state == CANCELLED:
             raise typer.Exit(EXIT_JOB_CANCELLED)
     raise typer.Exit(0)
+
+
+def _wait_group(ctx: typer.Context, batch: Optional[str], queue: Optional[str], limit: Optional[float]) -> None:
+    from queuectl.service import handling
+
+    result = handling.wait_for_group(store_of(ctx), batch, queue, limit)
+    what = f"batch {batch}" if batch is not None else f"queue {queue}"
+    if result.timed_out:
+        left = ", ".join(sorted(result.left))
+        print(f"queuectl: {what} still has {left} jobs after {format_duration(limit)}", file=sys.stderr)
+        raise typer.Exit(EXIT_WAIT_TIMEOUT)
+    ended = "some dead" if result.dead else "some cancelled" if result.cancelled else "all completed"
+    print(f"{what}: finished" + (f" ({ended})" if batch is not None else ""))
+    raise typer.Exit(EXIT_JOB_DEAD if result.dead else EXIT_JOB_CANCELLED if result.cancelled else 0)
 
 
 def purge(
@@ -88,12 +118,13 @@ def schedule_add(
     name: str = typer.Argument(...),
     cron: str = typer.Argument(..., help='Cron expression: "0 3 * * *" (a 6th field is seconds).'),
     command: str = typer.Argument(...),
-    queue: Optional[str] = typer.Option(None, "--queue", "-q"),
+    queue: Optional[str] = typer.Option(None, "--queue", "-q", help="The queue of each job (default: default)."),
     tz: str = typer.Option("UTC", "--tz", help="IANA timezone the expression is read in: Europe/Berlin."),
-    priority: Optional[int] = typer.Option(None, "--priority", "-p"),
-    max_retries: Optional[int] = typer.Option(None, "--max-retries"),
-    timeout: Optional[str] = typer.Option(None, "--timeout"),
+    priority: Optional[int] = typer.Option(None, "--priority", "-p", help="Each job's priority (higher first)."),
+    max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Each job's retries before the DLQ."),
+    timeout: Optional[str] = typer.Option(None, "--timeout", help="Kill each run after this long: 10m."),
     unique_key: Optional[str] = typer.Option(None, "--unique-key", help="Skip a fire while the last run is active."),
+    label: Optional[List[str]] = typer.Option(None, "--label", "-l", metavar="K=V", help="A label on each job."),
 ) -> None:
     """Enqueue COMMAND at every fire time of a cron expression (exactly once per fire time).
 
@@ -106,6 +137,7 @@ def schedule_add(
         "max_retries": max_retries,
         "timeout": timeout,
         "unique_key": unique_key,
+        "labels": label or None,
     }
     spec = {key: value for key, value in spec.items() if value is not None}
     from queuectl.service import schedules
@@ -193,4 +225,9 @@ def schedule_resume(ctx: typer.Context, name: str = typer.Argument(...)) -> None
 def register(app: typer.Typer) -> None:
     app.command()(wait)
     app.command()(purge)
-    app.add_typer(schedule_app, name="schedule", help="Cron schedules that enqueue jobs.")
+    app.add_typer(
+        schedule_app,
+        name="schedule",
+        help="Cron schedules that enqueue jobs.",
+        epilog='Example: queuectl schedule add nightly "0 3 * * *" "./backup.sh" --tz Europe/Berlin',
+    )

@@ -133,6 +133,19 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
         ConfigKey("backoff-base", "2", _float_between(1, 100), "retry delay is backoff-base ** attempts seconds"),
         ConfigKey("backoff-max", "3600", _seconds_between(0, 30 * 86400), "upper bound of one retry delay, in seconds"),
         ConfigKey(
+            "backoff-jitter",
+            "0.2",
+            _float_between(0, 1),
+            "each retry delay is spread at random by up to this fraction either way (0: exact)",
+        ),
+        ConfigKey(
+            "snooze-exit-code",
+            "0",
+            _int_between(0, 255),
+            "a job exiting with this code is re-queued after snooze-delay without counting an attempt; 0: none",
+        ),
+        ConfigKey("snooze-delay", "60", _seconds_between(0, 30 * 86400), "how long a snoozed job waits, in seconds"),
+        ConfigKey(
             "lease",
             "30",
             _seconds_between(1, 86400),
@@ -198,6 +211,9 @@ class RuntimeConfig:
     max_retries: int = 3
     backoff_base: float = 2.0
     backoff_max: float = 3600.0
+    backoff_jitter: float = 0.2
+    snooze_exit_code: int = 0
+    snooze_delay: float = 60.0
     lease: float = 30.0
     heartbeat: float = 5.0
     job_timeout: float = 0.0

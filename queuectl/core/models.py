@@ -16,11 +16,12 @@ COMPLETED = "completed"
 FAILED = "failed"  # waiting for its retry at run_at
 DEAD = "dead"  # the dead letter queue
 CANCELLED = "cancelled"
+HELD = "held"  # kept back by `queuectl hold`: visible, never claimed, until `queuectl release`
 # a job of a bulk enqueue too big for one short transaction, written but not committed yet: no
 # listing, count or claim sees it; it holds its id and unique key (see lifecycle.batches)
 STAGED = "staged"
 
-STATES = (PENDING, WAITING, PROCESSING, COMPLETED, FAILED, DEAD, CANCELLED)  # the states a user sees
+STATES = (PENDING, WAITING, HELD, PROCESSING, COMPLETED, FAILED, DEAD, CANCELLED)  # the states a user sees
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32: no i, l, o, u to misread
 _TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ID_ALPHABET.encode())
 
@@ -65,7 +66,11 @@ class Job:
     hook_state: str | None = None
     hook_error: str | None = None
     schedule: str | None = None  # the cron schedule that enqueued it
-    batch: str | None = None  # the bulk enqueue that staged it (only a file too big for one transaction)
+    batch: str | None = None  # the bulk enqueue (enqueue --file) it came from
+    labels: dict[str, str] = field(default_factory=dict)  # --label k=v: for filters, shown by show
+    # the job's own retry policy, over the config: backoff_base, backoff_max, retry_on and
+    # no_retry_on (exit codes); empty: the config's backoff, and every failure is retried
+    retry: dict[str, Any] = field(default_factory=dict)
     # the latest progress the running job reported (through its progress channel), if any
     progress_done: float | None = None
     progress_total: float | None = None
@@ -82,6 +87,10 @@ class Job:
             known["env"] = {}
         if known.get("after") is None:
             known["after"] = []
+        if known.get("labels") is None:
+            known["labels"] = {}
+        if known.get("retry") is None:
+            known["retry"] = {}
         return cls(**known)
 
 

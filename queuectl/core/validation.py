@@ -31,6 +31,11 @@ JOB_FIELDS = (
     "on_failure_of",
     "unique_key",
     "on_finish",
+    "labels",
+    "backoff_base",
+    "backoff_max",
+    "retry_on",
+    "no_retry_on",
 )
 
 
@@ -122,6 +127,8 @@ def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
         timeout=timeout,
         cwd=_cwd_field(spec.get("cwd")),
         env=_env_field(spec.get("env")),
+        labels=labels_field(spec.get("labels")),
+        retry=retry_policy(spec),
         after=_parents_field(spec.get("after")),
         on_failure_of=_parent_id(spec.get("on_failure_of"), "on_failure_of"),
         unique_key=_short_text(spec.get("unique_key"), "unique_key", 200),
@@ -208,6 +215,76 @@ def _env_field(value: Any) -> dict[str, str]:
     if size > MAX_ENV_BYTES:
         raise InvalidInput(f"env: over {MAX_ENV_BYTES // 1024} KiB in all; pass large data in a file")
     return dict(value)
+
+
+def _exit_codes(value: Any, what: str) -> list[int]:
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
+    codes = []
+    for item in items:
+        try:
+            code = int(str(item).strip())
+        except ValueError:
+            raise InvalidInput(f"{what}: expected exit codes such as 75,111, got {value!r}") from None
+        if not 1 <= code <= 255:
+            raise InvalidInput(f"{what}: exit codes are 1 to 255, got {code}")
+        codes.append(code)
+    return sorted(set(codes))
+
+
+def retry_policy(spec: dict[str, Any]) -> dict[str, Any]:
+    """A job's own retry policy from its spec: ``backoff_base`` (1-100), ``backoff_max``
+    (a duration), ``retry_on`` / ``no_retry_on`` (exit codes, "75,111" or a list; not both)."""
+    policy: dict[str, Any] = {}
+    if spec.get("backoff_base") is not None:
+        try:
+            base = float(spec["backoff_base"])
+        except (TypeError, ValueError):
+            raise InvalidInput(f"backoff_base: expected a number from 1 to 100, got {spec['backoff_base']!r}") from None
+        if not 1 <= base <= 100:
+            raise InvalidInput(f"backoff_base: expected a number from 1 to 100, got {spec['backoff_base']!r}")
+        policy["backoff_base"] = base
+    if spec.get("backoff_max") is not None:
+        policy["backoff_max"] = parse_duration(spec["backoff_max"], "backoff_max")
+    if spec.get("retry_on") is not None and spec.get("no_retry_on") is not None:
+        raise InvalidInput("give either retry_on or no_retry_on, not both")
+    for name in ("retry_on", "no_retry_on"):
+        if spec.get(name) is not None:
+            policy[name] = _exit_codes(spec[name], name)
+    return policy
+
+
+_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+MAX_LABELS = 20
+
+
+def labels_field(value: Any) -> dict[str, str]:
+    """Labels from ``["k=v", ...]`` (the CLI's --label) or ``{"k": "v"}`` (JSON): at most 20,
+    keys of letters, digits, ``.``, ``_``, ``/``, ``-`` and values of printable text up to 200."""
+    if value is None:
+        return {}
+    if isinstance(value, list):
+        pairs = {}
+        for item in value:
+            key, sep, val = str(item).partition("=")
+            if not sep:
+                raise InvalidInput(f"label: expected KEY=VALUE, got {item!r}")
+            pairs[key] = val
+        value = pairs
+    if not isinstance(value, dict):
+        raise InvalidInput("labels: expected an object of names to strings, or KEY=VALUE pairs")
+    if len(value) > MAX_LABELS:
+        raise InvalidInput(f"labels: at most {MAX_LABELS} per job")
+    for key, val in value.items():
+        if not isinstance(key, str) or not _LABEL_KEY_RE.fullmatch(key):
+            raise InvalidInput(f"label: invalid name {key!r}: use letters, digits, '.', '_', '/' or '-'")
+        if not isinstance(val, str) or len(val) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in val):
+            raise InvalidInput(f"label: the value of {key} must be printable text of at most 200 characters")
+    return dict(sorted(value.items()))
+
+
+def label_filters(value: list[str] | None) -> list[str]:
+    """``--label k=v`` filters as the stores match them: ``"k=v"`` strings, each checked."""
+    return [f"{key}={val}" for key, val in labels_field(value).items()] if value else []
 
 
 def check_state(state: str | None) -> str | None:

@@ -16,7 +16,7 @@ from queuectl.core.defaults import MAX_LINE_BYTES, RETENTION_BATCH
 from queuectl.core.errors import Conflict, DuplicateJobId, InvalidInput, NotFound, UniqueKeyTaken
 from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import CANCELLED, COMPLETED, DEAD, Job, new_job_id
-from queuectl.core.validation import build_job, check_state, parse_spec
+from queuectl.core.validation import build_job, check_state, label_filters, parse_spec
 from queuectl.service.config import load_config
 from queuectl.store import Store
 
@@ -56,14 +56,25 @@ def enqueue_command(store: Store, text: str, options: dict[str, Any]) -> str:
     return enqueue(store, [{**parse_spec(text), **options}])[0]
 
 
+def new_batch_id() -> str:
+    """An id for one bulk enqueue: every job of it records it (``wait --batch``, ``list --batch``)."""
+    return new_job_id()
+
+
 def enqueue_lines(
-    store: Store, lines: Iterable[str], overrides: dict[str, Any], progress: Callable[[int], None] | None = None
+    store: Store,
+    lines: Iterable[str],
+    overrides: dict[str, Any],
+    progress: Callable[[int], None] | None = None,
+    ids: list[str] | None = None,
+    batch: str | None = None,
 ) -> int:
     """Bulk enqueue from a file's lines (streamed; blank lines and # comments skipped).
 
     All or nothing: a bad line aborts the whole file, and the error names its line number and
     says that nothing was enqueued. The jobs share one batch id (their ``batch``); a file too
     long for one short transaction is staged. ``progress`` is told each line number read, now and then.
+    ``ids``, when given, receives the job ids in file order; ``batch`` is the batch id (default: a new one).
     """
     config = load_config(store)
     clock = _Clock(store)
@@ -88,10 +99,12 @@ def enqueue_lines(
                 else:
                     first_seen[job.id] = number
             current[0] = number
+            if ids is not None:
+                ids.append(job.id)
             yield job
 
     try:
-        return lifecycle.enqueue(store, jobs(), batch=new_job_id())
+        return lifecycle.enqueue(store, jobs(), batch=batch or new_batch_id())
     except DuplicateJobId as exc:
         if exc.job_id in repeated:
             where = f"line {repeated[exc.job_id]}: job id {exc.job_id!r} is also on line {first_seen[exc.job_id]}"
@@ -121,10 +134,15 @@ def bounded_lines(stream: IO[str], limit: int = MAX_LINE_BYTES) -> Iterator[str]
 
 
 def enqueue_stream(
-    store: Store, stream: IO[str], overrides: dict[str, Any], progress: Callable[[int], None] | None = None
+    store: Store,
+    stream: IO[str],
+    overrides: dict[str, Any],
+    progress: Callable[[int], None] | None = None,
+    ids: list[str] | None = None,
+    batch: str | None = None,
 ) -> int:
     """:func:`enqueue_lines` from an open text file, each line bounded."""
-    return enqueue_lines(store, bounded_lines(stream), overrides, progress)
+    return enqueue_lines(store, bounded_lines(stream), overrides, progress, ids, batch)
 
 
 def get_job(store: Store, job_id: str) -> Job:
@@ -155,6 +173,8 @@ def list_jobs(
     limit: int = 50,
     before: float | None = None,
     count: bool = True,
+    batch: str | None = None,
+    labels: list[str] | None = None,
 ) -> JobPage:
     """Jobs newest first, in any of ``states`` (none: every state) and one queue, created before
     ``before`` when given (the cursor of the next page: the last job's ``created_at``).
@@ -165,18 +185,23 @@ def list_jobs(
     totals (an indexed aggregate), never from reading the jobs.
     """
     wanted = [states] if isinstance(states, str) else list(dict.fromkeys(states or []))
+    labels = label_filters(labels)
     for state in wanted:
         check_state(state)
     if len(wanted) <= 1:
-        jobs = store.list_jobs(state=wanted[0] if wanted else None, queue=queue, limit=limit, before=before)
+        jobs = store.list_jobs(
+            state=wanted[0] if wanted else None, queue=queue, limit=limit, before=before, batch=batch, labels=labels
+        )
     else:
         merged = [
-            job for state in wanted for job in store.list_jobs(state=state, queue=queue, limit=limit, before=before)
+            job
+            for state in wanted
+            for job in store.list_jobs(state=state, queue=queue, limit=limit, before=before, batch=batch, labels=labels)
         ]
         jobs = sorted(merged, key=lambda job: job.created_at, reverse=True)[:limit]
     if not count:
         return JobPage(jobs, len(jobs), counted=False)
-    if len(jobs) < limit and before is None:
+    if (len(jobs) < limit and before is None) or batch is not None or labels:  # no indexed count of these: "at least"
         return JobPage(jobs, len(jobs))  # every match is shown: no need to count them
     counts = store.counts()
     matched = sum(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from queuectl.core.errors import NotFound
+from queuectl.core.errors import InvalidInput, NotFound
 from queuectl.core.validation import check_queue_name
 from queuectl.store import Store
 
@@ -26,9 +26,29 @@ def set_paused(store: Store, queue: str, paused: bool, create: bool = True) -> N
             names = ", ".join(sorted(known)) or "none yet"
             hint = "; --create pauses it before its first job" if paused else ""
             raise NotFound(f"no queue named {queue!r} (known queues: {names}){hint}")
-    store.registry_put("queues", queue, {"paused": paused})
+    store.registry_put("queues", queue, {"paused": paused}, replace=False)  # created if new
+    store.registry_update("queues", {"paused": paused}, key=queue)  # its limit stays
     if not paused:
         store.notify()
+
+
+MAX_LIMIT = 100_000
+
+
+def set_limit(store: Store, queue: str, max_running: int | None) -> None:
+    """At most ``max_running`` jobs of ``queue`` processing at once, across every worker and
+    host (None: no limit). SQL stores count and claim in one transaction under the queue's row
+    lock; MongoDB counts, then claims (best effort: see the README)."""
+    check_queue_name(queue)
+    if max_running is not None and not 1 <= max_running <= MAX_LIMIT:
+        raise InvalidInput(f"queue limit: expected 1 to {MAX_LIMIT:,} running jobs, or none")
+    store.registry_put("queues", queue, {"max_running": max_running}, replace=False)
+    store.registry_update("queues", {"max_running": max_running}, key=queue)
+    store.notify()
+
+
+def queue_limits(store: Store) -> dict[str, int]:
+    return {r["name"]: int(r["max_running"]) for r in store.registry_list("queues") if r.get("max_running")}
 
 
 @dataclass

@@ -169,9 +169,10 @@ class Store(abc.ABC):
         finished_before: float | None = None,
         limit: int | None = None,
         batch: str | None = None,
+        job_id: str | None = None,
     ) -> int:
-        """Delete up to ``limit`` jobs in ``states`` finished before the given time (of ``batch``
-        when given); returns the count, and the deleted jobs' dependency edges go with them.
+        """Delete up to ``limit`` jobs in ``states`` finished before the given time (of ``batch``,
+        or just the job ``job_id``, when given); returns the count, and the deleted jobs' dependency edges go with them.
 
         Callers purging many jobs pass a limit and repeat, so no transaction holds the lock long.
         """
@@ -200,8 +201,10 @@ class Store(abc.ABC):
         limit: int = 50,
         before: float | None = None,
         batch: str | None = None,
+        labels: list[str] | None = None,
     ) -> list[Job]:
-        """Jobs newest first, filtered by state, queue and batch, created before ``before`` when
+        """Jobs newest first, filtered by state, queue, batch and labels (``"k=v"`` strings, every
+        one of them on the job), created before ``before`` when
         given (the cursor of the next page); served by an index, never a full scan. Staged jobs
         only when ``state`` is ``staged``."""
 

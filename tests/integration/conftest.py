@@ -109,7 +109,7 @@ class Queue:
     def enqueue_file(self, specs: list[dict[str, Any]]) -> int:
         path = self.root / f"jobs-{len(specs)}-{time.monotonic_ns()}.jsonl"
         path.write_text("".join(json.dumps(spec) + "\n" for spec in specs))
-        out = self.cli("enqueue", "--file", str(path)).stdout
+        out = self.cli("enqueue", "--file", str(path)).stderr  # the ids on stdout, the count on stderr
         match = re.search(r"enqueued (\d+) job", out)
         assert match, out
         return int(match.group(1))

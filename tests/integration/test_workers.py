@@ -173,7 +173,7 @@ def test_sigterm_finishes_running_job_and_claims_nothing_new(queue: Queue, tmp_p
 
 def test_failing_job_backs_off_then_dead_then_dlq_retry(queue: Queue, tmp_path: Path) -> None:
     base = 1.5
-    queue.config(**FAST, backoff_base=base)
+    queue.config(**FAST, backoff_base=base, backoff_jitter=0)  # the exact curve, to measure it
     ledger = tmp_path / "attempts"
     job_id = queue.enqueue(f"date +%s.%N >> {quote(str(ledger))}; exit 3", "--max-retries", "2")
     sup = queue.start_workers(count=1)

@@ -497,7 +497,7 @@ def test_heartbeat_of_a_recovered_and_retaken_job_is_lost_for_the_old_lease(stor
     # Given w1's lease on "j" expired, the job was recovered and w2 took it (attempt 2)
     lifecycle.enqueue_job(store, make_job("j", max_retries=3))
     old = claim_one(store, "w1", lease=5)
-    assert lifecycle.recover_expired(store, RuntimeConfig(backoff_base=2), NOW + 10) == ["j"]
+    assert lifecycle.recover_expired(store, RuntimeConfig(backoff_base=2, backoff_jitter=0.0), NOW + 10) == ["j"]
     assert lifecycle.heartbeat(store, "w1", [(lease_of(old), "late output")], NOW + 11, LEASE) == {"j"}
     new = claim_one(store, "w2", now=NOW + 12)  # run_at = NOW + 10 + 2**1
     assert (new.attempts, new.lease_expires_at) == (2, NOW + 12 + LEASE)
@@ -604,7 +604,7 @@ def test_finish_of_a_stale_attempt_writes_nothing(store: Store, make_job: MakeJo
     # Given w1's attempt 1 was recovered and w2 now runs attempt 2
     lifecycle.enqueue_job(store, make_job("j", max_retries=3))
     old = claim_one(store, "w1", lease=5)
-    lifecycle.recover_expired(store, RuntimeConfig(backoff_base=2), NOW + 10)
+    lifecycle.recover_expired(store, RuntimeConfig(backoff_base=2, backoff_jitter=0.0), NOW + 10)
     new = claim_one(store, "w2", now=NOW + 12)
     before = job_of(store, "j")
 
@@ -1023,6 +1023,7 @@ def test_prune_workers_forgets_stopped_and_silent_workers(store: Store) -> None:
 def test_recover_expired_fails_the_job_with_a_backoff(store: Store, make_job: MakeJob) -> None:
     # Given a job whose worker stopped heartbeating (lease ended at NOW+30), backoff base 3
     config_service.set_config(store, "backoff-base", "3")
+    config_service.set_config(store, "backoff-jitter", "0")  # exact delays, to compare
     config = config_service.load_config(store)
     lifecycle.enqueue_job(store, make_job("orphan", max_retries=2))
     claim_one(store, "w-dead", lease=LEASE)
@@ -1041,7 +1042,7 @@ def test_recover_expired_fails_the_job_with_a_backoff(store: Store, make_job: Ma
 
 
 def test_recover_expired_sends_a_job_out_of_retries_to_the_dlq(store: Store, make_job: MakeJob) -> None:
-    config = RuntimeConfig(backoff_base=2)
+    config = RuntimeConfig(backoff_base=2, backoff_jitter=0.0)
     lifecycle.enqueue_job(store, make_job("orphan", max_retries=1))
     claim_one(store, "w1", lease=10)
     assert lifecycle.recover_expired(store, config, NOW + 11) == ["orphan"]  # attempt 1: retry
@@ -1087,7 +1088,7 @@ def test_recover_expired_loses_the_race_to_a_late_heartbeat(
 
 
 def test_failure_outcomes_retry_with_growing_delays_then_go_dead(store: Store, make_job: MakeJob) -> None:
-    config = RuntimeConfig(backoff_base=2.0, backoff_max=3600.0)
+    config = RuntimeConfig(backoff_base=2.0, backoff_max=3600.0, backoff_jitter=0.0)
     lifecycle.enqueue_job(store, make_job("flaky", max_retries=2))
     now, run_ats = NOW, []
     for _ in range(3):
@@ -1111,15 +1112,20 @@ def test_failure_outcomes_retry_with_growing_delays_then_go_dead(store: Store, m
     ("attempts", "expected"), [(0, 1.0), (1, 2.0), (3, 8.0), (11, 2048.0), (12, 3600.0), (1000, 3600.0)]
 )
 def test_retry_delay_is_base_to_the_attempts_capped(attempts: int, expected: float) -> None:
-    assert lifecycle.retry_delay(attempts, RuntimeConfig(backoff_base=2.0, backoff_max=3600.0)) == expected
+    assert (
+        lifecycle.retry_delay(attempts, RuntimeConfig(backoff_base=2.0, backoff_max=3600.0, backoff_jitter=0.0))
+        == expected
+    )
 
 
 def test_retry_delay_that_overflows_is_the_cap() -> None:
-    assert lifecycle.retry_delay(10_000, RuntimeConfig(backoff_base=100.0, backoff_max=60.0)) == 60.0
+    assert (
+        lifecycle.retry_delay(10_000, RuntimeConfig(backoff_base=100.0, backoff_max=60.0, backoff_jitter=0.0)) == 60.0
+    )
 
 
 def test_retry_delay_cap_of_zero_retries_at_once() -> None:
-    assert lifecycle.retry_delay(5, RuntimeConfig(backoff_base=3.0, backoff_max=0.0)) == 0.0
+    assert lifecycle.retry_delay(5, RuntimeConfig(backoff_base=3.0, backoff_max=0.0, backoff_jitter=0.0)) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -1135,7 +1141,7 @@ def test_failure_outcome_retries_until_max_retries(
     make_job: MakeJob, attempts: int, max_retries: int, state: str, delay: float | None
 ) -> None:
     job = make_job("j", attempts=attempts, max_retries=max_retries)
-    config = RuntimeConfig(backoff_base=2.0, backoff_max=3600.0)
+    config = RuntimeConfig(backoff_base=2.0, backoff_max=3600.0, backoff_jitter=0.0)
 
     outcome = lifecycle.failure_outcome(job, config, NOW, "boom", exit_code=3, output="o", duration=1.0)
 

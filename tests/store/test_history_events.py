@@ -30,7 +30,7 @@ from queuectl.service import history
 from queuectl.store.base import Store
 
 T = 1000.0
-CONFIG = RuntimeConfig(max_retries=1, backoff_base=2, lease=30)
+CONFIG = RuntimeConfig(max_retries=1, backoff_base=2, lease=30, backoff_jitter=0.0)  # exact retry times
 
 
 def kinds(store: Store, job_id: str | None = None) -> list[str]:

@@ -12,6 +12,7 @@ from queuectl.core.models import (
     COMPLETED,
     DEAD,
     FAILED,
+    HELD,
     PENDING,
     PROCESSING,
     STAGED,
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
 CLAIMABLE = (PENDING, FAILED)  # a worker may take these once run_at has come
 FINISHED = (COMPLETED, DEAD, CANCELLED)  # nothing more happens to these (but a DLQ retry of dead)
 # a unique key is taken while its job is in these (a staged job holds it for the batch committing)
-KEY_HOLDING = (PENDING, WAITING, PROCESSING, FAILED, STAGED)
-CANCELLABLE = (PENDING, WAITING, PROCESSING, FAILED)  # everything not finished
+KEY_HOLDING = (PENDING, WAITING, HELD, PROCESSING, FAILED, STAGED)
+CANCELLABLE = (PENDING, WAITING, HELD, PROCESSING, FAILED)  # everything not finished
+HOLDABLE = (PENDING, FAILED)  # a job not yet taken can be held (a waiting one: once its parents let it go)
+RESTARTABLE = FINISHED  # a restart enqueues a copy of a finished job (the old one keeps its run)
 
 HOOK_DUE = "due"  # the on-finish hook waits for a worker to run it
 HOOK_RUNNING = "running"
@@ -75,13 +78,29 @@ def is_due_at(state: str, run_at: float | None, now: float | None) -> bool:
 # --- the outcome of an attempt -------------------------------------------------------------------
 
 
-def retry_delay(attempts: int, config: RuntimeConfig) -> float:
-    """``backoff_base ** attempts`` seconds, capped at ``backoff_max``."""
+def retry_delay(attempts: int, config: RuntimeConfig, job: Job | None = None, spread: float = 0.5) -> float:
+    """``backoff_base ** attempts`` seconds (the job's own base and cap over the config's),
+    spread by ``backoff_jitter`` (``spread`` is a random number in [0, 1): 0.5 is no change),
+    capped at ``backoff_max``."""
+    policy = job.retry if job is not None else {}
+    base = policy.get("backoff_base", config.backoff_base)
+    cap = policy.get("backoff_max", config.backoff_max)
     try:
-        delay = float(config.backoff_base) ** attempts
+        delay = float(base) ** attempts
     except OverflowError:
-        delay = config.backoff_max
-    return min(delay, config.backoff_max)
+        delay = cap
+    delay *= 1.0 + config.backoff_jitter * (2.0 * spread - 1.0)
+    return min(delay, cap)
+
+
+def retried(job: Job, exit_code: int | None) -> bool:
+    """Whether the job's exit-code policy lets this failure be retried (a timeout or a signal,
+    with no exit code, always may)."""
+    if exit_code is None or exit_code < 0:
+        return True
+    if "retry_on" in job.retry:
+        return exit_code in job.retry["retry_on"]
+    return exit_code not in job.retry.get("no_retry_on", ())
 
 
 def failure_outcome(
@@ -92,16 +111,40 @@ def failure_outcome(
     exit_code: int | None = None,
     output: str | None = None,
     duration: float | None = None,
+    spread: float | None = None,
 ) -> Outcome:
-    """A failed attempt: retry later (``failed`` with a new run_at), or ``dead`` when out of retries."""
-    if job.attempts > job.max_retries:
+    """A failed attempt: retry later (``failed`` with a new run_at), or ``dead`` when out of
+    retries or when the job's exit-code policy says not to retry this code. ``spread``: the
+    jitter's random draw (None: drawn now)."""
+    if job.attempts > job.max_retries or not retried(job, exit_code):
+        if job.attempts <= job.max_retries:
+            error = f"{error} (not retried: the job's exit-code policy)"
         return Outcome(DEAD, now, exit_code=exit_code, last_error=error, output=output, duration=duration)
+    if spread is None:
+        import random
+
+        spread = random.random()
     return Outcome(
         FAILED,
         now,
-        run_at=now + retry_delay(job.attempts, config),
+        run_at=now + retry_delay(job.attempts, config, job, spread),
         exit_code=exit_code,
         last_error=error,
+        output=output,
+        duration=duration,
+    )
+
+
+def snooze_outcome(job: Job, config: RuntimeConfig, now: float, output: str | None, duration: float | None) -> Outcome:
+    """The job exited with the snooze exit code: back to pending after ``snooze_delay``, the
+    claim's count undone (a snooze is not a failed attempt)."""
+    return Outcome(
+        PENDING,
+        now,
+        run_at=now + config.snooze_delay,
+        attempts=job.attempts - 1,
+        exit_code=config.snooze_exit_code,
+        last_error=f"snoozed (exit code {config.snooze_exit_code}); runs again in {config.snooze_delay:g}s",
         output=output,
         duration=duration,
     )

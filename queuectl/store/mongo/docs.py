@@ -15,7 +15,17 @@ from queuectl.core.lifecycle import CLAIMABLE, KEY_HOLDING, events, is_due_at
 from queuectl.core.models import PROCESSING, Job, Lease
 from queuectl.store.mongo.events import outbox_entry
 
-INDEX_FIELDS = ("active_key", "ready", "settle_at", "_w", "staging_batch", "final_state", "outbox", "outbox_at")
+INDEX_FIELDS = (
+    "active_key",
+    "ready",
+    "settle_at",
+    "_w",
+    "staging_batch",
+    "final_state",
+    "outbox",
+    "outbox_at",
+    "label_keys",
+)
 NOT_READ = {"history": 0, "outputs": 0, "outbox": 0}  # a projection: what reading a job leaves out
 
 
@@ -30,6 +40,8 @@ def job_doc(job: Job) -> dict[str, Any]:
     doc["_id"] = doc.pop("id")
     if job.unique_key is not None and job.state in KEY_HOLDING:
         doc["active_key"] = job.unique_key  # held while active: a unique sparse index enforces it
+    if job.labels:
+        doc["label_keys"] = [f"{key}={value}" for key, value in job.labels.items()]  # what filters match
     if job.state in CLAIMABLE:
         doc["ready"] = is_due_at(job.state, job.run_at, job.created_at)  # due already: claimable
     doc["outbox"] = [outbox_entry(events.enqueued(job))]  # published once the job is visible

@@ -39,6 +39,7 @@ JOB_INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
     # fields that exist only while they matter (staged, holding a key, marked): sparse is exact
     "staging_batch_v3": ([("staging_batch", 1), ("final_state", 1)], {"sparse": True}),
     "job_batch_v1": ([("batch", 1), ("state", 1)], {"sparse": True}),  # an enqueue --file's jobs
+    "labels_v1": ([("label_keys", 1), ("created_at", -1)], {"sparse": True}),  # --label k=v filters
     "unique_active": ([("active_key", 1)], {"unique": True, "sparse": True}),
     "after_v2": ([("after", 1)], {"partialFilterExpression": {"state": WAITING}}),
     "on_failure_of_v2": ([("on_failure_of", 1)], {"partialFilterExpression": {"state": WAITING}}),

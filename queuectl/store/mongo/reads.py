@@ -38,8 +38,11 @@ class MongoReads:
         limit: int = 50,
         before: float | None = None,
         batch: str | None = None,
+        labels: list[str] | None = None,
     ) -> list[Job]:
         query: dict[str, Any] = {"state": {"$nin": [STAGING, STAGED]}}
+        if labels:
+            query["label_keys"] = {"$all": list(labels)}  # a multikey index on label_keys
         if batch is not None:
             query["batch"] = batch
         if before is not None:

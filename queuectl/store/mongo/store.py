@@ -172,16 +172,23 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
         self._jobs.update_many(  # the jobs whose time has come join the claimable ones
             {"ready": False, "run_at": {"$lte": now}, "state": {"$in": list(CLAIMABLE)}}, {"$set": {"ready": True}}
         )
-        paused = {doc["_id"] for doc in self._queues.find({"paused": True}, {"_id": 1})}
-        for queue in queues if queues else [None]:
+        gates = list(self._queues.find({"$or": [{"paused": True}, {"max_running": {"$ne": None}}]}))
+        paused = {doc["_id"] for doc in gates if doc.get("paused")}
+        limited = {doc["_id"]: doc["max_running"] for doc in gates if doc.get("max_running") is not None}
+        order: list[str | None] = list(queues) if queues else [None, *sorted(limited)]
+        for queue in order:
             if queue in paused:
                 continue
             query: dict[str, Any] = {"ready": True, "state": {"$in": list(CLAIMABLE)}, "run_at": {"$lte": now}}
+            room = limit
             if queue is not None:
                 query["queue"] = queue
-            elif paused:
-                query["queue"] = {"$nin": sorted(paused)}
-            while len(claimed) < limit:
+                if queue in limited:  # best effort here: counted, then claimed (see the README)
+                    running = self._jobs.count_documents({"state": PROCESSING, "queue": queue})
+                    room = len(claimed) + max(0, int(limited[queue]) - running)
+            elif paused or limited:
+                query["queue"] = {"$nin": sorted(paused | set(limited))}
+            while len(claimed) < min(limit, room):
                 try:
                     job = self._claim_one(query, worker_id, now, lease)
                 except Exception:
@@ -340,10 +347,13 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
         finished_before: float | None = None,
         limit: int | None = None,
         batch: str | None = None,
+        job_id: str | None = None,
     ) -> int:
         query = self._purge_query(states, finished_before)
         if batch is not None:
             query["batch"] = batch
+        if job_id is not None:
+            query["_id"] = job_id
         if limit is not None:
             ids = [doc["_id"] for doc in self._jobs.find(query, {"_id": 1}).limit(limit)]
             query = {**query, "_id": {"$in": ids}}  # re-checked: a job retried meanwhile stays

@@ -11,6 +11,7 @@ names come from :mod:`queuectl.core.lifecycle`, spelled out where a partial inde
 from __future__ import annotations
 
 import contextlib
+import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
@@ -55,7 +56,10 @@ def _classify(store: Any, exc: Exception) -> Exception | None:
 _dialect_errors = translating_errors(_classify)  # the driver's errors as queuectl's, per dialect
 
 
-_PAUSED = "SELECT name FROM queues WHERE paused = 1"
+# the queues a claim cannot take from freely: paused ones, and those with a concurrency limit
+_GATES = "SELECT name, paused, max_running FROM queues WHERE paused = 1 OR max_running IS NOT NULL"
+_GATED = "SELECT name FROM queues WHERE paused = 1 OR max_running IS NOT NULL"
+LIMITS_TTL_S = 1.0
 _CHILD_COLUMNS = ", ".join("c." + column for column in FIELD_COLUMNS.values())
 
 
@@ -78,6 +82,9 @@ class SqlJobs(SqlLog):
     # True: a claim leaves paused queues out in its own statement (one round trip less on a server);
     # False: it reads them first, which lets SQLite's planner use the plain partial index
     paused_inline = False
+    queue_lock = ""  # PostgreSQL: " FOR UPDATE", so claims of a limited queue take turns
+    _limits: dict[str, int] = {}
+    _limits_read = float("-inf")
     _inserting = False
 
     if TYPE_CHECKING:  # provided by the dialect
@@ -112,12 +119,15 @@ class SqlJobs(SqlLog):
     def insert_jobs(self, jobs: Iterable[Job]) -> int:
         count = 0
         batch: list[Job] = []
+        labels: list[tuple[str, str]] = []
         self._unflushed = batch  # job_states, asked while the iterable runs, sees these too
         self._inserting = True
         try:
             with self._write() as conn, self._all_or_nothing(conn):
                 for job in jobs:
                     batch.append(job)
+                    if job.labels:
+                        labels.extend((f"{key}={value}", job.id) for key, value in job.labels.items())
                     if job.after or job.on_failure_of:
                         self._insert_batch(conn, batch)
                         conn.executemany(
@@ -129,6 +139,8 @@ class SqlJobs(SqlLog):
                         self._insert_batch(conn, batch)
                     count += 1
                 self._insert_batch(conn, batch)
+                if labels:
+                    conn.executemany("INSERT INTO job_labels (label, job) VALUES (?, ?)", labels)
         finally:
             self._unflushed = ()  # a failed insert leaves nothing behind to be flushed later
             self._inserting = False
@@ -197,34 +209,80 @@ class SqlJobs(SqlLog):
             f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ?{self.skip_locked})",
             (now,),
         )
-        paused = [] if self.paused_inline else [row[0] for row in conn.execute(_PAUSED)]
+        paused, limited = self._gates(conn)
+        take = (worker_id, now, lease)
         for queue in queues if queues else [None]:
             if queue in paused or len(claimed) >= limit:
                 continue
+            if queue in limited:
+                claimed.extend(self._take_limited(conn, queue, take, limit - len(claimed)))
+                continue
             if queue is None:
                 where, params = "", []
-                if paused:
-                    where = f" AND queue NOT IN ({', '.join('?' * len(paused))})"
-                    params = list(paused)
+                if paused or limited:
+                    gated = sorted(paused | set(limited))
+                    where = f" AND queue NOT IN ({', '.join('?' * len(gated))})"
+                    params = list(gated)
                 index = "jobs_ready_any"
             else:
                 where, params, index = " AND queue = ?", [queue], "jobs_ready_queue"
             if self.paused_inline:
-                where += f" AND queue NOT IN ({_PAUSED})"
-            rows = conn.execute(
-                f"UPDATE jobs SET state = '{PROCESSING}', locked_by = ?, lease_expires_at = ?, "
-                f"attempts = attempts + 1, started_at = ?, updated_at = ?, progress_done = NULL, "
-                f"progress_total = NULL, progress_message = NULL, progress_at = NULL "
-                f"WHERE id IN (SELECT id FROM jobs {self.hint(index)} "
-                f"WHERE {CLAIMABLE_SQL} AND ready = 1 AND run_at <= ?{where} "
-                f"ORDER BY priority DESC, created_at LIMIT ?{self.skip_locked}) RETURNING {JOB_COLUMNS}",
-                [worker_id, now + lease, now, now, now, *params, limit - len(claimed)],
-            ).fetchall()
-            # RETURNING gives no order: restore the claim order within this queue
-            claimed.extend(sorted((row_job(row) for row in rows), key=lambda job: (-job.priority, job.created_at)))
+                where += f" AND queue NOT IN ({_GATED})"
+            claimed.extend(self._take(conn, where, params, index, take, limit - len(claimed)))
+        for queue in sorted(limited) if not queues else ():
+            if len(claimed) < limit:
+                claimed.extend(self._take_limited(conn, queue, take, limit - len(claimed)))
         if claimed:
             conn.executemany(_EVENT_SQL, [event_row(log_events.claimed(job, now)) for job in claimed])
         return claimed
+
+    def _gates(self, conn: Any) -> tuple[set[str], dict[str, int]]:
+        """The paused queues and the queues with a concurrency limit. PostgreSQL leaves both out
+        of its claims in the statement itself, and reads the limited ones (to claim them one by
+        one, under their row lock) at most once a second: a new limit holds back its queue at
+        once, and its jobs are claimed again within a second."""
+        if not self.paused_inline:
+            rows = conn.execute(_GATES).fetchall()
+            return {row[0] for row in rows if row[1]}, {row[0]: row[2] for row in rows if row[2] is not None}
+        moment = time.monotonic()
+        if moment - self._limits_read > LIMITS_TTL_S:
+            rows = conn.execute(_GATES).fetchall()
+            self._limits = {row[0]: row[2] for row in rows if row[2] is not None}
+            self._limits_read = moment
+        return set(), self._limits
+
+    def _take_limited(self, conn: Any, queue: str, take: tuple[str, float, float], want: int) -> list[Job]:
+        """Claim from a queue with a concurrency limit: at most ``max_running - processing``
+        jobs, counted in this transaction under the queue row's lock (PostgreSQL: FOR UPDATE,
+        so concurrent claims of that queue take turns; SQLite: one writer at a time anyway)."""
+        row = conn.execute(
+            f"SELECT paused, max_running FROM queues WHERE name = ?{self.queue_lock}", (queue,)
+        ).fetchone()
+        if row is not None and row[0]:
+            return []  # paused meanwhile
+        if row is None or row[1] is None:  # the limit was lifted since it was read
+            return self._take(conn, " AND queue = ?", [queue], "jobs_ready_queue", take, want)
+        running = conn.execute(
+            f"SELECT count(*) FROM jobs WHERE state = '{PROCESSING}' AND queue = ?", (queue,)
+        ).fetchone()[0]
+        room = min(want, int(row[1]) - int(running))
+        return self._take(conn, " AND queue = ?", [queue], "jobs_ready_queue", take, room) if room > 0 else []
+
+    def _take(
+        self, conn: Any, where: str, params: list[Any], index: str, take: tuple[str, float, float], count: int
+    ) -> list[Job]:
+        worker_id, now, lease = take
+        rows = conn.execute(
+            f"UPDATE jobs SET state = '{PROCESSING}', locked_by = ?, lease_expires_at = ?, "
+            f"attempts = attempts + 1, started_at = ?, updated_at = ?, progress_done = NULL, "
+            f"progress_total = NULL, progress_message = NULL, progress_at = NULL "
+            f"WHERE id IN (SELECT id FROM jobs {self.hint(index)} "
+            f"WHERE {CLAIMABLE_SQL} AND ready = 1 AND run_at <= ?{where} "
+            f"ORDER BY priority DESC, created_at LIMIT ?{self.skip_locked}) RETURNING {JOB_COLUMNS}",
+            [worker_id, now + lease, now, now, now, *params, count],
+        ).fetchall()
+        # RETURNING gives no order: restore the claim order within this queue
+        return sorted((row_job(row) for row in rows), key=lambda job: (-job.priority, job.created_at))
 
     @_dialect_errors
     def update_job(
@@ -343,17 +401,22 @@ class SqlJobs(SqlLog):
         finished_before: float | None = None,
         limit: int | None = None,
         batch: str | None = None,
+        job_id: str | None = None,
     ) -> int:
         where, params = self._purge_filter(states, finished_before)
         if batch is not None:
             where += " AND batch = ?"
             params.append(batch)
+        if job_id is not None:
+            where += " AND id = ?"
+            params.append(job_id)
         if limit is not None:
             where = f"id IN (SELECT id FROM jobs WHERE {where} LIMIT ?)"
             params.append(limit)
         with self._write() as conn:
             conn.execute(f"DELETE FROM job_deps WHERE child IN (SELECT id FROM jobs WHERE {where})", params)
             conn.execute(f"DELETE FROM attempts WHERE job_id IN (SELECT id FROM jobs WHERE {where})", params)
+            conn.execute(f"DELETE FROM job_labels WHERE job IN (SELECT id FROM jobs WHERE {where})", params)
             return conn.execute(f"DELETE FROM jobs WHERE {where}", params).rowcount
 
     @_dialect_errors
@@ -385,9 +448,13 @@ class SqlJobs(SqlLog):
         limit: int = 50,
         before: float | None = None,
         batch: str | None = None,
+        labels: list[str] | None = None,
     ) -> list[Job]:
         clauses: list[str] = [] if state else [f"state != '{STAGED}'"]
         params: list[Any] = []
+        for label in labels or ():  # by the label rows' primary key, never a scan of the jobs
+            clauses.append("id IN (SELECT job FROM job_labels WHERE label = ?)")
+            params.append(label)
         if batch is not None:
             clauses.append("batch = ?")
             params.append(batch)

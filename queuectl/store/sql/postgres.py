@@ -73,6 +73,7 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
     parent_lock = " FOR SHARE"
     child_lock = " FOR UPDATE OF c"
     paused_inline = True
+    queue_lock = " FOR UPDATE"
 
     def __init__(self, url: str) -> None:
         import psycopg

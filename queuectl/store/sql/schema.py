@@ -10,7 +10,7 @@ from typing import Any
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, is_due_at
 from queuectl.core.models import PROCESSING, Job
 
-SCHEMA_VERSION = 7  # 7: staged bulk enqueues (jobs.batch, batches), API tokens, progress, attempts, events
+SCHEMA_VERSION = 8  # 7: staged bulk enqueues, API tokens, progress, history, events; 8: labels, retry policy
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     hook_error TEXT,
     schedule TEXT,
     batch TEXT,  -- the bulk enqueue that staged it (see lifecycle.batches)
+    labels TEXT,  -- a JSON object, each pair also a "k=v" row of the label table (for filters)
+    retry_policy TEXT,  -- JSON: the job's own backoff and exit-code policy
     ready INTEGER NOT NULL DEFAULT 0,  -- 1 once run_at has passed: only these are in the claim indexes
     progress_done REAL,
     progress_total REAL,
@@ -89,6 +91,13 @@ CREATE TABLE IF NOT EXISTS job_deps (
     PRIMARY KEY (child, parent, kind)
 );
 CREATE INDEX IF NOT EXISTS job_deps_parent ON job_deps(parent);
+-- a job's labels as "k=v" rows: list/cancel/rm --label k=v find their jobs by this key
+CREATE TABLE IF NOT EXISTS job_labels (
+    label TEXT NOT NULL,
+    job TEXT NOT NULL,
+    PRIMARY KEY (label, job)
+);
+CREATE INDEX IF NOT EXISTS job_labels_job ON job_labels(job);
 CREATE TABLE IF NOT EXISTS schedules (
     name TEXT PRIMARY KEY,
     cron TEXT NOT NULL,
@@ -107,7 +116,8 @@ CREATE TABLE IF NOT EXISTS batches (
     count INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0);
+-- max_running: at most this many of the queue's jobs processing at once (NULL: no limit)
+CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0, max_running INTEGER);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -164,8 +174,10 @@ FIELD_COLUMNS = {
     "progress_total": "progress_total",
     "progress_message": "progress_message",
     "progress_at": "progress_at",
+    "labels": "labels",
+    "retry": "retry_policy",
 }
-JSON_FIELDS = ("env", "after")
+JSON_FIELDS = ("env", "after", "labels", "retry")
 JOB_COLUMNS = ", ".join(FIELD_COLUMNS.values())
 ADDED_COLUMNS = (
     "after_ids",
@@ -176,7 +188,9 @@ ADDED_COLUMNS = (
     "hook_error",
     "schedule",
     "batch",
-)  # schema 3 (batch: 7): added to older files by _migrate
+    "labels",
+    "retry_policy",
+)  # schema 3 (batch: 7, labels and retry_policy: 8): added to older files by _migrate
 PROGRESS_COLUMNS = {
     "progress_done": "REAL",
     "progress_total": "REAL",
@@ -242,11 +256,14 @@ def migrate(conn: sqlite3.Connection) -> None:
     """Bring a file of any earlier version up to date (inside the caller's write transaction)."""
     existing = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if existing and version < 7:  # schema 7: a staged job holds its unique key too
+    if existing and version < 8:  # schema 7: a staged job holds its unique key too; 8: a held one
         conn.execute("DROP INDEX IF EXISTS jobs_unique_active")
     for column in ADDED_COLUMNS if existing else ():
         if column not in existing:
             conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+    queue_columns = {row[1] for row in conn.execute("PRAGMA table_info(queues)")}
+    if queue_columns and "max_running" not in queue_columns:  # schema 8: a queue's concurrency limit
+        conn.execute("ALTER TABLE queues ADD COLUMN max_running INTEGER")
     if existing and "ready" not in existing:  # schema 6: every waiting job starts not-ready; claims promote
         conn.execute("ALTER TABLE jobs ADD COLUMN ready INTEGER NOT NULL DEFAULT 0")
         conn.execute("DROP INDEX IF EXISTS jobs_ready_queue")

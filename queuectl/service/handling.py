@@ -1,0 +1,210 @@
+"""Handling jobs one by one or in bulk: cancel, rm, retry, hold, release, restart, and waiting for
+a whole batch or queue. One function per use case, for every front end (the CLI, the HTTP API).
+
+A bulk verb takes a :class:`Selection`: ids, or filters (states, a queue, a batch), or ``everything``.
+Jobs matched by filters are listed first (in pages, by index), then handled one by one, each in its
+own unit of work: a job that changed state meanwhile is skipped, not an error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from queuectl.core import lifecycle
+from queuectl.core.errors import Conflict, InvalidInput, NotFound, QueuectlError
+from queuectl.core.lifecycle import CANCELLABLE, FINISHED, RESTARTABLE
+from queuectl.core.models import CANCELLED, DEAD, HELD, PROCESSING, STAGED, STATES, Job
+from queuectl.core.validation import check_state, label_filters
+from queuectl.service.jobs import enqueue, get_job
+from queuectl.store import Store
+
+PAGE = 1000  # jobs listed per query while matching filters
+UNFINISHED = tuple(state for state in (*CANCELLABLE, STAGED) if state not in FINISHED)
+
+
+@dataclass
+class Selection:
+    """Which jobs a bulk verb acts on: the ``ids`` given, else every job matching the filters
+    (``everything``: no filter at all, which a front end confirms first)."""
+
+    ids: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
+    queue: str | None = None
+    batch: str | None = None
+    everything: bool = False
+    labels: list[str] = field(default_factory=list)  # --label k=v: every one of them
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.states or self.queue or self.batch or self.labels)
+
+
+@dataclass
+class BulkResult:
+    """The jobs a bulk verb handled, and for each job named by id that it could not, why."""
+
+    done: list[str] = field(default_factory=list)
+    errors: list[tuple[str, QueuectlError]] = field(default_factory=list)
+    skipped: int = 0  # matched by a filter, but changed state before its turn
+
+
+def _matching(store: Store, selection: Selection, allowed: tuple[str, ...], verb: str) -> Iterator[str]:
+    """The ids a selection names (checked up front: a bad selection fails before anything is done)."""
+    if selection.ids and (selection.filtered or selection.everything):
+        raise InvalidInput(f"{verb}: give job ids or filters (--state, --queue, --label, --batch, --all), not both")
+    if not selection.ids and not selection.filtered and not selection.everything:
+        raise InvalidInput(f"{verb}: give job ids, a filter (--state, --queue, --label, --batch) or --all")
+    for state in selection.states:
+        check_state(state)
+        if state not in allowed:
+            raise InvalidInput(f"cannot {verb} {state} jobs: only {', '.join(allowed)} jobs")
+    if selection.ids:
+        return iter(dict.fromkeys(selection.ids))
+    states = tuple(dict.fromkeys(selection.states)) or allowed
+    labels = label_filters(selection.labels)
+    found: list[str] = []
+    for state in states:
+        before: float | None = None
+        while True:
+            page = store.list_jobs(
+                state=state, queue=selection.queue, limit=PAGE, before=before, batch=selection.batch, labels=labels
+            )
+            found.extend(job.id for job in page)
+            if len(page) < PAGE:
+                break
+            before = page[-1].created_at
+    return iter(found)
+
+
+def _bulk(
+    store: Store, selection: Selection, allowed: tuple[str, ...], verb: str, act: Callable[[str, float], Any]
+) -> BulkResult:
+    result = BulkResult()
+    by_id = bool(selection.ids)
+    for job_id in _matching(store, selection, allowed, verb):
+        try:
+            act(job_id, store.now())
+        except (Conflict, NotFound) as exc:
+            if by_id:
+                result.errors.append((job_id, exc))
+            else:
+                result.skipped += 1
+            continue
+        result.done.append(job_id)
+    return result
+
+
+def cancel_jobs(store: Store, selection: Selection) -> BulkResult:
+    """Cancel each selected job that has not finished (a running one is killed within a heartbeat)."""
+    return _bulk(store, selection, CANCELLABLE, "cancel", lambda job_id, now: lifecycle.cancel(store, job_id, now))
+
+
+REMOVABLE = tuple(state for state in STATES if state != PROCESSING)
+
+
+def remove_jobs(store: Store, selection: Selection) -> BulkResult:
+    """Delete each selected job that is not running (one not finished is cancelled first)."""
+    return _bulk(store, selection, REMOVABLE, "remove", lambda job_id, now: lifecycle.remove(store, job_id, now))
+
+
+def retry_jobs(store: Store, selection: Selection) -> BulkResult:
+    """Put each selected dead job back to pending with its attempts reset."""
+    return _bulk(store, selection, (DEAD,), "retry", lambda job_id, now: lifecycle.retry_dead(store, job_id, now))
+
+
+def hold_job(store: Store, job_id: str) -> None:
+    """Keep a pending or failed job back from every worker until :func:`release_job`."""
+    lifecycle.hold(store, job_id, store.now())
+
+
+def release_job(store: Store, job_id: str) -> None:
+    """Let a held job run again."""
+    lifecycle.release(store, job_id, store.now())
+
+
+RESTART_EDITS = ("command", "priority", "queue", "max_retries", "timeout")
+_KEPT = ("command", "queue", "priority", "max_retries", "timeout", "cwd", "env", "unique_key", "on_finish", "labels")
+
+
+def restart_job(store: Store, job_id: str, edits: dict[str, Any]) -> str:
+    """Run a finished job again, as it was or with ``edits`` (command, priority, queue,
+    max_retries, timeout): a new job with a new id, enqueued now; the old one keeps its run
+    (state, exit code, output, attempts) untouched. Returns the new id.
+
+    Its parents are not copied: they completed already (or the restart is what was wanted).
+    Conflict for a job not finished yet (it will run anyway)."""
+    job = get_job(store, job_id)
+    if job.state not in RESTARTABLE:
+        raise Conflict(f"job {job_id} is {job.state}: only a {', '.join(RESTARTABLE)} job can be restarted")
+    unknown = set(edits) - set(RESTART_EDITS)
+    if unknown:
+        raise InvalidInput(f"restart cannot change {', '.join(sorted(unknown))}")
+    spec = {name: getattr(job, name) for name in _KEPT if getattr(job, name) not in (None, {})}
+    spec.update(job.retry)  # its own backoff and exit-code policy
+    spec.update({name: value for name, value in edits.items() if value is not None})
+    return enqueue(store, [spec])[0]
+
+
+# --- waiting for a batch or a queue ---------------------------------------------------------------
+
+
+@dataclass
+class GroupWait:
+    """The end of a wait for a batch or a queue: how many jobs ended dead or cancelled there
+    (a batch: of its own jobs; a queue: one look, since a queue also holds older jobs)."""
+
+    timed_out: bool
+    dead: bool = False
+    cancelled: bool = False
+    left: dict[str, int] = field(default_factory=dict)
+
+
+def _batch_left(store: Store, batch: str) -> dict[str, int]:
+    left = {}
+    for state in UNFINISHED:
+        if store.list_jobs(state=state, batch=batch, limit=1):
+            left[state] = 1
+    return left
+
+
+def _queue_left(store: Store, queue: str) -> dict[str, int]:
+    per_state = store.counts().get(queue, {})
+    return {state: count for state, count in per_state.items() if state not in FINISHED and count}
+
+
+def wait_for_group(
+    store: Store,
+    batch: str | None,
+    queue: str | None,
+    timeout: float | None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> GroupWait:
+    """Block until every job of ``batch`` (or of ``queue``) is finished, or the timeout passes.
+    A held job is not finished: waiting for its queue lasts until it is released and has run."""
+    if (batch is None) == (queue is None):
+        raise InvalidInput("wait: give job ids, --batch B or --queue Q")
+    if batch is not None and not store.list_jobs(batch=batch, limit=1):
+        raise NotFound(f"no batch {batch!r} (enqueue --file prints its batch id)")
+    deadline = None if timeout is None else clock() + timeout
+    interval = 0.05
+    while True:
+        left = _batch_left(store, batch) if batch is not None else _queue_left(store, queue or "")
+        if not left or (deadline is not None and clock() >= deadline):
+            break
+        pause = interval if deadline is None else min(interval, max(0.0, deadline - clock()))
+        sleep(pause)
+        interval = min(interval * 1.5, 1.0)
+    if left:
+        return GroupWait(True, left=left)
+    if batch is not None:
+        dead = bool(store.list_jobs(state=DEAD, batch=batch, limit=1))
+        cancelled = bool(store.list_jobs(state=CANCELLED, batch=batch, limit=1))
+        return GroupWait(False, dead, cancelled)
+    return GroupWait(False)
+
+
+def held_jobs(store: Store, queue: str | None = None, limit: int = 50) -> list[Job]:
+    return store.list_jobs(state=HELD, queue=queue, limit=limit)
