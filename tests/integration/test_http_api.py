@@ -145,8 +145,8 @@ def test_batches_enqueue_ndjson_and_arrays(server: Server) -> None:
         assert response.json()["count"] == 5 and len(set(response.json()["ids"])) == 5
         assert client.get("/api/queues").json()[0] == {
             "name": "batch", "paused": False, "total": 55,
-            "states": {"pending": 55, "waiting": 0, "processing": 0, "completed": 0, "failed": 0, "dead": 0,
-                       "cancelled": 0},
+            "states": {"pending": 55, "waiting": 0, "held": 0, "processing": 0, "completed": 0, "failed": 0,
+                       "dead": 0, "cancelled": 0},
         }  # fmt: skip
 
 
