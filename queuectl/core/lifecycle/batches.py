@@ -26,12 +26,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from queuectl.core.defaults import BATCH_ABANDONED_AFTER_S, BULK_CHUNK, BULK_ONE_TRANSACTION
 from queuectl.core.errors import Conflict, QueuectlError
 from queuectl.core.lifecycle.rules import ending_changes, parents_of, start_state
-from queuectl.core.models import CANCELLED, PENDING, STAGED, WAITING, Job
+from queuectl.core.models import CANCELLED, COMPLETED, DEAD, PENDING, STAGED, WAITING, Job
 
 if TYPE_CHECKING:
     from queuectl.store.base import Store
@@ -101,17 +101,33 @@ def _as_staged(store: Store, batch: str, chunk: list[Job]) -> Iterator[Job]:
     """The chunk's jobs as staged rows of ``batch``; parents are checked as an enqueue checks
     them (they must exist and may still end the right way), but the start state is decided at
     publishing. A parent staged by another batch may yet vanish, so it counts as no job."""
+
+    def staged_parent(parent: str) -> str | None:
+        found = store.get(parent, staged=True)
+        return WAITING if found is not None and found.batch == batch else None
+
     for job in chunk:
         if job.after or job.on_failure_of:
-            states: dict[str, str | None] = dict(store.job_states(parents_of(job)))
-            for parent, state in states.items():
-                if state == STAGED:
-                    found = store.get(parent, staged=True)
-                    states[parent] = WAITING if found is not None and found.batch == batch else None
-            failure = (job.on_failure_of, states.get(job.on_failure_of)) if job.on_failure_of else None
-            start_state(job.id, {p: states.get(p) for p in job.after}, failure)  # raises if it can't exist
+            start_state(job.id, *_parent_states(store, job, staged_parent))  # raises if it can't exist
         job.state, job.batch = STAGED, batch
         yield job
+
+
+def _parent_states(
+    store: Store, job: Job, staged: Callable[[str], str | None], purged_finished: bool = False
+) -> tuple[dict[str, str | None], tuple[str, str | None] | None]:
+    """The arguments of :func:`start_state` for ``job``: its parents' states, a staged parent's
+    as ``staged(parent)`` says; with ``purged_finished``, a parent that is no more as having
+    ended the way the child needs (see :func:`_start_changes`)."""
+    states: dict[str, str | None] = dict(store.job_states(parents_of(job)))
+    for parent, state in states.items():
+        if state == STAGED:
+            states[parent] = staged(parent)
+    after = {parent: states.get(parent) or (COMPLETED if purged_finished else None) for parent in job.after}
+    failure = None
+    if job.on_failure_of:
+        failure = (job.on_failure_of, states.get(job.on_failure_of) or (DEAD if purged_finished else None))
+    return after, failure
 
 
 def publish(store: Store, batch: str, now: float, chunks: int | None = None) -> bool:
@@ -139,24 +155,13 @@ def publish(store: Store, batch: str, now: float, chunks: int | None = None) -> 
 
 
 def _start_changes(store: Store, child: Job, now: float) -> dict[str, object]:
-    states: dict[str, str | None] = dict(store.job_states(parents_of(child)))
-    for parent, state in states.items():
-        if state == STAGED:
-            states[parent] = WAITING
-    failure = (child.on_failure_of, states.get(child.on_failure_of)) if child.on_failure_of else None
+    # a parent still staged has not finished; one purged since staging had finished, and (as
+    # settling counts it) ended the way the child needs
     try:
-        # a parent purged since staging had finished: as settling does, count it as having
-        # ended the way the child needs
-        state = start_state(child.id, {p: states.get(p) or "completed" for p in child.after}, _gone(failure))
+        state = start_state(child.id, *_parent_states(store, child, lambda parent: WAITING, purged_finished=True))
     except QueuectlError as exc:
         return ending_changes(CANCELLED, now, str(exc))
     return {"state": state, "run_at": max(child.run_at, now), "updated_at": now}
-
-
-def _gone(failure: tuple[str, str | None] | None) -> tuple[str, str | None] | None:
-    if failure is None or failure[1] is not None:
-        return failure
-    return failure[0], "dead"
 
 
 def discard(store: Store, batch: str) -> None:
