@@ -68,7 +68,8 @@ def full_scans(plan: list[str]) -> list[str]:
 # --- claim ----------------------------------------------------------------------------------------
 
 
-CLAIM = "SET state = 'processing'"
+CLAIM = "AND ready = 1 AND run_at <="  # the claim's read of the due jobs (then written by id)
+TAKE = "SET state = 'processing'"
 PROMOTE = "SET ready = 1"
 
 
@@ -132,6 +133,10 @@ def test_claim_is_served_by_the_ready_indexes(filled: Store, request: pytest.Fix
         assert any(f"USING INDEX {index}" in line for line in plan), plan
         assert full_scans(plan) == [], plan
         assert not any("TEMP B-TREE" in line for line in plan), f"claim sorts its candidates: {plan}"
+    # the rows it chose are then written by primary key, one probe each
+    take = plan_of(filled, lambda: filled.claim("w2", None, NOW, LEASE), TAKE)
+    assert any("sqlite_autoindex_jobs_1 (id=?)" in line for line in take), take
+    assert full_scans(take) == [], take
 
 
 def _stages(plan: Any) -> list[str]:

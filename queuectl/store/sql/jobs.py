@@ -60,6 +60,12 @@ _dialect_errors = translating_errors(_classify)  # the driver's errors as queuec
 _GATES = "SELECT name, paused, max_running FROM queues WHERE paused = 1 OR max_running IS NOT NULL"
 _GATED = "SELECT name FROM queues WHERE paused = 1 OR max_running IS NOT NULL"
 LIMITS_TTL_S = 1.0
+# a claim's write, by id (see SqlJobs._take): one constant text, prepared once per connection
+_TAKE_SQL = (
+    f"UPDATE jobs SET state = '{PROCESSING}', locked_by = ?, lease_expires_at = ?, attempts = attempts + 1, "
+    "started_at = ?, updated_at = ?, progress_done = NULL, progress_total = NULL, progress_message = NULL, "
+    "progress_at = NULL WHERE id = ?"
+)
 _CHILD_COLUMNS = ", ".join("c." + column for column in FIELD_COLUMNS.values())
 
 
@@ -271,18 +277,28 @@ class SqlJobs(SqlLog):
     def _take(
         self, conn: Any, where: str, params: list[Any], index: str, take: tuple[str, float, float], count: int
     ) -> list[Job]:
+        """Read the next ``count`` due rows, then mark them taken by id: an ``UPDATE ... WHERE id
+        IN (SELECT ...) RETURNING`` does the same in one statement but cost SQLite ~3 x the CPU
+        (~75 against ~25 us). Safe as two: SQLite has one writer, and PostgreSQL locks the rows it
+        read (``skip_locked``), so nobody takes them in between."""
         worker_id, now, lease = take
         rows = conn.execute(
-            f"UPDATE jobs SET state = '{PROCESSING}', locked_by = ?, lease_expires_at = ?, "
-            f"attempts = attempts + 1, started_at = ?, updated_at = ?, progress_done = NULL, "
-            f"progress_total = NULL, progress_message = NULL, progress_at = NULL "
-            f"WHERE id IN (SELECT id FROM jobs {self.hint(index)} "
+            f"SELECT {JOB_COLUMNS} FROM jobs {self.hint(index)} "
             f"WHERE {CLAIMABLE_SQL} AND ready = 1 AND run_at <= ?{where} "
-            f"ORDER BY priority DESC, created_at LIMIT ?{self.skip_locked}) RETURNING {JOB_COLUMNS}",
-            [worker_id, now + lease, now, now, now, *params, count],
+            f"ORDER BY priority DESC, created_at LIMIT ?{self.skip_locked}",
+            [now, *params, count],
         ).fetchall()
-        # RETURNING gives no order: restore the claim order within this queue
-        return sorted((row_job(row) for row in rows), key=lambda job: (-job.priority, job.created_at))
+        if not rows:
+            return []
+        expires = now + lease
+        conn.executemany(_TAKE_SQL, [(worker_id, expires, now, now, row[0]) for row in rows])
+        jobs = [row_job(row) for row in rows]
+        for job in jobs:  # what the UPDATE wrote, without reading it back
+            job.state, job.locked_by, job.lease_expires_at = PROCESSING, worker_id, expires
+            job.attempts += 1
+            job.started_at = job.updated_at = now
+            job.progress_done = job.progress_total = job.progress_message = job.progress_at = None
+        return jobs
 
     @_dialect_errors
     def update_job(

@@ -54,8 +54,12 @@ EVENT_INSERT = (
 _EVENT_COLUMNS = "seq, at, kind, job_id, queue, state, data"
 
 
+# json.dumps(..., separators=...) builds a new encoder on every call; every transition logs an event
+_encode_data = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def event_row(event: Event) -> tuple[Any, ...]:
-    data = json.dumps(event.data, separators=(",", ":")) if event.data else None
+    data = _encode_data(event.data) if event.data else None
     return (event.at, event.kind, event.job_id, event.queue, event.job_id, event.state, data)
 
 
@@ -98,7 +102,7 @@ class SqlLog:
 
     def _log_events_for(self, conn: Any, event: Event, where: str, params: tuple[Any, ...] = ()) -> None:
         """One copy of ``event`` for every job matching ``where`` (with ``params``; before a bulk update)."""
-        data = json.dumps(event.data, separators=(",", ":")) if event.data else None
+        data = _encode_data(event.data) if event.data else None
         conn.execute(
             f"INSERT INTO events (at, kind, job_id, queue, state, data) "
             f"SELECT ?, ?, id, queue, ?, ? FROM jobs WHERE {where} ORDER BY created_at",
