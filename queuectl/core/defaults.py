@@ -18,6 +18,7 @@ MAX_RUN_AT = 32503680000.0  # 3000-01-01T00:00:00Z: a later --run-at is a typo (
 # default), since no transaction holds the lock for long (a big enqueue commits in chunks)
 SQLITE_BUSY_TIMEOUT_S = 10.0
 SQLITE_INSERT_BATCH = 1000  # rows per executemany of a bulk insert
+PROMOTE_BATCH = 1000  # due jobs a claim moves into the claim indexes at most (the earliest first)
 BULK_ONE_TRANSACTION = 50_000  # a bulk enqueue up to this many jobs is one transaction (about 1 s)
 BULK_CHUNK = 5_000  # jobs per further transaction of a bigger one (a tenth of a second of lock)
 BATCH_ABANDONED_AFTER_S = 120.0  # a bulk enqueue whose stager went quiet this long is deleted
