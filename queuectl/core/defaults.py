@@ -32,6 +32,7 @@ CHORE_CHECK_S = 1.0  # schedules and hooks are looked at this often (or every po
 RETENTION_EVERY_S = 60.0  # a retention pass (one batch) this often, sooner while a backlog remains
 FIRST_RETENTION_S = 6.0  # the first retention pass comes this soon after a worker starts
 RETENTION_BATCH = 1000  # rows per transaction: a big purge never holds the write lock for long
+PURGE_YIELD_S = 0.1  # a purge leaves the lock free this long (or as long as it held it) between batches
 
 # --- the dashboard ------------------------------------------------------------------------------
 THROUGHPUT_BUCKET_S = 60.0  # throughput per minute
