@@ -133,6 +133,9 @@ def entry() -> None:
         else:
             print(exc.code, file=sys.stderr)
             code = 1
+    from queuectl.cli.context import close_stores
+
+    close_stores()  # lets SQLite remove its -wal file: see close_stores
     try:
         sys.stdout.flush()
         sys.stderr.flush()

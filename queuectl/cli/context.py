@@ -7,6 +7,19 @@ import typer
 from queuectl.core.config import default_db_url, resolve_db_url
 from queuectl.store import Store, open_store
 
+_OPENED: list[Store] = []  # closed by close_stores() on the way out
+
+
+def close_stores() -> None:
+    """Close every store a command opened. The console script exits without the interpreter's
+    teardown, and only a closed connection lets SQLite checkpoint and remove its ``-wal`` file:
+    left open, the log of a loop of commands (no worker running) grows without end."""
+    while _OPENED:
+        try:
+            _OPENED.pop().close()
+        except Exception:  # noqa: BLE001 - exiting anyway; the command's own result stands
+            pass
+
 
 class AppContext:
     """The database URL by precedence, and its store once a command needs it."""
@@ -21,6 +34,7 @@ class AppContext:
         if self._store is None:
             # only the default data folder is created; any other path must lead to a folder
             self._store = open_store(self.db_url, create_folder=self.db_url == default_db_url())
+            _OPENED.append(self._store)
         return self._store
 
     def command(self, *args: str) -> str:

@@ -18,6 +18,7 @@ MAX_RUN_AT = 32503680000.0  # 3000-01-01T00:00:00Z: a later --run-at is a typo (
 # default), since no transaction holds the lock for long (a big enqueue commits in chunks)
 SQLITE_BUSY_TIMEOUT_S = 10.0
 SQLITE_INSERT_BATCH = 1000  # rows per executemany of a bulk insert
+PROMOTE_BATCH = 1000  # due jobs a claim moves into the claim indexes at most (the earliest first)
 BULK_ONE_TRANSACTION = 50_000  # a bulk enqueue up to this many jobs is one transaction (about 1 s)
 BULK_CHUNK = 5_000  # jobs per further transaction of a bigger one (a tenth of a second of lock)
 BATCH_ABANDONED_AFTER_S = 120.0  # a bulk enqueue whose stager went quiet this long is deleted
@@ -31,6 +32,7 @@ CHORE_CHECK_S = 1.0  # schedules and hooks are looked at this often (or every po
 RETENTION_EVERY_S = 60.0  # a retention pass (one batch) this often, sooner while a backlog remains
 FIRST_RETENTION_S = 6.0  # the first retention pass comes this soon after a worker starts
 RETENTION_BATCH = 1000  # rows per transaction: a big purge never holds the write lock for long
+PURGE_YIELD_S = 0.1  # a purge leaves the lock free this long (or as long as it held it) between batches
 
 # --- the dashboard ------------------------------------------------------------------------------
 THROUGHPUT_BUCKET_S = 60.0  # throughput per minute

@@ -12,7 +12,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 from queuectl.core import lifecycle
 from queuectl.core.config import RuntimeConfig
-from queuectl.core.defaults import MAX_LINE_BYTES, RETENTION_BATCH
+from queuectl.core.defaults import MAX_LINE_BYTES, PURGE_YIELD_S, RETENTION_BATCH
 from queuectl.core.errors import Conflict, DuplicateJobId, InvalidInput, NotFound, UniqueKeyTaken
 from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import CANCELLED, COMPLETED, DEAD, Job, new_job_id
@@ -238,17 +238,27 @@ def purge(
     dry_run: bool = False,
     max_batches: int | None = None,
     progress: Callable[[int], None] | None = None,
+    pause: Callable[[float], None] = time.sleep,
 ) -> int:
     """Delete finished jobs by state and age, in batches (at most ``max_batches``); ``dry_run``
-    counts. ``progress`` is told how many were deleted so far, after each batch."""
+    counts. ``progress`` is told how many were deleted so far, after each batch.
+
+    Between two batches the write lock stays free as long as the last batch held it (at most
+    PURGE_YIELD_S): taken again at once, it left other writers (workers' heartbeats, claims),
+    whose busy handler polls every 1-100 ms, hardly a moment to get in."""
     check_purgeable(states)
     before = None if older_than is None else now - older_than
     if dry_run:
         return store.count_purgeable(states, before)
     total = 0
     batches = 0
+    took = 0.0
     while max_batches is None or batches < max_batches:
+        if batches:
+            pause(min(PURGE_YIELD_S, max(took, 0.001)))
+        started = time.monotonic()
         deleted = store.purge(states, before, limit=RETENTION_BATCH)
+        took = time.monotonic() - started
         total += deleted
         batches += 1
         if progress is not None:

@@ -15,6 +15,7 @@ import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
+from queuectl.core.defaults import PROMOTE_BATCH
 from queuectl.core.defaults import SQLITE_INSERT_BATCH as _INSERT_BATCH
 from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
 from queuectl.core.lifecycle import AFTER, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked, is_due
@@ -210,10 +211,13 @@ class SqlJobs(SqlLog):
         limit: int,
     ) -> list[Job]:
         claimed: list[Job] = []
-        conn.execute(  # the jobs whose time has come join the claim indexes
+        conn.execute(  # the jobs whose time has come join the claim indexes, a bounded number per
+            # claim: a mass due at once (a published enqueue --file, a million --delay 1h jobs) is
+            # promoted over many claims, never in one long transaction. The earliest first as the
+            # run_at index is walked (no ORDER BY: that would let PostgreSQL sort all the due ones)
             f"UPDATE jobs SET ready = 1 WHERE id IN (SELECT id FROM jobs {self.hint('jobs_not_due')} "
-            f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ?{self.skip_locked})",
-            (now,),
+            f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ? LIMIT ?{self.skip_locked})",
+            (now, PROMOTE_BATCH),
         )
         paused, limited = self._gates(conn)
         take = (worker_id, now, lease)
