@@ -25,42 +25,42 @@ from typing import Any, Callable
 
 SMALL_JOBS = 1000
 QUEUES = 4
-CALLS = 20  # calls per sample: one call is well under a millisecond
+CALLS = 50  # calls per sample: one call is well under a millisecond
 TRIGGERS = ("jobs_count_insert", "jobs_count_update", "jobs_count_delete")
 
 
-def fill(path: str, jobs: int) -> None:
-    """``jobs`` jobs in a fresh SQLite store at ``path``: 96% completed (with durations), 2% dead,
-    1% failed, 1% pending, over :data:`QUEUES` queues and the last 30 days."""
+_INSERT = """
+WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ? - 1)
+INSERT INTO jobs (id, command, state, queue, priority, attempts, max_retries, run_at, created_at,
+    updated_at, started_at, finished_at, duration, exit_code, last_error, output, ready)
+SELECT printf(? || '%010d', i), 'echo ' || i, s, 'q' || (i % ?), 0, 1, 3, t, t, t + 1, t + 0.5,
+    CASE WHEN s IN ('completed', 'dead') THEN t + 1 END, CASE WHEN s = 'completed' THEN 0.5 END,
+    CASE WHEN s = 'completed' THEN 0 ELSE 1 END, CASE WHEN s = 'completed' THEN NULL ELSE 'exit 1' END,
+    i || char(10), CASE WHEN s = 'pending' THEN 1 ELSE 0 END
+FROM (SELECT i, ? + i * ? AS t, CASE i % 100 WHEN 0 THEN 'dead' WHEN 1 THEN 'dead' WHEN 2 THEN 'failed'
+    WHEN 3 THEN 'pending' ELSE 'completed' END AS s FROM n)
+"""
+
+
+def fill(path: str, jobs: int, now: float) -> None:
+    """A fresh SQLite store at ``path``: the same :data:`SMALL_JOBS` recent jobs (the last hour)
+    in every store, and ``jobs - SMALL_JOBS`` older ones (2 to 32 days ago): a big store is a
+    small one with a long history. 96% completed (with durations), 2% dead, 1% failed, 1%
+    pending, over :data:`QUEUES` queues."""
     from queuectl.store.sql.counters import SQLITE_COUNTERS, recount
     from queuectl.store.sql.sqlite import SqliteStore
 
     SqliteStore(path).close()  # the real schema, counters included
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("BEGIN")
         for trigger in TRIGGERS:
             conn.execute(f"DROP TRIGGER {trigger}")
-        start = time.time() - 30 * 86400
-        step = 30 * 86400 / max(jobs, 1)
-        conn.execute(
-            """
-            WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ? - 1)
-            INSERT INTO jobs (id, command, state, queue, priority, attempts, max_retries, run_at,
-                created_at, updated_at, started_at, finished_at, duration, exit_code, last_error,
-                output, ready)
-            SELECT printf('j%010d', i), 'echo ' || i, s, 'q' || (i % ?), 0, 1, 3, t, t, t + 1,
-                t + 0.5, CASE WHEN s IN ('completed', 'dead') THEN t + 1 END,
-                CASE WHEN s = 'completed' THEN 0.5 END, CASE WHEN s = 'completed' THEN 0 ELSE 1 END,
-                CASE WHEN s = 'completed' THEN NULL ELSE 'exit 1' END, i || char(10),
-                CASE WHEN s = 'pending' THEN 1 ELSE 0 END
-            FROM (SELECT i, ? + i * ? AS t, CASE i % 100 WHEN 0 THEN 'dead' WHEN 1 THEN 'dead'
-                WHEN 2 THEN 'failed' WHEN 3 THEN 'pending' ELSE 'completed' END AS s FROM n)
-            """,
-            (jobs, QUEUES, start, step),
-        )
+        old = jobs - SMALL_JOBS
+        if old > 0:
+            conn.execute(_INSERT, (old, "o", QUEUES, now - 32 * 86400, 30 * 86400 / old))
+        conn.execute(_INSERT, (SMALL_JOBS, "j", QUEUES, now - 3600, 3600 / SMALL_JOBS))
         for statement in (*recount("job_counts"), *SQLITE_COUNTERS):
             conn.execute(statement)
         conn.execute("COMMIT")
@@ -94,11 +94,17 @@ def calls() -> dict[str, Callable[[Any], Any]]:
     }
 
 
-def sample_ms(store: Any, call: Callable[[Any], Any]) -> float:
-    started = time.perf_counter()
-    for _ in range(CALLS):
-        call(store)
-    return (time.perf_counter() - started) / CALLS * 1000
+def paired_ms(small: Any, big: Any, call: Callable[[Any], Any]) -> tuple[float, float]:
+    """Mean ms of ``call`` on each store, the calls alternating one by one (a busy moment of the
+    shared machine then slows both alike)."""
+    spent = [0.0, 0.0]
+    for n in range(CALLS):
+        for side in (0, 1) if n % 2 else (1, 0):  # neither always first
+            store = (small, big)[side]
+            started = time.perf_counter()
+            call(store)
+            spent[side] += time.perf_counter() - started
+    return spent[0] / CALLS * 1000, spent[1] / CALLS * 1000
 
 
 def scenario(bench: Any, backend: str, run: int, target: Any) -> None:
@@ -130,8 +136,9 @@ def scenario(bench: Any, backend: str, run: int, target: Any) -> None:
         paths = (os.path.join(folder, "small.db"), os.path.join(folder, "big.db"))
         print(f"building the read-side stores: {SMALL_JOBS} and {n:,} jobs ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        fill(paths[0], SMALL_JOBS)
-        fill(paths[1], n)
+        now = time.time()
+        fill(paths[0], SMALL_JOBS, now)
+        fill(paths[1], n, now)
         size = os.path.getsize(paths[1]) / 2**20
         print(f"  built in {time.perf_counter() - started:.1f}s ({size:.0f} MB)", file=sys.stderr, flush=True)
         stores = bench.reads_stores = (*paths, n)
@@ -142,9 +149,9 @@ def scenario(bench: Any, backend: str, run: int, target: Any) -> None:
             call(small_store), call(big_store)
         for _ in range(reps):
             for name, call in todo.items():
-                small_key, big_key = figures[name]
-                res.add(small_key, run, sample_ms(small_store, call))
-                res.add(big_key, run, sample_ms(big_store, call))
+                small_ms, big_ms = paired_ms(small_store, big_store, call)
+                res.add(figures[name][0], run, small_ms)
+                res.add(figures[name][1], run, big_ms)
         res.add(before, run, statistics.median(group_by_ms(stores[1]) for _ in range(3)))
     finally:
         small_store.close()
