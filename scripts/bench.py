@@ -37,6 +37,9 @@ Scenarios (``--only`` takes these names, comma separated):
   http    ``queuectl serve``: POST /api/jobs with 8 keep-alive clients (requests/s, p50, p99),
           batch submission (jobs/s) and GET /api/jobs?state=... on the scale store. Baseline:
           GET /healthz of the same server (scripts/bench_http.py says how).
+  reads   status, one dashboard refresh, one /metrics scrape, list --state S --limit 50 and show
+          on a store of 1M jobs (--reads-jobs N, e.g. 10M) filled by raw SQL. Baseline: the same
+          on a 1,000-job store (scripts/bench_reads.py says how).
 
 Every process runs with a fresh database, XDG_DATA_HOME in a temporary folder, and compiled
 bytecode in a private PYTHONPYCACHEPREFIX (PYTHONDONTWRITEBYTECODE is dropped: with it, an
@@ -72,7 +75,7 @@ from typing import Any, Callable, Iterator, Optional
 from queuectl.core import lifecycle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ("drain", "pickup", "cli", "idle", "bulk", "scale", "http")
+SCENARIOS = ("drain", "pickup", "cli", "idle", "bulk", "scale", "http", "reads")
 MONGO_SCENARIOS = ("drain", "pickup", "cli")
 POSTGRES_SCENARIOS = ("drain", "pickup", "bulk", "scale")  # each test in its own schema, dropped after
 DRAIN_SHAPES = ((2, 1), (1, 2), (2, 4))  # (worker processes, concurrency each)
@@ -1093,6 +1096,13 @@ def scenario_http(bench: Bench, backend: str, run: int) -> None:
     bench_http.scenario(bench, backend, run, Target, at_least, BenchFailure, big_store)
 
 
+def scenario_reads(bench: Bench, backend: str, run: int) -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_reads
+
+    bench_reads.scenario(bench, backend, run, Target)
+
+
 # --- the table and the JSON ---------------------------------------------------------------------
 
 
@@ -1188,6 +1198,7 @@ RUNNERS: dict[str, Callable[[Bench, str, int], None]] = {
     "bulk": scenario_bulk,
     "scale": scenario_scale,
     "http": lambda bench, backend, run: scenario_http(bench, backend, run),
+    "reads": lambda bench, backend, run: scenario_reads(bench, backend, run),
 }
 
 
@@ -1198,6 +1209,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--json", default="bench-results.json", metavar="PATH", help="where to write results")
     parser.add_argument("--only", default="", metavar="NAME[,NAME]", help=f"scenarios: {','.join(SCENARIOS)}")
     parser.add_argument("--scale-jobs", type=int, default=None, metavar="N", help="jobs in the scale store")
+    parser.add_argument("--reads-jobs", type=int, default=None, metavar="N", help="jobs in the reads store (1M)")
     parser.add_argument(
         "--mongodb-url",
         default=None,

@@ -178,7 +178,7 @@ def list_jobs(
 ) -> JobPage:
     """Jobs newest first, in any of ``states`` (none: every state) and one queue, created before
     ``before`` when given (the cursor of the next page: the last job's ``created_at``).
-    ``count=False`` skips counting the matches (the per-queue totals cost ~0.1 s at a million jobs).
+    ``count=False`` skips counting the matches (the per-queue counters: a read of a few rows).
 
     Each state is one indexed query of at most ``limit`` rows, merged by creation time. When the
     limit was reached (or on a later page), the count of all matches comes from the per-queue

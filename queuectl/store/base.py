@@ -343,7 +343,8 @@ class Store(abc.ABC):
 
     def repair(self, now: float) -> int:
         """Finish or undo what a client that died mid-way left in the store's own bookkeeping
-        (MongoDB: bulk inserts committed but not published, or abandoned). Idempotent, safe to
+        (MongoDB: bulk inserts committed but not published, or abandoned; PostgreSQL: folds the
+        counters' delta rows). Idempotent, safe to
         run from every worker at once; returns how many things it dealt with."""
         return 0
 

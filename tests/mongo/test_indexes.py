@@ -86,28 +86,29 @@ def test_a_complete_set_of_indexes_is_left_alone(capsys: pytest.CaptureFixture[s
     assert "cannot build MongoDB index due (not authorized)" in capsys.readouterr().err
 
 
-def test_counts_and_durations_read_only_the_fields_their_index_holds() -> None:
+def test_counts_and_durations_read_the_counters_and_only_the_jobs_still_marked() -> None:
     w = World()
     lifecycle.enqueue(w.store, [job("a", queue="q1"), job("b", queue="q2"), job("c", queue="q2")])
     w.claim(1)
     w.complete_all(T + 2)
-    pipelines: list[list[dict[str, Any]]] = []
-    original = w.store._jobs._collection.aggregate
+    found: list[int] = []
+    original = w.store._jobs.find
 
-    def spy(pipeline: list[dict[str, Any]], **kwargs: Any) -> Any:
-        pipelines.append(pipeline)
-        return original(pipeline, **kwargs)
+    def spy(query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        found.append(len(list(original(query, *args, **kwargs))))
+        return original(query, *args, **kwargs)
 
-    w.store._jobs._collection.aggregate = spy
+    w.store._jobs.find = spy  # type: ignore[method-assign]
+    assert w.store.counts() == {"q1": {"completed": 1}, "q2": {"pending": 2}}
+    assert found == [3]  # before a repair pass: the marked jobs, each read by the index on the mark
+    w.store._jobs.find = original  # type: ignore[method-assign]
+    w.store.repair(T + 3)
+    w.store._jobs.find = spy  # type: ignore[method-assign]
+    found.clear()
     assert w.store.counts() == {"q1": {"completed": 1}, "q2": {"pending": 2}}
     assert w.store.duration_totals() == (1, 1.0)
-
-    counts, durations = pipelines
-    assert counts[0] == {"$sort": {"state": 1, "queue": 1}}  # walks the (state, queue) index in order
-    assert counts[1] == {"$project": {"_id": 0, "state": 1, "queue": 1}}  # covered: no document read
-    assert JOB_INDEXES["counts_v2"][0] == [("state", 1), ("queue", 1)]
-    assert durations[1] == {"$project": {"_id": 0, "duration": 1}}
-    assert JOB_INDEXES["durations_v2"][0] == [("state", 1), ("duration", 1)]
+    assert found == [0, 0]  # after it: the counters alone, not one job
+    assert JOB_INDEXES["counting_v1"] == ([("cdirty", 1)], {"sparse": True})
 
 
 def test_a_huge_id_list_is_asked_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:

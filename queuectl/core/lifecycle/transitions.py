@@ -361,7 +361,8 @@ def repair(store: Store, now: float, grace: float = SETTLE_GRACE_S) -> int:
     """Resume the follow-ups a crash or an outage between steps left (stores without
     transactions): the store's own bookkeeping (bulk inserts), then the dependants of finished
     jobs still marked. Idempotent, safe from every worker at once; returns how much it did."""
-    if store.transactional:
+    if store.transactional:  # nothing to resume; the store may still tidy up (PostgreSQL: counters)
+        store.repair(now)
         return 0
     done = store.repair(now)
     released = settle_marked(store, now, grace)

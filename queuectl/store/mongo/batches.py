@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 from queuectl.core.defaults import MONGO_INSERT_BATCH as CHUNK
 from queuectl.core.errors import Conflict, StoreUnavailable
 from queuectl.core.models import Job
+from queuectl.store.mongo.counts import DIRTY
 from queuectl.store.mongo.docs import job_doc
 from queuectl.store.mongo.writes import TOKEN, is_uncertain, new_token, resolved
 
@@ -59,6 +60,7 @@ class MongoBatches:
                 staging[job.id] = job.state
                 doc = job_doc(job)
                 doc["final_state"], doc["state"], doc["staging_batch"] = doc["state"], STAGING, batch
+                del doc[DIRTY]  # not counted while staged: publishing marks it
                 chunk.append(doc)
                 count += 1
                 if len(chunk) >= CHUNK:
@@ -145,7 +147,10 @@ class MongoBatches:
         for state in self._jobs.distinct("final_state", {"staging_batch": batch}):
             self._jobs.update_many(
                 {"staging_batch": batch, "final_state": state},
-                {"$set": {"state": state, TOKEN: batch}, "$unset": {"staging_batch": "", "final_state": ""}},
+                {
+                    "$set": {"state": state, TOKEN: batch, DIRTY: batch},
+                    "$unset": {"staging_batch": "", "final_state": ""},
+                },
             )
         self._batches.delete_one({"_id": batch, "state": COMMITTED})
 

@@ -25,6 +25,9 @@ INDEX_FIELDS = (
     "outbox",
     "outbox_at",
     "label_keys",
+    "cdirty",
+    "cs",
+    "cv",
 )
 NOT_READ = {"history": 0, "outputs": 0, "outbox": 0}  # a projection: what reading a job leaves out
 
@@ -46,6 +49,7 @@ def job_doc(job: Job) -> dict[str, Any]:
         doc["ready"] = is_due_at(job.state, job.run_at, job.created_at)  # due already: claimable
     doc["outbox"] = [outbox_entry(events.enqueued(job))]  # published once the job is visible
     doc["outbox_at"] = job.created_at
+    doc["cdirty"] = "new"  # not counted yet (see mongo.counts); a staged one is published with a new mark
     return doc
 
 

@@ -1,8 +1,5 @@
-"""The MongoDB store's reads: single jobs, listings, and the aggregates the dashboard refreshes.
-
-The aggregates read indexes only (a sort on the index's keys and a projection to them make the
-plan a covered index scan: no document is fetched), so a status or a scrape costs the size of an
-index, never a read of every job's output.
+"""The MongoDB store's reads: single jobs, listings, and the aggregates the dashboard refreshes
+(the counts per queue and state are counters: see :mod:`.counts`).
 """
 
 from __future__ import annotations
@@ -10,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE
-from queuectl.core.models import COMPLETED, DEAD, FAILED, PROCESSING, STAGED, STATES, WAITING, Job
+from queuectl.core.models import DEAD, FAILED, PROCESSING, STAGED, STATES, WAITING, Job
 from queuectl.store.mongo.batches import STAGING
 from queuectl.store.mongo.docs import doc_job
 from queuectl.store.mongo.errors import translate_errors as _translate_errors
@@ -79,19 +76,6 @@ class MongoReads:
         return [doc_job(doc) for doc in cursor]
 
     @_translate_errors
-    def counts(self) -> dict[str, dict[str, int]]:
-        result: dict[str, dict[str, int]] = {}
-        pipeline = [  # covered by the (state, queue) index: no document is read
-            {"$sort": {"state": 1, "queue": 1}},
-            {"$project": {"_id": 0, "state": 1, "queue": 1}},
-            {"$group": {"_id": {"state": "$state", "queue": "$queue"}, "n": {"$sum": 1}}},
-        ]
-        for row in self._jobs.aggregate(pipeline):
-            if row["_id"]["state"] not in (STAGING, STAGED):
-                result.setdefault(row["_id"]["queue"], {})[row["_id"]["state"]] = row["n"]
-        return result
-
-    @_translate_errors
     def changed_since(self, since: float, limit: int = 100) -> list[Job]:
         query = {"state": {"$in": list(STATES)}, "updated_at": {"$gte": since}}  # the `updated` index
         cursor = self._jobs.find(query).sort([("updated_at", 1), ("_id", 1)]).limit(limit)
@@ -115,16 +99,6 @@ class MongoReads:
     def recent_failures(self, limit: int = 5) -> list[Job]:
         cursor = self._jobs.find({"state": {"$in": [FAILED, DEAD]}}).sort("updated_at", -1).limit(limit)
         return [doc_job(doc) for doc in cursor]
-
-    @_translate_errors
-    def duration_totals(self) -> tuple[int, float]:
-        pipeline = [  # covered by the (state, duration) index
-            {"$match": {"state": COMPLETED, "duration": {"$ne": None}}},
-            {"$project": {"_id": 0, "duration": 1}},
-            {"$group": {"_id": None, "n": {"$sum": 1}, "total": {"$sum": "$duration"}}},
-        ]
-        rows = list(self._jobs.aggregate(pipeline))
-        return (int(rows[0]["n"]), float(rows[0]["total"])) if rows else (0, 0.0)
 
     @_translate_errors
     def next_due(self, queues: list[str] | None) -> float | None:

@@ -23,6 +23,7 @@ from queuectl.store.base import Store, Waker
 from queuectl.store.mongo import writes
 from queuectl.store.mongo.batches import STAGING, MongoBatches
 from queuectl.store.mongo.clock import ServerClock
+from queuectl.store.mongo.counts import DIRTY, MongoCounts, mark
 from queuectl.store.mongo.docs import doc_job, fence, job_doc
 from queuectl.store.mongo.errors import translate_errors as _translate_errors
 from queuectl.store.mongo.events import PUBLISH_GRACE_S, MongoLog, with_attempt, with_outbox
@@ -36,7 +37,7 @@ MAX_UNSETTLED = 100  # marked jobs one repair pass settles
 _PROGRESS = ("progress_done", "progress_total", "progress_message", "progress_at")
 
 
-class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
+class MongoStore(MongoRegistry, MongoBatches, MongoCounts, MongoReads, MongoLog, Store):
     """Jobs, schedules, config, queues, workers and bulk-insert batches as collections of one database.
 
     No multi-document transactions: a unit of work groups nothing, and each primitive is one
@@ -68,6 +69,8 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
         self._schedules = db["schedules"]
         self._events = db["events"]
         self._counters = db["counters"]
+        self._job_counts = db["job_counts"]  # counts(): see mongo.counts
+        self._count_deltas = db["count_deltas"]
         self._staging_states: dict[str, str] = {}  # the jobs of an insert_jobs in progress
         self._unit_depth = 0
         self._unpublished: list[str] = []  # jobs whose outboxes the open unit publishes at its end
@@ -208,7 +211,7 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
         token = writes.new_token()
         held = {"state": PROCESSING, "locked_by": worker_id, "lease_expires_at": now + lease}
         update: dict[str, Any] = {
-            "$set": {**held, "started_at": now, "updated_at": now, writes.TOKEN: token},
+            "$set": {**held, "started_at": now, "updated_at": now, writes.TOKEN: token, DIRTY: mark()},
             "$unset": {"ready": "", **dict.fromkeys(_PROGRESS, "")},  # a new attempt reports afresh
             "$inc": {"attempts": 1},
         }
@@ -274,6 +277,8 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
         update: dict[str, Any] = {"$set": plain}
         unset: dict[str, str] = {}
         state = changes.get("state")
+        if state is not None or "queue" in changes or "duration" in changes:
+            plain[DIRTY] = mark()  # the counters' mark, in the same write (see mongo.counts)
         if state is not None:
             if state in CLAIMABLE:
                 plain["ready"] = is_due(changes)
@@ -357,7 +362,7 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
         if limit is not None:
             ids = [doc["_id"] for doc in self._jobs.find(query, {"_id": 1}).limit(limit)]
             query = {**query, "_id": {"$in": ids}}  # re-checked: a job retried meanwhile stays
-        return int(self._jobs.delete_many(query).deleted_count)
+        return int(self._jobs.delete_many(self._count_out(query)).deleted_count)
 
     @_translate_errors
     def count_purgeable(self, states: list[str], finished_before: float | None = None) -> int:
@@ -388,9 +393,13 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
 
     @_translate_errors
     def repair(self, now: float) -> int:
-        """Publish committed bulk inserts and remove abandoned ones (:meth:`sweep_batches`), then
-        publish the events writers left in outboxes (:meth:`publish_due`)."""
-        return self.sweep_batches(now) + self.publish_due(now - PUBLISH_GRACE_S)
+        """Publish committed bulk inserts and remove abandoned ones (:meth:`sweep_batches`),
+        publish the events writers left in outboxes (:meth:`publish_due`), then count marked
+        jobs and fold the counters' deltas (:mod:`.counts`)."""
+        done = self.sweep_batches(now) + self.publish_due(now - PUBLISH_GRACE_S)
+        self.sync_counts()  # the counters' bookkeeping: nothing becomes claimable by it
+        self.fold_counts()
+        return done
 
     # --- waking -----------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from queuectl.core.models import (
     Lease,
 )
 from queuectl.store.base import translating_errors
+from queuectl.store.sql.counters import SQLITE_READ
 from queuectl.store.sql.log import EVENT_INSERT as _EVENT_SQL
 from queuectl.store.sql.log import SqlLog, enqueued_rows, event_row
 from queuectl.store.sql.schema import (
@@ -546,12 +547,16 @@ class SqlJobs(SqlLog):
         ).fetchall()
         return [row_job(row) for row in rows]
 
+    # the counters kept by triggers (see :mod:`queuectl.store.sql.counters`): a read of a few
+    # rows per queue, whatever the number of jobs
+    counters_sql = SQLITE_READ
+
     @_dialect_errors
     def counts(self) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}
-        for state, queue, count in self._conn.execute("SELECT state, queue, count(*) FROM jobs GROUP BY state, queue"):
-            if state != STAGED:
-                result.setdefault(queue, {})[state] = count
+        for queue, state, count, _, _ in self._conn.execute(self.counters_sql):
+            if count:
+                result.setdefault(queue, {})[state] = int(count)
         return result
 
     @_dialect_errors
@@ -589,10 +594,11 @@ class SqlJobs(SqlLog):
 
     @_dialect_errors
     def duration_totals(self) -> tuple[int, float]:
-        count, total = self._conn.execute(
-            f"SELECT count(duration), coalesce(sum(duration), 0) FROM jobs WHERE state = '{COMPLETED}'"
-        ).fetchone()
-        return int(count), float(total)
+        count, total = 0, 0.0
+        for _, state, _, timed, seconds in self._conn.execute(self.counters_sql):
+            if state == COMPLETED and timed:
+                count, total = count + int(timed), total + float(seconds)
+        return count, total
 
     @_dialect_errors
     def next_due(self, queues: list[str] | None) -> float | None:

@@ -29,6 +29,7 @@ from queuectl.core.defaults import (
 )
 from queuectl.core.errors import InvalidInput
 from queuectl.store.base import Store, Waker
+from queuectl.store.sql.counters import PG_COMPACT, PG_READ
 from queuectl.store.sql.jobs import SqlJobs
 from queuectl.store.sql.pg_errors import first_line, pg_error
 from queuectl.store.sql.pg_schema import SCHEMA_VERSION, known_version, migrate
@@ -74,6 +75,7 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
     child_lock = " FOR UPDATE OF c"
     paused_inline = True
     queue_lock = " FOR UPDATE"
+    counters_sql = PG_READ  # delta rows, summed: see queuectl.store.sql.counters
 
     def __init__(self, url: str) -> None:
         import psycopg
@@ -196,6 +198,13 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
         if self._depth:
             return self._joined
         return _Transaction(self, translate=True)
+
+    def repair(self, now: float) -> int:
+        """Fold the counters' delta rows into one row per (queue, state), so that a read sums a
+        few rows (run by the housekeeper every heartbeat interval). Nothing becomes claimable: 0."""
+        with self._write() as conn:
+            conn.execute(PG_COMPACT)
+        return 0
 
     # --- waking -----------------------------------------------------------------------------
 

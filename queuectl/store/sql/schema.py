@@ -9,8 +9,10 @@ from typing import Any
 
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, is_due_at
 from queuectl.core.models import PROCESSING, Job
+from queuectl.store.sql.counters import SQLITE_COUNTERS, recount
 
-SCHEMA_VERSION = 8  # 7: staged bulk enqueues, API tokens, progress, history, events; 8: labels, retry policy
+SCHEMA_VERSION = 9  # 7: staged bulk enqueues, API tokens, progress, history, events; 8: labels, retry policy;
+# 9: counters per (queue, state), kept by triggers
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -273,6 +275,9 @@ def migrate(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
     for statement in (SCHEMA + log_schema(SQLITE_SEQ, SQLITE_CLUSTERED)).split(";"):
         if statement.strip():
+            conn.execute(statement)
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'job_counts'").fetchone():
+        for statement in (*SQLITE_COUNTERS, *recount("job_counts")):  # schema 9: counted once, then kept
             conn.execute(statement)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
