@@ -366,6 +366,8 @@ class SqlJobs(SqlLog):
             try:
                 if event is not None:  # before the update: the rows it will write
                     self._log_events_for(conn, event, where, tuple(filters))
+                if changes.get("state") == STAGED:
+                    self._unlog_enqueued_for(conn, where, tuple(filters))
                 return int(conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", params).rowcount)
             except self.integrity_error:
                 raise UniqueKeyTaken(None) from None
@@ -473,18 +475,6 @@ class SqlJobs(SqlLog):
             [*params, limit],
         ).fetchall()
         return [row_job(row) for row in rows]
-
-    @_dialect_errors
-    def changed_since(self, since: float, limit: int = 100) -> list[Job]:
-        # one range of the (state, updated_at) index per state, merged: there is no index on updated_at alone
-        ranges = " UNION ALL ".join(
-            f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = ? AND updated_at >= ? "
-            f"ORDER BY updated_at LIMIT ?) AS r{n}"
-            for n, _ in enumerate(STATES)
-        )
-        params = [value for state in STATES for value in (state, since, limit)]
-        rows = self._conn.execute(ranges, params).fetchall()
-        return sorted((row_job(row) for row in rows), key=lambda job: (job.updated_at, job.id))[:limit]
 
     @_dialect_errors
     def job_states(self, job_ids: list[str]) -> dict[str, str]:
