@@ -33,8 +33,8 @@ from queuectl.core.models import (
     Lease,
 )
 from queuectl.store.base import translating_errors
+from queuectl.store.sql.log import DUE_COLUMNS, SqlLog, enqueued_rows, event_row
 from queuectl.store.sql.log import EVENT_INSERT as _EVENT_SQL
-from queuectl.store.sql.log import SqlLog, enqueued_rows, event_row
 from queuectl.store.sql.schema import (
     CLAIMABLE_SQL,
     FIELD_COLUMNS,
@@ -204,11 +204,13 @@ class SqlJobs(SqlLog):
         limit: int,
     ) -> list[Job]:
         claimed: list[Job] = []
-        conn.execute(  # the jobs whose time has come join the claim indexes
+        promoted = conn.execute(  # the jobs whose time has come join the claim indexes: each logs `due`
             f"UPDATE jobs SET ready = 1 WHERE id IN (SELECT id FROM jobs {self.hint('jobs_not_due')} "
-            f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ?{self.skip_locked})",
+            f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ?{self.skip_locked}) RETURNING {DUE_COLUMNS}",
             (now,),
-        )
+        ).fetchall()
+        if promoted:  # nothing more to do on the busy path, where nothing is waiting for its time
+            self._log_due(conn, promoted, now)
         paused, limited = self._gates(conn)
         take = (worker_id, now, lease)
         for queue in queues if queues else [None]:

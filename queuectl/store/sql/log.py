@@ -67,6 +67,9 @@ def enqueued_rows(jobs: Iterable[Job]) -> list[tuple[Any, ...]]:
     return [event_row(events.enqueued(job)) for job in jobs if job.state != STAGED]
 
 
+DUE_COLUMNS = "id, queue, state, run_at"  # what a promoted job's `due` event says
+
+
 def _row_event(row: tuple[Any, ...]) -> Event:
     seq, at, kind, job_id, queue, state, data = row
     return Event(kind, at, job_id, queue, state, json.loads(data) if data else {}, seq)
@@ -108,6 +111,14 @@ class SqlLog:
             f"SELECT ?, ?, id, queue, ?, ? FROM jobs WHERE {where} ORDER BY created_at, {self.row_key}",
             (event.at, event.kind, event.state, data, *params),
         )
+
+    def _log_due(self, conn: Any, promoted: list[tuple[Any, ...]], now: float) -> None:
+        """The ``due`` events of the jobs a claim just promoted (rows of :data:`DUE_COLUMNS`)."""
+        from queuectl.core.lifecycle import events
+
+        in_order = sorted(promoted, key=lambda row: (row[3], row[0]))  # by due time, then id (RETURNING has no order)
+        rows = [event_row(events.due(job_id, queue, state, run_at, now)) for job_id, queue, state, run_at in in_order]
+        conn.executemany(EVENT_INSERT, rows)
 
     def _unlog_enqueued_for(self, conn: Any, where: str, params: tuple[Any, ...] = ()) -> None:
         """Take back the ``enqueued`` events of the jobs matching ``where``, as they turn staged:
