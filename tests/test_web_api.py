@@ -133,8 +133,9 @@ def test_the_event_stream_resumes_from_last_event_id_without_a_gap_or_a_repeat(
     ]
     one = read_sse(client, auth, 2, since="0", job=first[0])  # the filters of `queuectl events`
     assert [m["data"]["kind"] for m in one] == ["enqueued", "cancelled"]
-    bad = client.get("/api/events", headers={**auth, "Last-Event-ID": "yesterday"})
-    assert bad.status_code == 422 and "Last-Event-ID" in bad.json()["error"]
+    for bad_id in ("yesterday", "1796141929.5", "-1"):
+        bad = client.get("/api/events", headers={**auth, "Last-Event-ID": bad_id})
+        assert bad.status_code == 422 and "Last-Event-ID" in bad.json()["error"]
 
 
 def test_a_token_is_kept_only_as_a_hash_and_revoked_by_name(store: Store) -> None:

@@ -80,7 +80,7 @@ def _start(settings: Settings, request: Request) -> events.Cursor:
     sequence number or an age), else after the newest event. The filters are ``events``'s."""
     store = settings.store()
     resume = request.headers.get("last-event-id")
-    if resume is not None and not resume.strip().isdigit():
+    if resume is not None and not (resume.strip().isascii() and resume.strip().isdigit()):
         raise InvalidInput(f"bad Last-Event-ID {resume[:40]!r}: send the id (seq) of the last event received")
     since = events.Since(seq=int(resume)) if resume is not None else None
     since = since or events.parse_since(request.query_params.get("since"), time.time())
