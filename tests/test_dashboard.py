@@ -510,3 +510,20 @@ class _MemoryStore:
 
     def recent_failures(self, limit: int = 5) -> list[Job]:
         return []
+
+
+def test_a_running_jobs_progress_shows_as_list_shows_it(queue_db: SqliteStore) -> None:
+    from queuectl.service.history import progress_text
+
+    progress = {"progress_done": 40, "progress_total": 100, "progress_message": "resizing", "progress_at": NOW - 2}
+    assert queue_db.update_job("run1", progress, states=("processing",))
+    shown = progress_text(queue_db.get("run1"))  # type: ignore[arg-type]
+    assert shown == "40% resizing (ETA 15.0s)"  # 40 done in the 10 s since it started
+    snap = collect(queue_db, NOW)
+    assert sorted((job.id, job.progress or "") for worker in snap.workers for job in worker.jobs) == [
+        ("done0", ""),
+        ("run1", shown),
+    ]
+    for width, height in ((80, 24), (160, 48)):
+        text, _ = recorded(render(snap, None, width=width, height=height, interval=1.0, now=NOW), width, height)
+        assert f"run1 12.0s {shown}" in line_with(text, "web-1:4242"), text

@@ -1,10 +1,11 @@
 """The HTTP API in-process on every store backend (SQLite file, mongomock, MongoDB when set):
 the same requests and answers as against a real ``serve`` process (tests/integration/
-test_http_api.py), plus the token service, the change feed behind ``/api/events`` and the
-rule that only ``serve`` imports the web stack."""
+test_http_api.py), plus the token service, the event stream's resume by ``Last-Event-ID`` and the rule that only
+``serve`` imports the web stack."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -17,8 +18,7 @@ import pytest
 import uvicorn
 
 from queuectl.core.errors import InvalidInput, NotFound
-from queuectl.service import changes, tokens
-from queuectl.service import jobs as job_service
+from queuectl.service import tokens
 from queuectl.store.base import Store
 from queuectl.web.app import create_app
 from queuectl.web.http import Settings
@@ -88,6 +88,56 @@ def test_enqueue_read_cancel_and_page_on_every_backend(api: tuple[httpx.Client, 
     assert client.get("/readyz", headers=auth).json()["ready"] is True
 
 
+def read_sse(client: httpx.Client, headers: dict[str, str], count: int, **params: str) -> list[dict[str, Any]]:
+    """The first ``count`` events of ``GET /api/events`` (each its ``id``, ``event`` and JSON
+    ``data``), then the stream is closed as a client going away would."""
+    found: list[dict[str, Any]] = []
+    with client.stream("GET", "/api/events", headers=headers, params=params, timeout=20) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        message: dict[str, Any] = {}
+        for line in response.iter_lines():
+            if line.startswith(("id: ", "event: ")):
+                key, _, value = line.partition(": ")
+                message[key] = value
+            elif line.startswith("data: "):
+                message["data"] = json.loads(line[6:])
+            elif not line and "data" in message:
+                found.append(message)
+                message = {}
+                if len(found) == count:
+                    break
+    return found
+
+
+def test_the_event_stream_resumes_from_last_event_id_without_a_gap_or_a_repeat(
+    api: tuple[httpx.Client, dict[str, str]], store: Store
+) -> None:
+    client, secrets = api
+    auth = bearer(secrets["all"])
+    first = client.post("/api/jobs:batch", json=[{"command": "true"}] * 3, headers=auth).json()["ids"]
+    seen = read_sse(client, auth, 3, since="0")
+    assert [(m["event"], m["data"]["kind"], m["data"]["job_id"]) for m in seen] == [
+        ("job", "enqueued", job_id) for job_id in first
+    ]
+    assert all(m["id"] == str(m["data"]["seq"]) for m in seen)
+    last = seen[-1]["id"]
+    for job_id in first[:2]:  # while the client is away
+        client.post(f"/api/jobs/{job_id}/cancel", headers=auth)
+    later = client.post("/api/jobs:batch", json=[{"command": "true"}] * 5, headers=auth).json()["ids"]
+    resumed = read_sse(client, {**auth, "Last-Event-ID": last}, 7)
+    logged = store.read_events(int(last), 100)
+    assert [m["data"] for m in resumed] == [event.to_dict() for event in logged]  # every later one, once, in order
+    assert [(m["data"]["kind"], m["data"]["job_id"]) for m in resumed] == [
+        *[("cancelled", job_id) for job_id in first[:2]],
+        *[("enqueued", job_id) for job_id in later],
+    ]
+    one = read_sse(client, auth, 2, since="0", job=first[0])  # the filters of `queuectl events`
+    assert [m["data"]["kind"] for m in one] == ["enqueued", "cancelled"]
+    for bad_id in ("yesterday", "1796141929.5", "-1"):
+        bad = client.get("/api/events", headers={**auth, "Last-Event-ID": bad_id})
+        assert bad.status_code == 422 and "Last-Event-ID" in bad.json()["error"]
+
+
 def test_a_token_is_kept_only_as_a_hash_and_revoked_by_name(store: Store) -> None:
     record, secret = tokens.create_token(store, ("read", "enqueue"), "ci")
     assert secret.startswith(f"qct_{record.id}_") and len(secret) > 50
@@ -108,33 +158,8 @@ def test_a_token_is_kept_only_as_a_hash_and_revoked_by_name(store: Store) -> Non
         tokens.revoke_token(store, "ci")
 
 
-def test_the_change_feed_reports_each_change_once_in_order(store: Store) -> None:
-    first = job_service.enqueue(store, [{"command": "true"}, {"command": "true"}])
-    start = store.get(first[0]).updated_at - 1  # type: ignore[union-attr]
-    changed, cursor = changes.changes(store, changes.Cursor(start))
-    assert [(job.id, job.state) for job in changed] == [(first[0], "pending"), (first[1], "pending")]
-    assert changes.changes(store, cursor) == ([], cursor)  # nothing new: nothing again
-    job_service.cancel(store, first[0])
-    changed, cursor = changes.changes(store, cursor)
-    assert [(job.id, job.state) for job in changed] == [(first[0], "cancelled")]
-    assert changes.changes(store, changes.Cursor.decode(cursor.encode()))[0][-1].state == "cancelled"  # resumable
-    with pytest.raises(InvalidInput, match="bad event cursor"):
-        changes.Cursor.decode("yesterday")
-
-
 def test_only_serve_imports_the_web_stack() -> None:
     web = "('starlette', 'uvicorn', 'httpx')"
     code = f"import sys, queuectl.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in {web}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-
-
-def test_changed_since_reads_an_index_on_sqlite(tmp_path: Any) -> None:
-    from queuectl.store.sql.sqlite import SqliteStore
-
-    store = SqliteStore(str(tmp_path / "q.db"))
-    plan = store._conn.execute(
-        "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state = 'pending' AND updated_at >= 0 ORDER BY updated_at LIMIT 5"
-    ).fetchall()
-    store.close()
-    assert any("jobs_updated" in str(row) for row in plan) and not any("SCAN jobs" in str(row) for row in plan)

@@ -185,6 +185,8 @@ def _jobs_cell(worker: Any, wide: bool) -> Text:
     for job in worker.jobs:
         if job.running_for is not None:
             part = f"{job.id} {format_duration(job.running_for)}"
+            if job.progress:
+                part += f" {job.progress}"
         else:
             part = f"{job.id} ({job.elsewhere})" if job.elsewhere else job.id
         if wide and job.command and len(worker.jobs) == 1:

@@ -18,6 +18,7 @@ from queuectl.core.defaults import THROUGHPUT_BUCKETS as BUCKETS
 from queuectl.core.models import DEAD, PROCESSING
 from queuectl.service import observe
 from queuectl.service.config import load_config
+from queuectl.service.history import progress_of
 from queuectl.service.queues import paused_queues
 from queuectl.service.workers import DEAD as DEAD_WORKER
 from queuectl.service.workers import list_workers, worker_is_alive
@@ -34,6 +35,7 @@ class RunningJob:
     command: str | None = None
     running_for: float | None = None
     elsewhere: str | None = None  # why it is not running here: its state, "gone" or "taken over"
+    progress: str | None = None  # its latest report, as `list` shows it: 40% resizing (ETA 12s)
 
 
 @dataclass
@@ -160,6 +162,8 @@ def collect(store: Store, now: float | None = None) -> Snapshot:
                     running.command = job.command
                     if job.state == PROCESSING and job.locked_by == info.id and job.started_at:
                         running.running_for = max(0.0, now - job.started_at)
+                        reported = progress_of(job)
+                        running.progress = reported.text if reported else None
                     else:
                         running.elsewhere = "taken over" if job.state == PROCESSING else job.state
             row.jobs.append(running)

@@ -114,6 +114,48 @@ def start_of(store: Store, since: Since | None) -> int:
     return seq_before(store, since.at or 0.0)
 
 
+class Cursor:
+    """A gap-aware position in the log: :meth:`poll` returns the events logged after it that
+    may be passed on now, each once and in sequence order, and moves past them.
+
+    Reads the whole log by sequence (a filter cannot tell a gap from another job's event) and
+    filters here; waits at a gap as the module says. It never blocks, so a loop that must not
+    (the HTTP stream) polls it between its own waits; :func:`follow` is the blocking loop.
+    """
+
+    def __init__(
+        self,
+        after: int,
+        job_id: str | None = None,
+        queue: str | None = None,
+        gap_wait: float = GAP_WAIT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.seq, self.job_id, self.queue = after, job_id, queue
+        self.gap_wait, self.clock = gap_wait, clock
+        self.gap_seen: float | None = None
+        self.more = False  # the last poll read a full page: read again without waiting
+
+    def poll(self, store: Store) -> list[Event]:
+        """The events after the cursor that can be passed on now (one page at most), read from
+        ``store`` (the caller's: the HTTP server has one per thread)."""
+        page = store.read_events(self.seq, PAGE)
+        found: list[Event] = []
+        for event in page:
+            if event.seq != self.seq + 1:
+                now = self.clock()
+                if self.gap_seen is None:
+                    self.gap_seen = now
+                if now - self.gap_seen < self.gap_wait:
+                    break  # a lower number may still appear: look again shortly
+            self.gap_seen = None
+            self.seq = event.seq
+            if _matches(event, self.job_id, self.queue):
+                found.append(event)
+        self.more = len(page) == PAGE and self.gap_seen is None
+        return found
+
+
 def follow(
     store: Store,
     after: int,
@@ -125,29 +167,12 @@ def follow(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[Event]:
-    """Yield every event after ``after`` in sequence order, as they are logged, each once.
-
-    Reads the whole log by sequence (a filter cannot tell a gap from another job's event) and
-    filters here; waits at a gap as the module says. Ends when ``keep_going()`` turns false.
-    """
-    cursor = after
-    gap_seen: float | None = None
+    """Yield every event after ``after`` in sequence order, as they are logged, each once
+    (see :class:`Cursor`). Ends when ``keep_going()`` turns false."""
+    cursor = Cursor(after, job_id, queue, gap_wait, clock)
     while keep_going():
-        page = store.read_events(cursor, PAGE)
-        moved = False
-        for event in page:
-            if event.seq != cursor + 1:
-                now = clock()
-                if gap_seen is None:
-                    gap_seen = now
-                if now - gap_seen < gap_wait:
-                    break  # a lower number may still appear: look again shortly
-            gap_seen = None
-            cursor = event.seq
-            moved = True
-            if _matches(event, job_id, queue):
-                yield event
-        if not moved or len(page) < PAGE:
+        yield from cursor.poll(store)
+        if not cursor.more:
             sleep(interval)
 
 

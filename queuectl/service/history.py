@@ -67,7 +67,20 @@ class Progress:
             "message": self.message,
             "eta_s": self.eta,
             "at": _rfc3339(self.at),
+            "text": self.text,  # as list and show print it, for a page that shows it as is
         }
+
+    @property
+    def text(self) -> str:
+        """``40% resizing (ETA 1m20s)``: what ``list``, ``show``, the dashboard and the web page show."""
+        from queuectl.core.durations import format_duration
+
+        parts = [f"{self.percent:.0f}%" if self.percent is not None else f"{self.done:g}"]
+        if self.message:
+            parts.append(self.message)
+        if self.eta is not None:
+            parts.append(f"(ETA {format_duration(self.eta)})")
+        return " ".join(parts)
 
 
 def progress_of(job: Job) -> Progress | None:
@@ -87,21 +100,8 @@ def progress_of(job: Job) -> Progress | None:
 
 def progress_text(job: Job) -> str:
     """``40% resizing (ETA 1m20s)``, or ``-``."""
-    from queuectl.core.durations import format_duration
-
     progress = progress_of(job)
-    if progress is None:
-        return "-"
-    parts = []
-    if progress.percent is not None:
-        parts.append(f"{progress.percent:.0f}%")
-    else:
-        parts.append(f"{progress.done:g}")
-    if progress.message:
-        parts.append(progress.message)
-    if progress.eta is not None:
-        parts.append(f"(ETA {format_duration(progress.eta)})")
-    return " ".join(parts)
+    return "-" if progress is None else progress.text
 
 
 def _rfc3339(epoch: float | None) -> str | None:

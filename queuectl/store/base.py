@@ -269,16 +269,6 @@ class Store(abc.ABC):
     def recent_failures(self, limit: int = 5) -> list[Job]:
         """Failed and dead jobs, the most recently updated first."""
 
-    def changed_since(self, since: float, limit: int = 100) -> list[Job]:
-        """Jobs whose ``updated_at >= since``, the oldest change first (ties by id), at most ``limit``.
-
-        Feeds the HTTP event stream until the durable event log of issue 13 exists: it sees each
-        job's *current* state, so two changes between two reads show as the latest one. Served by
-        the (state, updated_at) index, one range per state. Optional: a store without it cannot
-        stream events (the default raises NotImplementedError).
-        """
-        raise NotImplementedError(f"{type(self).__name__} cannot list changed jobs")
-
     @abc.abstractmethod
     def duration_totals(self) -> tuple[int, float]:
         """``(count, sum of durations)`` of the completed jobs, for a metrics summary."""

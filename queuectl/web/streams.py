@@ -1,5 +1,5 @@
-"""The two endpoints that stream: a job's output as it grows (``logs?follow=1``) and the job
-state changes (``GET /api/events``, Server-Sent Events). Both poll the store from a worker
+"""The two endpoints that stream: a job's output as it grows (``logs?follow=1``) and the event
+log (``GET /api/events``, Server-Sent Events). Both poll the store from a worker
 thread; neither holds a transaction or a connection of another thread while it waits."""
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from queuectl.core.errors import InvalidInput
 from queuectl.core.lifecycle import FINISHED
-from queuectl.service import changes, tokens
+from queuectl.core.models import Event
+from queuectl.service import events, tokens
 from queuectl.service import jobs as service
 from queuectl.service.logtail import Follower
-from queuectl.service.shapes import rfc3339
 from queuectl.service.tokens import READ
 from queuectl.web.http import Settings, as_response, authorise, presented_token
 
 FOLLOW_INTERVAL = 0.5  # seconds between two reads of a followed job (as `logs --follow`)
-EVENTS_INTERVAL = 0.5  # seconds between two reads of the changes
+EVENTS_INTERVAL = 0.5  # seconds between two reads of the event log
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing a quiet stream
 RECHECK_S = 10.0  # a revoked token's stream ends within this
 
@@ -67,35 +68,50 @@ async def logs(settings: Settings, request: Request) -> Response:
     return StreamingResponse(follow_logs(settings, request), media_type="text/plain; charset=utf-8", headers=headers)
 
 
-def _sse(job_event: dict[str, str | None], cursor: str) -> bytes:
-    return f"id: {cursor}\nevent: job\ndata: {json.dumps(job_event)}\n\n".encode()
+def _sse(event: Event) -> bytes:
+    kind = "job" if event.job_id else "worker"
+    data = json.dumps(event.to_dict(), separators=(",", ":"), sort_keys=True)
+    return f"id: {event.seq}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+def _start(settings: Settings, request: Request) -> events.Cursor:
+    """Where the stream starts: after ``Last-Event-ID`` (the ``seq`` of the last event a
+    reconnecting EventSource received), or ``?since=`` as ``queuectl events --since`` (a
+    sequence number or an age), else after the newest event. The filters are ``events``'s."""
+    store = settings.store()
+    resume = request.headers.get("last-event-id")
+    if resume is not None and not (resume.strip().isascii() and resume.strip().isdigit()):
+        raise InvalidInput(f"bad Last-Event-ID {resume[:40]!r}: send the id (seq) of the last event received")
+    since = events.Since(seq=int(resume)) if resume is not None else None
+    since = since or events.parse_since(request.query_params.get("since"), time.time())
+    after = events.start_of(store, since)
+    query = request.query_params
+    return events.Cursor(after, query.get("job") or None, query.get("queue") or None)
 
 
 async def event_stream(settings: Settings, request: Request) -> Response:
-    """``GET /api/events``: an ``event: job`` per change ``{id, state, queue, updated_at}``.
+    """``GET /api/events``: the event log (:mod:`queuectl.service.events`) as Server-Sent Events.
 
-    Starts at ``Last-Event-ID`` (a reconnecting EventSource sends it) or ``?since=`` (epoch
-    seconds), else now. The source is :func:`queuectl.service.changes.changes`.
+    Each event is ``id: SEQ``, ``event: job`` (or ``worker`` for a worker's own events) and the
+    JSON line ``queuectl events --json`` prints. Following is gap-aware, so a client that
+    reconnects with ``Last-Event-ID`` sees every later event once and in order.
     """
     try:
         await run_in_threadpool(authorise, settings.store(), request, READ)
-        start = request.headers.get("last-event-id") or request.query_params.get("since")
-        cursor = changes.Cursor.decode(start) if start else changes.Cursor(time.time())
+        cursor = await run_in_threadpool(_start, settings, request)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
         return as_response(exc)
     presented = presented_token(request)[0] or ""
 
     async def stream() -> AsyncIterator[bytes]:
-        nonlocal cursor
         yield b"retry: 2000\n: queuectl events\n\n"
         quiet_since = checked = time.monotonic()
         while True:
-            changed, cursor = await run_in_threadpool(changes.changes, settings.store(), cursor)
-            for job in changed:
-                event = {"id": job.id, "state": job.state, "queue": job.queue, "updated_at": rfc3339(job.updated_at)}
-                yield _sse(event, repr(job.updated_at))
+            logged = await run_in_threadpool(lambda: cursor.poll(settings.store()))
+            for event in logged:
+                yield _sse(event)
             now = time.monotonic()
-            if changed:
+            if logged:
                 quiet_since = now
             elif now - quiet_since >= KEEPALIVE_S:
                 quiet_since = now
@@ -105,7 +121,8 @@ async def event_stream(settings: Settings, request: Request) -> Response:
                 if await run_in_threadpool(tokens.authenticate, settings.store(), presented) is None:
                     yield b"event: end\ndata: the token was revoked\n\n"
                     return
-            await asyncio.sleep(EVENTS_INTERVAL)
+            if not cursor.more:
+                await asyncio.sleep(EVENTS_INTERVAL)
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

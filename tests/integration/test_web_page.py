@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -151,3 +152,24 @@ def test_a_read_only_token_sees_no_control_buttons(server: Server, browser: Any)
         f"{server.base}/api/jobs/{job}/cancel", cookies=cookies, headers={"X-CSRF-Token": cookies["queuectl_csrf"]}
     )
     assert refused.status_code == 403 and server.queue.state(job) == "pending"
+
+
+def test_a_running_jobs_progress_shows_on_the_dashboard_and_its_page(server: Server, browser: Any) -> None:
+    api = server.client("all")
+    report = f"{sys.executable} -m queuectl progress 40/100 resizing"
+    job_id = api.post("/api/jobs", json={"command": f"{report} && sleep 60"}).json()["id"]
+    server.queue.start_workers()
+    sign_in(browser, server, "read")
+
+    def progress() -> str | None:
+        reported = api.get(f"/api/jobs/{job_id}").json()["progress"]
+        return reported["text"] if reported else None
+
+    shown_text = wait(browser, progress, 20, what="the job's report stored")
+    assert shown_text.startswith("40% resizing")  # the ETA is the rate so far: it moves
+    cell = lambda: browser.find_element(By.CSS_SELECTOR, "#workers tbody tr td:last-child").text  # noqa: E731
+    wait(browser, lambda: cell().startswith(f"{job_id} 40% resizing"), what="the progress in the workers table")
+    browser.get(f"{server.base}/#/job/{job_id}")
+    wait(browser, lambda: "40% resizing" in text(browser, "job-fields"), what="the progress on the job's page")
+    api.post(f"/api/jobs/{job_id}/cancel")
+    api.close()

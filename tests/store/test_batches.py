@@ -124,6 +124,7 @@ def test_a_conflict_late_in_a_big_enqueue_leaves_nothing(store: Store, make_job:
     with pytest.raises(DuplicateJobId):
         bulk(store, lines())
     assert total(store) == 1 and leftovers(store) == ([], [])
+    assert enqueued_events(store) == [("taken", PENDING)]  # the log claims nothing that did not happen
 
 
 def test_a_unique_key_is_held_by_a_staged_job_across_chunks(store: Store, make_job: Callable[..., Job]) -> None:
@@ -145,6 +146,7 @@ def test_input_that_fails_midway_leaves_nothing(store: Store, make_job: Callable
     with pytest.raises(ValueError):
         bulk(store, lines())
     assert total(store) == 0 and leftovers(store) == ([], [])
+    assert enqueued_events(store) == []
 
 
 def test_a_chain_across_chunks_is_published_waiting_and_settles(store: Store, make_job: Callable[..., Job]) -> None:
@@ -247,3 +249,39 @@ def test_a_stager_stopped_past_the_abandon_time_fails_with_nothing_enqueued(
     with pytest.raises(Conflict, match="abandoned; nothing was enqueued"):
         bulk(store, lines())
     assert total(store) == 0 and leftovers(store) == ([], [])
+
+
+# --- the event log ----------------------------------------------------------------------------------
+
+
+def enqueued_events(store: Store) -> list[tuple[str | None, str | None]]:
+    """The log's ``enqueued`` events (job id, state), in sequence order; on MongoDB after the
+    repair pass has published what the writer left in the outboxes."""
+    if not store.transactional:
+        store.repair(time.time() + 60)  # type: ignore[attr-defined]
+    return [(e.job_id, e.state) for e in store.read_events(0, 100_000) if e.kind == "enqueued"]
+
+
+def test_a_staged_bulk_enqueue_logs_one_enqueued_event_per_job_at_publishing(
+    store: Store, make_job: Callable[..., Job]
+) -> None:
+    lifecycle.enqueue(store, [make_job("parent", created_at=time.time())])
+    jobs = [*fresh(3 * CHUNK + 7, make_job), make_job("child", created_at=time.time(), after=["parent"])]
+    assert bulk(store, jobs) == len(jobs)
+    logged = enqueued_events(store)
+    assert logged[0] == ("parent", PENDING)
+    assert sorted(logged[1:]) == sorted((job.id, WAITING if job.after else PENDING) for job in jobs)
+    if store.transactional:  # one chunk after another, each in the order it was written
+        assert [job_id for job_id, _ in logged[1:]] == [job.id for job in jobs]
+
+
+def test_a_committed_batch_the_sweeper_publishes_logs_its_enqueued_events(
+    store: Store, make_job: Callable[..., Job]
+) -> None:
+    then = time.time()
+    _stage_by_hand(store, make_job, "done", 2 * CHUNK + 3, then)
+    assert enqueued_events(store) == []  # staged: nothing happened yet
+    assert store.registry_update("batches", {"state": batches.COMMITTED}, "done", {"state": batches.STAGING})
+    while lifecycle.sweep_batches(store, then + BATCH_ABANDONED_AFTER_S):
+        pass
+    assert sorted(enqueued_events(store)) == sorted((f"done-{i}", PENDING) for i in range(2 * CHUNK + 3))

@@ -278,3 +278,27 @@ def test_numbers_never_go_back_even_when_everything_is_old(store: Store, make_jo
     store.insert_job(make_job("c", created_at=T + 1))
     assert [e.job_id for e in store.read_events(newest, 10)] == ["c"]
     assert store.read_events(newest, 10)[0].seq > newest
+
+
+def test_a_delayed_job_and_a_retry_log_due_once_when_their_time_has_come(
+    store: Store, make_job: Callable[..., Job]
+) -> None:
+    """``due`` is logged with the change it reports: the job joining the claimable ones (the
+    first claim, by any worker, after its run_at), and only for a job that had to wait."""
+    store.insert_jobs([make_job("now"), make_job("later", run_at=T + 10, max_retries=3)])
+    assert [job.id for job in lifecycle.claim(store, "w1", None, T + 5, 30, 5)] == ["now"]
+    assert ev.DUE not in kinds(store)
+    job = claim_one(store, "w1", T + 12)
+    assert job.id == "later"
+    assert kinds(store, "later") == [ev.ENQUEUED, ev.DUE, ev.CLAIMED]
+    (due,) = [e for e in store.read_events(0, 100) if e.kind == ev.DUE]
+    assert (due.state, due.queue, due.data, due.at) == (PENDING, "default", {"run_at": T + 10}, T + 12)
+
+    assert fail(store, job, T + 13, "")  # a retry at T + 15
+    assert lifecycle.claim(store, "w1", None, T + 14, 30, 5) == []
+    assert claim_one(store, "w2", T + 16).id == "later"
+    assert lifecycle.claim(store, "w1", None, T + 17, 30, 5) == []
+    assert kinds(store, "later") == [ev.ENQUEUED, ev.DUE, ev.CLAIMED, ev.FAILED_EVENT, ev.DUE, ev.CLAIMED]
+    retry = [e for e in store.read_events(0, 100) if e.kind == ev.DUE][-1]
+    assert (retry.state, retry.data, retry.at) == (FAILED, {"run_at": T + 15}, T + 16)
+    assert kinds(store, "now") == [ev.ENQUEUED, ev.CLAIMED]  # due at once: nothing to report

@@ -50,6 +50,11 @@ def test_every_history_and_event_statement_uses_an_index(tmp_path: Path) -> None
             "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?) AND at < ?",
             [1000, T],
         ),
+        "a bulk enqueue turning staged": (  # its first transaction takes back its jobs' enqueued events
+            "DELETE FROM events INDEXED BY events_job WHERE kind = 'enqueued' AND job_id IS NOT NULL AND job_id IN "
+            "(SELECT id FROM jobs WHERE state IN ('pending', 'waiting') AND batch = ?)",
+            ["file1"],
+        ),
         "purge with its job": ("DELETE FROM attempts WHERE job_id IN (SELECT id FROM jobs WHERE id = ?)", ["j1"]),
     }
     plans = {name: store.query_plan(sql, params) for name, (sql, params) in statements.items()}
@@ -57,6 +62,7 @@ def test_every_history_and_event_statement_uses_an_index(tmp_path: Path) -> None
     assert not any("TEMP B-TREE" in line for line in plans.pop("retention"))
     assert {name: unindexed(plan) for name, plan in plans.items() if unindexed(plan)} == {}
     assert any("events_job" in line for line in plans["a job's events"])
+    assert any("events_job" in line for line in plans["a bulk enqueue turning staged"])
     assert any("PRIMARY KEY" in line for line in plans["a job's history"])
     store.close()
 

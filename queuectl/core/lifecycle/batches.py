@@ -26,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from queuectl.core.defaults import BATCH_ABANDONED_AFTER_S, BULK_CHUNK, BULK_ONE_TRANSACTION
 from queuectl.core.errors import Conflict, QueuectlError
+from queuectl.core.lifecycle import events
 from queuectl.core.lifecycle.rules import ending_changes, parents_of, start_state
-from queuectl.core.models import CANCELLED, COMPLETED, DEAD, PENDING, STAGED, WAITING, Job
+from queuectl.core.models import CANCELLED, COMPLETED, DEAD, PENDING, STAGED, WAITING, Event, Job
 
 if TYPE_CHECKING:
     from queuectl.store.base import Store
@@ -137,15 +138,26 @@ def publish(store: Store, batch: str, now: float, chunks: int | None = None) -> 
     Jobs without parents in one statement each chunk; a job with parents gets the state its
     parents' states give now: waiting, pending, or cancelled if one has ended the wrong way
     since (as settling would have cancelled it). A parent still staged counts as not finished.
+    Each job's ``enqueued`` event is logged in the transaction that makes it visible.
     """
+    visible = Event(events.ENQUEUED, now, state=PENDING)  # logged per job, as it becomes visible
     for _ in itertools.count() if chunks is None else range(chunks):
         with store.unit():  # one chunk: the batch index walks only the staged jobs
             moved = store.update_jobs(  # due from run_at: a claim promotes them (not ready yet)
-                {"state": PENDING, "updated_at": now}, states=(STAGED,), batch=batch, parentless=True, limit=BULK_CHUNK
+                {"state": PENDING, "updated_at": now},
+                states=(STAGED,),
+                event=visible,
+                batch=batch,
+                parentless=True,
+                limit=BULK_CHUNK,
             )
             children = [] if moved else store.list_jobs(state=STAGED, batch=batch, limit=BULK_CHUNK)
             for child in children:
-                store.update_job(child.id, _start_changes(store, child, now), states=(STAGED,))
+                changes = _start_changes(store, child, now)
+                logged = [events.job_event(events.ENQUEUED, child, now, changes["state"])]
+                if changes["state"] == CANCELLED:
+                    logged.append(events.cancelled(child, now, changes.get("last_error")))
+                store.update_job(child.id, changes, states=(STAGED,), events=logged)
         if moved or children:
             store.notify()
         else:
@@ -154,7 +166,7 @@ def publish(store: Store, batch: str, now: float, chunks: int | None = None) -> 
     return False
 
 
-def _start_changes(store: Store, child: Job, now: float) -> dict[str, object]:
+def _start_changes(store: Store, child: Job, now: float) -> dict[str, Any]:
     # a parent still staged has not finished; one purged since staging had finished, and (as
     # settling counts it) ended the way the child needs
     try:

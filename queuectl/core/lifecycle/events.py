@@ -30,6 +30,7 @@ from queuectl.core.models import (
 # the kinds of event
 ENQUEUED = "enqueued"
 RELEASED = "pending"  # a waiting job's parents are done: it may run now
+DUE = "due"  # a delayed job's or a retry's run_at has passed: claims see it now
 CLAIMED = "claimed"
 PROGRESS = "progress"
 COMPLETED_EVENT = "completed"
@@ -47,6 +48,7 @@ WORKER_UNRESPONSIVE = "worker_unresponsive"
 KINDS = (
     ENQUEUED,
     RELEASED,
+    DUE,
     CLAIMED,
     PROGRESS,
     COMPLETED_EVENT,
@@ -73,6 +75,11 @@ def job_event(kind: str, job: Job, at: float, state: str | None = None, **data: 
 def enqueued(job: Job) -> Event:
     """A job became visible (inserted; a bulk insert's jobs at its commit)."""
     return job_event(ENQUEUED, job, job.created_at, priority=job.priority or None)
+
+
+def due(job_id: str, queue: str, state: str, run_at: float, at: float) -> Event:
+    """A job that had to wait for its run_at joined the claimable ones (a claim promoted it)."""
+    return Event(DUE, at, job_id, queue, state, {"run_at": run_at})
 
 
 def claimed(job: Job, at: float) -> Event:

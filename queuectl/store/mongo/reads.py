@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE
-from queuectl.core.models import DEAD, FAILED, PROCESSING, STAGED, STATES, WAITING, Job
+from queuectl.core.models import DEAD, FAILED, PROCESSING, STAGED, WAITING, Job
 from queuectl.store.mongo.batches import STAGING
 from queuectl.store.mongo.docs import doc_job
 from queuectl.store.mongo.errors import translate_errors as _translate_errors
@@ -76,11 +76,6 @@ class MongoReads:
         return [doc_job(doc) for doc in cursor]
 
     @_translate_errors
-    def changed_since(self, since: float, limit: int = 100) -> list[Job]:
-        query = {"state": {"$in": list(STATES)}, "updated_at": {"$gte": since}}  # the `updated` index
-        cursor = self._jobs.find(query).sort([("updated_at", 1), ("_id", 1)]).limit(limit)
-        return [doc_job(doc) for doc in cursor]
-
     @_translate_errors
     def throughput(self, since: float, bucket: float = 60.0) -> dict[str, dict[int, int]]:
         result: dict[str, dict[int, int]] = {"completed": {}, "failed": {}}

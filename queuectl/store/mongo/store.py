@@ -34,6 +34,7 @@ from queuectl.store.mongo.registry import MongoRegistry
 __all__ = ["STAGING", "MongoStore"]
 
 MAX_UNSETTLED = 100  # marked jobs one repair pass settles
+PROMOTE_MAX = 1000  # jobs whose time has come that one claim makes claimable (and logs as due)
 _PROGRESS = ("progress_done", "progress_total", "progress_message", "progress_at")
 
 
@@ -172,9 +173,7 @@ class MongoStore(MongoRegistry, MongoBatches, MongoCounts, MongoReads, MongoLog,
         after the first returns what was claimed (the next call meets the error again). A claim
         whose reply was lost is looked up by its token, then or at this worker's next claim."""
         claimed = self._adopt_lost_claims(worker_id, now, lease)
-        self._jobs.update_many(  # the jobs whose time has come join the claimable ones
-            {"ready": False, "run_at": {"$lte": now}, "state": {"$in": list(CLAIMABLE)}}, {"$set": {"ready": True}}
-        )
+        self._promote_due(now)
         gates = list(self._queues.find({"$or": [{"paused": True}, {"max_running": {"$ne": None}}]}))
         paused = {doc["_id"] for doc in gates if doc.get("paused")}
         limited = {doc["_id"]: doc["max_running"] for doc in gates if doc.get("max_running") is not None}
@@ -204,6 +203,20 @@ class MongoStore(MongoRegistry, MongoBatches, MongoCounts, MongoReads, MongoLog,
         if claimed:
             self._publish_soon([job.id for job in claimed])
         return claimed
+
+    def _promote_due(self, now: float) -> None:
+        """The jobs whose time has come join the claimable ones, each with its ``due`` event in
+        its outbox (one write per job: an event's id is its own). Bounded per claim; the rest
+        join at the next one."""
+        query = {"ready": False, "run_at": {"$lte": now}, "state": {"$in": list(CLAIMABLE)}}  # the not_due index
+        promoted = []
+        for doc in self._jobs.find(query, {"state": 1, "queue": 1, "run_at": 1}).sort("run_at", 1).limit(PROMOTE_MAX):
+            update: dict[str, Any] = {"$set": {"ready": True}}
+            with_outbox(update, [log_events.due(doc["_id"], doc["queue"], doc["state"], doc["run_at"], now)], now)
+            if self._jobs.update_one({**query, "_id": doc["_id"]}, update).modified_count:
+                promoted.append(doc["_id"])
+        if promoted:
+            self._publish_soon(promoted)
 
     def _claim_one(self, query: dict[str, Any], worker_id: str, now: float, lease: float) -> Job | None:
         from pymongo import ReturnDocument

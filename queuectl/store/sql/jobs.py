@@ -35,8 +35,8 @@ from queuectl.core.models import (
 )
 from queuectl.store.base import translating_errors
 from queuectl.store.sql.counters import SQLITE_READ
+from queuectl.store.sql.log import DUE_COLUMNS, SqlLog, enqueued_rows, event_row
 from queuectl.store.sql.log import EVENT_INSERT as _EVENT_SQL
-from queuectl.store.sql.log import SqlLog, enqueued_rows, event_row
 from queuectl.store.sql.schema import (
     CLAIMABLE_SQL,
     FIELD_COLUMNS,
@@ -212,14 +212,17 @@ class SqlJobs(SqlLog):
         limit: int,
     ) -> list[Job]:
         claimed: list[Job] = []
-        conn.execute(  # the jobs whose time has come join the claim indexes, a bounded number per
-            # claim: a mass due at once (a published enqueue --file, a million --delay 1h jobs) is
-            # promoted over many claims, never in one long transaction. The earliest first as the
-            # run_at index is walked (no ORDER BY: that would let PostgreSQL sort all the due ones)
+        promoted = conn.execute(  # the jobs whose time has come join the claim indexes, each logging
+            # `due`; a bounded number per claim: a mass due at once (a published enqueue --file, a
+            # million --delay 1h jobs) is promoted over many claims, never in one long transaction.
+            # The earliest first as the run_at index is walked (no ORDER BY: that would let
+            # PostgreSQL sort all the due ones)
             f"UPDATE jobs SET ready = 1 WHERE id IN (SELECT id FROM jobs {self.hint('jobs_not_due')} "
-            f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ? LIMIT ?{self.skip_locked})",
+            f"WHERE {CLAIMABLE_SQL} AND ready = 0 AND run_at <= ? LIMIT ?{self.skip_locked}) RETURNING {DUE_COLUMNS}",
             (now, PROMOTE_BATCH),
-        )
+        ).fetchall()
+        if promoted:  # nothing more to do on the busy path, where nothing is waiting for its time
+            self._log_due(conn, promoted, now)
         paused, limited = self._gates(conn)
         take = (worker_id, now, lease)
         for queue in queues if queues else [None]:
@@ -387,6 +390,8 @@ class SqlJobs(SqlLog):
             try:
                 if event is not None:  # before the update: the rows it will write
                     self._log_events_for(conn, event, where, tuple(filters))
+                if changes.get("state") == STAGED:
+                    self._unlog_enqueued_for(conn, where, tuple(filters))
                 return int(conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", params).rowcount)
             except self.integrity_error:
                 raise UniqueKeyTaken(None) from None
@@ -494,18 +499,6 @@ class SqlJobs(SqlLog):
             [*params, limit],
         ).fetchall()
         return [row_job(row) for row in rows]
-
-    @_dialect_errors
-    def changed_since(self, since: float, limit: int = 100) -> list[Job]:
-        # one range of the (state, updated_at) index per state, merged: there is no index on updated_at alone
-        ranges = " UNION ALL ".join(
-            f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = ? AND updated_at >= ? "
-            f"ORDER BY updated_at LIMIT ?) AS r{n}"
-            for n, _ in enumerate(STATES)
-        )
-        params = [value for state in STATES for value in (state, since, limit)]
-        rows = self._conn.execute(ranges, params).fetchall()
-        return sorted((row_job(row) for row in rows), key=lambda job: (job.updated_at, job.id))[:limit]
 
     @_dialect_errors
     def job_states(self, job_ids: list[str]) -> dict[str, str]:

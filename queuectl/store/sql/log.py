@@ -13,7 +13,7 @@ import operator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from queuectl.core.models import Attempt, Event, Job
+from queuectl.core.models import STAGED, Attempt, Event, Job
 from queuectl.store.base import translating_errors
 
 
@@ -64,10 +64,14 @@ def event_row(event: Event) -> tuple[Any, ...]:
 
 
 def enqueued_rows(jobs: Iterable[Job]) -> list[tuple[Any, ...]]:
-    """The ``enqueued`` events of freshly inserted jobs (queue given: no lookup)."""
+    """The ``enqueued`` events of freshly inserted jobs (queue given: no lookup). A staged job
+    (a chunk of a bulk enqueue) has none yet: publishing it logs it, as it becomes visible."""
     from queuectl.core.lifecycle import events
 
-    return [event_row(events.enqueued(job)) for job in jobs]
+    return [event_row(events.enqueued(job)) for job in jobs if job.state != STAGED]
+
+
+DUE_COLUMNS = "id, queue, state, run_at"  # what a promoted job's `due` event says
 
 
 def _row_event(row: tuple[Any, ...]) -> Event:
@@ -79,12 +83,15 @@ class SqlLog:
     """History and event primitives; needs ``_conn`` and ``_write`` from the dialect."""
 
     _conn: Any
+    row_key: str  # the dialect's: rowid on SQLite, id on PostgreSQL
 
     if TYPE_CHECKING:  # provided by the dialect
 
         def _write(self, conn: Any = None) -> AbstractContextManager[Any]: ...
 
         def classify_error(self, exc: Exception) -> Exception | None: ...
+
+        def hint(self, index: str) -> str: ...
 
     def _log_in(
         self, conn: Any, job_id: str | None, attempt: Attempt | None, keep_outputs: int, events: Sequence[Event]
@@ -105,8 +112,27 @@ class SqlLog:
         data = _encode_data(event.data) if event.data else None
         conn.execute(
             f"INSERT INTO events (at, kind, job_id, queue, state, data) "
-            f"SELECT ?, ?, id, queue, ?, ? FROM jobs WHERE {where} ORDER BY created_at",
+            f"SELECT ?, ?, id, queue, ?, ? FROM jobs WHERE {where} ORDER BY created_at, {self.row_key}",
             (event.at, event.kind, event.state, data, *params),
+        )
+
+    def _log_due(self, conn: Any, promoted: list[tuple[Any, ...]], now: float) -> None:
+        """The ``due`` events of the jobs a claim just promoted (rows of :data:`DUE_COLUMNS`)."""
+        from queuectl.core.lifecycle import events
+
+        in_order = sorted(promoted, key=lambda row: (row[3], row[0]))  # by due time, then id (RETURNING has no order)
+        rows = [event_row(events.due(job_id, queue, state, run_at, now)) for job_id, queue, state, run_at in in_order]
+        conn.executemany(EVENT_INSERT, rows)
+
+    def _unlog_enqueued_for(self, conn: Any, where: str, params: tuple[Any, ...] = ()) -> None:
+        """Take back the ``enqueued`` events of the jobs matching ``where``, as they turn staged:
+        the first transaction of a bulk enqueue that proved too long for it, before it commits,
+        so no reader has seen them (publishing logs them again). On SQLite the freed numbers
+        are the newest and are given out again: no gap for a follower to wait at."""
+        conn.execute(
+            f"DELETE FROM events {self.hint('events_job')} WHERE kind = 'enqueued' AND job_id IS NOT NULL "
+            f"AND job_id IN (SELECT id FROM jobs WHERE {where})",
+            params,
         )
 
     @_dialect_errors

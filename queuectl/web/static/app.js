@@ -123,7 +123,7 @@ function renderWorkers(dash) {
   for (const worker of dash.workers) {
     const row = el("tr", null, worker.unresponsive ? "unresponsive" : "");
     row.append(el("td", worker.id), el("td", worker.unresponsive ? "unresponsive" : worker.state),
-      el("td", `${worker.heartbeat_age.toFixed(1)}s`), el("td", worker.jobs.map((job) => job.id).join(" ") || "-"));
+      el("td", `${worker.heartbeat_age.toFixed(1)}s`), el("td", worker.jobs.map((job) => job.progress ? `${job.id} ${job.progress}` : job.id).join(", ") || "-"));
     body.append(row);
   }
   if (!dash.workers.length) {
@@ -209,6 +209,7 @@ async function showJob(id) {
     if (value === null || value === undefined || (Array.isArray(value) && !value.length)) continue;
     fields.append(el("dt", name), el("dd", Array.isArray(value) ? value.join(", ") : value));
   }
+  if (job.progress && job.state === "processing") fields.append(el("dt", "progress"), el("dd", job.progress.text));
   if (job.env && Object.keys(job.env).length) fields.append(el("dt", "env"), el("dd", Object.keys(job.env).join(", ")));
   $("cancel").hidden = !can("control") || FINISHED.includes(job.state);
   $("retry").hidden = !can("control") || job.state !== "dead";
@@ -271,7 +272,8 @@ function listen() {
   events = new EventSource("/api/events");
   events.addEventListener("open", () => { $("live").textContent = "● live"; $("live").className = "on"; });
   events.addEventListener("error", () => { $("live").textContent = "● reconnecting"; $("live").className = "muted"; });
-  events.addEventListener("job", refresh);
+  events.addEventListener("job", refresh);     // the event log's events, as `queuectl events --json`
+  events.addEventListener("worker", refresh);  // a worker started, stopped or stopped answering
   events.addEventListener("end", () => { events.close(); showLogin("The token was revoked."); });
 }
 
