@@ -43,20 +43,32 @@ def logs(
         help="Print the output of attempt N of the job's history (see queuectl show) instead.",
     ),
     as_json: bool = typer.Option(False, "--json", help="With --attempt: print that attempt as JSON, output included."),
+    head: Optional[int] = typer.Option(None, "--head", min=0, metavar="N", help="Print only the first N lines kept."),
+    tail: Optional[int] = typer.Option(
+        None, "--tail", "-n", min=0, metavar="N", help="Print only the last N lines (with --follow: then follow)."
+    ),
 ) -> None:
-    """Print a job's captured output (stdout and stderr; the last 64 KiB), exactly as stored.
+    """Print a job's captured output (stdout and stderr; the last output-limit bytes, 64 KiB by
+    default), exactly as stored.
 
-    Running jobs save their output at each heartbeat (config key heartbeat). Each finished
-    attempt keeps its own output (the latest attempt-outputs-kept of them): --attempt N.
+    Running jobs save their output at each heartbeat (config key heartbeat); --follow on the
+    worker's own host reads it live. Each finished attempt keeps its own output (the latest
+    attempt-outputs-kept of them): --attempt N.
 
     Example: queuectl logs k3v9q2mx7d --follow
     """
     store = store_of(ctx)
     out = sys.stdout
+    if head is not None and tail is not None:
+        raise InvalidInput("give --head or --tail, not both")
+    if head is not None and follow:
+        raise InvalidInput("--head reads the start of the output: it cannot be combined with --follow")
     if attempt is not None or as_json:
         if follow:
             raise InvalidInput("--follow reads the running attempt: it cannot be combined with --attempt or --json")
-        _print_attempt(store, job_id, attempt, as_json)
+        if as_json and (head is not None or tail is not None):
+            raise InvalidInput("--json prints the whole attempt: it cannot be combined with --head or --tail")
+        _print_attempt(store, job_id, attempt, as_json, head, tail)
         return
     job = service.get_job(store, job_id)
 
@@ -68,10 +80,7 @@ def logs(
         print(f"queuectl: {text}", file=sys.stderr, flush=True)
 
     if not follow:
-        if job.output:
-            write(job.output)
-            if not job.output.endswith("\n") and out.isatty():
-                write("\n")
+        _print_output(job.output, head, tail)
         if job.state not in FINISHED:
             note(
                 f"job {job.id} is {job.state}; its output so far is saved at each heartbeat "
@@ -108,7 +117,26 @@ def logs(
     note(final_note(last))
 
 
-def _print_attempt(store: Store, job_id: str, number: Optional[int], as_json: bool) -> None:
+def _print_output(text: Optional[str], head: Optional[int], tail: Optional[int]) -> None:
+    """The stored output, or its first/last lines (with a note when the output limit cut it)."""
+    from queuectl.service.logtail import excerpt
+
+    shown, dropped = excerpt(text, head, tail)
+    if shown:
+        sys.stdout.write(shown)
+        if not shown.endswith("\n") and sys.stdout.isatty():
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+    if head is not None and dropped:
+        print(
+            f"queuectl: {dropped} earlier bytes were dropped (config output-limit): these are the first lines kept",
+            file=sys.stderr,
+        )
+
+
+def _print_attempt(
+    store: Store, job_id: str, number: Optional[int], as_json: bool, head: Optional[int], tail: Optional[int]
+) -> None:
     from queuectl.service import history
 
     row = history.attempt(store, job_id, number)
@@ -124,9 +152,7 @@ def _print_attempt(store: Store, job_id: str, number: Optional[int], as_json: bo
             file=sys.stderr,
         )
         return
-    sys.stdout.write(row.output)
-    if not row.output.endswith("\n") and sys.stdout.isatty():
-        sys.stdout.write("\n")
+    _print_output(row.output, head, tail)
 
 
 def metrics(

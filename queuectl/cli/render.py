@@ -126,6 +126,9 @@ def jobs_table(jobs: Iterable[Job], title: str, fmt: str = "table", now: Optiona
     emit(fmt, title, columns, rows)
 
 
+SHOW_OUTPUT_LINES = 20  # show prints this much of the output; logs prints it all
+
+
 def job_detail(job: Job, progress: str = "-") -> None:
     from rich.table import Table
 
@@ -165,8 +168,17 @@ def job_detail(job: Job, progress: str = "-") -> None:
         table.add_row(name, value)
     out = console()
     out.print(table)
-    out.print("[bold]output[/] (tail; `queuectl logs` prints it raw):")
-    out.print(printable(job.output) or "(none)", markup=False, highlight=False)
+    from queuectl.service.logtail import split_marker, tail_lines
+
+    dropped, kept = split_marker(job.output or "")
+    shown = tail_lines(kept, SHOW_OUTPUT_LINES)
+    hidden = len(kept.splitlines()) - len(shown.splitlines())
+    if hidden or dropped:
+        lost = f"; {dropped} earlier bytes were not kept (output-limit)" if dropped else ""
+        out.print(f"[bold]output[/] (last {SHOW_OUTPUT_LINES} lines; all of it: queuectl logs {safe(job.id)}{lost}):")
+    else:
+        out.print("[bold]output[/] (`queuectl logs` prints it raw):")
+    out.print(printable(shown.rstrip("\n")) or "(none)", markup=False, highlight=False)
 
 
 def attempts_table(attempts: Iterable[Attempt]) -> None:

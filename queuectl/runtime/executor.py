@@ -325,8 +325,9 @@ class Run:
                 return
             self._dirty = True
             self._tail += chunk
+            # trimmed once it holds twice the limit: a 16 MiB tail is not moved on every chunk
             excess = len(self._tail) - self.limit
-            if excess > 0:
+            if excess > max(self.limit, _READ_BUDGET):
                 del self._tail[:excess]
                 self._dropped += excess
 
@@ -386,12 +387,13 @@ class Run:
         if only_if_changed and not self._dirty:
             return None
         self._dirty = False
-        text = bytes(self._tail).decode("utf-8", errors="replace").replace("\x00", "\\0")
-        dropped = self._dropped
+        kept_bytes = bytes(self._tail[-self.limit :])
+        text = kept_bytes.decode("utf-8", errors="replace").replace("\x00", "\\0")
+        dropped = self._dropped + len(self._tail) - len(kept_bytes)
         encoded = text.encode()
         if len(encoded) > self.limit:  # replacements grew it: keep the last `limit` bytes of text
             kept = encoded[-self.limit :].decode("utf-8", errors="ignore")
-            dropped += len(self._tail) - len(kept.encode())  # roughly, in the job's own bytes
+            dropped += len(kept_bytes) - len(kept.encode())  # roughly, in the job's own bytes
             text = kept
         if dropped > 0:
             text = f"[... {dropped} earlier bytes of output dropped ...]\n{text}"

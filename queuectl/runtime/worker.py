@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from queuectl.core import lifecycle
-from queuectl.core.config import ENV_DB, RuntimeConfig, resolve_db_url
+from queuectl.core.config import ENV_DB, RuntimeConfig, output_limit_for, resolve_db_url
 from queuectl.core.defaults import FORGET_WORKERS_AFTER_S as _FORGET_WORKERS_AFTER_S
 from queuectl.core.defaults import RETRY_WRITE_S as _RETRY_WRITE_S
 from queuectl.core.errors import EXIT_CORRUPT, EXIT_ERROR, QueuectlError, StoreCorrupt, StoreReadOnly, StoreUnavailable
@@ -305,7 +305,8 @@ class Worker:
         env = job_environment(self.base_env, job.env)
         slot.started_at = self.store.now()
         try:
-            slot.run = Run(job.command, job.cwd, env, progress=True)
+            limit = output_limit_for(self.config, self.store.output_budget)
+            slot.run = Run(job.command, job.cwd, env, limit=limit, progress=True)
         except StartError as exc:
             slot.start_error = str(exc)
             if exc.out_of_resources:

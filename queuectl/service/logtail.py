@@ -30,6 +30,30 @@ def split_marker(text: str) -> tuple[int, str]:
     return int(match.group(1)), text[match.end() :]
 
 
+def head_lines(text: str, count: int) -> str:
+    """The first ``count`` lines of ``text`` (``head -n``), each with its newline."""
+    return "".join(text.splitlines(keepends=True)[:count])
+
+
+def tail_lines(text: str, count: int) -> str:
+    """The last ``count`` lines of ``text`` (``tail -n``); a last line without newline counts."""
+    if count <= 0:
+        return ""
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[-count:])
+
+
+def excerpt(text: str | None, head: int | None, tail: int | None) -> tuple[str, int]:
+    """``logs --head/--tail``: the lines asked for of a stored output (its dropped-bytes marker
+    left out) and how many bytes the output limit dropped before the text kept."""
+    dropped, kept = split_marker(text or "")
+    if head is not None:
+        return head_lines(kept, head), dropped
+    if tail is not None:
+        return tail_lines(kept, tail), dropped
+    return text or "", dropped
+
+
 def _overlap_by_hint(old: str, new: str, shift: int) -> Optional[str]:
     """The new part if the tail slid by exactly ``shift`` bytes (true for any valid UTF-8 output)."""
     old_b, new_b = old.encode(), new.encode()

@@ -67,6 +67,8 @@ class Store(abc.ABC):
 
     url: str
     transactional: bool = False  # True: a unit of work is one transaction
+    # bytes one job's record may spend on output (its own and its kept attempts'); None: no cap
+    output_budget: int | None = None
 
     def unit(self) -> AbstractContextManager[None]:
         """A unit of work: the primitives called inside it commit together (SQL: one
