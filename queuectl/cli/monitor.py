@@ -6,11 +6,13 @@ from typing import Optional
 import typer
 
 from queuectl.cli.context import context_of, store_of
-from queuectl.core.errors import EXIT_NOT_FOUND, InvalidInput, StoreUnavailable
+from queuectl.core.errors import EXIT_JOB_CANCELLED, EXIT_JOB_DEAD, EXIT_NOT_FOUND, InvalidInput, StoreUnavailable
 from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import Job
 from queuectl.service import jobs as service
 from queuectl.store import Store
+
+OUTCOME_EXIT_CODES = {"dead": EXIT_JOB_DEAD, "cancelled": EXIT_JOB_CANCELLED}  # as queuectl wait
 
 
 def dashboard(
@@ -32,7 +34,10 @@ def logs(
     ctx: typer.Context,
     job_id: str = typer.Argument(..., metavar="ID"),
     follow: bool = typer.Option(
-        False, "--follow", "-f", help="Keep printing new output until the job completes, dies or is cancelled."
+        False,
+        "--follow",
+        "-f",
+        help="Keep printing new output until the job completes (exit 0), dies (20) or is cancelled (21).",
     ),
     interval: float = typer.Option(0.5, "--interval", min=0.05, max=60, help="With --follow: seconds between reads."),
     attempt: Optional[int] = typer.Option(
@@ -108,13 +113,17 @@ def logs(
             outage[0] = False
         return latest
 
-    last = follow_job(read, write, note, interval=interval, on_error=on_error)
+    from queuectl.service.livetail import opener
+
+    last = follow_job(read, write, note, interval=interval, on_error=on_error, live=opener(store), tail=tail)
     if last is None:
         note(f"job {job_id} was deleted while following it")
         raise typer.Exit(EXIT_NOT_FOUND)
     if out.isatty() and last.output and not last.output.endswith("\n"):
         write("\n")
     note(final_note(last))
+    if last.state in OUTCOME_EXIT_CODES:
+        raise typer.Exit(OUTCOME_EXIT_CODES[last.state])
 
 
 def _print_output(text: Optional[str], head: Optional[int], tail: Optional[int]) -> None:

@@ -44,6 +44,7 @@ from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 from queuectl.service.config import load_config
 from queuectl.service.workers import beat_worker, prune_workers, register_worker, show_current_jobs
 from queuectl.store import Store, open_store
+from queuectl.store.spool import SpoolWriter, open_spool_dir, spool_dir_for
 
 PUBLISH_EVERY_S = 0.25  # a change of our current jobs reaches the registry row this soon at most
 SHORT_OF_RESOURCES_BACKOFF_S = 1.0  # after a start failed for want of descriptors: claim again this late
@@ -112,6 +113,7 @@ class Worker:
         self.published_jobs: list[str] = []  # the current jobs the registry row shows
         self.next_publish = 0.0
         self.base_env = dict(os.environ)
+        self.spool_dir = open_spool_dir(spool_dir_for(store.url), create=True)  # live output (logs --follow)
         self.supervised = bool(os.environ.get("QUEUECTL_SUPERVISED"))
         self.housekeeper = Housekeeper(
             store, lambda: self.config, self.base_env, lambda text: log(self.id, text), wall=store.now
@@ -203,6 +205,7 @@ class Worker:
         for slot in self.slots.values():
             if slot.run is not None:
                 slot.run.signal(signal.SIGKILL)
+                slot.run.close_spool()
                 slot.run.poll()
 
     def _on_signals(self, fd: int) -> None:
@@ -307,6 +310,8 @@ class Worker:
         try:
             limit = output_limit_for(self.config, self.store.output_budget)
             slot.run = Run(job.command, job.cwd, env, limit=limit, progress=True)
+            if self.spool_dir is not None:
+                slot.run.spool = SpoolWriter(self.spool_dir, job.id, job.attempts)
         except StartError as exc:
             slot.start_error = str(exc)
             if exc.out_of_resources:

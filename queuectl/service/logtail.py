@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import FAILED, PROCESSING, Job
@@ -166,6 +166,15 @@ class Follower:
             self.shown = job.output
         return events + self._notes(job)
 
+    def adopt(self, job: Job, shown: str, attempt_over: bool) -> None:
+        """Back to reading the database after a live spool: ``shown`` was printed of this attempt.
+
+        If the attempt is over, its stored output is all printed; if it still runs (its spool
+        failed: a full disk), the stored output is lined up with what the spool showed."""
+        self.started_at = job.started_at
+        self.stale, self.waiting_stale = None, False
+        self.shown = job.output if attempt_over else shown
+
     def _notes(self, job: Job) -> list[FollowEvent]:
         key = (job.started_at, job.state)
         if key in self.announced:
@@ -194,6 +203,10 @@ def final_note(job: Job) -> str:
     return f"job {job.id} {job.state} ({', '.join(detail)})"
 
 
+LIVE_READ_S = 0.05  # how often a live spool is read: output shows within this (plus a write)
+SPOOL_GONE_GRACE_S = 5.0  # a spool closed this long while its attempt still runs: it failed
+
+
 def follow(
     read: Callable[[], Optional[Job]],
     write: Callable[[str], None],
@@ -201,19 +214,41 @@ def follow(
     interval: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
     on_error: Optional[Callable[[Exception], bool]] = None,
+    live: Optional[Callable[[Job], Any]] = None,
+    tail: Optional[int] = None,
 ) -> Optional[Job]:
     """Print a job's output as it grows until it completed, died or was cancelled; returns it.
 
     ``read`` returns the job (None: it was deleted, then None is returned). ``on_error`` decides
-    whether a failed read is retried (True) or raised.
+    whether a failed read is retried (True) or raised. ``live(job)`` opens the running attempt's
+    spool on this host (a :class:`~queuectl.service.livetail.LiveSource`, or None): its output is
+    then printed as written, and the job read every ``interval`` only to see the attempt end.
+    ``tail``: start with only the last N lines of what there is.
     """
     job = read()
     if job is None:
         return None
     follower = Follower(job)
-    _emit(follower.first(job), write, note)
+    tried: set[int] = set()  # attempts whose spool was looked for
+    source = _open_live(live, job, tried)
+    if source is not None:
+        first = source.read()
+        write_some(tail_lines(first, tail) if tail is not None else first, write)
+    else:
+        events = follower.first(job)
+        if tail is not None:
+            events = [FollowEvent(text=tail_lines(e.text, tail), note=e.note) for e in events]
+        _emit(events, write, note)
+    next_read = time.monotonic() + interval
+    spool_gone: Optional[float] = None
     while job.state not in FINISHED:
-        sleep(interval)
+        sleep(LIVE_READ_S if source is not None else interval)
+        if source is not None:
+            write_some(source.read(), write)
+            ended = source.ended()
+            if not ended and time.monotonic() < next_read:
+                continue
+            next_read = time.monotonic() + interval
         try:
             latest = read()
         except Exception as exc:  # noqa: BLE001 - the caller decides which errors to ride out
@@ -223,8 +258,49 @@ def follow(
         if latest is None:
             return None
         job = latest
-        _emit(follower.update(job), write, note)
+        if source is not None:
+            same = job.state == PROCESSING and job.attempts == source.attempt
+            if same:
+                if not source.ended():
+                    continue
+                # the worker closes the spool just before it records the outcome: wait for that;
+                # a spool closed long before (a full disk) while the job runs: read the database
+                spool_gone = spool_gone or time.monotonic()
+                if time.monotonic() - spool_gone < SPOOL_GONE_GRACE_S:
+                    continue
+            write_some(source.close(), write)
+            if not same:  # the attempt is over: print what the database kept beyond the spool
+                from queuectl.service.livetail import beyond
+
+                if job.attempts == source.attempt:
+                    write_some(beyond(source.shown, job.output), write)
+            follower.adopt(job, source.shown, attempt_over=not same)
+            source, spool_gone = None, None
+            if not same:
+                _emit(follower._notes(job), write, note)
+            continue
+        events = follower.update(job)
+        if job.state == PROCESSING:
+            source = _open_live(live, job, tried)
+            if source is not None:  # this attempt from its start, from the spool
+                _emit([FollowEvent(note=e.note) for e in events if e.note], write, note)
+                write_some(source.read(), write)
+                continue
+        _emit(events, write, note)
     return job
+
+
+def _open_live(live: Optional[Callable[[Job], Any]], job: Job, tried: set[int]) -> Any:
+    """The live source of the job's current attempt, looked for once per attempt."""
+    if live is None or job.state != PROCESSING or job.attempts in tried:
+        return None
+    tried.add(job.attempts)
+    return live(job)
+
+
+def write_some(text: str, write: Callable[[str], None]) -> None:
+    if text:
+        write(text)
 
 
 def _emit(events: list[FollowEvent], write: Callable[[str], None], note: Callable[[str], None]) -> None:
