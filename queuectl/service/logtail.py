@@ -223,14 +223,15 @@ def follow(
     whether a failed read is retried (True) or raised. ``live(job)`` opens the running attempt's
     spool on this host (a :class:`~queuectl.service.livetail.LiveSource`, or None): its output is
     then printed as written, and the job read every ``interval`` only to see the attempt end.
+    A worker creates the spool with the job's first output, so it is looked for until then.
     ``tail``: start with only the last N lines of what there is.
     """
     job = read()
     if job is None:
         return None
     follower = Follower(job)
-    tried: set[int] = set()  # attempts whose spool was looked for
-    source = _open_live(live, job, tried)
+    from_db: set[int] = set()  # attempts whose stored output was printed: no spool for those
+    source = _open_live(live, job, from_db)
     if source is not None:
         first = source.read()
         write_some(tail_lines(first, tail) if tail is not None else first, write)
@@ -238,17 +239,23 @@ def follow(
         events = follower.first(job)
         if tail is not None:
             events = [FollowEvent(text=tail_lines(e.text, tail), note=e.note) for e in events]
+        _printed(events, job, from_db)
         _emit(events, write, note)
     next_read = time.monotonic() + interval
     spool_gone: Optional[float] = None
     while job.state not in FINISHED:
-        sleep(LIVE_READ_S if source is not None else interval)
+        watching = live is not None and job.state == PROCESSING
+        sleep(LIVE_READ_S if watching else interval)
         if source is not None:
             write_some(source.read(), write)
-            ended = source.ended()
-            if not ended and time.monotonic() < next_read:
-                continue
-            next_read = time.monotonic() + interval
+        elif watching:
+            source = _open_live(live, job, from_db)
+            if source is not None:  # this attempt from its start, from the spool
+                spool_gone = None
+                write_some(source.read(), write)
+        if watching and time.monotonic() < next_read and (source is None or not source.ended()):
+            continue
+        next_read = time.monotonic() + interval
         try:
             latest = read()
         except Exception as exc:  # noqa: BLE001 - the caller decides which errors to ride out
@@ -268,33 +275,39 @@ def follow(
                 spool_gone = spool_gone or time.monotonic()
                 if time.monotonic() - spool_gone < SPOOL_GONE_GRACE_S:
                     continue
+                from_db.add(job.attempts)
             write_some(source.close(), write)
-            if not same:  # the attempt is over: print what the database kept beyond the spool
+            if not same and job.attempts == source.attempt:  # over: what the database kept beyond
                 from queuectl.service.livetail import beyond
 
-                if job.attempts == source.attempt:
-                    write_some(beyond(source.shown, job.output), write)
+                write_some(beyond(source.shown, job.output), write)
             follower.adopt(job, source.shown, attempt_over=not same)
             source, spool_gone = None, None
             if not same:
                 _emit(follower._notes(job), write, note)
             continue
         events = follower.update(job)
-        if job.state == PROCESSING:
-            source = _open_live(live, job, tried)
-            if source is not None:  # this attempt from its start, from the spool
+        if job.state == PROCESSING and live is not None and job.attempts not in from_db:
+            source = _open_live(live, job, from_db)
+            if source is not None:  # the new attempt's own output comes from its spool
                 _emit([FollowEvent(note=e.note) for e in events if e.note], write, note)
                 write_some(source.read(), write)
                 continue
+        _printed(events, job, from_db)
         _emit(events, write, note)
     return job
 
 
-def _open_live(live: Optional[Callable[[Job], Any]], job: Job, tried: set[int]) -> Any:
-    """The live source of the job's current attempt, looked for once per attempt."""
-    if live is None or job.state != PROCESSING or job.attempts in tried:
+def _printed(events: list[FollowEvent], job: Job, from_db: set[int]) -> None:
+    """Note that the running attempt's output was printed from the database."""
+    if job.state == PROCESSING and any(event.text for event in events):
+        from_db.add(job.attempts)
+
+
+def _open_live(live: Optional[Callable[[Job], Any]], job: Job, from_db: set[int]) -> Any:
+    """The live source of the job's running attempt, unless its stored output was printed."""
+    if live is None or job.state != PROCESSING or job.attempts in from_db:
         return None
-    tried.add(job.attempts)
     return live(job)
 
 

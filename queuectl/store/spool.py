@@ -11,7 +11,8 @@ Layout: one folder per queue, ``<database file>.spool`` beside a SQLite file, el
 ``$TMPDIR/queuectl-<uid>-spool-<crc of the URL>``, created 0700 and used only when it is a real
 folder of ours that nobody else can write (never through a symlink: the rule of the wake folder,
 :mod:`queuectl.store.wake`). Inside it, ``<job id>@<attempt>.<generation>``, 0600, created
-exclusively and never followed through a symlink. Job ids cannot hold ``@``, so no two jobs'
+exclusively (with the job's first output: a silent job costs no file) and never followed
+through a symlink. Job ids cannot hold ``@``, so no two jobs'
 names overlap. A file is capped at :data:`GENERATION_BYTES`: the writer then starts the next
 generation and unlinks the full one, so a job writing gigabytes never fills the disk; a follower
 that holds the old file open reads it to its end, then opens the next.
@@ -73,10 +74,7 @@ class SpoolWriter:
         self._generation = 0
         self._size = 0
         self._fd: int | None = None
-        try:
-            self._fd = self._create(0)
-        except OSError:
-            self._fd = None
+        self._started = False  # the file is made with the first output: a silent job costs nothing
 
     def _create(self, generation: int) -> int:
         name = _name(self._job, self._attempt, generation)
@@ -87,11 +85,13 @@ class SpoolWriter:
                 os.unlink(name, dir_fd=self._dir)
         raise OSError(errno.EEXIST, name)
 
-    @property
-    def active(self) -> bool:
-        return self._fd is not None
-
     def write(self, chunk: bytes) -> None:
+        if not self._started:
+            self._started = True
+            try:
+                self._fd = self._create(0)
+            except OSError:
+                self._fd = None
         if self._fd is None:
             return
         try:
