@@ -217,8 +217,10 @@ class Store(abc.ABC):
         its own batch) and those inserted in the open unit of work."""
 
     @abc.abstractmethod
-    def waiting_children(self, parent_id: str) -> list[Job]:
-        """The waiting jobs that name ``parent_id`` in ``after`` or ``on_failure_of``."""
+    def waiting_children(self, parent_id: str, any_state: bool = False, limit: int | None = None) -> list[Job]:
+        """The waiting jobs that name ``parent_id`` in ``after`` or ``on_failure_of``; with
+        ``any_state``, its dependants in every state (``show``, ``tree``), oldest first, at most
+        ``limit`` of them; served by an index either way."""
 
     @abc.abstractmethod
     def expired(self, now: float, limit: int = 100) -> list[Job]:

@@ -500,7 +500,15 @@ class SqlJobs(SqlLog):
         return dict(rows)
 
     @_dialect_errors
-    def waiting_children(self, parent_id: str) -> list[Job]:
+    def waiting_children(self, parent_id: str, any_state: bool = False, limit: int | None = None) -> list[Job]:
+        if any_state:
+            rows = self._conn.execute(
+                f"SELECT {_CHILD_COLUMNS} FROM job_deps d JOIN jobs c ON c.id = d.child "
+                f"WHERE d.parent = ? AND c.state != '{STAGED}' ORDER BY c.created_at, c.id LIMIT ?",
+                (parent_id, -1 if limit is None else limit + 1),  # +1: a child may name it twice
+            ).fetchall()
+            unique = list({row[0]: row for row in rows}.values())
+            return [row_job(row) for row in unique[:limit]]
         # the state spelled out, not bound: a bound state makes SQLite re-plan the statement each
         # time (partial indexes on state), which cost a finish ~50 us for a query that is empty
         rows = self._conn.execute(
