@@ -222,19 +222,14 @@ def show(
     store = store_of(ctx)
     job = service.get_job(store, job_id)
     runs = history.attempts(store, job_id)
-    parents, dependants = deps.relatives(store, job_id)
     if as_json:
         from queuectl.service.shapes import job_json
 
-        data = job_json(job, attempts=runs)
-        data["parents"] = [row.to_dict() for row in parents]
-        data["dependants"] = [row.to_dict() for row in dependants.shown]
-        data["more_dependants"] = dependants.more
-        print_json(data)
+        print_json(job_json(job, attempts=runs))  # the job's one shape; tree --json has its chain
         return
     from queuectl.cli.render import attempts_table, job_detail
 
-    job_detail(job, history.progress_text(job), (parents, dependants))
+    job_detail(job, history.progress_text(job), deps.relatives(store, job_id))
     if runs:
         attempts_table(runs)
 
