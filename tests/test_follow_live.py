@@ -217,3 +217,16 @@ def test_a_job_silent_at_first_is_still_followed_live(run: Cli, worker: subproce
     assert [text for _, text in lines] == ["late\n", "last\n"]
     # 4 s before the end (heartbeat 20 s): only the spool could bring it, even on a loaded machine
     assert lines[0][0] < ended - 2.0, "late arrived while the job still ran"
+
+
+def test_a_server_queue_spools_in_a_private_tmp_folder_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from queuectl.store.spool import spool_dir_for
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    one = spool_dir_for("postgresql://app:secret@db.example/queue")
+    assert one.startswith(f"{tmp_path}/queuectl-{os.getuid()}-spool-") and "secret" not in one
+    assert one == spool_dir_for("postgresql://app:other@db.example/queue")  # the password is not part of it
+    assert one != spool_dir_for("postgresql://app:secret@db.example/other")
+    assert spool_dir_for(f"sqlite:///{tmp_path}/q.db") == f"{tmp_path}/q.db.spool"
