@@ -230,3 +230,31 @@ def test_a_server_queue_spools_in_a_private_tmp_folder_named_without_its_passwor
     assert one == spool_dir_for("postgresql://app:other@db.example/queue")  # the password is not part of it
     assert one != spool_dir_for("postgresql://app:secret@db.example/other")
     assert spool_dir_for(f"sqlite:///{tmp_path}/q.db") == f"{tmp_path}/q.db.spool"
+
+
+def test_a_killed_writers_spool_files_are_swept_a_live_ones_are_not(tmp_path: Path) -> None:
+    """A writer holds a lock on its file: another process's sweep leaves it alone; once the
+    writer is gone (SIGKILLed: here, a child that exits without closing), the file is swept."""
+    import sys
+
+    from queuectl.store.spool import sweep_stale
+
+    folder = str(tmp_path / "q.db.spool")
+    dir_fd = open_spool_dir(folder, create=True)
+    assert dir_fd is not None
+    child = (
+        "import os, sys, time; from queuectl.store.spool import SpoolWriter, open_spool_dir; "
+        f"w = SpoolWriter(open_spool_dir({folder!r}, True), sys.argv[1], 1); w.write(b'x'); "
+        "print('ready', flush=True); time.sleep(float(sys.argv[2])); os._exit(0)"
+    )
+    live = subprocess.Popen([sys.executable, "-c", child, "live", "30"], stdout=subprocess.PIPE, text=True)
+    dead = subprocess.Popen([sys.executable, "-c", child, "dead", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout is not None and live.stdout.readline() == "ready\n"
+        assert dead.wait(timeout=30) == 0
+        assert sorted(os.listdir(folder)) == ["dead@1.0", "live@1.0"]
+        assert sweep_stale(dir_fd) == 1
+        assert os.listdir(folder) == ["live@1.0"]
+    finally:
+        live.kill()
+        live.wait()

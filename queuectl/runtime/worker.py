@@ -44,7 +44,7 @@ from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 from queuectl.service.config import load_config
 from queuectl.service.workers import beat_worker, prune_workers, register_worker, show_current_jobs
 from queuectl.store import Store, open_store
-from queuectl.store.spool import SpoolWriter, open_spool_dir, spool_dir_for
+from queuectl.store.spool import SpoolWriter, open_spool_dir, spool_dir_for, sweep_stale
 
 PUBLISH_EVERY_S = 0.25  # a change of our current jobs reaches the registry row this soon at most
 SHORT_OF_RESOURCES_BACKOFF_S = 1.0  # after a start failed for want of descriptors: claim again this late
@@ -114,6 +114,8 @@ class Worker:
         self.next_publish = 0.0
         self.base_env = dict(os.environ)
         self.spool_dir = open_spool_dir(spool_dir_for(store.url), create=True)  # live output (logs --follow)
+        if self.spool_dir is not None:
+            sweep_stale(self.spool_dir)  # files of a worker that was killed
         self.supervised = bool(os.environ.get("QUEUECTL_SUPERVISED"))
         self.housekeeper = Housekeeper(
             store, lambda: self.config, self.base_env, lambda text: log(self.id, text), wall=store.now

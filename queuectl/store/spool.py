@@ -15,13 +15,15 @@ exclusively (with the job's first output: a silent job costs no file) and never 
 through a symlink. Job ids cannot hold ``@``, so no two jobs'
 names overlap. A file is capped at :data:`GENERATION_BYTES`: the writer then starts the next
 generation and unlinks the full one, so a job writing gigabytes never fills the disk; a follower
-that holds the old file open reads it to its end, then opens the next.
+that holds the old file open reads it to its end, then opens the next. A writer holds a lock on
+its file, so the files of a killed worker are told apart and swept when a worker starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import zlib
@@ -58,6 +60,30 @@ def open_spool_dir(folder: str, create: bool) -> int | None:
     return fd
 
 
+def sweep_stale(dir_fd: int) -> int:
+    """Unlink the spool files no live worker writes (theirs was killed): a writer holds a lock on
+    its file for as long as it writes it, so a file whose lock we get is stale. Returns how many."""
+    swept = 0
+    with contextlib.suppress(OSError):
+        for name in os.listdir(dir_fd):
+            with contextlib.suppress(OSError):
+                fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS, dir_fd=dir_fd)
+                try:
+                    info = os.fstat(fd)
+                    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                        continue
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # being written
+                    if os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino == info.st_ino:
+                        os.unlink(name, dir_fd=dir_fd)
+                        swept += 1
+                finally:
+                    os.close(fd)
+    return swept
+
+
 def _name(job_id: str, attempt: int, generation: int) -> str:
     return f"{job_id}@{attempt}.{generation}"
 
@@ -80,9 +106,12 @@ class SpoolWriter:
         name = _name(self._job, self._attempt, generation)
         for _ in range(2):
             try:
-                return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600, dir_fd=self._dir)
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600, dir_fd=self._dir)
             except FileExistsError:  # left by a worker that was killed: it is not being written
                 os.unlink(name, dir_fd=self._dir)
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while written: see sweep_stale
+            return fd
         raise OSError(errno.EEXIST, name)
 
     def write(self, chunk: bytes) -> None:
