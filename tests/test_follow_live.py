@@ -25,6 +25,8 @@ from queuectl.store import spool
 from queuectl.store.spool import SpoolReader, SpoolWriter, open_spool_dir
 
 TIMEOUT_S = 60
+# the job starts 3 s from now: the follow (a Python start, slow on a loaded machine) is there first
+ATTACH_FIRST = ("--delay", "3s")
 
 
 @pytest.fixture
@@ -102,7 +104,7 @@ def wait_for_state(run: Cli, job_id: str, state: str) -> None:
 
 def test_every_line_arrives_once_in_order_while_the_job_runs(run: Cli, worker: subprocess.Popen[bytes]) -> None:
     command = "for i in $(seq 1 20); do echo line$i; sleep 0.1; done"
-    job_id = ok(run("enqueue", command)).strip()
+    job_id = ok(run("enqueue", command, *ATTACH_FIRST)).strip()
     lines, ended, code, stderr = follow(run, job_id)
     assert code == EXIT_OK, stderr
     assert [text for _, text in lines] == [f"line{i}\n" for i in range(1, 21)]
@@ -113,7 +115,7 @@ def test_every_line_arrives_once_in_order_while_the_job_runs(run: Cli, worker: s
 
 
 def test_a_follow_across_a_retry_ends_with_the_outcome_exit_code(run: Cli, worker: subprocess.Popen[bytes]) -> None:
-    job_id = ok(run("enqueue", "echo one; sleep 0.5; echo two; exit 3", "--max-retries", "1")).strip()
+    job_id = ok(run("enqueue", "echo one; sleep 0.5; echo two; exit 3", "--max-retries", "1", *ATTACH_FIRST)).strip()
     lines, _, code, stderr = follow(run, job_id)
     assert code == EXIT_JOB_DEAD, stderr
     assert [text for _, text in lines] == ["one\n", "two\n", "one\n", "two\n"]
@@ -146,7 +148,7 @@ def test_without_a_spool_it_falls_back_to_the_stored_output(run: Cli) -> None:
         start_new_session=True,
     )
     try:
-        job_id = ok(run("enqueue", "echo a; sleep 0.3; echo b")).strip()
+        job_id = ok(run("enqueue", "echo a; sleep 0.3; echo b", *ATTACH_FIRST)).strip()
         lines, _, code, stderr = follow(run, job_id)
         assert code == EXIT_OK, stderr
         assert [text for _, text in lines] == ["a\n", "b\n"]
@@ -210,8 +212,7 @@ def test_the_stored_end_is_printed_only_where_the_spool_missed_it() -> None:
 
 def test_a_job_silent_at_first_is_still_followed_live(run: Cli, worker: subprocess.Popen[bytes]) -> None:
     """The spool file is made with the job's first output: the follow keeps looking for it."""
-    job_id = ok(run("enqueue", "sleep 1.5; echo late; sleep 4; echo last")).strip()
-    wait_for_state(run, job_id, "processing")
+    job_id = ok(run("enqueue", "sleep 1.5; echo late; sleep 4; echo last", *ATTACH_FIRST)).strip()
     lines, ended, code, stderr = follow(run, job_id)
     assert code == EXIT_OK, stderr
     assert [text for _, text in lines] == ["late\n", "last\n"]

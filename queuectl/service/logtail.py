@@ -205,6 +205,7 @@ def final_note(job: Job) -> str:
 
 LIVE_READ_S = 0.05  # how often a live spool is read: output shows within this (plus a write)
 SPOOL_GONE_GRACE_S = 5.0  # a spool closed this long while its attempt still runs: it failed
+ENDING_READ_S = 0.1  # how often the job is read while its ended spool waits for the outcome
 
 
 def follow(
@@ -253,9 +254,11 @@ def follow(
             if source is not None:  # this attempt from its start, from the spool
                 spool_gone = None
                 write_some(source.read(), write)
-        if watching and time.monotonic() < next_read and (source is None or not source.ended()):
-            continue
-        next_read = time.monotonic() + interval
+        just_ended = source is not None and spool_gone is None and source.ended()
+        if watching and time.monotonic() < next_read and not just_ended:
+            continue  # the database is read at once when the spool ends, else every interval
+        # while an ended spool waits for its outcome, the database is read often (it comes at once)
+        next_read = time.monotonic() + (min(interval, ENDING_READ_S) if spool_gone or just_ended else interval)
         try:
             latest = read()
         except Exception as exc:  # noqa: BLE001 - the caller decides which errors to ride out
