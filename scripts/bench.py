@@ -24,6 +24,9 @@ Scenarios (``--only`` takes these names, comma separated):
           worker starts the job before the enqueue process has finished exiting; "pickup after
           API enqueue" (queuectl.service.jobs.enqueue in this process) is the worker's own latency.
           Baseline: spawning ``sh -c 'date +%s.%N > FILE'`` directly.
+  follow  ``logs --follow`` of a job writing a ``date +%s.%N`` line every 0.2 s, on the worker's
+          host: delay from each line written to it printed (p50, p95; target p95 <= 500 ms).
+          Baseline: the same lines read straight from the script's pipe.
   cli     wall time of ``queuectl enqueue true`` and ``queuectl --help`` against
           ``python -c pass`` and ``python -c "import typer"`` (same interpreter).
   idle    supervisor + 2 idle workers: VmRSS of each worker and CPU % of one core over a window.
@@ -57,6 +60,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
@@ -75,7 +79,7 @@ from typing import Any, Callable, Iterator, Optional
 from queuectl.core import lifecycle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ("drain", "pickup", "cli", "idle", "bulk", "scale", "http", "reads")
+SCENARIOS = ("drain", "pickup", "follow", "cli", "idle", "bulk", "scale", "http", "reads")
 MONGO_SCENARIOS = ("drain", "pickup", "cli")
 POSTGRES_SCENARIOS = ("drain", "pickup", "bulk", "scale")  # each test in its own schema, dropped after
 DRAIN_SHAPES = ((2, 1), (1, 2), (2, 4))  # (worker processes, concurrency each)
@@ -717,6 +721,62 @@ def scenario_pickup(bench: Bench, backend: str, run: int) -> None:
         res.add(figure, run, percentile(values, pct))
 
 
+FOLLOW_LINES = 15  # lines one followed job writes, one every FOLLOW_GAP_S
+FOLLOW_GAP_S = 0.2
+FOLLOW_ATTACH_S = 2.0
+
+
+def _line_delays_ms(stream: Any) -> list[float]:
+    """For each ``date +%s.%N`` line read from ``stream``: how long after it was written it arrived."""
+    delays = []
+    for raw in stream:
+        arrived = time.time()
+        with contextlib.suppress(ValueError):
+            delays.append((arrived - float(raw.strip())) * 1000)
+    return delays
+
+
+def scenario_follow(bench: Bench, backend: str, run: int) -> None:
+    """``logs --follow`` of a running job on the worker's host: each line's delay from the moment
+    the job wrote it (``date +%s.%N``) to the moment it came out of the follow; heartbeat at its
+    default 5 s, so nothing comes through the database. Baseline: the same script's lines read
+    straight from its pipe."""
+    res = bench.results
+    base50 = res.define("raw.pipe.p50", "line through a pipe, p50", "ms")
+    base95 = res.define("raw.pipe.p95", "line through a pipe, p95", "ms")
+    p50 = res.define("sqlite.follow.p50", "logs --follow, line written to printed, p50", "ms", baseline=base50)
+    p95 = res.define(
+        "sqlite.follow.p95",
+        "logs --follow, line written to printed, p95",
+        "ms",
+        baseline=base95,
+        target=Target("value", 500.0, "<= 500 ms"),
+    )
+    # the first line waits until the follow has started (a Python start-up is not what we measure)
+    script = f"sleep {FOLLOW_ATTACH_S}; for i in $(seq 1 {FOLLOW_LINES}); do date +%s.%N; sleep {FOLLOW_GAP_S}; done"
+    with bench.queue(backend, "follow") as queue:
+        supervisor, _ = start_workers(bench, queue, 1)
+        try:
+            job_id = run_cmd(bench.q("enqueue", script), queue.env, queue.dir).check("enqueue").out.strip()
+            follower = PROCS.spawn(
+                bench.q("logs", job_id, "--follow"), env=queue.env, cwd=queue.dir, stdout=subprocess.PIPE
+            )
+            assert follower.stdout is not None
+            followed = _line_delays_ms(io.TextIOWrapper(follower.stdout))
+            if follower.wait(timeout=60) != 0 or len(followed) != FOLLOW_LINES:
+                raise BenchFailure(f"logs --follow: exit {follower.returncode}, {len(followed)} lines")
+            PROCS.forget(follower)
+        finally:
+            stop_workers(supervisor, queue)
+        raw = PROCS.spawn(["sh", "-c", script], env=queue.env, cwd=queue.dir, stdout=subprocess.PIPE)
+        assert raw.stdout is not None
+        piped = _line_delays_ms(io.TextIOWrapper(raw.stdout))
+        raw.wait(timeout=60)
+        PROCS.forget(raw)
+    for figure, values, pct in ((p50, followed, 50), (p95, followed, 95), (base50, piped, 50), (base95, piped, 95)):
+        res.add(figure, run, percentile(values, pct))
+
+
 def settle() -> None:
     """Give the worker time to record the job and go idle again, with jitter."""
     time.sleep(0.05 + random.random() * 0.05)
@@ -1193,6 +1253,7 @@ def write_json(bench: Bench, rows: dict[str, dict[str, Any]], path: str, seconds
 RUNNERS: dict[str, Callable[[Bench, str, int], None]] = {
     "drain": scenario_drain,
     "pickup": scenario_pickup,
+    "follow": scenario_follow,
     "cli": scenario_cli,
     "idle": scenario_idle,
     "bulk": scenario_bulk,

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from queuectl.core import lifecycle
-from queuectl.core.errors import EXIT_NOT_FOUND, StoreUnavailable
+from queuectl.core.errors import EXIT_JOB_DEAD, EXIT_NOT_FOUND, StoreUnavailable
 from queuectl.core.models import Job, WorkerInfo
 from queuectl.service import workers as worker_service
 from queuectl.service.logtail import SKIPPED, Follower, final_note, follow, new_part, split_marker
@@ -284,7 +284,8 @@ def follow_subprocess(tmp_path: Path, job_id: str) -> tuple[list[tuple[float, st
 
 
 def test_logs_follow_streams_a_running_jobs_output(worker: Any, tmp_path: Path, db: SqliteStore) -> None:
-    job_id = cli(tmp_path, "enqueue", "for i in 1 2 3; do echo line$i; sleep 0.5; done").stdout.strip()
+    # --delay: the follow is there before the job starts, even on a loaded machine
+    job_id = cli(tmp_path, "enqueue", "for i in 1 2 3; do echo line$i; sleep 0.5; done", "--delay", "3s").stdout.strip()
     lines, ended, code, stderr = follow_subprocess(tmp_path, job_id)
     assert code == 0, stderr
     assert [text for _, text in lines] == ["line1\n", "line2\n", "line3\n"]
@@ -294,9 +295,11 @@ def test_logs_follow_streams_a_running_jobs_output(worker: Any, tmp_path: Path, 
 
 
 def test_logs_follow_keeps_following_through_a_retry(worker: Any, tmp_path: Path) -> None:
-    job_id = cli(tmp_path, "enqueue", "echo try; sleep 0.3; echo failing; exit 3", "--max-retries", "1").stdout.strip()
+    job_id = cli(
+        tmp_path, "enqueue", "echo try; sleep 0.3; echo failing; exit 3", "--max-retries", "1", "--delay", "3s"
+    ).stdout.strip()
     lines, _, code, stderr = follow_subprocess(tmp_path, job_id)
-    assert code == 0, stderr
+    assert code == EXIT_JOB_DEAD, stderr  # the follow ends with the job's outcome, as wait does
     assert [text for _, text in lines] == ["try\n", "failing\n", "try\n", "failing\n"]
     assert "attempt 1 failed (exit code 3)" in stderr and "attempt 2 of 2 started" in stderr
     assert f"job {job_id} dead (exit code 3" in stderr

@@ -64,6 +64,7 @@ def completion(shell: str = typer.Argument(..., metavar="bash|zsh|fish")) -> Non
 def _register() -> None:
     from queuectl.cli import (
         config_cmds,
+        deps_cmds,
         dlq,
         events_cmds,
         handling_cmds,
@@ -79,6 +80,7 @@ def _register() -> None:
     handling_cmds.register(app)
     app.command()(completion)
     workflow_cmds.register(app)
+    deps_cmds.register(app)
     monitor.register(app)
     events_cmds.register(app)
     groups = (

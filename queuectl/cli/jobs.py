@@ -185,16 +185,23 @@ def list_jobs(
     chosen = pick_format(fmt, as_json)
     page = service.list_jobs(store_of(ctx), states=state, queue=queue, limit=limit, batch=batch, labels=label)
     shown = f"{len(page.jobs):,} of {page.matched:,} shown; --limit N for more" if page.matched > len(page.jobs) else ""
+    from queuectl.service.deps import waits_for
+
+    waits = waits_for(store_of(ctx), page.jobs)
     if chosen == "json":
         from queuectl.service.shapes import jobs_json
 
-        print_json(jobs_json(page.jobs))
+        rows = jobs_json(page.jobs)
+        for row in rows:
+            if row["id"] in waits:
+                row["waits_for"] = waits[row["id"]]
+        print_json(rows)
     else:
         from queuectl.cli.render import jobs_table
 
         which = f" ({', '.join(dict.fromkeys(state))})" if state else ""
         title = f"jobs{which}: {shown or f'{len(page.jobs):,} shown'}"
-        jobs_table(page.jobs, title, chosen)
+        jobs_table(page.jobs, title, chosen, waits=waits)
         if chosen == "table":
             return
     if shown:
@@ -210,7 +217,7 @@ def show(
 
     Example: queuectl show job1
     """
-    from queuectl.service import history
+    from queuectl.service import deps, history
 
     store = store_of(ctx)
     job = service.get_job(store, job_id)
@@ -218,11 +225,11 @@ def show(
     if as_json:
         from queuectl.service.shapes import job_json
 
-        print_json(job_json(job, attempts=runs))
+        print_json(job_json(job, attempts=runs))  # the job's one shape; tree --json has its chain
         return
     from queuectl.cli.render import attempts_table, job_detail
 
-    job_detail(job, history.progress_text(job))
+    job_detail(job, history.progress_text(job), deps.relatives(store, job_id))
     if runs:
         attempts_table(runs)
 

@@ -6,11 +6,13 @@ from typing import Optional
 import typer
 
 from queuectl.cli.context import context_of, store_of
-from queuectl.core.errors import EXIT_NOT_FOUND, InvalidInput, StoreUnavailable
+from queuectl.core.errors import EXIT_JOB_CANCELLED, EXIT_JOB_DEAD, EXIT_NOT_FOUND, InvalidInput, StoreUnavailable
 from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import Job
 from queuectl.service import jobs as service
 from queuectl.store import Store
+
+OUTCOME_EXIT_CODES = {"dead": EXIT_JOB_DEAD, "cancelled": EXIT_JOB_CANCELLED}  # as queuectl wait
 
 
 def dashboard(
@@ -32,7 +34,10 @@ def logs(
     ctx: typer.Context,
     job_id: str = typer.Argument(..., metavar="ID"),
     follow: bool = typer.Option(
-        False, "--follow", "-f", help="Keep printing new output until the job completes, dies or is cancelled."
+        False,
+        "--follow",
+        "-f",
+        help="Keep printing new output until the job completes (exit 0), dies (20) or is cancelled (21).",
     ),
     interval: float = typer.Option(0.5, "--interval", min=0.05, max=60, help="With --follow: seconds between reads."),
     attempt: Optional[int] = typer.Option(
@@ -43,20 +48,32 @@ def logs(
         help="Print the output of attempt N of the job's history (see queuectl show) instead.",
     ),
     as_json: bool = typer.Option(False, "--json", help="With --attempt: print that attempt as JSON, output included."),
+    head: Optional[int] = typer.Option(None, "--head", min=0, metavar="N", help="Print only the first N lines kept."),
+    tail: Optional[int] = typer.Option(
+        None, "--tail", "-n", min=0, metavar="N", help="Print only the last N lines (with --follow: then follow)."
+    ),
 ) -> None:
-    """Print a job's captured output (stdout and stderr; the last 64 KiB), exactly as stored.
+    """Print a job's captured output (stdout and stderr; the last output-limit bytes, 64 KiB by
+    default), exactly as stored.
 
-    Running jobs save their output at each heartbeat (config key heartbeat). Each finished
-    attempt keeps its own output (the latest attempt-outputs-kept of them): --attempt N.
+    Running jobs save their output at each heartbeat (config key heartbeat); --follow on the
+    worker's own host reads it live. Each finished attempt keeps its own output (the latest
+    attempt-outputs-kept of them): --attempt N.
 
     Example: queuectl logs k3v9q2mx7d --follow
     """
     store = store_of(ctx)
     out = sys.stdout
+    if head is not None and tail is not None:
+        raise InvalidInput("give --head or --tail, not both")
+    if head is not None and follow:
+        raise InvalidInput("--head reads the start of the output: it cannot be combined with --follow")
     if attempt is not None or as_json:
         if follow:
             raise InvalidInput("--follow reads the running attempt: it cannot be combined with --attempt or --json")
-        _print_attempt(store, job_id, attempt, as_json)
+        if as_json and (head is not None or tail is not None):
+            raise InvalidInput("--json prints the whole attempt: it cannot be combined with --head or --tail")
+        _print_attempt(store, job_id, attempt, as_json, head, tail)
         return
     job = service.get_job(store, job_id)
 
@@ -68,10 +85,7 @@ def logs(
         print(f"queuectl: {text}", file=sys.stderr, flush=True)
 
     if not follow:
-        if job.output:
-            write(job.output)
-            if not job.output.endswith("\n") and out.isatty():
-                write("\n")
+        _print_output(job.output, head, tail)
         if job.state not in FINISHED:
             note(
                 f"job {job.id} is {job.state}; its output so far is saved at each heartbeat "
@@ -99,16 +113,39 @@ def logs(
             outage[0] = False
         return latest
 
-    last = follow_job(read, write, note, interval=interval, on_error=on_error)
+    from queuectl.service.livetail import opener
+
+    last = follow_job(read, write, note, interval=interval, on_error=on_error, live=opener(store), tail=tail)
     if last is None:
         note(f"job {job_id} was deleted while following it")
         raise typer.Exit(EXIT_NOT_FOUND)
     if out.isatty() and last.output and not last.output.endswith("\n"):
         write("\n")
     note(final_note(last))
+    if last.state in OUTCOME_EXIT_CODES:
+        raise typer.Exit(OUTCOME_EXIT_CODES[last.state])
 
 
-def _print_attempt(store: Store, job_id: str, number: Optional[int], as_json: bool) -> None:
+def _print_output(text: Optional[str], head: Optional[int], tail: Optional[int]) -> None:
+    """The stored output, or its first/last lines (with a note when the output limit cut it)."""
+    from queuectl.service.logtail import excerpt
+
+    shown, dropped = excerpt(text, head, tail)
+    if shown:
+        sys.stdout.write(shown)
+        if not shown.endswith("\n") and sys.stdout.isatty():
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+    if head is not None and dropped:
+        print(
+            f"queuectl: {dropped} earlier bytes were dropped (config output-limit): these are the first lines kept",
+            file=sys.stderr,
+        )
+
+
+def _print_attempt(
+    store: Store, job_id: str, number: Optional[int], as_json: bool, head: Optional[int], tail: Optional[int]
+) -> None:
     from queuectl.service import history
 
     row = history.attempt(store, job_id, number)
@@ -124,9 +161,7 @@ def _print_attempt(store: Store, job_id: str, number: Optional[int], as_json: bo
             file=sys.stderr,
         )
         return
-    sys.stdout.write(row.output)
-    if not row.output.endswith("\n") and sys.stdout.isatty():
-        sys.stdout.write("\n")
+    _print_output(row.output, head, tail)
 
 
 def metrics(

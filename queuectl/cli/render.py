@@ -80,8 +80,15 @@ def first_line(text: Optional[str], width: int = 60) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def jobs_table(jobs: Iterable[Job], title: str, fmt: str = "table", now: Optional[float] = None) -> None:
-    """Jobs as a table (the command column shrinks first) or as TSV rows with every value whole."""
+def jobs_table(
+    jobs: Iterable[Job],
+    title: str,
+    fmt: str = "table",
+    now: Optional[float] = None,
+    waits: Optional[dict[str, list[str]]] = None,
+) -> None:
+    """Jobs as a table (the command column shrinks first) or as TSV rows with every value whole.
+    ``waits``: what each waiting job still waits for, shown in its ``when`` cell."""
     from queuectl.cli.output import Column, emit
 
     now = now or time.time()
@@ -105,6 +112,10 @@ def jobs_table(jobs: Iterable[Job], title: str, fmt: str = "table", now: Optiona
             moment = when(job.run_at if due else (job.finished_at or job.updated_at))
         elif due:
             moment = "due " + ago(job.run_at, now) if job.run_at > now else "ready"
+        elif waits is not None and job.id in waits:
+            from queuectl.service.deps import waits_text
+
+            moment = waits_text(waits[job.id])  # waits for abc123 (+2)
         elif job.state == "processing" and job.progress_done is not None:
             from queuectl.service.history import progress_text
 
@@ -126,7 +137,18 @@ def jobs_table(jobs: Iterable[Job], title: str, fmt: str = "table", now: Optiona
     emit(fmt, title, columns, rows)
 
 
-def job_detail(job: Job, progress: str = "-") -> None:
+SHOW_OUTPUT_LINES = 20  # show prints this much of the output; logs prints it all
+
+
+def _relatives_text(rows: Iterable[Any], more: int = 0, floor: bool = False) -> str:
+    """``a (completed), b (waiting) … and 3 more`` (Rich markup: states coloured)."""
+    parts = [f"{safe(row.id)} ({styled_state(row.state) if row.state else '[dim]purged[/]'})" for row in rows]
+    if more:
+        parts.append(f"… and {more:,}{'+' if floor else ''} more (queuectl tree)")
+    return ", ".join(parts) or "-"
+
+
+def job_detail(job: Job, progress: str = "-", relatives: Any = None) -> None:
     from rich.table import Table
 
     now = time.time()
@@ -147,6 +169,14 @@ def job_detail(job: Job, progress: str = "-") -> None:
         ("labels", safe(" ".join(f"{k}={v}" for k, v in job.labels.items())) or "-"),
         ("after", safe(", ".join(job.after)) or "-"),
         ("on failure of", safe(job.on_failure_of) or "-"),
+    ]
+    if relatives is not None:  # (parents, dependants) of service.deps.relatives
+        parents, dependants = relatives
+        after = [row for row in parents if row.kind == "after"]
+        failure = [row for row in parents if row.kind != "after"]
+        rows[-2:] = [("after", _relatives_text(after)), ("on failure of", _relatives_text(failure))]
+        rows.append(("dependants", _relatives_text(dependants.shown, dependants.more, dependants.more_is_floor)))
+    rows += [
         ("unique key", safe(job.unique_key) or "-"),
         ("on finish", _hook_text(job)),
         ("schedule", safe(job.schedule) or "-"),
@@ -165,8 +195,17 @@ def job_detail(job: Job, progress: str = "-") -> None:
         table.add_row(name, value)
     out = console()
     out.print(table)
-    out.print("[bold]output[/] (tail; `queuectl logs` prints it raw):")
-    out.print(printable(job.output) or "(none)", markup=False, highlight=False)
+    from queuectl.service.logtail import split_marker, tail_lines
+
+    dropped, kept = split_marker(job.output or "")
+    shown = tail_lines(kept, SHOW_OUTPUT_LINES)
+    hidden = len(kept.splitlines()) - len(shown.splitlines())
+    if hidden or dropped:
+        lost = f"; {dropped} earlier bytes were not kept (output-limit)" if dropped else ""
+        out.print(f"[bold]output[/] (last {SHOW_OUTPUT_LINES} lines; all of it: queuectl logs {safe(job.id)}{lost}):")
+    else:
+        out.print("[bold]output[/] (`queuectl logs` prints it raw):")
+    out.print(printable(shown.rstrip("\n")) or "(none)", markup=False, highlight=False)
 
 
 def attempts_table(attempts: Iterable[Attempt]) -> None:

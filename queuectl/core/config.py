@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, fields
 from typing import Callable
 
+from queuectl.core.defaults import MAX_OUTPUT_LIMIT, OUTPUT_LIMIT
 from queuectl.core.durations import parse_duration
 from queuectl.core.errors import InvalidInput
 
@@ -100,6 +101,27 @@ def _float_between(low: float, high: float) -> Callable[[str], float]:
         if not math.isfinite(value) or not low <= value <= high:
             raise InvalidInput(f"{text} is out of range: use a number from {low:g} to {high:g}")
         return value
+
+    return parse
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20}
+
+
+def _bytes_between(low: int, high: int) -> Callable[[str], float]:
+    """A size in bytes: ``65536``, ``64KiB``, ``4MiB`` (K and M are binary here: KiB and MiB)."""
+
+    def parse(text: str) -> float:
+        raw = str(text).strip()
+        number = raw.rstrip("bBkKmMiI ")
+        unit = raw[len(number) :].strip().lower()
+        try:
+            value = float(number) * _SIZE_UNITS[unit]
+        except (ValueError, KeyError):
+            raise InvalidInput(f"expected a size such as 65536, 64KiB or 4MiB, got {text!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise InvalidInput(f"{text} is out of range: use {low // 1024}KiB to {high >> 20}MiB")
+        return int(value)
 
     return parse
 
@@ -200,6 +222,12 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
             _int_between(0, 1000),
             "how many of a job's latest attempts keep their output tail in its history",
         ),
+        ConfigKey(
+            "output-limit",
+            str(OUTPUT_LIMIT),
+            _bytes_between(1024, MAX_OUTPUT_LIMIT),
+            "bytes of output kept per attempt (its tail): 1KiB to 16MiB, e.g. 4MiB",
+        ),
     )
 }
 
@@ -225,6 +253,7 @@ class RuntimeConfig:
     hook_timeout: float = 60.0
     retain_events: float = 604800.0
     attempt_outputs_kept: int = 10
+    output_limit: int = OUTPUT_LIMIT
 
     @classmethod
     def from_strings(cls, values: dict[str, str]) -> RuntimeConfig:
@@ -262,3 +291,12 @@ def format_number(value: float) -> str:
     if float(value).is_integer():
         return str(int(value))
     return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def output_limit_for(config: RuntimeConfig, document_budget: int | None) -> int:
+    """The bytes of output a worker keeps of one attempt: ``output-limit``, and on a store whose
+    job record has a size budget (a MongoDB document holds the job's output and each kept
+    attempt's), that budget shared by the ``attempt-outputs-kept + 1`` outputs it holds."""
+    if document_budget is None:
+        return config.output_limit
+    return max(1024, min(config.output_limit, document_budget // (config.attempt_outputs_kept + 1)))

@@ -6,7 +6,9 @@ here: they live in the database and their defaults in :data:`queuectl.core.confi
 
 # --- jobs ---------------------------------------------------------------------------------------
 DEFAULT_QUEUE = "default"  # the queue of a job that names none
-OUTPUT_LIMIT = 64 * 1024  # bytes of output kept per job: the tail
+OUTPUT_LIMIT = 64 * 1024  # bytes of output kept per attempt, the tail (config output-limit)
+MAX_OUTPUT_LIMIT = 16 * 1024 * 1024  # the most output-limit may keep
+MONGO_OUTPUT_BUDGET = 14 * 1024 * 1024  # of a 16 MiB MongoDB job document, what all its outputs may fill
 MAX_COMMAND_BYTES = 128 * 1024  # a longer command belongs in a script
 MAX_ENV_BYTES = 64 * 1024  # all of a job's environment variables together
 MAX_LINE_BYTES = 256 * 1024  # one line of `enqueue --file`: a command, its env and the other fields

@@ -247,6 +247,7 @@ class Run:
         self._tail = bytearray()
         self._dropped = 0
         self._dirty = True
+        self.spool: Any = None  # a SpoolWriter: each chunk read is written there too (logs --follow)
         self.eof = False
         self.returncode: int | None = None
         self.rusage: Any = None  # the shell's resource use (with its waited-for children), from wait4
@@ -332,8 +333,11 @@ class Run:
                 return
             self._dirty = True
             self._tail += chunk
+            if self.spool is not None:
+                self.spool.write(chunk)
+            # trimmed once it holds twice the limit: a 16 MiB tail is not moved on every chunk
             excess = len(self._tail) - self.limit
-            if excess > 0:
+            if excess > max(self.limit, _READ_BUDGET):
                 del self._tail[:excess]
                 self._dropped += excess
 
@@ -384,21 +388,29 @@ class Run:
         _live_shells.discard(self.pid)
         sweep_orphans()
         self._close_pipe()
+        self.close_spool()
         if self.progress is not None:
             self.progress.read()  # the last report the job wrote before it ended
             self.progress.close()
+
+    def close_spool(self) -> None:
+        """The attempt is over for this worker: its live output file goes."""
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
 
     def output(self, only_if_changed: bool = False) -> str | None:
         """The output tail as text: invalid UTF-8 replaced, NUL bytes made visible, a marker if cut."""
         if only_if_changed and not self._dirty:
             return None
         self._dirty = False
-        text = bytes(self._tail).decode("utf-8", errors="replace").replace("\x00", "\\0")
-        dropped = self._dropped
+        kept_bytes = bytes(self._tail[-self.limit :])
+        text = kept_bytes.decode("utf-8", errors="replace").replace("\x00", "\\0")
+        dropped = self._dropped + len(self._tail) - len(kept_bytes)
         encoded = text.encode()
         if len(encoded) > self.limit:  # replacements grew it: keep the last `limit` bytes of text
             kept = encoded[-self.limit :].decode("utf-8", errors="ignore")
-            dropped += len(self._tail) - len(kept.encode())  # roughly, in the job's own bytes
+            dropped += len(kept_bytes) - len(kept.encode())  # roughly, in the job's own bytes
             text = kept
         if dropped > 0:
             text = f"[... {dropped} earlier bytes of output dropped ...]\n{text}"

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from queuectl.core import lifecycle
-from queuectl.core.config import ENV_DB, RuntimeConfig, resolve_db_url
+from queuectl.core.config import ENV_DB, RuntimeConfig, output_limit_for, resolve_db_url
 from queuectl.core.defaults import FORGET_WORKERS_AFTER_S as _FORGET_WORKERS_AFTER_S
 from queuectl.core.defaults import RETRY_WRITE_S as _RETRY_WRITE_S
 from queuectl.core.errors import EXIT_CORRUPT, EXIT_ERROR, QueuectlError, StoreCorrupt, StoreReadOnly, StoreUnavailable
@@ -44,6 +44,7 @@ from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 from queuectl.service.config import load_config
 from queuectl.service.workers import beat_worker, prune_workers, register_worker, show_current_jobs
 from queuectl.store import Store, open_store
+from queuectl.store.spool import SpoolWriter, open_spool_dir, spool_dir_for, sweep_stale
 
 PUBLISH_EVERY_S = 0.25  # a change of our current jobs reaches the registry row this soon at most
 SHORT_OF_RESOURCES_BACKOFF_S = 1.0  # after a start failed for want of descriptors: claim again this late
@@ -113,6 +114,9 @@ class Worker:
         self.next_publish = 0.0
         self.base_env = dict(os.environ)
         self.job_env = job_environment(self.base_env, {})  # filtered once, not per job (~35 keys)
+        self.spool_dir = open_spool_dir(spool_dir_for(store.url), create=True)  # live output (logs --follow)
+        if self.spool_dir is not None:
+            sweep_stale(self.spool_dir)  # files of a worker that was killed
         self.supervised = bool(os.environ.get("QUEUECTL_SUPERVISED"))
         self.housekeeper = Housekeeper(
             store, lambda: self.config, self.base_env, lambda text: log(self.id, text), wall=store.now
@@ -204,6 +208,7 @@ class Worker:
         for slot in self.slots.values():
             if slot.run is not None:
                 slot.run.signal(signal.SIGKILL)
+                slot.run.close_spool()
                 slot.run.poll()
 
     def _on_signals(self, fd: int) -> None:
@@ -306,7 +311,10 @@ class Worker:
         env = {**self.job_env, **job.env} if job.env else self.job_env  # as job_environment() gives
         slot.started_at = self.store.now()
         try:
-            slot.run = Run(job.command, job.cwd, env, progress=True)
+            limit = output_limit_for(self.config, self.store.output_budget)
+            slot.run = Run(job.command, job.cwd, env, limit=limit, progress=True)
+            if self.spool_dir is not None:
+                slot.run.spool = SpoolWriter(self.spool_dir, job.id, job.attempts)
         except StartError as exc:
             slot.start_error = str(exc)
             if exc.out_of_resources:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import FAILED, PROCESSING, Job
@@ -28,6 +28,30 @@ def split_marker(text: str) -> tuple[int, str]:
     if match is None:
         return 0, text
     return int(match.group(1)), text[match.end() :]
+
+
+def head_lines(text: str, count: int) -> str:
+    """The first ``count`` lines of ``text`` (``head -n``), each with its newline."""
+    return "".join(text.splitlines(keepends=True)[:count])
+
+
+def tail_lines(text: str, count: int) -> str:
+    """The last ``count`` lines of ``text`` (``tail -n``); a last line without newline counts."""
+    if count <= 0:
+        return ""
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[-count:])
+
+
+def excerpt(text: str | None, head: int | None, tail: int | None) -> tuple[str, int]:
+    """``logs --head/--tail``: the lines asked for of a stored output (its dropped-bytes marker
+    left out) and how many bytes the output limit dropped before the text kept."""
+    dropped, kept = split_marker(text or "")
+    if head is not None:
+        return head_lines(kept, head), dropped
+    if tail is not None:
+        return tail_lines(kept, tail), dropped
+    return text or "", dropped
 
 
 def _overlap_by_hint(old: str, new: str, shift: int) -> Optional[str]:
@@ -142,6 +166,15 @@ class Follower:
             self.shown = job.output
         return events + self._notes(job)
 
+    def adopt(self, job: Job, shown: str, attempt_over: bool) -> None:
+        """Back to reading the database after a live spool: ``shown`` was printed of this attempt.
+
+        If the attempt is over, its stored output is all printed; if it still runs (its spool
+        failed: a full disk), the stored output is lined up with what the spool showed."""
+        self.started_at = job.started_at
+        self.stale, self.waiting_stale = None, False
+        self.shown = job.output if attempt_over else shown
+
     def _notes(self, job: Job) -> list[FollowEvent]:
         key = (job.started_at, job.state)
         if key in self.announced:
@@ -170,6 +203,11 @@ def final_note(job: Job) -> str:
     return f"job {job.id} {job.state} ({', '.join(detail)})"
 
 
+LIVE_READ_S = 0.05  # how often a live spool is read: output shows within this (plus a write)
+SPOOL_GONE_GRACE_S = 5.0  # a spool closed this long while its attempt still runs: it failed
+ENDING_READ_S = 0.1  # how often the job is read while its ended spool waits for the outcome
+
+
 def follow(
     read: Callable[[], Optional[Job]],
     write: Callable[[str], None],
@@ -177,19 +215,50 @@ def follow(
     interval: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
     on_error: Optional[Callable[[Exception], bool]] = None,
+    live: Optional[Callable[[Job], Any]] = None,
+    tail: Optional[int] = None,
 ) -> Optional[Job]:
     """Print a job's output as it grows until it completed, died or was cancelled; returns it.
 
     ``read`` returns the job (None: it was deleted, then None is returned). ``on_error`` decides
-    whether a failed read is retried (True) or raised.
+    whether a failed read is retried (True) or raised. ``live(job)`` opens the running attempt's
+    spool on this host (a :class:`~queuectl.service.livetail.LiveSource`, or None): its output is
+    then printed as written, and the job read every ``interval`` only to see the attempt end.
+    A worker creates the spool with the job's first output, so it is looked for until then.
+    ``tail``: start with only the last N lines of what there is.
     """
     job = read()
     if job is None:
         return None
     follower = Follower(job)
-    _emit(follower.first(job), write, note)
+    from_db: set[int] = set()  # attempts whose stored output was printed: no spool for those
+    source = _open_live(live, job, from_db)
+    if source is not None:
+        first = source.read()
+        write_some(tail_lines(first, tail) if tail is not None else first, write)
+    else:
+        events = follower.first(job)
+        if tail is not None:
+            events = [FollowEvent(text=tail_lines(e.text, tail), note=e.note) for e in events]
+        _printed(events, job, from_db)
+        _emit(events, write, note)
+    next_read = time.monotonic() + interval
+    spool_gone: Optional[float] = None
     while job.state not in FINISHED:
-        sleep(interval)
+        watching = live is not None and job.state == PROCESSING
+        sleep(LIVE_READ_S if watching else interval)
+        if source is not None:
+            write_some(source.read(), write)
+        elif watching:
+            source = _open_live(live, job, from_db)
+            if source is not None:  # this attempt from its start, from the spool
+                spool_gone = None
+                write_some(source.read(), write)
+        just_ended = source is not None and spool_gone is None and source.ended()
+        if watching and time.monotonic() < next_read and not just_ended:
+            continue  # the database is read at once when the spool ends, else every interval
+        # while an ended spool waits for its outcome, the database is read often (it comes at once)
+        next_read = time.monotonic() + (min(interval, ENDING_READ_S) if spool_gone or just_ended else interval)
         try:
             latest = read()
         except Exception as exc:  # noqa: BLE001 - the caller decides which errors to ride out
@@ -199,8 +268,55 @@ def follow(
         if latest is None:
             return None
         job = latest
-        _emit(follower.update(job), write, note)
+        if source is not None:
+            same = job.state == PROCESSING and job.attempts == source.attempt
+            if same:
+                if not source.ended():
+                    continue
+                # the worker closes the spool just before it records the outcome: wait for that;
+                # a spool closed long before (a full disk) while the job runs: read the database
+                spool_gone = spool_gone or time.monotonic()
+                if time.monotonic() - spool_gone < SPOOL_GONE_GRACE_S:
+                    continue
+                from_db.add(job.attempts)
+            write_some(source.close(), write)
+            if not same and job.attempts == source.attempt:  # over: what the database kept beyond
+                from queuectl.service.livetail import beyond
+
+                write_some(beyond(source.shown, job.output), write)
+            follower.adopt(job, source.shown, attempt_over=not same)
+            source, spool_gone = None, None
+            if not same:
+                _emit(follower._notes(job), write, note)
+            continue
+        events = follower.update(job)
+        if job.state == PROCESSING and live is not None and job.attempts not in from_db:
+            source = _open_live(live, job, from_db)
+            if source is not None:  # the new attempt's own output comes from its spool
+                _emit([FollowEvent(note=e.note) for e in events if e.note], write, note)
+                write_some(source.read(), write)
+                continue
+        _printed(events, job, from_db)
+        _emit(events, write, note)
     return job
+
+
+def _printed(events: list[FollowEvent], job: Job, from_db: set[int]) -> None:
+    """Note that the running attempt's output was printed from the database."""
+    if job.state == PROCESSING and any(event.text for event in events):
+        from_db.add(job.attempts)
+
+
+def _open_live(live: Optional[Callable[[Job], Any]], job: Job, from_db: set[int]) -> Any:
+    """The live source of the job's running attempt, unless its stored output was printed."""
+    if live is None or job.state != PROCESSING or job.attempts in from_db:
+        return None
+    return live(job)
+
+
+def write_some(text: str, write: Callable[[str], None]) -> None:
+    if text:
+        write(text)
 
 
 def _emit(events: list[FollowEvent], write: Callable[[str], None], note: Callable[[str], None]) -> None:

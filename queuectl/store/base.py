@@ -67,6 +67,8 @@ class Store(abc.ABC):
 
     url: str
     transactional: bool = False  # True: a unit of work is one transaction
+    # bytes one job's record may spend on output (its own and its kept attempts'); None: no cap
+    output_budget: int | None = None
 
     def unit(self) -> AbstractContextManager[None]:
         """A unit of work: the primitives called inside it commit together (SQL: one
@@ -215,8 +217,10 @@ class Store(abc.ABC):
         its own batch) and those inserted in the open unit of work."""
 
     @abc.abstractmethod
-    def waiting_children(self, parent_id: str) -> list[Job]:
-        """The waiting jobs that name ``parent_id`` in ``after`` or ``on_failure_of``."""
+    def waiting_children(self, parent_id: str, any_state: bool = False, limit: int | None = None) -> list[Job]:
+        """The waiting jobs that name ``parent_id`` in ``after`` or ``on_failure_of``; with
+        ``any_state``, its dependants in every state (``show``, ``tree``), oldest first, at most
+        ``limit`` of them; served by an index either way."""
 
     @abc.abstractmethod
     def expired(self, now: float, limit: int = 100) -> list[Job]:

@@ -41,6 +41,12 @@ JOB_INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
     "unique_active": ([("active_key", 1)], {"unique": True, "sparse": True}),
     "after_v2": ([("after", 1)], {"partialFilterExpression": {"state": WAITING}}),
     "on_failure_of_v2": ([("on_failure_of", 1)], {"partialFilterExpression": {"state": WAITING}}),
+    # show and tree: a job's dependants in every state (only jobs that name a parent are indexed)
+    "dependants_v1": ([("after", 1)], {"partialFilterExpression": {"after": {"$type": "string"}}}),
+    "failure_dependants_v1": (
+        [("on_failure_of", 1)],
+        {"partialFilterExpression": {"on_failure_of": {"$type": "string"}}},
+    ),
     "hooks_v2": ([("hook_state", 1), ("updated_at", 1)], {"partialFilterExpression": {"hook_state": "due"}}),
     "settle_v2": ([("settle_at", 1)], {"sparse": True}),
     "outbox_v1": ([("outbox_at", 1)], {"sparse": True}),  # jobs with events not yet published

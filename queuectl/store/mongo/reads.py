@@ -61,9 +61,13 @@ class MongoReads:
         return found
 
     @_translate_errors
-    def waiting_children(self, parent_id: str) -> list[Job]:
-        docs = self._jobs.find({"state": WAITING, "$or": [{"after": parent_id}, {"on_failure_of": parent_id}]})
-        return [doc_job(doc) for doc in docs]
+    def waiting_children(self, parent_id: str, any_state: bool = False, limit: int | None = None) -> list[Job]:
+        named = {"$or": [{"after": parent_id}, {"on_failure_of": parent_id}]}
+        if not any_state:
+            return [doc_job(doc) for doc in self._jobs.find({"state": WAITING, **named})]
+        visible = {"state": {"$nin": [STAGING, STAGED]}, **named}
+        cursor = self._jobs.find(visible).sort([("created_at", 1), ("_id", 1)])
+        return [doc_job(doc) for doc in (cursor.limit(limit) if limit is not None else cursor)]
 
     @_translate_errors
     def expired(self, now: float, limit: int = 100) -> list[Job]:

@@ -15,6 +15,7 @@ import contextlib
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from queuectl.core.defaults import MONGO_OUTPUT_BUDGET
 from queuectl.core.errors import DuplicateJobId, QueuectlError, UniqueKeyTaken
 from queuectl.core.lifecycle import CLAIMABLE, FINISHED, KEY_HOLDING, WhenHooked, is_due
 from queuectl.core.lifecycle import events as log_events
@@ -47,6 +48,8 @@ class MongoStore(MongoRegistry, MongoBatches, MongoCounts, MongoReads, MongoLog,
     dependants as still to settle until :meth:`mark_settled`; any worker's repair pass resumes
     what a crash between steps left.
     """
+
+    output_budget = MONGO_OUTPUT_BUDGET  # a document is at most 16 MiB: outputs share 14 of it
 
     def __init__(
         self,

@@ -514,7 +514,18 @@ class SqlJobs(SqlLog):
         return dict(rows)
 
     @_dialect_errors
-    def waiting_children(self, parent_id: str) -> list[Job]:
+    def waiting_children(self, parent_id: str, any_state: bool = False, limit: int | None = None) -> list[Job]:
+        if any_state:
+            sql = (
+                f"SELECT {_CHILD_COLUMNS} FROM job_deps d JOIN jobs c ON c.id = d.child "
+                f"WHERE d.parent = ? AND c.state != '{STAGED}' ORDER BY c.created_at, c.id"
+            )
+            if limit is None:
+                rows = self._conn.execute(sql, (parent_id,)).fetchall()
+            else:  # twice the rows: a child may name the parent twice (after and on failure)
+                rows = self._conn.execute(sql + " LIMIT ?", (parent_id, 2 * limit)).fetchall()
+            unique = list({row[0]: row for row in rows}.values())
+            return [row_job(row) for row in unique[:limit]]
         # the state spelled out, not bound: a bound state makes SQLite re-plan the statement each
         # time (partial indexes on state), which cost a finish ~50 us for a query that is empty
         rows = self._conn.execute(
