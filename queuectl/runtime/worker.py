@@ -437,7 +437,7 @@ class Worker:
             return lifecycle.failure_outcome(job, self.config, now, error, code, output, duration)
         if code == 0:
             return lifecycle.success_outcome(now, output, duration)
-        if code == self.config.snooze_exit_code and code > 0:
+        if code > 0 and code == lifecycle.snooze_code(job, self.config):
             return lifecycle.snooze_outcome(job, self.config, now, output, duration)
         error = f"exit code {code}" if code > 0 else f"killed by {signal.Signals(-code).name}"
         return lifecycle.failure_outcome(job, self.config, now, error, code, output, duration)
