@@ -303,3 +303,28 @@ def test_a_per_job_snooze_code_overrides_the_config_with_a_real_worker(run: Cli)
     assert run.stored_job("config")["state"] == "dead"  # 99 is no snooze for a job that has its own
     for args in (("--snooze-code", "0"), ("--snooze-code", "256"), ("--snooze-delay", "soon")):
         fails(run("enqueue", "true", *args), EXIT_USAGE)
+
+
+def test_queue_rate_and_show_through_the_cli(run: Cli) -> None:
+    ok(run("enqueue", "true", "--queue", "api"))
+    assert ok(run("queue", "rate", "api", "10/m")) == "api: at most 10/m started\n"
+    assert ok(run("queue", "limit", "api", "2")) == "api: at most 2 running at once\n"
+    assert ok(run("queue", "rate", "idle", "3/h")) == "idle: at most 3/h started\n"  # a queue with no job yet
+    shown = json.loads(ok(run("queue", "show", "api", "--json")))
+    assert (shown["limit"], shown["rate"], shown["states"]["pending"]) == (2, "10/m", 1)
+    assert ok(run("queue", "show", "api")).splitlines()[2:4] == [
+        "limit:   at most 2 running at once",
+        "rate:    at most 10/m claims started",
+    ]
+    listed = {row["name"]: row for row in json.loads(ok(run("queue", "list", "--json")))}
+    assert (listed["api"]["rate"], listed["idle"]["rate"], "rate" in listed.get("default", {})) == (
+        "10/m",
+        "3/h",
+        False,
+    )
+    assert ok(run("queue", "rate", "api", "none")) == "api: no rate limit\n"
+    assert "rate" not in json.loads(ok(run("queue", "show", "api", "--json")))
+    for bad in ("10", "0/s", "5/d", "lots/m", "100001/s"):
+        fails(run("queue", "rate", "api", bad), EXIT_USAGE, "queue rate")
+    fails(run("queue", "rate", "bad name", "1/s"), EXIT_USAGE, "invalid queue name")
+    fails(run("queue", "show", "nope"), EXIT_NOT_FOUND, "no queue named")

@@ -297,6 +297,9 @@ class Worker:
         # a damaged or foreign row can hold any type (SQLite columns are not typed): poll instead
         if isinstance(due, (int, float)) and not isinstance(due, bool) and due > now:
             wait = min(wait, due - now + 0.001)
+        slot = self.store.next_slot()  # a queue's rate held jobs back: claim again once it has room
+        if slot is not None and slot > now:
+            wait = min(wait, slot - now + 0.001)
         self.idle_until = time.monotonic() + wait
 
     def _start(self, job: Job) -> None:

@@ -7,7 +7,7 @@ from typing import Callable
 import pytest
 
 from queuectl.core import lifecycle
-from queuectl.core.errors import Conflict, NotFound, UniqueKeyTaken
+from queuectl.core.errors import Conflict, InvalidInput, NotFound, UniqueKeyTaken
 from queuectl.core.models import CANCELLED, HELD, PENDING, WAITING, Job
 from queuectl.store.base import Store
 
@@ -254,3 +254,43 @@ def test_a_queue_limit_caps_the_claims_of_its_queue_only(store: Store, make_job:
     queue_service.set_limit(store, "builds", None)
     assert queue_service.queue_limits(store) == {}
     assert [job.id for job in store.claim("w5", ["builds"], NOW + 24, LEASE, limit=5)] == ["b3"]
+
+
+def test_a_queue_rate_caps_the_claims_started_in_any_window(store: Store, make_job: MakeJob) -> None:
+    from queuectl.core.models import COMPLETED, Lease, Outcome
+    from queuectl.service import queues as queue_service
+
+    jobs = [make_job(f"a{n}", queue="api", created_at=NOW + n) for n in range(6)]
+    lifecycle.enqueue(store, [*jobs, make_job("d1", created_at=NOW + 10)])
+    assert queue_service.set_rate(store, "api", "2/s") == (2, 1.0)
+    first = store.claim("w1", None, NOW + 20, LEASE, limit=5)
+    assert sorted(job.id for job in first) == ["a0", "a1", "d1"]  # 2 of api, the other queue freely
+    for job in first:  # finishing frees no rate slot: a rate counts starts, not running jobs
+        assert lifecycle.finish(store, Lease(job.id, "w1", job.attempts), Outcome(COMPLETED, NOW + 20.1, exit_code=0))
+    assert store.claim("w2", ["api"], NOW + 20.5, LEASE, limit=5) == []
+    assert store.next_slot() == pytest.approx(NOW + 21)  # when the window has room again
+    assert [job.id for job in store.claim("w2", ["api"], NOW + 21.01, LEASE, limit=5)] == ["a2", "a3"]
+    assert store.claim("w3", None, NOW + 21.5, LEASE, limit=5) == []
+    assert queue_service.get_queue(store, "api").rate == "2/s"
+    queue_service.set_limit(store, "api", 1)  # a limit and a rate together: both hold
+    assert queue_service.set_rate(store, "api", "10/m") == (10, 60.0)
+    assert store.claim("w4", None, NOW + 22.5, LEASE, limit=5) == []  # a2 and a3 are still running
+    row = queue_service.get_queue(store, "api")
+    assert (row.limit, row.rate) == (1, "10/m")
+    assert queue_service.set_rate(store, "api", "none") is None
+    queue_service.set_limit(store, "api", None)
+    assert sorted(job.id for job in store.claim("w5", None, NOW + 23, LEASE, limit=5)) == ["a4", "a5"]
+    for bad in ("10", "0/s", "5/d", "10/m/s", "100000/s"):
+        with pytest.raises(InvalidInput):
+            queue_service.set_rate(store, "api", bad)
+
+
+def test_a_rate_slot_is_given_back_when_no_job_is_there(store: Store, make_job: MakeJob) -> None:
+    from queuectl.service import queues as queue_service
+
+    queue_service.set_rate(store, "api", "1/h")
+    assert store.claim("w1", ["api"], NOW, LEASE) == []  # nothing to run: the slot is not spent
+    lifecycle.enqueue(store, [make_job("a1", queue="api"), make_job("a2", queue="api")])
+    assert [job.id for job in store.claim("w1", ["api"], NOW + 1, LEASE, limit=2)] == ["a1"]
+    assert store.claim("w1", ["api"], NOW + 2, LEASE) == []
+    assert store.next_slot() == pytest.approx(NOW + 1 + 3600)

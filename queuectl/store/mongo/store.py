@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from queuectl.core.errors import DuplicateJobId, QueuectlError, UniqueKeyTaken
-from queuectl.core.lifecycle import CLAIMABLE, FINISHED, KEY_HOLDING, WhenHooked, is_due
+from queuectl.core.lifecycle import CLAIMABLE, FINISHED, KEY_HOLDING, WhenHooked, is_due, rates
 from queuectl.core.lifecycle import events as log_events
 from queuectl.core.models import PROCESSING, Attempt, Event, Job, Lease
 from queuectl.store.base import Store, Waker
@@ -45,6 +45,8 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
     dependants as still to settle until :meth:`mark_settled`; any worker's repair pass resumes
     what a crash between steps left.
     """
+
+    _next_slot: float | None = None  # when a rate-limited queue that had to wait has room again
 
     def __init__(
         self,
@@ -172,10 +174,17 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
         self._jobs.update_many(  # the jobs whose time has come join the claimable ones
             {"ready": False, "run_at": {"$lte": now}, "state": {"$in": list(CLAIMABLE)}}, {"$set": {"ready": True}}
         )
-        gates = list(self._queues.find({"$or": [{"paused": True}, {"max_running": {"$ne": None}}]}))
+        gates = list(
+            self._queues.find(
+                {"$or": [{"paused": True}, {"max_running": {"$ne": None}}, {"rate_count": {"$ne": None}}]}
+            )
+        )
         paused = {doc["_id"] for doc in gates if doc.get("paused")}
         limited = {doc["_id"]: doc["max_running"] for doc in gates if doc.get("max_running") is not None}
-        order: list[str | None] = list(queues) if queues else [None, *sorted(limited)]
+        rated = {doc["_id"]: doc for doc in gates if doc.get("rate_count") is not None}
+        gated = set(limited) | set(rated)
+        self._next_slot = None
+        order: list[str | None] = list(queues) if queues else [None, *sorted(gated)]
         for queue in order:
             if queue in paused:
                 continue
@@ -186,9 +195,17 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
                 if queue in limited:  # best effort here: counted, then claimed (see the README)
                     running = self._jobs.count_documents({"state": PROCESSING, "queue": queue})
                     room = len(claimed) + max(0, int(limited[queue]) - running)
-            elif paused or limited:
-                query["queue"] = {"$nin": sorted(paused | set(limited))}
+            elif paused or gated:
+                query["queue"] = {"$nin": sorted(paused | gated)}
+            rate = rated.get(queue) if queue is not None else None
+            if rate is not None:
+                self._queues.update_one(  # the claims that left the window make room (idempotent)
+                    {"_id": queue}, {"$pull": {"rate_log": {"at": {"$lte": now - float(rate["rate_window"])}}}}
+                )
             while len(claimed) < min(limit, room):
+                slot = self._take_slot(queue, rate, now) if rate is not None and queue is not None else None
+                if rate is not None and slot is None:
+                    break
                 try:
                     job = self._claim_one(query, worker_id, now, lease)
                 except Exception:
@@ -196,11 +213,37 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
                         return claimed
                     raise
                 if job is None:
+                    if slot is not None:
+                        self._queues.update_one({"_id": queue}, {"$pull": {"rate_log": {"t": slot}}})
                     break
                 claimed.append(job)
         if claimed:
             self._publish_soon([job.id for job in claimed])
         return claimed
+
+    def _take_slot(self, queue: str, rate: dict[str, Any], now: float) -> str | None:
+        """Take one of a rated queue's places in its window (:mod:`queuectl.core.lifecycle.rates`):
+        one conditional update of the queue's document pushes this claim's time only while the
+        log holds fewer than the rate allows, so concurrent claims never pass it. Returns the
+        slot's token (to give it back if no job is there), or None when the window is full (and
+        notes when it frees). A slot whose reply was lost is held until it leaves the window."""
+        count, window = int(rate["rate_count"]), float(rate["rate_window"])
+        token = writes.new_token()
+        if writes.update_one(
+            self._queues,
+            {"_id": queue, f"rate_log.{count - 1}": {"$exists": False}},
+            {"$push": {"rate_log": {"at": now, "t": token}}},
+        ):
+            return token
+        doc = self._queues.find_one({"_id": queue}, {"rate_log": 1}) or {}
+        log = [float(entry["at"]) for entry in doc.get("rate_log", []) if entry.get("at") is not None]
+        _, slot = rates.room(rates.recent(log, now, window), count, window, now, 1)
+        if slot is not None:
+            self._next_slot = slot if self._next_slot is None else min(self._next_slot, slot)
+        return None
+
+    def next_slot(self) -> float | None:
+        return self._next_slot
 
     def _claim_one(self, query: dict[str, Any], worker_id: str, now: float, lease: float) -> Job | None:
         from pymongo import ReturnDocument

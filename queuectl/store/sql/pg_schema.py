@@ -31,6 +31,10 @@ MIGRATIONS: tuple[str, ...] = (
     + "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS retry_policy TEXT;"
     + "ALTER TABLE queues ADD COLUMN IF NOT EXISTS max_running INTEGER;"
     + ";".join(part for part in PG_SCHEMA.split(";") if "job_labels" in part),
+    # 3: a queue's rate limit
+    "ALTER TABLE queues ADD COLUMN IF NOT EXISTS rate_count INTEGER;"
+    + "ALTER TABLE queues ADD COLUMN IF NOT EXISTS rate_window DOUBLE PRECISION;"
+    + "ALTER TABLE queues ADD COLUMN IF NOT EXISTS rate_log TEXT",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
