@@ -38,7 +38,7 @@ MAX_LIMIT = 100_000
 def set_limit(store: Store, queue: str, max_running: int | None) -> None:
     """At most ``max_running`` jobs of ``queue`` processing at once, across every worker and
     host (None: no limit). SQL stores count and claim in one transaction under the queue's row
-    lock; MongoDB counts, then claims (best effort: see the README)."""
+    lock; MongoDB takes a seat in the queue's document first (:mod:`queuectl.store.mongo.gates`)."""
     check_queue_name(queue)
     if max_running is not None and not 1 <= max_running <= MAX_LIMIT:
         raise InvalidInput(f"queue limit: expected 1 to {MAX_LIMIT:,} running jobs, or none")

@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from queuectl.core.errors import DuplicateJobId, QueuectlError, UniqueKeyTaken
-from queuectl.core.lifecycle import CLAIMABLE, FINISHED, KEY_HOLDING, WhenHooked, is_due, rates
+from queuectl.core.lifecycle import CLAIMABLE, FINISHED, KEY_HOLDING, WhenHooked, is_due
 from queuectl.core.lifecycle import events as log_events
 from queuectl.core.models import PROCESSING, Attempt, Event, Job, Lease
 from queuectl.store.base import Store, Waker
@@ -26,6 +26,7 @@ from queuectl.store.mongo.clock import ServerClock
 from queuectl.store.mongo.docs import doc_job, fence, job_doc
 from queuectl.store.mongo.errors import translate_errors as _translate_errors
 from queuectl.store.mongo.events import PUBLISH_GRACE_S, MongoLog, with_attempt, with_outbox
+from queuectl.store.mongo.gates import MongoGates
 from queuectl.store.mongo.indexes import JOB_INDEXES, OTHER_INDEXES, ensure_indexes
 from queuectl.store.mongo.reads import MongoReads
 from queuectl.store.mongo.registry import MongoRegistry
@@ -36,7 +37,7 @@ MAX_UNSETTLED = 100  # marked jobs one repair pass settles
 _PROGRESS = ("progress_done", "progress_total", "progress_message", "progress_at")
 
 
-class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
+class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, MongoGates, Store):
     """Jobs, schedules, config, queues, workers and bulk-insert batches as collections of one database.
 
     No multi-document transactions: a unit of work groups nothing, and each primitive is one
@@ -45,8 +46,6 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
     dependants as still to settle until :meth:`mark_settled`; any worker's repair pass resumes
     what a crash between steps left.
     """
-
-    _next_slot: float | None = None  # when a rate-limited queue that had to wait has room again
 
     def __init__(
         self,
@@ -180,7 +179,7 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
             )
         )
         paused = {doc["_id"] for doc in gates if doc.get("paused")}
-        limited = {doc["_id"]: doc["max_running"] for doc in gates if doc.get("max_running") is not None}
+        limited = {doc["_id"]: int(doc["max_running"]) for doc in gates if doc.get("max_running") is not None}
         rated = {doc["_id"]: doc for doc in gates if doc.get("rate_count") is not None}
         gated = set(limited) | set(rated)
         self._next_slot = None
@@ -189,63 +188,78 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
             if queue in paused:
                 continue
             query: dict[str, Any] = {"ready": True, "state": {"$in": list(CLAIMABLE)}, "run_at": {"$lte": now}}
-            room = limit
-            if queue is not None:
+            if queue is None:
+                if paused or gated:
+                    query["queue"] = {"$nin": sorted(paused | gated)}
+            else:
                 query["queue"] = queue
-                if queue in limited:  # best effort here: counted, then claimed (see the README)
-                    running = self._jobs.count_documents({"state": PROCESSING, "queue": queue})
-                    room = len(claimed) + max(0, int(limited[queue]) - running)
-            elif paused or gated:
-                query["queue"] = {"$nin": sorted(paused | gated)}
-            rate = rated.get(queue) if queue is not None else None
-            if rate is not None:
-                self._queues.update_one(  # the claims that left the window make room (idempotent)
-                    {"_id": queue}, {"$pull": {"rate_log": {"at": {"$lte": now - float(rate["rate_window"])}}}}
-                )
-            while len(claimed) < min(limit, room):
-                slot = self._take_slot(queue, rate, now) if rate is not None and queue is not None else None
-                if rate is not None and slot is None:
-                    break
-                try:
-                    job = self._claim_one(query, worker_id, now, lease)
-                except Exception:
-                    if claimed:
-                        return claimed
-                    raise
-                if job is None:
-                    if slot is not None:
-                        self._queues.update_one({"_id": queue}, {"$pull": {"rate_log": {"t": slot}}})
-                    break
-                claimed.append(job)
+            if queue is None or queue not in gated:
+                while len(claimed) < limit:
+                    try:
+                        job = self._claim_one(query, worker_id, now, lease)
+                    except Exception:
+                        if claimed:
+                            return claimed
+                        raise
+                    if job is None:
+                        break
+                    claimed.append(job)
+                continue
+            try:
+                gates_of = (limited.get(queue), rated.get(queue))
+                claimed += self._claim_gated(queue, query, gates_of, worker_id, now, lease, limit - len(claimed))
+            except Exception:
+                if claimed:
+                    return claimed
+                raise
         if claimed:
             self._publish_soon([job.id for job in claimed])
         return claimed
 
-    def _take_slot(self, queue: str, rate: dict[str, Any], now: float) -> str | None:
-        """Take one of a rated queue's places in its window (:mod:`queuectl.core.lifecycle.rates`):
-        one conditional update of the queue's document pushes this claim's time only while the
-        log holds fewer than the rate allows, so concurrent claims never pass it. Returns the
-        slot's token (to give it back if no job is there), or None when the window is full (and
-        notes when it frees). A slot whose reply was lost is held until it leaves the window."""
-        count, window = int(rate["rate_count"]), float(rate["rate_window"])
-        token = writes.new_token()
-        if writes.update_one(
-            self._queues,
-            {"_id": queue, f"rate_log.{count - 1}": {"$exists": False}},
-            {"$push": {"rate_log": {"at": now, "t": token}}},
-        ):
-            return token
-        doc = self._queues.find_one({"_id": queue}, {"rate_log": 1}) or {}
-        log = [float(entry["at"]) for entry in doc.get("rate_log", []) if entry.get("at") is not None]
-        _, slot = rates.room(rates.recent(log, now, window), count, window, now, 1)
-        if slot is not None:
-            self._next_slot = slot if self._next_slot is None else min(self._next_slot, slot)
-        return None
+    def _claim_gated(
+        self,
+        queue: str,
+        query: dict[str, Any],
+        gates: tuple[int | None, dict[str, Any] | None],
+        worker_id: str,
+        now: float,
+        lease: float,
+        want: int,
+    ) -> list[Job]:
+        """Claim up to ``want`` jobs of a queue with a limit and/or a rate: a seat and a rate
+        place first for each (:mod:`.gates`), given back if no job is there."""
+        limit, rate = gates
+        claimed: list[Job] = []
+        if rate is not None:
+            self._trim_rate(queue, float(rate["rate_window"]), now)
+        while len(claimed) < want:
+            seat = self._take_seat(queue, limit, now) if limit is not None else None
+            if limit is not None and seat is None:
+                break
+            slot = self._take_slot(queue, rate, now) if rate is not None else None
+            if rate is not None and slot is None:
+                if seat is not None:
+                    self._give_back(queue, "seats", seat)
+                break
+            try:
+                job = self._claim_one(query, worker_id, now, lease, seat)
+            except Exception:
+                if claimed:
+                    return claimed
+                raise
+            if job is None:
+                for field, token in (("seats", seat), ("rate_log", slot)):
+                    if token is not None:
+                        self._give_back(queue, field, token)
+                break
+            if seat is not None:
+                self._bind_seat(queue, seat)
+            claimed.append(job)
+        return claimed
 
-    def next_slot(self) -> float | None:
-        return self._next_slot
-
-    def _claim_one(self, query: dict[str, Any], worker_id: str, now: float, lease: float) -> Job | None:
+    def _claim_one(
+        self, query: dict[str, Any], worker_id: str, now: float, lease: float, seat: str | None = None
+    ) -> Job | None:
         from pymongo import ReturnDocument
 
         token = writes.new_token()
@@ -255,6 +269,10 @@ class MongoStore(MongoRegistry, MongoBatches, MongoReads, MongoLog, Store):
             "$unset": {"ready": "", **dict.fromkeys(_PROGRESS, "")},  # a new attempt reports afresh
             "$inc": {"attempts": 1},
         }
+        if seat is not None:  # the queue's seat it holds while processing (see .gates)
+            update["$set"]["seat"] = seat
+        else:
+            update["$unset"]["seat"] = ""
         # the claimed event rides in the claim's own write (its attempt is the job's, after $inc)
         with_outbox(update, [Event(log_events.CLAIMED, now, state=PROCESSING, data={"worker": worker_id})], now)
         try:
