@@ -6,6 +6,7 @@ write, then a follow-up that is idempotent). A job is named by id; a bulk verb c
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from queuectl.core.errors import Conflict, NotFound, UniqueKeyTaken
@@ -129,7 +130,10 @@ def restart(store: Store, job: Job, edits: dict[str, Any], now: float) -> str:
             progress_message=None,
             progress_at=None,
         )
-        logged = events.job_event(events.RESTARTED, job, now, state, edited=",".join(sorted(edits)) or None)
+        edited = ",".join(sorted(edits)) or None
+        logged = events.job_event(
+            events.RESTARTED, replace(job, queue=changes.get("queue", job.queue)), now, state, edited=edited
+        )
         try:
             written = store.update_job(job.id, changes, states=(job.state,), events=[logged])
         except UniqueKeyTaken:
