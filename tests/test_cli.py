@@ -1054,10 +1054,10 @@ def test_queue_list_pause_resume(run: Cli) -> None:
     assert ok_json(status)["paused"] == ["builds", "empty-one"]
     assert "paused queues: builds, empty-one" in ok(status_text)
     assert ok(queues_text).splitlines() == [
-        "\t".join(("queue", "paused", *STATES)),
-        "builds\tyes\t1\t0\t0\t0\t0\t0\t0\t0",
-        "default\tno\t2\t0\t0\t0\t0\t0\t0\t0",
-        "empty-one\tyes\t0\t0\t0\t0\t0\t0\t0\t0",
+        "\t".join(("queue", "paused", "limit", "rate", *STATES)),
+        "builds\tyes\t-\t-\t1\t0\t0\t0\t0\t0\t0\t0",
+        "default\tno\t-\t-\t2\t0\t0\t0\t0\t0\t0\t0",
+        "empty-one\tyes\t-\t-\t0\t0\t0\t0\t0\t0\t0\t0",
     ]
     assert ok(again) == "paused builds\n"  # idempotent
     assert ok(run("queue", "resume", "builds")) == "resumed builds\n"

@@ -116,7 +116,7 @@ def test_every_table_pipes_as_tsv(run: Cli) -> None:
         ("dlq", "list"), ("queue", "list"), ("config", "list"), ("schedule", "list"), ("status",)
     )
     assert tsv(dlq) == [["id", "state", "queue", "pri", "tries", "command", "when", "last error"]]
-    assert tsv(queues)[1][:3] == ["builds", "no", "1"]
+    assert tsv(queues)[1][:5] == ["builds", "no", "-", "-", "1"]  # no limit, no rate, 1 pending
     assert ["lease", "30", "yes"] in [row[:3] for row in tsv(config)]
     assert tsv(schedules)[1][:4] == ["nightly", "0 3 * * *", "UTC", "echo backup"]
     assert tsv(status)[-1] == ["total", "1"]

@@ -155,35 +155,56 @@ def test_a_held_job_is_never_claimed_until_released(run: Cli) -> None:
     assert json.loads(ok(run("status", "--json")))["states"]["held"] == 1
     burst(run)  # a real worker: runs the free job, leaves the held one alone
     assert states(run) == {"h": "held", "free": "completed"}
-    fails(run("hold", "free"), EXIT_CONFLICT, "only a pending or failed job")
+    fails(run("hold", "free"), EXIT_CONFLICT, "only a pending, failed or waiting job")
     fails(run("release", "free"), EXIT_CONFLICT, "not held")
     assert ok(run("release", "h")) == "released h\n"
     burst(run)
     assert states(run)["h"] == "completed"
 
 
-def test_restart_runs_a_finished_job_again_and_the_old_one_keeps_its_run(run: Cli) -> None:
+def test_restart_runs_the_same_job_again_and_show_keeps_its_old_run(run: Cli) -> None:
     ok(run("enqueue", "echo first; exit 3", "--id", "old", "--max-retries", "0", "--priority", "2"))
     fails(run("restart", "old"), EXIT_CONFLICT, "only a completed, dead, cancelled job")
-    burst(run)
-    before = run.stored_job("old")
-    assert before["state"] == "dead" and before["exit_code"] == 3
-    proc = run("restart", "old", "--command", "echo second")
-    assert proc.returncode == EXIT_OK, describe(proc)
-    new_id = proc.stdout.strip()
-    assert proc.stderr == f"queuectl: restarted old as {new_id}\n"
-    burst(run)
-    new = run.stored_job(new_id)
-    assert (new["state"], new["command"], new["priority"], new["output"]) == ("completed", "echo second", 2, "second\n")
-    after = run.stored_job("old")  # the old attempt, untouched
-    assert {k: after[k] for k in ("state", "exit_code", "attempts", "output")} == {
-        k: before[k] for k in ("state", "exit_code", "attempts", "output")
-    }
-    same = run("restart", new_id)
-    assert same.returncode == EXIT_OK
-    burst(run)
-    assert run.stored_job(same.stdout.strip())["command"] == "echo second"
+    burst(run)  # a real worker: the first run ends dead
+    assert (run.stored_job("old")["state"], run.stored_job("old")["exit_code"]) == ("dead", 3)
+    assert ok(run("restart", "old", "--command", "echo second")) == "restarted old\n"
+    again = run.stored_job("old")
+    assert (again["state"], again["attempts"], again["exit_code"], again["output"]) == ("pending", 0, None, None)
+    burst(run)  # and runs again, under the same id
+    job = json.loads(ok(run("show", "old", "--json")))
+    assert (job["state"], job["command"], job["priority"], job["output"]) == ("completed", "echo second", 2, "second\n")
+    runs = [(a["number"], a["ended"], a["exit_code"]) for a in job["history"]]
+    assert runs == [(1, "failed", 3), (2, "completed", 0)], job["history"]
+    assert "first" in ok(run("logs", "old", "--attempt", "1"))  # the old run's output is kept
+    kinds = [json.loads(line)["kind"] for line in ok(run("events", "--job", "old", "--json")).splitlines()]
+    assert "restarted" in kinds and kinds.index("restarted") < len(kinds) - 1, kinds
+    assert [job["id"] for job in run.stored()] == ["old"]  # no copy was made
     fails(run("restart", "nope"), EXIT_NOT_FOUND, "no job")
+    fails(run("restart", "old", "--priority", "9999999"), EXIT_USAGE, "priority")
+    fails(run("restart", "old", "--queue", "bad name"), EXIT_USAGE, "invalid queue name")
+
+
+def test_restart_refuses_while_another_job_holds_its_unique_key(run: Cli) -> None:
+    ok(run("enqueue", "true", "--id", "a", "--unique-key", "nightly"))
+    ok(run("cancel", "a"))
+    ok(run("enqueue", "true", "--id", "b", "--unique-key", "nightly"))
+    fails(run("restart", "a"), EXIT_CONFLICT, "unique key 'nightly' is held by another active job")
+    assert run.stored_job("a")["state"] == "cancelled"  # nothing half-written
+
+
+def test_a_held_waiting_job_is_not_stranded_when_its_parent_finishes_meanwhile(run: Cli) -> None:
+    ok(run("enqueue", "true", "--id", "parent"))
+    ok(run("enqueue", "echo child", "--id", "child", "--after", "parent"))
+    assert ok(run("hold", "child")) == "held child\n"
+    burst(run)  # the parent completes while its child is held
+    assert states(run) == {"parent": "completed", "child": "held"}
+    assert ok(run("release", "child")) == "released child\n"  # pending: its parent is done
+    burst(run)
+    assert run.stored_job("child")["state"] == "completed"
+    ok(run("enqueue", "sleep 100", "--id", "slow"))
+    ok(run("enqueue", "true", "--id", "next", "--after", "slow"))
+    ok(run("hold", "next"))
+    assert ok(run("release", "next")) == "released next (waiting)\n"
 
 
 def test_new_verbs_fail_in_one_line(run: Cli) -> None:
@@ -268,3 +289,42 @@ def test_retry_policy_exit_codes_backoff_and_snooze_with_a_real_worker(run: Cli)
     ):
         fails(run("enqueue", "true", *args), EXIT_USAGE)
     fails(run("config", "set", "backoff-jitter", "2"), EXIT_USAGE)
+
+
+def test_a_per_job_snooze_code_overrides_the_config_with_a_real_worker(run: Cli) -> None:
+    ok(run("config", "set", "snooze-exit-code", "99"))  # the job's own code wins over this
+    script = "test -f mark && exit 0; touch mark; exit 75"
+    ok(run("enqueue", script, "--id", "own", "--max-retries", "0", "--snooze-code", "75", "--snooze-delay", "1"))
+    ok(run("enqueue", "exit 99", "--id", "config", "--max-retries", "0", "--snooze-code", "75"))
+    burst(run)  # snoozed for 1 s (within a burst's look-ahead), then run again
+    own = run.stored_job("own")
+    assert (own["state"], own["attempts"]) == ("completed", 1), own  # the snooze did not count
+    assert json.loads(ok(run("show", "own", "--json")))["retry"] == {"snooze_code": 75, "snooze_delay": 1.0}
+    assert run.stored_job("config")["state"] == "dead"  # 99 is no snooze for a job that has its own
+    for args in (("--snooze-code", "0"), ("--snooze-code", "256"), ("--snooze-delay", "soon")):
+        fails(run("enqueue", "true", *args), EXIT_USAGE)
+
+
+def test_queue_rate_and_show_through_the_cli(run: Cli) -> None:
+    ok(run("enqueue", "true", "--queue", "api"))
+    assert ok(run("queue", "rate", "api", "10/m")) == "api: at most 10/m started\n"
+    assert ok(run("queue", "limit", "api", "2")) == "api: at most 2 running at once\n"
+    assert ok(run("queue", "rate", "idle", "3/h")) == "idle: at most 3/h started\n"  # a queue with no job yet
+    shown = json.loads(ok(run("queue", "show", "api", "--json")))
+    assert (shown["limit"], shown["rate"], shown["states"]["pending"]) == (2, "10/m", 1)
+    assert ok(run("queue", "show", "api")).splitlines()[2:4] == [
+        "limit:   at most 2 running at once",
+        "rate:    at most 10/m claims started",
+    ]
+    listed = {row["name"]: row for row in json.loads(ok(run("queue", "list", "--json")))}
+    assert (listed["api"]["rate"], listed["idle"]["rate"], "rate" in listed.get("default", {})) == (
+        "10/m",
+        "3/h",
+        False,
+    )
+    assert ok(run("queue", "rate", "api", "none")) == "api: no rate limit\n"
+    assert "rate" not in json.loads(ok(run("queue", "show", "api", "--json")))
+    for bad in ("10", "0/s", "5/d", "lots/m", "100001/s"):
+        fails(run("queue", "rate", "api", bad), EXIT_USAGE, "queue rate")
+    fails(run("queue", "rate", "bad name", "1/s"), EXIT_USAGE, "invalid queue name")
+    fails(run("queue", "show", "nope"), EXIT_NOT_FOUND, "no queue named")

@@ -138,6 +138,45 @@ def test_the_event_stream_resumes_from_last_event_id_without_a_gap_or_a_repeat(
         assert bad.status_code == 422 and "Last-Event-ID" in bad.json()["error"]
 
 
+def test_label_filters_restart_hold_and_snooze_code_over_http(
+    api: tuple[httpx.Client, dict[str, str]], store: Store
+) -> None:
+    client, secrets = api
+    auth = bearer(secrets["all"])
+    specs = [
+        {"id": "web1", "command": "true", "labels": {"team": "web", "env": "prod"}},
+        {"id": "web2", "command": "true", "labels": ["team=web"]},
+        {"id": "db1", "command": "true", "labels": {"team": "db"}, "snooze_code": 75, "snooze_delay": "5s"},
+    ]
+    assert client.post("/api/jobs:batch", json=specs, headers=auth).status_code == 202
+
+    def listed(*labels: str) -> list[str]:
+        page = client.get("/api/jobs", params=[("label", label) for label in labels], headers=auth)
+        assert page.status_code == 200, page.text
+        return sorted(job["id"] for job in page.json()["jobs"])
+
+    assert listed("team=web") == ["web1", "web2"]
+    assert listed("team=web", "env=prod") == ["web1"]  # every label given must match, as --label
+    assert listed("team=ops") == []
+    assert client.get("/api/jobs", params={"label": "no-equals"}, headers=auth).status_code == 422
+    assert client.get("/api/jobs/db1", headers=auth).json()["retry"] == {"snooze_code": 75, "snooze_delay": 5.0}
+    assert client.post("/api/jobs/web2/hold", headers=bearer(secrets["read"])).status_code == 403
+    assert client.post("/api/jobs/web2/hold", headers=auth).json()["state"] == "held"
+    assert client.post("/api/jobs/web2/release", headers=auth).json()["state"] == "pending"
+    assert client.post("/api/jobs/web1/restart", headers=auth).status_code == 409  # not finished yet
+    client.post("/api/jobs/web1/cancel", headers=auth)
+    again = client.post("/api/jobs/web1/restart", json={"command": "echo again", "priority": 3}, headers=auth)
+    assert again.status_code == 200, again.text
+    assert {k: again.json()[k] for k in ("id", "state", "command", "priority")} == {
+        "id": "web1",
+        "state": "pending",
+        "command": "echo again",
+        "priority": 3,
+    }
+    assert client.post("/api/jobs/web1/restart", headers=auth).status_code == 409  # pending again
+    assert client.post("/api/jobs/web1/restart", json={"env": {}}, headers=auth).status_code == 422
+
+
 def test_a_token_is_kept_only_as_a_hash_and_revoked_by_name(store: Store) -> None:
     record, secret = tokens.create_token(store, ("read", "enqueue"), "ci")
     assert secret.startswith(f"qct_{record.id}_") and len(secret) > 50

@@ -123,7 +123,7 @@ def retry(
 
 
 def hold(ctx: typer.Context, job_ids: List[str] = typer.Argument(..., metavar="ID...")) -> None:
-    """Keep pending or failed jobs back: they stay listed (state held) and no worker takes them.
+    """Keep pending, failed or waiting jobs back: they stay listed (state held) and no worker takes them.
 
     Example: queuectl hold job1; later queuectl release job1
     """
@@ -133,13 +133,14 @@ def hold(ctx: typer.Context, job_ids: List[str] = typer.Argument(..., metavar="I
 
 
 def release(ctx: typer.Context, job_ids: List[str] = typer.Argument(..., metavar="ID...")) -> None:
-    """Let held jobs run again (back to pending).
+    """Let held jobs run again: pending, or waiting if a parent is unfinished now (cancelled if
+    a parent ended so that it can never run).
 
     Example: queuectl release job1
     """
     for job_id in job_ids:
-        service.release_job(store_of(ctx), job_id)
-        print(f"released {job_id}")
+        state = service.release_job(store_of(ctx), job_id)
+        print(f"released {job_id}" + ("" if state == "pending" else f" ({state})"))
 
 
 def restart(
@@ -151,15 +152,15 @@ def restart(
     max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Retries before the DLQ."),
     timeout: Optional[str] = typer.Option(None, "--timeout", help="Kill it after this long: 10m."),
 ) -> None:
-    """Run a completed, cancelled or dead job again as a new job (prints its id); the old job
-    keeps its run: state, exit code, output, attempts.
+    """Run a completed, cancelled or dead job again under the same id, as it was or with edits;
+    its old runs stay in its history (queuectl show ID). Only this job runs again: restart its
+    dependants too if they should.
 
     Example: queuectl restart job1 --command "make -j4" --priority 5
     """
     edits = {"command": command, "priority": priority, "queue": queue, "max_retries": max_retries, "timeout": timeout}
-    new_id = service.restart_job(store_of(ctx), job_id, {k: v for k, v in edits.items() if v is not None})
-    print(new_id)
-    note(f"restarted {job_id} as {new_id}")
+    state = service.restart_job(store_of(ctx), job_id, edits)
+    print(f"restarted {job_id}" + ("" if state == "pending" else f" ({state})"))
 
 
 def register(app: typer.Typer) -> None:

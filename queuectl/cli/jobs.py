@@ -63,6 +63,15 @@ def enqueue(
     no_retry_on: Optional[str] = typer.Option(
         None, "--no-retry-on", metavar="CODES", help="Never retry these exit codes (2); they go dead at once."
     ),
+    snooze_code: Optional[int] = typer.Option(
+        None,
+        "--snooze-code",
+        metavar="CODE",
+        help="Exiting with CODE re-queues it uncounted (config: snooze-exit-code).",
+    ),
+    snooze_delay: Optional[str] = typer.Option(
+        None, "--snooze-delay", help="How long a snoozed run waits: 5m (config: snooze-delay)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="Print no job id (--file: print only the batch id)."),
 ) -> None:
     """Add a job; prints its id (--file: one id per line; the batch id is on stderr).
@@ -84,6 +93,8 @@ def enqueue(
         "backoff_max": backoff_max,
         "retry_on": retry_on,
         "no_retry_on": no_retry_on,
+        "snooze_code": snooze_code,
+        "snooze_delay": snooze_delay,
         "after": after or None,
         "on_failure_of": on_failure_of,
         "unique_key": unique_key,

@@ -125,6 +125,10 @@ def schedule_add(
     timeout: Optional[str] = typer.Option(None, "--timeout", help="Kill each run after this long: 10m."),
     unique_key: Optional[str] = typer.Option(None, "--unique-key", help="Skip a fire while the last run is active."),
     label: Optional[List[str]] = typer.Option(None, "--label", "-l", metavar="K=V", help="A label on each job."),
+    snooze_code: Optional[int] = typer.Option(
+        None, "--snooze-code", metavar="CODE", help="A run exiting with CODE is re-queued uncounted."
+    ),
+    snooze_delay: Optional[str] = typer.Option(None, "--snooze-delay", help="How long a snoozed run waits: 5m."),
 ) -> None:
     """Enqueue COMMAND at every fire time of a cron expression (exactly once per fire time).
 
@@ -138,6 +142,8 @@ def schedule_add(
         "timeout": timeout,
         "unique_key": unique_key,
         "labels": label or None,
+        "snooze_code": snooze_code,
+        "snooze_delay": snooze_delay,
     }
     spec = {key: value for key, value in spec.items() if value is not None}
     from queuectl.service import schedules

@@ -36,6 +36,8 @@ JOB_FIELDS = (
     "backoff_max",
     "retry_on",
     "no_retry_on",
+    "snooze_code",
+    "snooze_delay",
 )
 
 
@@ -233,7 +235,8 @@ def _exit_codes(value: Any, what: str) -> list[int]:
 
 def retry_policy(spec: dict[str, Any]) -> dict[str, Any]:
     """A job's own retry policy from its spec: ``backoff_base`` (1-100), ``backoff_max``
-    (a duration), ``retry_on`` / ``no_retry_on`` (exit codes, "75,111" or a list; not both)."""
+    (a duration), ``retry_on`` / ``no_retry_on`` (exit codes, "75,111" or a list; not both),
+    ``snooze_code`` (1-255, over the config's snooze-exit-code) and ``snooze_delay`` (a duration)."""
     policy: dict[str, Any] = {}
     if spec.get("backoff_base") is not None:
         try:
@@ -250,6 +253,10 @@ def retry_policy(spec: dict[str, Any]) -> dict[str, Any]:
     for name in ("retry_on", "no_retry_on"):
         if spec.get(name) is not None:
             policy[name] = _exit_codes(spec[name], name)
+    if spec.get("snooze_code") is not None:
+        policy["snooze_code"] = _int_field(spec, "snooze_code", 0, 1, 255)
+    if spec.get("snooze_delay") is not None:
+        policy["snooze_delay"] = parse_duration(spec["snooze_delay"], "snooze_delay")
     return policy
 
 

@@ -303,6 +303,9 @@ class Worker:
         # a damaged or foreign row can hold any type (SQLite columns are not typed): poll instead
         if isinstance(due, (int, float)) and not isinstance(due, bool) and due > now:
             wait = min(wait, due - now + 0.001)
+        slot = self.store.next_slot()  # a queue's rate held jobs back: claim again once it has room
+        if slot is not None and slot > now:
+            wait = min(wait, slot - now + 0.001)
         self.idle_until = time.monotonic() + wait
 
     def _start(self, job: Job) -> None:
@@ -446,7 +449,7 @@ class Worker:
             return lifecycle.failure_outcome(job, self.config, now, error, code, output, duration)
         if code == 0:
             return lifecycle.success_outcome(now, output, duration)
-        if code == self.config.snooze_exit_code and code > 0:
+        if code > 0 and code == lifecycle.snooze_code(job, self.config):
             return lifecycle.snooze_outcome(job, self.config, now, output, duration)
         error = f"exit code {code}" if code > 0 else f"killed by {signal.Signals(-code).name}"
         return lifecycle.failure_outcome(job, self.config, now, error, code, output, duration)

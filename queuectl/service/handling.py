@@ -14,10 +14,11 @@ from typing import Any, Callable, Iterator
 
 from queuectl.core import lifecycle
 from queuectl.core.errors import Conflict, InvalidInput, NotFound, QueuectlError
-from queuectl.core.lifecycle import CANCELLABLE, FINISHED, RESTARTABLE
+from queuectl.core.lifecycle import CANCELLABLE, FINISHED, RESTART_EDITS
 from queuectl.core.models import CANCELLED, DEAD, HELD, PROCESSING, STAGED, STATES, Job
-from queuectl.core.validation import check_state, label_filters
-from queuectl.service.jobs import enqueue, get_job
+from queuectl.core.validation import build_job, check_state, label_filters
+from queuectl.service.config import load_config
+from queuectl.service.jobs import get_job
 from queuectl.store import Store
 
 PAGE = 1000  # jobs listed per query while matching filters
@@ -115,36 +116,31 @@ def retry_jobs(store: Store, selection: Selection) -> BulkResult:
 
 
 def hold_job(store: Store, job_id: str) -> None:
-    """Keep a pending or failed job back from every worker until :func:`release_job`."""
+    """Keep a pending, failed or waiting job back from every worker until :func:`release_job`."""
     lifecycle.hold(store, job_id, store.now())
 
 
-def release_job(store: Store, job_id: str) -> None:
-    """Let a held job run again."""
-    lifecycle.release(store, job_id, store.now())
-
-
-RESTART_EDITS = ("command", "priority", "queue", "max_retries", "timeout")
-_KEPT = ("command", "queue", "priority", "max_retries", "timeout", "cwd", "env", "unique_key", "on_finish", "labels")
+def release_job(store: Store, job_id: str) -> str:
+    """Let a held job go on; returns its state now (its parents as they are now decide)."""
+    return lifecycle.release(store, job_id, store.now())
 
 
 def restart_job(store: Store, job_id: str, edits: dict[str, Any]) -> str:
-    """Run a finished job again, as it was or with ``edits`` (command, priority, queue,
-    max_retries, timeout): a new job with a new id, enqueued now; the old one keeps its run
-    (state, exit code, output, attempts) untouched. Returns the new id.
+    """Run a finished job again under its own id, as it was or with ``edits`` (command, priority,
+    queue, max_retries, timeout): it keeps its history, and its next run is numbered after its
+    old ones. Returns the state it is in now (pending, or waiting for a parent again).
 
-    Its parents are not copied: they completed already (or the restart is what was wanted).
-    Conflict for a job not finished yet (it will run anyway)."""
+    InvalidInput for an edit that is not one of those or not valid; Conflict for a job not
+    finished yet (it will run anyway), or whose unique key another job holds now."""
     job = get_job(store, job_id)
-    if job.state not in RESTARTABLE:
-        raise Conflict(f"job {job_id} is {job.state}: only a {', '.join(RESTARTABLE)} job can be restarted")
     unknown = set(edits) - set(RESTART_EDITS)
     if unknown:
         raise InvalidInput(f"restart cannot change {', '.join(sorted(unknown))}")
-    spec = {name: getattr(job, name) for name in _KEPT if getattr(job, name) not in (None, {})}
-    spec.update(job.retry)  # its own backoff and exit-code policy
-    spec.update({name: value for name, value in edits.items() if value is not None})
-    return enqueue(store, [spec])[0]
+    edits = {name: value for name, value in edits.items() if value is not None}
+    if edits:  # checked as an enqueue checks them
+        checked = build_job({"command": job.command, **edits}, load_config(store), store.now())
+        edits = {name: getattr(checked, name) for name in edits}
+    return lifecycle.restart(store, job, edits, store.now())
 
 
 # --- waiting for a batch or a queue ---------------------------------------------------------------

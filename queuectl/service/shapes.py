@@ -77,10 +77,18 @@ def worker_json(worker: WorkerInfo, config: RuntimeConfig, now: float) -> dict[s
     return data
 
 
-def queue_json(name: str, paused: bool, states: dict[str, int]) -> dict[str, Any]:
-    """One queue: every state (zeros included), its total, and whether it is paused."""
+def queue_json(
+    name: str, paused: bool, states: dict[str, int], limit: int | None = None, rate: str | None = None
+) -> dict[str, Any]:
+    """One queue: every state (zeros included), its total, whether it is paused, and its limit
+    and rate when it has them (``queue limit``, ``queue rate``)."""
     counts = {state: int(states.get(state, 0)) for state in STATES}
-    return {"name": name, "paused": paused, "states": counts, "total": sum(counts.values())}
+    data: dict[str, Any] = {"name": name, "paused": paused, "states": counts, "total": sum(counts.values())}
+    if limit is not None:
+        data["limit"] = limit
+    if rate is not None:
+        data["rate"] = rate
+    return data
 
 
 def queues_json(counts: dict[str, dict[str, int]], paused: set[str]) -> list[dict[str, Any]]:

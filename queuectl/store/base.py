@@ -348,6 +348,12 @@ class Store(abc.ABC):
         """A descriptor that turns readable when work may have arrived; None means poll."""
         return None
 
+    def next_slot(self) -> float | None:
+        """After a claim that a queue's rate limit cut short: when that queue has room again
+        (None: no rate held a claim back). Read from the claim's own work, never a query, so
+        an idle worker sleeps until then instead of polling."""
+        return None
+
     def notify(self, stop: bool = False) -> None:
         """Wake idle workers now (after changes that make jobs eligible; ``stop``: check for a stop)."""
 

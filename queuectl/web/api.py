@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from queuectl.core.errors import InvalidInput, NotFound
 from queuectl.core.lifecycle import CLAIMABLE
 from queuectl.core.models import DEAD, Job
-from queuectl.service import dashboard, dlq, history, observe, queues, schedules, shapes, workers
+from queuectl.service import dashboard, dlq, handling, history, observe, queues, schedules, shapes, workers
 from queuectl.service import jobs as service
 from queuectl.service.logtail import split_marker
 from queuectl.service.tokens import CONTROL
@@ -62,7 +62,8 @@ def _page(call: Call, states: list[str] | None) -> Response:
     limit = call.integer("limit", PAGE_DEFAULT, 1, PAGE_MAX)
     wants_env(call)
     queue, before, count = call.query("queue") or None, _before(call.query("cursor")), call.flag("count")
-    page = service.list_jobs(call.store, states, queue, limit + 1, before, count=count)
+    labels = call.request.query_params.getlist("label")  # k=v, repeatable: jobs with every one
+    page = service.list_jobs(call.store, states, queue, limit + 1, before, count=count, labels=labels)
     shown = page.jobs[:limit]
     more = len(page.jobs) > limit
     return JSONResponse(
@@ -75,8 +76,9 @@ def _page(call: Call, states: list[str] | None) -> Response:
 
 
 def list_jobs(call: Call) -> Response:
-    """``GET /api/jobs?state=&queue=&limit=&cursor=&count=``: newest first; ``state`` repeatable or
-    comma-separated; ``count=1`` adds how many match in all (a read of every queue's totals)."""
+    """``GET /api/jobs?state=&queue=&label=&limit=&cursor=&count=``: newest first; ``state``
+    repeatable or comma-separated; ``label=k=v`` repeatable (every one must match, as the CLI's
+    ``--label``); ``count=1`` adds how many match in all (a read of every queue's totals)."""
     states = [part for value in call.request.query_params.getlist("state") for part in value.split(",") if part]
     return _page(call, states or None)
 
@@ -152,6 +154,26 @@ def retry(call: Call) -> Response:
     job_id = call.request.path_params["id"]
     dlq.retry(call.store, job_id)
     return JSONResponse(job_shape(call, service.get_job(call.store, job_id)))
+
+
+def restart(call: Call) -> Response:
+    """``POST /api/jobs/{id}/restart`` with an optional body of edits (command, priority, queue,
+    max_retries, timeout): the finished job runs again under its id, as ``queuectl restart``."""
+    job_id, edits = call.request.path_params["id"], call.json()
+    if not isinstance(edits, dict):
+        raise HttpError(400, 'the body is a JSON object of edits: {"command": "..."}')
+    handling.restart_job(call.store, job_id, edits)
+    return JSONResponse(job_shape(call, service.get_job(call.store, job_id)))
+
+
+def hold(call: Call) -> Response:
+    handling.hold_job(call.store, call.request.path_params["id"])
+    return JSONResponse(job_shape(call, service.get_job(call.store, call.request.path_params["id"])))
+
+
+def release(call: Call) -> Response:
+    handling.release_job(call.store, call.request.path_params["id"])
+    return JSONResponse(job_shape(call, service.get_job(call.store, call.request.path_params["id"])))
 
 
 def retry_all(call: Call) -> Response:

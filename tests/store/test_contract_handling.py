@@ -7,7 +7,7 @@ from typing import Callable
 import pytest
 
 from queuectl.core import lifecycle
-from queuectl.core.errors import Conflict, NotFound, UniqueKeyTaken
+from queuectl.core.errors import Conflict, InvalidInput, NotFound, UniqueKeyTaken
 from queuectl.core.models import CANCELLED, HELD, PENDING, WAITING, Job
 from queuectl.store.base import Store
 
@@ -32,15 +32,113 @@ def test_a_held_job_is_listed_counted_and_never_claimed_until_released(store: St
 
 def test_hold_and_release_refuse_jobs_in_other_states(store: Store, make_job: MakeJob) -> None:
     lifecycle.enqueue(store, [make_job("p1"), make_job("c1", after=["p1"])])
-    with pytest.raises(Conflict, match="waiting"):
-        lifecycle.hold(store, "c1", NOW)
+    assert [job.id for job in store.claim("w1", None, NOW, LEASE)] == ["p1"]
+    with pytest.raises(Conflict, match="processing: only a pending, failed or waiting job"):
+        lifecycle.hold(store, "p1", NOW)
+    _complete(store, "p1", NOW)
     with pytest.raises(Conflict, match="not held"):
         lifecycle.release(store, "p1", NOW)
     with pytest.raises(NotFound):
         lifecycle.hold(store, "nope", NOW)
-    lifecycle.hold(store, "p1", NOW)
+    lifecycle.hold(store, "c1", NOW)
     with pytest.raises(Conflict, match="held already"):
-        lifecycle.hold(store, "p1", NOW)
+        lifecycle.hold(store, "c1", NOW)
+
+
+def _complete(store: Store, job_id: str, now: float, state: str = "completed") -> None:
+    """Finish a claimed job as its worker would (``state``: completed or dead)."""
+    from queuectl.core.models import Lease, Outcome
+
+    job = store.get(job_id)
+    assert job is not None and job.locked_by is not None
+    assert lifecycle.finish(store, Lease(job_id, job.locked_by, job.attempts), Outcome(state, now, exit_code=0))
+
+
+def _state(store: Store, job_id: str) -> str:
+    job = store.get(job_id)
+    assert job is not None
+    return job.state
+
+
+def test_a_held_waiting_job_is_released_to_what_its_parents_say_now(store: Store, make_job: MakeJob) -> None:
+    lifecycle.enqueue(
+        store,
+        [make_job("p"), make_job("c1", after=["p"]), make_job("c2", after=["p"]), make_job("g", after=["c2"])],
+    )
+    lifecycle.hold(store, "c1", NOW)
+    lifecycle.hold(store, "c2", NOW)
+    assert lifecycle.release(store, "c1", NOW + 1) == WAITING  # its parent has not run yet
+    lifecycle.hold(store, "c1", NOW + 2)
+    assert [job.id for job in store.claim("w1", None, NOW + 3, LEASE)] == ["p"]
+    _complete(store, "p", NOW + 4)
+    assert (_state(store, "c1"), _state(store, "c2")) == (HELD, HELD)  # the parent's end did not release them
+    assert store.claim("w1", None, NOW + 5, LEASE) == []
+    assert lifecycle.release(store, "c1", NOW + 6) == PENDING  # not stranded waiting for a parent long done
+    assert [job.id for job in store.claim("w1", None, NOW + 7, LEASE)] == ["c1"]
+    assert lifecycle.release(store, "c2", NOW + 8) == PENDING
+    assert _state(store, "g") == WAITING
+
+
+def test_a_held_job_whose_parent_died_is_cancelled_on_release_with_its_dependants(
+    store: Store, make_job: MakeJob
+) -> None:
+    lifecycle.enqueue(store, [make_job("p", max_retries=0), make_job("c", after=["p"]), make_job("g", after=["c"])])
+    lifecycle.hold(store, "c", NOW)
+    assert [job.id for job in store.claim("w1", None, NOW + 1, LEASE)] == ["p"]
+    _complete(store, "p", NOW + 2, state="dead")
+    assert _state(store, "c") == HELD
+    assert lifecycle.release(store, "c", NOW + 3) == CANCELLED
+    child = store.get("c")
+    assert child is not None and child.last_error == "parent job p ended dead"
+    assert _state(store, "g") == CANCELLED
+
+
+def test_restart_runs_the_same_job_again_and_keeps_its_history(store: Store, make_job: MakeJob) -> None:
+    from queuectl.core.models import COMPLETED, DEAD, Lease, Outcome
+
+    lifecycle.enqueue(store, [make_job("r", max_retries=0, unique_key="k"), make_job("kid", after=["r"])])
+    with pytest.raises(Conflict, match="only a completed, dead, cancelled job"):
+        lifecycle.restart(store, store.get("r"), {}, NOW)  # type: ignore[arg-type]
+    run = store.claim("w1", None, NOW, LEASE)[0]
+    outcome = Outcome(DEAD, NOW + 1, exit_code=3, last_error="exit code 3", output="first\n", ended="failed")
+    assert lifecycle.finish(store, Lease("r", "w1", run.attempts), outcome)
+    assert _state(store, "kid") == CANCELLED
+    dead = store.get("r")
+    assert dead is not None
+    assert lifecycle.restart(store, dead, {"command": "echo again", "priority": 7}, NOW + 2) == PENDING
+    again = store.get("r")
+    assert again is not None
+    assert (again.state, again.attempts, again.command, again.priority) == (PENDING, 0, "echo again", 7)
+    assert (again.exit_code, again.last_error, again.finished_at, again.output) == (None, None, None, None)
+    assert _state(store, "kid") == CANCELLED  # only the restarted job runs again
+    with pytest.raises((UniqueKeyTaken, Conflict)):
+        lifecycle.enqueue(store, [make_job("other", unique_key="k")])  # it holds its key again
+    second = store.claim("w2", None, NOW + 3, LEASE)[0]
+    assert (second.id, second.attempts) == ("r", 1)
+    assert lifecycle.finish(store, Lease("r", "w2", 1), Outcome(COMPLETED, NOW + 4, exit_code=0, ended="completed"))
+    history = store.attempts("r")
+    assert [(a.number, a.attempt, a.worker, a.ended) for a in history] == [
+        (1, 1, "w1", "failed"),
+        (2, 1, "w2", "completed"),
+    ]
+    kinds = [event.kind for event in store.read_events(job_id="r")]
+    assert kinds.count("restarted") == 1 and kinds.index("restarted") < kinds.index("completed")
+
+
+def test_restart_refuses_a_taken_unique_key_and_a_parent_that_can_never_complete(
+    store: Store, make_job: MakeJob
+) -> None:
+    lifecycle.enqueue(store, [make_job("a", unique_key="k"), make_job("p"), make_job("c", after=["p"])])
+    lifecycle.cancel(store, "a", NOW)
+    lifecycle.enqueue(store, [make_job("b", unique_key="k")])
+    with pytest.raises(Conflict, match="unique key 'k' is held by another active job"):
+        lifecycle.restart(store, store.get("a"), {}, NOW + 1)  # type: ignore[arg-type]
+    assert _state(store, "a") == CANCELLED
+    lifecycle.cancel(store, "p", NOW + 2)
+    with pytest.raises(Conflict, match="could never run again .parent job p ended cancelled."):
+        lifecycle.restart(store, store.get("c"), {}, NOW + 3)  # type: ignore[arg-type]
+    lifecycle.restart(store, store.get("p"), {}, NOW + 4)  # type: ignore[arg-type]
+    assert lifecycle.restart(store, store.get("c"), {}, NOW + 5) == WAITING  # type: ignore[arg-type]
 
 
 def test_a_held_job_keeps_its_unique_key_and_can_be_cancelled(store: Store, make_job: MakeJob) -> None:
@@ -156,3 +254,43 @@ def test_a_queue_limit_caps_the_claims_of_its_queue_only(store: Store, make_job:
     queue_service.set_limit(store, "builds", None)
     assert queue_service.queue_limits(store) == {}
     assert [job.id for job in store.claim("w5", ["builds"], NOW + 24, LEASE, limit=5)] == ["b3"]
+
+
+def test_a_queue_rate_caps_the_claims_started_in_any_window(store: Store, make_job: MakeJob) -> None:
+    from queuectl.core.models import COMPLETED, Lease, Outcome
+    from queuectl.service import queues as queue_service
+
+    jobs = [make_job(f"a{n}", queue="api", created_at=NOW + n) for n in range(6)]
+    lifecycle.enqueue(store, [*jobs, make_job("d1", created_at=NOW + 10)])
+    assert queue_service.set_rate(store, "api", "2/s") == (2, 1.0)
+    first = store.claim("w1", None, NOW + 20, LEASE, limit=5)
+    assert sorted(job.id for job in first) == ["a0", "a1", "d1"]  # 2 of api, the other queue freely
+    for job in first:  # finishing frees no rate slot: a rate counts starts, not running jobs
+        assert lifecycle.finish(store, Lease(job.id, "w1", job.attempts), Outcome(COMPLETED, NOW + 20.1, exit_code=0))
+    assert store.claim("w2", ["api"], NOW + 20.5, LEASE, limit=5) == []
+    assert store.next_slot() == pytest.approx(NOW + 21)  # when the window has room again
+    assert [job.id for job in store.claim("w2", ["api"], NOW + 21.01, LEASE, limit=5)] == ["a2", "a3"]
+    assert store.claim("w3", None, NOW + 21.5, LEASE, limit=5) == []
+    assert queue_service.get_queue(store, "api").rate == "2/s"
+    queue_service.set_limit(store, "api", 1)  # a limit and a rate together: both hold
+    assert queue_service.set_rate(store, "api", "10/m") == (10, 60.0)
+    assert store.claim("w4", None, NOW + 22.5, LEASE, limit=5) == []  # a2 and a3 are still running
+    row = queue_service.get_queue(store, "api")
+    assert (row.limit, row.rate) == (1, "10/m")
+    assert queue_service.set_rate(store, "api", "none") is None
+    queue_service.set_limit(store, "api", None)
+    assert sorted(job.id for job in store.claim("w5", None, NOW + 23, LEASE, limit=5)) == ["a4", "a5"]
+    for bad in ("10", "0/s", "5/d", "10/m/s", "100000/s"):
+        with pytest.raises(InvalidInput):
+            queue_service.set_rate(store, "api", bad)
+
+
+def test_a_rate_slot_is_given_back_when_no_job_is_there(store: Store, make_job: MakeJob) -> None:
+    from queuectl.service import queues as queue_service
+
+    queue_service.set_rate(store, "api", "1/h")
+    assert store.claim("w1", ["api"], NOW, LEASE) == []  # nothing to run: the slot is not spent
+    lifecycle.enqueue(store, [make_job("a1", queue="api"), make_job("a2", queue="api")])
+    assert [job.id for job in store.claim("w1", ["api"], NOW + 1, LEASE, limit=2)] == ["a1"]
+    assert store.claim("w1", ["api"], NOW + 2, LEASE) == []
+    assert store.next_slot() == pytest.approx(NOW + 1 + 3600)

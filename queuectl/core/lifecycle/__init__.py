@@ -22,7 +22,7 @@ Nothing here imports a store or the CLI: the store is passed in, and every time 
 """
 
 from queuectl.core.lifecycle.batches import sweep as sweep_batches
-from queuectl.core.lifecycle.handling import hold, release, remove
+from queuectl.core.lifecycle.handling import hold, release, remove, restart
 from queuectl.core.lifecycle.rules import (
     AFTER,
     CANCELLABLE,
@@ -36,6 +36,7 @@ from queuectl.core.lifecycle.rules import (
     HOOK_RUNNING,
     KEY_HOLDING,
     ON_FAILURE,
+    RESTART_EDITS,
     RESTARTABLE,
     WhenHooked,
     blocked_by,
@@ -48,6 +49,7 @@ from queuectl.core.lifecycle.rules import (
     retried,
     retry_delay,
     shutdown_outcome,
+    snooze_code,
     snooze_outcome,
     start_state,
     success_outcome,
@@ -83,6 +85,7 @@ __all__ = [
     "KEY_HOLDING",
     "LOCK_WAIT_NOTICED_S",
     "ON_FAILURE",
+    "RESTART_EDITS",
     "RESTARTABLE",
     "WhenHooked",
     "blocked_by",
@@ -104,6 +107,7 @@ __all__ = [
     "parents_of",
     "recover_expired",
     "release",
+    "restart",
     "remove",
     "repair",
     "resettle",
@@ -114,6 +118,7 @@ __all__ = [
     "settle",
     "settle_marked",
     "shutdown_outcome",
+    "snooze_code",
     "snooze_outcome",
     "start_state",
     "success_outcome",

@@ -40,6 +40,7 @@ CANCELLED_EVENT = "cancelled"
 LEASE_LOST = "lease_lost"  # its worker stopped heartbeating: recovered (failed or dead)
 REQUEUED = "requeued"  # handed back uncounted (a worker's shutdown, or short of resources)
 RETRIED = "retried"  # from the dead letter queue
+RESTARTED = "restarted"  # a finished job runs again, in place (its history kept)
 SCHEDULE_FIRED = "schedule_fired"
 WORKER_STARTED = "worker_started"
 WORKER_STOPPED = "worker_stopped"
@@ -58,6 +59,7 @@ KINDS = (
     LEASE_LOST,
     REQUEUED,
     RETRIED,
+    RESTARTED,
     SCHEDULE_FIRED,
     WORKER_STARTED,
     WORKER_STOPPED,

@@ -31,8 +31,9 @@ FINISHED = (COMPLETED, DEAD, CANCELLED)  # nothing more happens to these (but a 
 # a unique key is taken while its job is in these (a staged job holds it for the batch committing)
 KEY_HOLDING = (PENDING, WAITING, HELD, PROCESSING, FAILED, STAGED)
 CANCELLABLE = (PENDING, WAITING, HELD, PROCESSING, FAILED)  # everything not finished
-HOLDABLE = (PENDING, FAILED)  # a job not yet taken can be held (a waiting one: once its parents let it go)
-RESTARTABLE = FINISHED  # a restart enqueues a copy of a finished job (the old one keeps its run)
+HOLDABLE = (PENDING, FAILED, WAITING)  # a job not yet taken (a waiting one: release asks its parents again)
+RESTARTABLE = FINISHED  # a restart runs a finished job again, in place (its old runs stay in its history)
+RESTART_EDITS = ("command", "priority", "queue", "max_retries", "timeout")  # what a restart may change
 
 HOOK_DUE = "due"  # the on-finish hook waits for a worker to run it
 HOOK_RUNNING = "running"
@@ -135,16 +136,23 @@ def failure_outcome(
     )
 
 
+def snooze_code(job: Job, config: RuntimeConfig) -> int:
+    """The exit code that snoozes this job: its own (``--snooze-code``), else the config's (0: none)."""
+    return int(job.retry.get("snooze_code", config.snooze_exit_code))
+
+
 def snooze_outcome(job: Job, config: RuntimeConfig, now: float, output: str | None, duration: float | None) -> Outcome:
-    """The job exited with the snooze exit code: back to pending after ``snooze_delay``, the
-    claim's count undone (a snooze is not a failed attempt)."""
+    """The job exited with its snooze exit code: back to pending after its ``snooze_delay`` (the
+    job's own, else the config's), the claim's count undone (a snooze is not a failed attempt)."""
+    delay = float(job.retry.get("snooze_delay", config.snooze_delay))
+    code = snooze_code(job, config)
     return Outcome(
         PENDING,
         now,
-        run_at=now + config.snooze_delay,
+        run_at=now + delay,
         attempts=job.attempts - 1,
-        exit_code=config.snooze_exit_code,
-        last_error=f"snoozed (exit code {config.snooze_exit_code}); runs again in {config.snooze_delay:g}s",
+        exit_code=code,
+        last_error=f"snoozed (exit code {code}); runs again in {delay:g}s",
         output=output,
         duration=duration,
     )
@@ -250,3 +258,22 @@ def blocked_by(child: Job, parent: str, parent_state: str) -> str | None:
     if child.on_failure_of == parent and parent_state == COMPLETED:
         return f"not needed: {parent} completed"
     return None
+
+
+def resumed_state(job: Job, parent_states: dict[str, str]) -> tuple[str, str | None]:
+    """Where a job goes back to after a hold or a restart, from its parents' states *now*
+    (``parent_states``: id -> state; a parent missing there was removed): ``pending``,
+    ``waiting`` (a parent has not finished), or ``cancelled`` with why it can never run (the
+    rule a waiting job's settling follows, :func:`blocked_by`)."""
+    waiting = False
+    for parent in parents_of(job):
+        state = parent_states.get(parent)
+        if state is None:
+            return CANCELLED, f"parent job {parent} was removed"
+        if state not in FINISHED:
+            waiting = True
+            continue
+        reason = blocked_by(job, parent, state)
+        if reason is not None:
+            return CANCELLED, reason
+    return (WAITING if waiting else PENDING), None

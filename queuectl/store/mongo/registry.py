@@ -16,7 +16,7 @@ from queuectl.store.mongo.errors import translate_errors as _translate_errors
 # fields a record gets when it is created without them (as the SQL tables' column defaults)
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "schedules": {"last_fire_at": None, "paused": False},
-    "queues": {"paused": False, "max_running": None},
+    "queues": {"paused": False, "max_running": None, "rate_count": None, "rate_window": None},
     "config": {},
     "workers": {"queues": "*", "concurrency": 1, "current_jobs": [], "stop_requested": False},
     "batches": {"count": 0},

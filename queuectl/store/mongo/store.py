@@ -28,6 +28,7 @@ from queuectl.store.mongo.counts import DIRTY, MongoCounts, mark
 from queuectl.store.mongo.docs import doc_job, fence, job_doc
 from queuectl.store.mongo.errors import translate_errors as _translate_errors
 from queuectl.store.mongo.events import PUBLISH_GRACE_S, MongoLog, with_attempt, with_outbox
+from queuectl.store.mongo.gates import MongoGates
 from queuectl.store.mongo.indexes import JOB_INDEXES, OTHER_INDEXES, ensure_indexes
 from queuectl.store.mongo.reads import MongoReads
 from queuectl.store.mongo.registry import MongoRegistry
@@ -39,7 +40,7 @@ PROMOTE_MAX = 1000  # jobs whose time has come that one claim makes claimable (a
 _PROGRESS = ("progress_done", "progress_total", "progress_message", "progress_at")
 
 
-class MongoStore(MongoRegistry, MongoBatches, MongoCounts, MongoReads, MongoLog, Store):
+class MongoStore(MongoRegistry, MongoBatches, MongoCounts, MongoReads, MongoLog, MongoGates, Store):
     """Jobs, schedules, config, queues, workers and bulk-insert batches as collections of one database.
 
     No multi-document transactions: a unit of work groups nothing, and each primitive is one
@@ -177,32 +178,45 @@ class MongoStore(MongoRegistry, MongoBatches, MongoCounts, MongoReads, MongoLog,
         whose reply was lost is looked up by its token, then or at this worker's next claim."""
         claimed = self._adopt_lost_claims(worker_id, now, lease)
         self._promote_due(now)
-        gates = list(self._queues.find({"$or": [{"paused": True}, {"max_running": {"$ne": None}}]}))
+        gates = list(
+            self._queues.find(
+                {"$or": [{"paused": True}, {"max_running": {"$ne": None}}, {"rate_count": {"$ne": None}}]}
+            )
+        )
         paused = {doc["_id"] for doc in gates if doc.get("paused")}
-        limited = {doc["_id"]: doc["max_running"] for doc in gates if doc.get("max_running") is not None}
-        order: list[str | None] = list(queues) if queues else [None, *sorted(limited)]
+        limited = {doc["_id"]: int(doc["max_running"]) for doc in gates if doc.get("max_running") is not None}
+        rated = {doc["_id"]: doc for doc in gates if doc.get("rate_count") is not None}
+        gated = set(limited) | set(rated)
+        self._next_slot = None
+        order: list[str | None] = list(queues) if queues else [None, *sorted(gated)]
         for queue in order:
             if queue in paused:
                 continue
             query: dict[str, Any] = {"ready": True, "state": {"$in": list(CLAIMABLE)}, "run_at": {"$lte": now}}
-            room = limit
-            if queue is not None:
+            if queue is None:
+                if paused or gated:
+                    query["queue"] = {"$nin": sorted(paused | gated)}
+            else:
                 query["queue"] = queue
-                if queue in limited:  # best effort here: counted, then claimed (see the README)
-                    running = self._jobs.count_documents({"state": PROCESSING, "queue": queue})
-                    room = len(claimed) + max(0, int(limited[queue]) - running)
-            elif paused or limited:
-                query["queue"] = {"$nin": sorted(paused | set(limited))}
-            while len(claimed) < min(limit, room):
-                try:
-                    job = self._claim_one(query, worker_id, now, lease)
-                except Exception:
-                    if claimed:
-                        return claimed
-                    raise
-                if job is None:
-                    break
-                claimed.append(job)
+            if queue is None or queue not in gated:
+                while len(claimed) < limit:
+                    try:
+                        job = self._claim_one(query, worker_id, now, lease)
+                    except Exception:
+                        if claimed:
+                            return claimed
+                        raise
+                    if job is None:
+                        break
+                    claimed.append(job)
+                continue
+            try:
+                gates_of = (limited.get(queue), rated.get(queue))
+                claimed += self._claim_gated(queue, query, gates_of, worker_id, now, lease, limit - len(claimed))
+            except Exception:
+                if claimed:
+                    return claimed
+                raise
         if claimed:
             self._publish_soon([job.id for job in claimed])
         return claimed
@@ -221,7 +235,50 @@ class MongoStore(MongoRegistry, MongoBatches, MongoCounts, MongoReads, MongoLog,
         if promoted:
             self._publish_soon(promoted)
 
-    def _claim_one(self, query: dict[str, Any], worker_id: str, now: float, lease: float) -> Job | None:
+    def _claim_gated(
+        self,
+        queue: str,
+        query: dict[str, Any],
+        gates: tuple[int | None, dict[str, Any] | None],
+        worker_id: str,
+        now: float,
+        lease: float,
+        want: int,
+    ) -> list[Job]:
+        """Claim up to ``want`` jobs of a queue with a limit and/or a rate: a seat and a rate
+        place first for each (:mod:`.gates`), given back if no job is there."""
+        limit, rate = gates
+        claimed: list[Job] = []
+        if rate is not None:
+            self._trim_rate(queue, float(rate["rate_window"]), now)
+        while len(claimed) < want:
+            seat = self._take_seat(queue, limit, now) if limit is not None else None
+            if limit is not None and seat is None:
+                break
+            slot = self._take_slot(queue, rate, now) if rate is not None else None
+            if rate is not None and slot is None:
+                if seat is not None:
+                    self._give_back(queue, "seats", seat)
+                break
+            try:
+                job = self._claim_one(query, worker_id, now, lease, seat)
+            except Exception:
+                if claimed:
+                    return claimed
+                raise
+            if job is None:
+                for field, token in (("seats", seat), ("rate_log", slot)):
+                    if token is not None:
+                        self._give_back(queue, field, token)
+                break
+            if seat is not None:
+                self._bind_seat(queue, seat)
+            claimed.append(job)
+        return claimed
+
+    def _claim_one(
+        self, query: dict[str, Any], worker_id: str, now: float, lease: float, seat: str | None = None
+    ) -> Job | None:
         from pymongo import ReturnDocument
 
         token = writes.new_token()
@@ -231,6 +288,10 @@ class MongoStore(MongoRegistry, MongoBatches, MongoCounts, MongoReads, MongoLog,
             "$unset": {"ready": "", **dict.fromkeys(_PROGRESS, "")},  # a new attempt reports afresh
             "$inc": {"attempts": 1},
         }
+        if seat is not None:  # the queue's seat it holds while processing (see .gates)
+            update["$set"]["seat"] = seat
+        else:
+            update["$unset"]["seat"] = ""
         # the claimed event rides in the claim's own write (its attempt is the job's, after $inc)
         with_outbox(update, [Event(log_events.CLAIMED, now, state=PROCESSING, data={"worker": worker_id})], now)
         try:

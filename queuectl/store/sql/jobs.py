@@ -11,6 +11,7 @@ names come from :mod:`queuectl.core.lifecycle`, spelled out where a partial inde
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 from queuectl.core.defaults import PROMOTE_BATCH
 from queuectl.core.defaults import SQLITE_INSERT_BATCH as _INSERT_BATCH
 from queuectl.core.errors import DuplicateJobId, UniqueKeyTaken
-from queuectl.core.lifecycle import AFTER, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked, is_due
+from queuectl.core.lifecycle import AFTER, HOOK_DUE, KEY_HOLDING, ON_FAILURE, WhenHooked, is_due, rates
 from queuectl.core.lifecycle import events as log_events
 from queuectl.core.models import (
     COMPLETED,
@@ -58,9 +59,10 @@ def _classify(store: Any, exc: Exception) -> Exception | None:
 _dialect_errors = translating_errors(_classify)  # the driver's errors as queuectl's, per dialect
 
 
-# the queues a claim cannot take from freely: paused ones, and those with a concurrency limit
-_GATES = "SELECT name, paused, max_running FROM queues WHERE paused = 1 OR max_running IS NOT NULL"
-_GATED = "SELECT name FROM queues WHERE paused = 1 OR max_running IS NOT NULL"
+# the queues a claim cannot take from freely: paused ones, and those with a concurrency or rate limit
+_GATE_WHERE = "paused = 1 OR max_running IS NOT NULL OR rate_count IS NOT NULL"
+_GATES = f"SELECT name, paused, max_running, rate_count FROM queues WHERE {_GATE_WHERE}"
+_GATED = f"SELECT name FROM queues WHERE {_GATE_WHERE}"
 LIMITS_TTL_S = 1.0
 # a claim's write, by id (see SqlJobs._take): one constant text, prepared once per connection
 _TAKE_SQL = (
@@ -91,8 +93,9 @@ class SqlJobs(SqlLog):
     # False: it reads them first, which lets SQLite's planner use the plain partial index
     paused_inline = False
     queue_lock = ""  # PostgreSQL: " FOR UPDATE", so claims of a limited queue take turns
-    _limits: dict[str, int] = {}
+    _limits: set[str] = set()
     _limits_read = float("-inf")
+    _next_slot: float | None = None  # when a rate-limited queue that had to wait has room again
     _inserting = False
 
     if TYPE_CHECKING:  # provided by the dialect
@@ -212,6 +215,7 @@ class SqlJobs(SqlLog):
         limit: int,
     ) -> list[Job]:
         claimed: list[Job] = []
+        self._next_slot = None
         promoted = conn.execute(  # the jobs whose time has come join the claim indexes, each logging
             # `due`; a bounded number per claim: a mass due at once (a published enqueue --file, a
             # million --delay 1h jobs) is promoted over many claims, never in one long transaction.
@@ -250,37 +254,57 @@ class SqlJobs(SqlLog):
             conn.executemany(_EVENT_SQL, [event_row(log_events.claimed(job, now)) for job in claimed])
         return claimed
 
-    def _gates(self, conn: Any) -> tuple[set[str], dict[str, int]]:
-        """The paused queues and the queues with a concurrency limit. PostgreSQL leaves both out
-        of its claims in the statement itself, and reads the limited ones (to claim them one by
-        one, under their row lock) at most once a second: a new limit holds back its queue at
-        once, and its jobs are claimed again within a second."""
+    def _gates(self, conn: Any) -> tuple[set[str], set[str]]:
+        """The paused queues and the queues with a concurrency or rate limit. PostgreSQL leaves
+        both out of its claims in the statement itself, and reads the limited ones (to claim them
+        one by one, under their row lock) at most once a second: a new limit holds back its queue
+        at once, and its jobs are claimed again within a second."""
         if not self.paused_inline:
             rows = conn.execute(_GATES).fetchall()
-            return {row[0] for row in rows if row[1]}, {row[0]: row[2] for row in rows if row[2] is not None}
+            return {row[0] for row in rows if row[1]}, {row[0] for row in rows if row[2] is not None or row[3]}
         moment = time.monotonic()
         if moment - self._limits_read > LIMITS_TTL_S:
             rows = conn.execute(_GATES).fetchall()
-            self._limits = {row[0]: row[2] for row in rows if row[2] is not None}
+            self._limits = {row[0] for row in rows if row[2] is not None or row[3] is not None}
             self._limits_read = moment
         return set(), self._limits
 
     def _take_limited(self, conn: Any, queue: str, take: tuple[str, float, float], want: int) -> list[Job]:
-        """Claim from a queue with a concurrency limit: at most ``max_running - processing``
-        jobs, counted in this transaction under the queue row's lock (PostgreSQL: FOR UPDATE,
-        so concurrent claims of that queue take turns; SQLite: one writer at a time anyway)."""
+        """Claim from a queue with a concurrency or rate limit, in this transaction under the
+        queue row's lock (PostgreSQL: FOR UPDATE, so concurrent claims of that queue take turns;
+        SQLite: one writer at a time anyway): at most ``max_running - processing`` jobs, and at
+        most what the rate's window has left (:func:`queuectl.core.rates.room`), whose log of
+        claim times is written back in the same transaction."""
         row = conn.execute(
-            f"SELECT paused, max_running FROM queues WHERE name = ?{self.queue_lock}", (queue,)
+            "SELECT paused, max_running, rate_count, rate_window, rate_log FROM queues "
+            f"WHERE name = ?{self.queue_lock}",
+            (queue,),
         ).fetchone()
         if row is not None and row[0]:
             return []  # paused meanwhile
-        if row is None or row[1] is None:  # the limit was lifted since it was read
+        if row is None or (row[1] is None and row[2] is None):  # the limits were lifted since they were read
             return self._take(conn, " AND queue = ?", [queue], "jobs_ready_queue", take, want)
-        running = conn.execute(
-            f"SELECT count(*) FROM jobs WHERE state = '{PROCESSING}' AND queue = ?", (queue,)
-        ).fetchone()[0]
-        room = min(want, int(row[1]) - int(running))
-        return self._take(conn, " AND queue = ?", [queue], "jobs_ready_queue", take, room) if room > 0 else []
+        room = want
+        if row[1] is not None:
+            running = conn.execute(
+                f"SELECT count(*) FROM jobs WHERE state = '{PROCESSING}' AND queue = ?", (queue,)
+            ).fetchone()[0]
+            room = min(room, int(row[1]) - int(running))
+        if room <= 0 or row[2] is None:
+            return self._take(conn, " AND queue = ?", [queue], "jobs_ready_queue", take, room) if room > 0 else []
+        now, stored = take[1], json.loads(row[4]) if row[4] else []
+        log = rates.recent(stored, now, float(row[3]))
+        room, slot = rates.room(log, int(row[2]), float(row[3]), now, room)
+        if slot is not None:
+            self._next_slot = slot if self._next_slot is None else min(self._next_slot, slot)
+        taken = self._take(conn, " AND queue = ?", [queue], "jobs_ready_queue", take, room) if room > 0 else []
+        if taken or len(log) != len(stored):
+            log.extend([now] * len(taken))
+            conn.execute("UPDATE queues SET rate_log = ? WHERE name = ?", (json.dumps(log), queue))
+        return taken
+
+    def next_slot(self) -> float | None:
+        return self._next_slot
 
     def _take(
         self, conn: Any, where: str, params: list[Any], index: str, take: tuple[str, float, float], count: int

@@ -35,6 +35,10 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     + ";".join(part for part in PG_SCHEMA.split(";") if "job_labels" in part),
     # 3: counters per (queue, state) as delta rows kept by triggers, from a full recount
     (*PG_COUNTERS, *recount("job_count_deltas")),
+    # 4: a queue's rate limit
+    "ALTER TABLE queues ADD COLUMN IF NOT EXISTS rate_count INTEGER;"
+    + "ALTER TABLE queues ADD COLUMN IF NOT EXISTS rate_window DOUBLE PRECISION;"
+    + "ALTER TABLE queues ADD COLUMN IF NOT EXISTS rate_log TEXT",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -34,7 +34,7 @@ _TABLES = {
         json=("spec",),
         bools=("paused",),
     ),
-    "queues": _Table("name", ("name", "paused", "max_running"), bools=("paused",)),
+    "queues": _Table("name", ("name", "paused", "max_running", "rate_count", "rate_window"), bools=("paused",)),
     "config": _Table("key", ("key", "value")),
     "batches": _Table("id", ("id", "state", "created_at", "touched_at", "count")),
     "workers": _Table(

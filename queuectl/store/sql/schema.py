@@ -12,7 +12,7 @@ from queuectl.core.models import PROCESSING, Job
 from queuectl.store.sql.counters import SQLITE_COUNTERS, recount
 
 SCHEMA_VERSION = 9  # 7: staged bulk enqueues, API tokens, progress, history, events; 8: labels, retry policy;
-# 9: counters per (queue, state), kept by triggers
+# 9: counters per (queue, state), kept by triggers, and a queue's rate limit
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -118,8 +118,16 @@ CREATE TABLE IF NOT EXISTS batches (
     count INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- max_running: at most this many of the queue's jobs processing at once (NULL: no limit)
-CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0, max_running INTEGER);
+-- max_running: at most this many of the queue's jobs processing at once (NULL: no limit);
+-- rate_count claims started per rate_window seconds (NULL: no rate), rate_log the recent claim times
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL DEFAULT 0,
+    max_running INTEGER,
+    rate_count INTEGER,
+    rate_window REAL,
+    rate_log TEXT
+);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -250,6 +258,9 @@ SQLITE_SEQ = "seq INTEGER PRIMARY KEY"
 SQLITE_CLUSTERED = "WITHOUT ROWID"
 
 
+RATE_COLUMNS = {"rate_count": "INTEGER", "rate_window": "REAL", "rate_log": "TEXT"}
+
+
 def needs_migration(conn: sqlite3.Connection) -> bool:
     return bool(conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION)
 
@@ -266,6 +277,9 @@ def migrate(conn: sqlite3.Connection) -> None:
     queue_columns = {row[1] for row in conn.execute("PRAGMA table_info(queues)")}
     if queue_columns and "max_running" not in queue_columns:  # schema 8: a queue's concurrency limit
         conn.execute("ALTER TABLE queues ADD COLUMN max_running INTEGER")
+    for column, kind in RATE_COLUMNS.items() if queue_columns else ():
+        if column not in queue_columns:  # schema 9: a queue's rate limit
+            conn.execute(f"ALTER TABLE queues ADD COLUMN {column} {kind}")
     if existing and "ready" not in existing:  # schema 6: every waiting job starts not-ready; claims promote
         conn.execute("ALTER TABLE jobs ADD COLUMN ready INTEGER NOT NULL DEFAULT 0")
         conn.execute("DROP INDEX IF EXISTS jobs_ready_queue")
