@@ -248,7 +248,11 @@ def status(
     if chosen == "json":
         from queuectl.service.shapes import status_json
 
-        print_json(status_json(summary.queues, summary.paused, summary.workers_alive, summary.workers_total))
+        print_json(
+            status_json(
+                summary.queues, summary.paused, summary.workers_alive, summary.workers_total, summary.autoscaling
+            )
+        )
         return
     from queuectl.cli.output import Column, emit
     from queuectl.cli.render import STATE_STYLES
@@ -259,6 +263,8 @@ def status(
     if chosen == "tsv":
         return
     print(f"workers alive: {summary.workers_alive}")
+    for host, scale, alive in summary.autoscaling:
+        print(f"autoscaling {scale} on {host}: {alive} worker(s) now")
     if summary.paused:
         print(f"paused queues: {', '.join(sorted(summary.paused))}")
 

@@ -31,6 +31,8 @@ MIGRATIONS: tuple[str, ...] = (
     + "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS retry_policy TEXT;"
     + "ALTER TABLE queues ADD COLUMN IF NOT EXISTS max_running INTEGER;"
     + ";".join(part for part in PG_SCHEMA.split(";") if "job_labels" in part),
+    # 3: an autoscaling supervisor's range on its workers' rows
+    "ALTER TABLE workers ADD COLUMN IF NOT EXISTS scale TEXT NOT NULL DEFAULT ''",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -10,7 +10,8 @@ from typing import Any
 from queuectl.core.lifecycle import CLAIMABLE, HOOK_DUE, KEY_HOLDING, is_due_at
 from queuectl.core.models import PROCESSING, Job
 
-SCHEMA_VERSION = 8  # 7: staged bulk enqueues, API tokens, progress, history, events; 8: labels, retry policy
+# 7: staged bulk enqueues, API tokens, progress, history, events; 8: labels, retry policy; 9: workers.scale
+SCHEMA_VERSION = 9
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -128,7 +129,8 @@ CREATE TABLE IF NOT EXISTS workers (
     queues TEXT NOT NULL,
     concurrency INTEGER NOT NULL,
     current_jobs TEXT NOT NULL DEFAULT '[]',
-    stop_requested INTEGER NOT NULL DEFAULT 0
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    scale TEXT NOT NULL DEFAULT ''  -- schema 9: "min..max" of an autoscaling supervisor
 );
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
@@ -264,6 +266,9 @@ def migrate(conn: sqlite3.Connection) -> None:
     queue_columns = {row[1] for row in conn.execute("PRAGMA table_info(queues)")}
     if queue_columns and "max_running" not in queue_columns:  # schema 8: a queue's concurrency limit
         conn.execute("ALTER TABLE queues ADD COLUMN max_running INTEGER")
+    worker_columns = {row[1] for row in conn.execute("PRAGMA table_info(workers)")}
+    if worker_columns and "scale" not in worker_columns:  # schema 9: an autoscaling supervisor's range
+        conn.execute("ALTER TABLE workers ADD COLUMN scale TEXT NOT NULL DEFAULT ''")
     if existing and "ready" not in existing:  # schema 6: every waiting job starts not-ready; claims promote
         conn.execute("ALTER TABLE jobs ADD COLUMN ready INTEGER NOT NULL DEFAULT 0")
         conn.execute("DROP INDEX IF EXISTS jobs_ready_queue")
