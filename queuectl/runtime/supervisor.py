@@ -222,10 +222,10 @@ class Supervisor:
         self.restart_at.clear()
         log("stopping workers gracefully" if first else "stopping workers now (second signal)")
         for worker in self.workers.values():
+            # os.kill, not Popen.send_signal: its poll() would reap an exited worker behind the
+            # back of _reap, which would then wait for it forever
             with contextlib.suppress(ProcessLookupError):
-                os.kill(
-                    worker.proc.pid, signal.SIGTERM
-                )  # not Popen.send_signal: its poll() would reap it behind our back
+                os.kill(worker.proc.pid, signal.SIGTERM)
 
     def _reap(self) -> None:
         while True:
