@@ -233,8 +233,11 @@ def status(
     fmt: Optional[str] = format_option(),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place every 2 s until q or Ctrl-C."),
 ) -> None:
-    """Jobs per state (summed over every queue; --json has each queue too), how many workers are
-    alive, and the paused queues. One read of indexed counts: fast on any queue size.
+    """Jobs per state summed over every queue (--json has each queue too), how many workers are
+    alive (heartbeat within a lease), each autoscaling range with its workers now, and the paused
+    queues. One read of indexed counts: as fast on a million jobs as on ten.
+
+    Not a list of jobs (see list) or of workers (see worker list); --watch redraws it every 2 s.
 
     Example: queuectl status --watch
     """
