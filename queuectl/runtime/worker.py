@@ -347,7 +347,8 @@ class Worker:
             self.job_queues[job.id] = job.queue
             if slot.run is not None and self.log_starts:
                 started = f"job {job.id} started (attempt {job.attempts})"
-                log(self.id, started, "job_started", job.id, queue=job.queue, attempt=job.attempts)
+                labels = job.labels or None
+                log(self.id, started, "job_started", job.id, queue=job.queue, attempt=job.attempts, labels=labels)
 
     def _short_of_resources(self, slot: Slot) -> None:
         """The worker, not the job, ran out (EMFILE, ENFILE, EAGAIN): hand the job back uncounted
