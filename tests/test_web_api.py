@@ -138,3 +138,25 @@ def test_changed_since_reads_an_index_on_sqlite(tmp_path: Any) -> None:
     ).fetchall()
     store.close()
     assert any("jobs_updated" in str(row) for row in plan) and not any("SCAN jobs" in str(row) for row in plan)
+
+
+def test_status_and_workers_show_an_autoscaling_range_on_every_backend(
+    api: tuple[httpx.Client, dict[str, str]], store: Store
+) -> None:
+    """Issue 15: the range of a ``--count MIN..MAX`` supervisor, as its workers' rows carry it."""
+    from queuectl.core.models import WorkerInfo
+    from queuectl.service import workers as registry
+
+    client, secrets = api
+    now = store.now()
+    for n in range(2):
+        registry.register_worker(store, WorkerInfo(f"w{n}", "vm", 100 + n, "running", now, now, scale="1..4"))
+    registry.register_worker(store, WorkerInfo("fixed", "vm", 200, "running", now, now))
+    auth = bearer(secrets["read"])
+    status = client.get("/api/status", headers=auth).json()
+    assert status["workers"]["autoscaling"] == [{"host": "vm", "scale": "1..4", "alive": 2}]
+    assert {w["id"]: w["scale"] for w in client.get("/api/workers", headers=auth).json()} == {
+        "w0": "1..4",
+        "w1": "1..4",
+        "fixed": "",
+    }
