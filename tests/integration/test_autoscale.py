@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
+
 from .conftest import Queue, wait_until
 from .ledger import check_invariants, ledger_command
 
@@ -21,8 +23,11 @@ def our_workers(q: Queue) -> list[str]:
     return sorted(w.scale for w in q.running_workers())
 
 
-def test_a_burst_grows_the_workers_to_max_and_an_idle_queue_shrinks_them_to_min(queue: Queue) -> None:
-    q = queue
+@pytest.mark.parametrize("backend", ["queue", "pg_queue"])
+def test_a_burst_grows_the_workers_to_max_and_an_idle_queue_shrinks_them_to_min(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    q: Queue = request.getfixturevalue(backend)
     ledger = str(q.root / "ledger")
     jobs = 12
     specs = [{"id": f"s{n}", "command": ledger_command(ledger, f"s{n}", "sleep 1.5")} for n in range(jobs)]
