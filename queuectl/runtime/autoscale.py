@@ -19,7 +19,9 @@ A queue held back by its ``queue limit`` shows lag that more workers cannot cure
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 CHECK_EVERY_S = 1.0
 
@@ -78,6 +80,19 @@ class Autoscaler:
             if idle:
                 return min(idle)[1]  # the one idle longest
         return None
+
+
+def read_load(store: Any, queues: list[str] | None, pids: list[int]) -> tuple[float | None, dict[int, bool]]:
+    """The two cheap reads of a check: the served queues' lag, and for each of our workers
+    (``pids``, on this host) whether its registry row shows a running job (no row yet: it is
+    starting, so busy)."""
+    from queuectl.service import workers as registry
+    from queuectl.service.observe import served_lag
+
+    lag = served_lag(store, queues, store.now())
+    host = socket.gethostname()
+    rows = {row.pid: row for row in registry.list_workers(store) if row.host == host}
+    return lag, {pid: pid not in rows or bool(rows[pid].current_jobs) for pid in pids}
 
 
 def parse_count(text: str) -> tuple[int, int]:

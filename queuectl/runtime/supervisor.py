@@ -146,6 +146,7 @@ class Supervisor:
             self.scaler = Autoscaler(scale)
         self.retiring: set[int] = set()  # pids of workers told to finish their jobs and exit
         self._next_scale_check = 0.0
+        self._scale_blind = False  # the last read for autoscaling failed (and said so)
         self.queues = queues
         self.concurrency = concurrency
         self.burst = burst
@@ -291,22 +292,17 @@ class Supervisor:
         self._next_scale_check = mono + self.scaler.policy.check_every
         if self.stopping or self.stop_requested or self.corrupt:
             return
-        import socket
+        from queuectl.runtime.autoscale import read_load
 
-        try:
-            from queuectl.service.observe import served_lag
-
-            store = self._open_store()
-            lag = served_lag(store, self.queues, store.now())
-            from queuectl.service import workers as registry
-
-            host = socket.gethostname()
-            rows = {row.pid: row for row in registry.list_workers(store) if row.host == host}
-        except Exception as exc:  # noqa: BLE001 - an outage must not stop the supervisor
-            log(f"cannot read the queue's lag ({exc}); not scaling", "autoscale_skipped", error=str(exc))
-            return
         ours = [pid for pid in self.workers if pid not in self.retiring]
-        busy = {pid: (pid not in rows or bool(rows[pid].current_jobs)) for pid in ours}
+        try:
+            lag, busy = read_load(self._open_store(), self.queues, ours)
+        except Exception as exc:  # noqa: BLE001 - an outage must not stop the supervisor
+            if not self._scale_blind:  # once per outage, not once a second
+                log(f"cannot read the queue's lag ({exc}); not scaling", "autoscale_skipped", error=str(exc))
+            self._scale_blind = True
+            return
+        self._scale_blind = False
         decision = self.scaler.decide(mono, busy, lag)
         if decision is None:
             return
