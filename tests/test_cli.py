@@ -693,7 +693,7 @@ def test_status_counts(run: Cli) -> None:
         "total": 0,
         "queues": [],
         "paused": [],
-        "workers": {"alive": 0, "registered": 0},
+        "workers": {"alive": 0, "registered": 0, "autoscaling": []},
     }
     run.enqueue_lines("echo 1", "echo 2", '{"command": "echo 3", "queue": "builds"}', '{"id": "c1", "command": "x"}')
     ok(run("cancel", "c1"))
@@ -709,7 +709,7 @@ def test_status_counts(run: Cli) -> None:
         {"name": "default", "paused": False, "states": {**zeros, "pending": 2, "cancelled": 1}, "total": 3},
         {"name": "doomed-dead1", "paused": False, "states": {**zeros, "dead": 1}, "total": 1},
     ]
-    assert summary["workers"] == {"alive": 0, "registered": 0} and summary["paused"] == []
+    assert summary["workers"] == {"alive": 0, "registered": 0, "autoscaling": []} and summary["paused"] == []
     assert "pending" in ok(text) and "workers alive: 0" in text.stdout
     assert ok(tsv).splitlines() == ["state\tcount", *(f"{s}\t{summary['states'][s]}" for s in STATES), "total\t5"]
 

@@ -527,3 +527,43 @@ def test_a_running_jobs_progress_shows_as_list_shows_it(queue_db: SqliteStore) -
     for width, height in ((80, 24), (160, 48)):
         text, _ = recorded(render(snap, None, width=width, height=height, interval=1.0, now=NOW), width, height)
         assert f"run1 12.0s {shown}" in line_with(text, "web-1:4242"), text
+
+
+# --- labels (issue 15) ---------------------------------------------------------------------------
+
+
+def test_labels_are_shown_compact_and_cut_whole_pairs_first() -> None:
+    from queuectl.cli.dashboard_view import labels_text
+
+    assert labels_text({"team": "infra", "env": "prod"}, 32) == "team=infra,env=prod"
+    assert labels_text({"team": "infra", "env": "prod", "x": "y"}, 16) == "team=infra,+2"
+    assert labels_text({"averyveryverylongkey": "value"}, 16) == "averyveryverylo…"
+    assert len(labels_text({"averyveryverylongkey": "value", "b": "c"}, 16)) <= 16
+    assert "\x1b" not in labels_text({"k": "\x1b[31mred"}, 32)  # made printable like every user text
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_the_dashboard_shows_the_labels_of_running_and_failed_jobs(tmp_path: Path, width: int) -> None:
+    store = SqliteStore(str(tmp_path / "q.db"))
+    jobs = [
+        job("run1", "processing", locked_by="w1", started_at=NOW - 5, attempts=1, labels={"team": "infra"}),
+        job(
+            "bad1",
+            "dead",
+            attempts=1,
+            max_retries=0,
+            updated_at=NOW - 5,
+            last_error="exit code 2",
+            labels={"env": "prod"},
+        ),
+    ]
+    lifecycle.enqueue(store, jobs)
+    worker = WorkerInfo("w1", "web-1", 42, "running", NOW - 60, NOW - 1, current_jobs=["run1"])
+    worker_service.register_worker(store, worker)
+    snap = collect(store, NOW)
+    assert snap.workers[0].jobs[0].labels == {"team": "infra"} and snap.failures[0].labels == {"env": "prod"}
+    text, _ = recorded(render(snap, None, width=width, height=40, interval=1.0, now=NOW), width)
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+    assert "run1 5.0s [team=infra]" in line_with(text, "web-1:42")
+    assert "env=prod" in line_with(text, "bad1")
+    store.close()

@@ -202,3 +202,25 @@ def test_only_serve_imports_the_web_stack() -> None:
     code = f"import sys, queuectl.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in {web}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_status_and_workers_show_an_autoscaling_range_on_every_backend(
+    api: tuple[httpx.Client, dict[str, str]], store: Store
+) -> None:
+    """Issue 15: the range of a ``--count MIN..MAX`` supervisor, as its workers' rows carry it."""
+    from queuectl.core.models import WorkerInfo
+    from queuectl.service import workers as registry
+
+    client, secrets = api
+    now = store.now()
+    for n in range(2):
+        registry.register_worker(store, WorkerInfo(f"w{n}", "vm", 100 + n, "running", now, now, scale="1..4"))
+    registry.register_worker(store, WorkerInfo("fixed", "vm", 200, "running", now, now))
+    auth = bearer(secrets["read"])
+    status = client.get("/api/status", headers=auth).json()
+    assert status["workers"]["autoscaling"] == [{"host": "vm", "scale": "1..4", "alive": 2}]
+    assert {w["id"]: w["scale"] for w in client.get("/api/workers", headers=auth).json()} == {
+        "w0": "1..4",
+        "w1": "1..4",
+        "fixed": "",
+    }

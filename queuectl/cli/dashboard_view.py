@@ -180,6 +180,25 @@ def _queues_table(snapshot: Snapshot, max_rows: int) -> Table:
     return table
 
 
+def labels_text(labels: dict[str, str], width: int) -> str:
+    """``team=infra,env=prod`` in at most ``width`` characters: whole pairs while they fit, then
+    ``+N`` for the rest; a first pair too long for the room is cut with an ellipsis."""
+    pairs = [printable(f"{key}={value}") for key, value in labels.items()]
+    shown: list[str] = []
+    for index, pair in enumerate(pairs):
+        rest = len(pairs) - index - 1
+        more = f",+{rest}" if rest else ""
+        text = ",".join([*shown, pair])
+        if len(text) + len(more) <= width:
+            shown.append(pair)
+            continue
+        if not shown:  # not even the first pair: cut it
+            room = max(1, width - len(f",+{rest}" if rest else "") - 1)
+            return pair[:room] + "…" + (f",+{rest}" if rest else "")
+        return ",".join(shown) + f",+{len(pairs) - index}"
+    return ",".join(shown)
+
+
 def _jobs_cell(worker: Any, wide: bool) -> Text:
     parts = []
     for job in worker.jobs:
@@ -189,6 +208,8 @@ def _jobs_cell(worker: Any, wide: bool) -> Text:
                 part += f" {job.progress}"
         else:
             part = f"{job.id} ({job.elsewhere})" if job.elsewhere else job.id
+        if job.labels:
+            part += f" [{labels_text(job.labels, 32 if wide else 20)}]"
         if wide and job.command and len(worker.jobs) == 1:
             part += f"  {job.command}"
         parts.append(printable(part))
@@ -253,6 +274,9 @@ def _failures_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) -
     if wide:
         table.add_column("queue", no_wrap=True, overflow="ellipsis", max_width=16)
         table.add_column("command", no_wrap=True, overflow="ellipsis", ratio=1)
+    labelled = any(failure.labels for failure in snapshot.failures)  # a column only when some have labels
+    if labelled:
+        table.add_column("labels", no_wrap=True, overflow="ellipsis", max_width=32 if wide else 16)
     table.add_column("last error", no_wrap=True, overflow="ellipsis", ratio=2 if wide else 1)
     rows = snapshot.failures if max_rows is None else snapshot.failures[: max(1, max_rows)]
     for failure in rows:
@@ -263,6 +287,8 @@ def _failures_section(snapshot: Snapshot, wide: bool, max_rows: Optional[int]) -
         cells: list[Any] = [Text(printable(failure.id)), state, f"{failure.attempts}/{failure.max_attempts}", when]
         if wide:
             cells += [Text(printable(failure.queue)), Text(printable(failure.command))]
+        if labelled:
+            cells.append(Text(labels_text(failure.labels, 32 if wide else 16) or "-", style="dim"))
         error = Text(printable(failure.error) or "-", style="red" if failure.state == "dead" else "")
         if failure.last_output:
             error.append(f"  {printable(failure.last_output)}", style="dim")

@@ -268,7 +268,12 @@ def workers_table(
     now = now or time.time()
     tsv = fmt == "tsv"
     optional = {"slots": 1, "queues": 2, "pid": 3, "host": 4}
-    names = ("id", "host", "pid", "state", "queues", "slots", "current jobs", "heartbeat")
+    names: tuple[str, ...] = ("id", "host", "pid", "state", "queues", "slots", "current jobs", "heartbeat")
+    workers = list(workers)
+    scaled = any(worker.scale for worker in workers)  # the column only when a supervisor autoscales
+    if scaled:
+        names += ("scale",)
+        optional["scale"] = 5
     columns = [Column(name, shrink=name == "current jobs", drop=optional.get(name, 0)) for name in names]
     rows = []
     for worker in workers:
@@ -283,6 +288,7 @@ def workers_table(
                 str(worker.concurrency),
                 ",".join(worker.current_jobs) if tsv else (", ".join(worker.current_jobs) or "-"),
                 when(worker.last_heartbeat) if tsv else ago(worker.last_heartbeat, now),
+                *([worker.scale or "-"] if scaled else []),
             ]
         )
     emit(fmt, "workers", columns, rows)

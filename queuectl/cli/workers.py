@@ -25,7 +25,12 @@ def _parse_queues(text: Optional[str]) -> Optional[list[str]]:
 @app.command()
 def start(
     ctx: typer.Context,
-    count: int = typer.Option(1, "--count", "-c", min=1, max=256, help="Worker processes."),
+    count: str = typer.Option(
+        "1",
+        "--count",
+        "-c",
+        help="Worker processes: N, or MIN..MAX to grow with the queue's lag and shrink when idle (1..8).",
+    ),
     queue: Optional[str] = typer.Option(
         None, "--queue", "-q", help="Queues to serve, in priority order: builds,default (default: all)."
     ),
@@ -33,33 +38,67 @@ def start(
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and return."),
     log_file: Optional[str] = typer.Option(None, "--log", help="With --detach: log file."),
     burst: bool = typer.Option(False, "--burst", help="Exit once the queue has no eligible job left."),
+    log_format: str = typer.Option(
+        "text", "--log-format", help="Log lines as text, or json: one object a line (time, worker, job, event)."
+    ),
+    scale_lag: float = typer.Option(
+        5.0, "--scale-lag", min=0, help="With MIN..MAX: add a worker once the oldest due job waited this many seconds."
+    ),
+    scale_idle: float = typer.Option(
+        60.0, "--scale-idle", min=0, help="With MIN..MAX: retire a worker idle this many seconds (its jobs finish)."
+    ),
+    scale_cooldown: float = typer.Option(
+        10.0, "--scale-cooldown", min=0, help="With MIN..MAX: seconds between two changes of the worker count."
+    ),
 ) -> None:
     """Run workers under a supervisor; Ctrl-C or SIGTERM stops them gracefully.
 
-    Example: queuectl worker start --count 3
+    Example: queuectl worker start --count 3      (or --count 1..4: autoscaling)
     """
+    from queuectl.runtime.autoscale import ScalePolicy, parse_count
+
+    try:
+        low, high = parse_count(count)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    if log_format not in ("text", "json"):
+        raise InvalidInput(f"--log-format {log_format!r}: use text or json")
+    scale = ScalePolicy(low, high, scale_lag, scale_idle, scale_cooldown) if high > low else None
     queues = _parse_queues(queue)
     app_ctx = context_of(ctx)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
-        print(
-            "queuectl: warning: workers run as root, so every job runs as root; prefer an unprivileged user",
-            file=sys.stderr,
-        )
+        _warn(log_format, "workers run as root, so every job runs as root; prefer an unprivileged user")
     stale = service.retire_stale_workers(store_of(ctx))  # also: can the queue be opened?
     if stale:
-        print(
-            f"queuectl: warning: {len(stale)} worker(s) of an earlier run on this host died without stopping "
+        _warn(
+            log_format,
+            f"{len(stale)} worker(s) of an earlier run on this host died without stopping "
             f"(pids {', '.join(str(w.pid) for w in stale)}); marked stopped, their jobs come back when their "
             "leases expire",
-            file=sys.stderr,
         )
     if detach:
-        _detach(app_ctx.db_url, count, queue, concurrency, log_file, burst, app_ctx.command("worker", "stop"))
+        flags = ["--log-format", log_format]
+        if scale is not None:
+            flags += ["--max-count", str(high), "--scale-lag", str(scale_lag), "--scale-idle", str(scale_idle)]
+            flags += ["--scale-cooldown", str(scale_cooldown)]
+        _detach(app_ctx.db_url, low, queue, concurrency, log_file, burst, app_ctx.command("worker", "stop"), flags)
         return
     from queuectl.runtime.supervisor import Supervisor
 
-    code = Supervisor(app_ctx.db_url, count, queues, concurrency, burst).run()
+    code = Supervisor(app_ctx.db_url, low, queues, concurrency, burst, scale, log_format).run()
     raise typer.Exit(code)
+
+
+def _warn(log_format: str, message: str) -> None:
+    """A warning before the workers start: a ``queuectl: warning:`` line, or with ``--log-format
+    json`` a record like every later line (a log shipper parses them all)."""
+    if log_format == "json":
+        from queuectl.runtime import loglines
+
+        loglines.set_format("json")
+        loglines.emit("queuectl", "warning", message)
+    else:
+        print(f"queuectl: warning: {message}", file=sys.stderr)
 
 
 def _detach(
@@ -70,6 +109,7 @@ def _detach(
     log_file: Optional[str],
     burst: bool,
     stop_hint: str,
+    flags: list[str],
 ) -> None:
     import subprocess
 
@@ -86,6 +126,7 @@ def _detach(
         cmd += ["--queue", ",".join(queues)]
     if burst:
         cmd.append("--burst")
+    cmd += flags
     try:
         # private: the log names jobs and errors; never through a symlink someone planted
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

@@ -23,11 +23,17 @@ def wait(
     batch: Optional[str] = typer.Option(None, "--batch", help="Every job of this enqueue --file batch."),
     queue: Optional[str] = typer.Option(None, "--queue", "-q", help="Until this queue has no unfinished job."),
 ) -> None:
-    """Block until the jobs are finished (completed, dead or cancelled), polling the queue.
+    """Block until the jobs are finished: completed, dead or cancelled (a failed job waiting for
+    its retry is not finished). Reads the queue every 50 ms at first, backing off to once a
+    second; without --timeout it waits for ever.
 
-    Prints each job's end state. Exit 0 if all completed, 20 if one ended dead, 21 cancelled,
-    22 on --timeout. --batch waits for a whole enqueue --file; --queue until that queue holds no
-    pending, waiting, held, processing or failed job (then exit 0: the queue holds older jobs too).
+    Prints "ID: state (exit code N)" per job. Exit codes: 0 all completed; 20 or 21 when a job
+    ended dead or cancelled (the first such job, in the order given, decides); 22 --timeout
+    passed (the states so far are printed); 3 an unknown id (at once, before waiting).
+
+    --batch B: every job of an enqueue --file batch (0, 20 some dead, 21 some cancelled, 22).
+    --queue Q: until Q holds no pending, waiting, held, processing or failed job; exit 0 (or 22),
+    since the queue also holds older jobs whose end is not this wait's business.
 
     Example: queuectl wait parse --timeout 10m; queuectl wait --batch B
     """

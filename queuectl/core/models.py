@@ -228,6 +228,7 @@ class WorkerInfo:
     concurrency: int = 1
     current_jobs: list[str] = field(default_factory=list)
     stop_requested: bool = False
+    scale: str = ""  # "min..max" when its supervisor autoscales ("": a fixed --count)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR1)  # USR1: retire (autoscaling)
 
 
 def open_signal_pipe() -> int:

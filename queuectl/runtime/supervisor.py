@@ -19,6 +19,10 @@ kills them with the job. A worker
 that exits with ``EXIT_CORRUPT`` found the database damaged: restarting it would only fail again
 (or make it worse), so the others are stopped and we exit with that code.
 
+With ``--count MIN..MAX`` it also adds and retires workers with the queue's lag: the rule is in
+:mod:`queuectl.runtime.autoscale`; a retired worker is sent SIGUSR1, finishes its jobs and exits 0,
+and is not replaced.
+
 The database URL (it may hold a password) reaches a worker over an inherited pipe named by
 ``QUEUECTL_DB_FD``, never in its environment: any job could read that from ``/proc/$PPID/environ``.
 """
@@ -34,11 +38,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from queuectl.core.config import ENV_DB
 from queuectl.core.errors import EXIT_CORRUPT
-from queuectl.runtime.loglines import write_line
+from queuectl.runtime import loglines
+
+if TYPE_CHECKING:
+    from queuectl.runtime.autoscale import Autoscaler, ScalePolicy
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -84,8 +91,9 @@ def read_url_fd() -> str | None:
     return b"".join(chunks).decode() or None
 
 
-def log(message: str) -> None:
-    write_line(f"{time.strftime('%H:%M:%S')} [supervisor {os.getpid()}] {message}")
+def log(message: str, event: str = "message", **fields: Any) -> None:
+    """One record (text or JSON: see runtime/loglines.py) from ``supervisor <pid>``."""
+    loglines.emit(f"supervisor {os.getpid()}", event, message, **fields)
 
 
 def become_subreaper() -> bool:
@@ -114,13 +122,31 @@ class WorkerProcess:
 
 
 class Supervisor:
-    """Keeps ``count`` workers alive until told to stop."""
+    """Keeps ``count`` workers alive until told to stop (with a ``scale`` policy: between its
+    minimum and maximum, ``count`` being the minimum)."""
 
     def __init__(
-        self, db_url: str, count: int, queues: list[str] | None, concurrency: int, burst: bool = False
+        self,
+        db_url: str,
+        count: int,
+        queues: list[str] | None,
+        concurrency: int,
+        burst: bool = False,
+        scale: ScalePolicy | None = None,
+        log_format: str = "text",
     ) -> None:
+        loglines.set_format(log_format)
+        self.log_format = log_format
         self.db_url = db_url
-        self.count = count
+        self.count = scale.minimum if scale else count
+        self.scaler: Autoscaler | None = None
+        if scale is not None and scale.maximum > scale.minimum:
+            from queuectl.runtime.autoscale import Autoscaler
+
+            self.scaler = Autoscaler(scale)
+        self.retiring: set[int] = set()  # pids of workers told to finish their jobs and exit
+        self._next_scale_check = 0.0
+        self._scale_blind = False  # the last read for autoscaling failed (and said so)
         self.queues = queues
         self.concurrency = concurrency
         self.burst = burst
@@ -141,9 +167,11 @@ class Supervisor:
             cmd += ["--queue", ",".join(self.queues)]
         if self.burst:
             cmd.append("--burst")
+        if self.scaler is not None:
+            cmd += ["--scale", self.scaler.policy.label]
         me = os.getpid()
         url_fd = url_pipe(self.db_url)
-        env.update({ENV_DB_FD: str(url_fd), "QUEUECTL_SUPERVISED": "1"})
+        env.update({ENV_DB_FD: str(url_fd), "QUEUECTL_SUPERVISED": "1", loglines.ENV_LOG_FORMAT: self.log_format})
         try:
             proc = subprocess.Popen(
                 cmd, env=env, stdin=subprocess.DEVNULL, pass_fds=(url_fd,), preexec_fn=lambda: _die_with(me)
@@ -159,9 +187,13 @@ class Supervisor:
         wake_read = open_signal_pipe()
         for index in range(self.count):
             self._spawn(index)
+        scaling = f" (autoscaling {self.scaler.policy.label})" if self.scaler else ""
         log(
-            f"started {self.count} worker(s); Ctrl-C or SIGTERM stops them gracefully"
-            + ("" if subreaper else " (no subreaper: orphaned jobs are not cleaned up)")
+            f"started {self.count} worker(s){scaling}; Ctrl-C or SIGTERM stops them gracefully"
+            + ("" if subreaper else " (no subreaper: orphaned jobs are not cleaned up)"),
+            "supervisor_started",
+            workers=self.count,
+            scale=self.scaler.policy.label if self.scaler else None,
         )
         while True:
             self._reap()
@@ -169,14 +201,17 @@ class Supervisor:
             self._restart_due()
             if not self.workers and (self.stopping or not self.restart_at):
                 break
+            self._autoscale()
             timeout = 1.0
             if self.restart_at and not self.stopping:
                 timeout = max(0.0, min(min(self.restart_at.values()) - time.monotonic(), _STOP_CHECK_S))
+            if self.scaler is not None:
+                timeout = max(0.0, min(timeout, self._next_scale_check - time.monotonic()))
             select.select([wake_read], [], [], timeout)
             received = read_signals(wake_read)
             for _ in range(sum(1 for signum in received if signum in _STOP_SIGNALS)):
                 self._forward_stop()
-        log("all workers stopped")
+        log("all workers stopped", "supervisor_stopped")
         if self._store is not None:
             with contextlib.suppress(Exception):
                 self._store.close()
@@ -188,8 +223,10 @@ class Supervisor:
         self.restart_at.clear()
         log("stopping workers gracefully" if first else "stopping workers now (second signal)")
         for worker in self.workers.values():
+            # os.kill, not Popen.send_signal: its poll() would reap an exited worker behind the
+            # back of _reap, which would then wait for it forever
             with contextlib.suppress(ProcessLookupError):
-                worker.proc.send_signal(signal.SIGTERM)
+                os.kill(worker.proc.pid, signal.SIGTERM)
 
     def _reap(self) -> None:
         while True:
@@ -208,10 +245,17 @@ class Supervisor:
             worker.proc.returncode = os.waitstatus_to_exitcode(status)
             self._kill_orphans()
             code = worker.proc.returncode
+            if pid in self.retiring:
+                self.retiring.discard(pid)
+                if code == 0:
+                    log(f"worker {worker.index} (pid {pid}) retired: scaled down", "worker_retired", pid=pid)
+                    continue
             if code == 0:
+                if self.scaler is not None:
+                    self.stop_requested = True  # `worker stop` (or a burst's end): no more growing
                 if not self.stopping:
                     why = "its burst is done" if self.burst else "stopped on request"
-                    log(f"worker {worker.index} (pid {pid}): {why}")
+                    log(f"worker {worker.index} (pid {pid}): {why}", "worker_exited", pid=pid)
                 continue
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             if code == EXIT_CORRUPT and not self.corrupt:
@@ -230,10 +274,60 @@ class Supervisor:
                 failures = 1
             self.failures[worker.index] = failures
             delay = min(_RESTART_BACKOFF_MAX, 0.5 * 2 ** (failures - 1))
-            log(f"worker {worker.index} (pid {pid}) died ({how}); restarting in {delay:g}s")
+            log(
+                f"worker {worker.index} (pid {pid}) died ({how}); restarting in {delay:g}s",
+                "worker_died",
+                pid=pid,
+                error=how,
+            )
             self.restart_at[worker.index] = time.monotonic() + delay
             self.dead_pid[worker.index] = pid
             self._next_stop_check = 0.0  # it may have died of the stop request's timing: look now
+
+    def _autoscale(self) -> None:
+        """Add or retire one worker, when :mod:`queuectl.runtime.autoscale` says so."""
+        mono = time.monotonic()
+        if self.scaler is None or mono < self._next_scale_check:
+            return
+        self._next_scale_check = mono + self.scaler.policy.check_every
+        if self.stopping or self.stop_requested or self.corrupt:
+            return
+        from queuectl.runtime.autoscale import read_load
+
+        ours = [pid for pid in self.workers if pid not in self.retiring]
+        try:
+            lag, busy = read_load(self._open_store(), self.queues, ours)
+        except Exception as exc:  # noqa: BLE001 - an outage must not stop the supervisor
+            if not self._scale_blind:  # once per outage, not once a second
+                log(f"cannot read the queue's lag ({exc}); not scaling", "autoscale_skipped", error=str(exc))
+            self._scale_blind = True
+            return
+        self._scale_blind = False
+        decision = self.scaler.decide(mono, busy, lag)
+        if decision is None:
+            return
+        self.scaler.changed(mono)
+        if decision == "grow":
+            taken = {w.index for w in self.workers.values()} | set(self.restart_at)
+            index = next(i for i in range(len(taken) + 1) if i not in taken)
+            self._spawn(index)
+            log(
+                f"scaling up to {len(ours) + 1} worker(s): the oldest due job has waited {lag:.1f}s",
+                "scaled_up",
+                workers=len(ours) + 1,
+                lag=round(lag or 0.0, 3),
+            )
+            return
+        worker = self.workers[int(decision)]
+        self.retiring.add(int(decision))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.proc.pid, signal.SIGUSR1)
+        log(
+            f"scaling down to {len(ours) - 1} worker(s): worker {worker.index} (pid {decision}) is idle; it retires",
+            "scaled_down",
+            workers=len(ours) - 1,
+            pid=int(decision),
+        )
 
     def _resume(self, pid: int, status: int) -> None:
         """A worker stopped by a signal (a job's ``kill -STOP $PPID``) would hold its jobs frozen:
@@ -347,13 +441,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue", default="", help="comma-separated queues, in priority order")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--burst", action="store_true")
+    parser.add_argument("--max-count", type=int, default=0)
+    parser.add_argument("--scale-lag", type=float, default=5.0)
+    parser.add_argument("--scale-idle", type=float, default=60.0)
+    parser.add_argument("--scale-cooldown", type=float, default=10.0)
+    parser.add_argument("--log-format", default="text")
     args = parser.parse_args(argv)
     url = read_url_fd()
     if url is None:
         print(f"queuectl supervisor: no database URL on {ENV_DB_FD}", file=sys.stderr)
         return 2
     queues = [q for q in args.queue.split(",") if q] or None
-    return Supervisor(url, max(1, args.count), queues, max(1, args.concurrency), args.burst).run()
+    scale = None
+    if args.max_count > args.count >= 1:
+        from queuectl.runtime.autoscale import ScalePolicy
+
+        scale = ScalePolicy(args.count, args.max_count, args.scale_lag, args.scale_idle, args.scale_cooldown)
+    count, concurrency = max(1, args.count), max(1, args.concurrency)
+    return Supervisor(url, count, queues, concurrency, args.burst, scale, args.log_format).run()
 
 
 if __name__ == "__main__":

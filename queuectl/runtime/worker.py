@@ -37,9 +37,9 @@ from queuectl.core.models import (
     Outcome,
     WorkerInfo,
 )
+from queuectl.runtime import loglines
 from queuectl.runtime.executor import Run, StartError, job_environment, spare_orphans_while
 from queuectl.runtime.housekeeper import Housekeeper
-from queuectl.runtime.loglines import write_line
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 from queuectl.service.config import load_config
 from queuectl.service.workers import beat_worker, prune_workers, register_worker, show_current_jobs
@@ -74,13 +74,15 @@ class WorkerOptions:
     queues: list[str] | None = None
     concurrency: int = 1
     burst: bool = False  # stop once nothing is eligible and nothing runs
+    scale: str = ""  # the supervisor's autoscaling range ("1..4"), shown by `worker list`
     # PID 1 in every container: the random part alone must keep ids apart across hosts
     worker_id: str = field(default_factory=lambda: f"w{os.getpid()}-{os.urandom(6).hex()}")
 
 
-def log(worker_id: str, message: str) -> None:
-    """One line on stderr; a closed terminal (EIO) silences the log, it never stops the worker."""
-    write_line(f"{time.strftime('%H:%M:%S')} [{worker_id}] {message}")
+def log(worker_id: str, message: str, event: str = "message", job: str | None = None, **fields: object) -> None:
+    """One record on stderr (text or JSON, see runtime/loglines.py); a closed terminal (EIO)
+    silences the log, it never stops the worker."""
+    loglines.emit(worker_id, event, message, job, **fields)
 
 
 class Worker:
@@ -118,6 +120,11 @@ class Worker:
         if self.spool_dir is not None:
             sweep_stale(self.spool_dir)  # files of a worker that was killed
         self.supervised = bool(os.environ.get("QUEUECTL_SUPERVISED"))
+        # a record per finished job in burst mode (a first user sees what ran) and in JSON logs (a
+        # log shipper wants every job, and its start too); a foreground text log stays quiet per job
+        self.log_starts = loglines.current_format() == "json"
+        self.log_jobs = options.burst or self.log_starts
+        self.job_queues: dict[str, str] = {}  # with log_jobs: a running job's queue, for its records
         self.housekeeper = Housekeeper(
             store, lambda: self.config, self.base_env, lambda text: log(self.id, text), wall=store.now
         )
@@ -146,9 +153,18 @@ class Worker:
             last_heartbeat=now,
             queues=",".join(self.opts.queues or ["*"]),
             concurrency=self.opts.concurrency,
+            scale=self.opts.scale,
         )
         register_worker(self.store, self.info)
-        log(self.id, f"started (queues: {','.join(self.opts.queues or ['*'])}, concurrency {self.opts.concurrency})")
+        queues = ",".join(self.opts.queues or ["*"])
+        log(
+            self.id,
+            f"started (queues: {queues}, concurrency {self.opts.concurrency})",
+            "worker_started",
+            pid=os.getpid(),
+            queue=queues,
+            concurrency=self.opts.concurrency,
+        )
         self._warn_of_skew()
         next_beat = time.monotonic()
         try:
@@ -196,9 +212,9 @@ class Worker:
             beat_worker(self.store, self.id, self.store.now(), "stopped", [])
         except QueuectlError:
             pass
-        log(self.id, "stopped")
+        log(self.id, "stopped", "worker_stopped")
         if self.gave_up is not None:
-            print(f"queuectl worker: {self.gave_up}", file=sys.stderr)
+            _say(f"queuectl worker: {self.gave_up}", self.id)
             return EXIT_ERROR
         return 0
 
@@ -219,21 +235,32 @@ class Worker:
                 continue
             if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 self.request_stop("signal")
+            elif signum == signal.SIGUSR1 and self.supervised:
+                self.retire()
+
+    def retire(self) -> None:
+        """The supervisor scales down: stop claiming, and exit once the running jobs are done,
+        however long they take (no grace, nothing killed). A later SIGTERM is a normal stop."""
+        if not self.stopping:
+            self.stopping = True
+            log(self.id, f"retiring (scaled down): {len(self.slots)} running job(s) finish first", "worker_retiring")
 
     def request_stop(self, why: str) -> None:
         """First call: stop claiming, let running jobs finish within the grace. Second: hurry."""
         self.stop_signals += 1
         mono = time.monotonic()
-        if not self.stopping:
+        if not self.stopping or self.grace_deadline is None:  # retiring has no grace: now it has
             self.stopping = True
             self.grace_deadline = mono + self.config.shutdown_grace
             log(
                 self.id,
                 f"stopping ({why}): {len(self.slots)} running job(s) may finish within {self.config.shutdown_grace:g}s",
+                "worker_stopping",
+                reason=why,
             )
         elif why == "signal" and self.stop_signals > 1:
             self.grace_deadline = mono
-            log(self.id, "stopping now: running jobs are stopped and requeued")
+            log(self.id, "stopping now: running jobs are stopped and requeued", "worker_hurrying")
 
     # --- claiming and starting --------------------------------------------------------------
 
@@ -328,6 +355,12 @@ class Worker:
             if job.timeout:
                 slot.deadline = time.monotonic() + job.timeout
         self.slots[job.id] = slot
+        if self.log_jobs:
+            self.job_queues[job.id] = job.queue
+            if slot.run is not None and self.log_starts:
+                started = f"job {job.id} started (attempt {job.attempts})"
+                labels = job.labels or None
+                log(self.id, started, "job_started", job.id, queue=job.queue, attempt=job.attempts, labels=labels)
 
     def _short_of_resources(self, slot: Slot) -> None:
         """The worker, not the job, ran out (EMFILE, ENFILE, EAGAIN): hand the job back uncounted
@@ -473,7 +506,12 @@ class Worker:
                 slot.kill_at = None
             elif slot.stop_reason is None:
                 if slot.deadline is not None and mono >= slot.deadline:
-                    log(self.id, f"job {slot.job.id} timed out after {slot.job.timeout:g}s")
+                    log(
+                        self.id,
+                        f"job {slot.job.id} timed out after {slot.job.timeout:g}s",
+                        "job_timed_out",
+                        slot.job.id,
+                    )
                     self._stop_run(slot, "timeout", mono)
                 elif shutdown_due:
                     self._stop_run(slot, "shutdown", mono)
@@ -562,7 +600,12 @@ class Worker:
         for job_id in lost:
             slot = self.slots.get(job_id)
             if slot is not None and slot.stop_reason != "lost":
-                log(self.id, f"lost the lease on job {job_id} (cancelled or taken over): killing it")
+                log(
+                    self.id,
+                    f"lost the lease on job {job_id} (cancelled or taken over): killing it",
+                    "lease_lost",
+                    job_id,
+                )
                 slot.stop_reason = "lost"
                 if slot.run is not None:
                     slot.run.signal(signal.SIGKILL)
@@ -621,10 +664,16 @@ class Worker:
         del self.unsent[: len(batch)]
         self._writes_accepted()
         for (lease, outcome), ok in zip(batch, written, strict=True):
-            if ok and self.opts.burst:  # a first user sees that the job ran, and how it ended
-                log(self.id, finished_line(lease.job_id, outcome, now))
+            queue = self.job_queues.pop(lease.job_id, None) if self.log_jobs else None
+            if ok and self.log_jobs:  # a first user sees that the job ran, and how it ended
+                self._log_finished(lease, outcome, now, queue)
             if not ok:
-                log(self.id, f"job {lease.job_id}: lease lost before its outcome was written")
+                log(
+                    self.id,
+                    f"job {lease.job_id}: lease lost before its outcome was written",
+                    "lease_lost",
+                    lease.job_id,
+                )
             elif outcome.state == PENDING and outcome.attempts is not None:
                 try:
                     self.store.notify()  # handed back: another worker may take it now
@@ -632,6 +681,31 @@ class Worker:
                     pass  # a wake-up is a courtesy (short of descriptors, say): they poll anyway
         if free:
             self._take(jobs, free, now)
+
+    def _log_finished(self, lease: Lease, outcome: Outcome, now: float, queue: str | None) -> None:
+        """The record of a written outcome: its line for people, its facts for machines."""
+        retry_in = round(max(0.0, outcome.run_at - now), 3) if outcome.state == "failed" and outcome.run_at else None
+        log(
+            self.id,
+            finished_line(lease.job_id, outcome, now),
+            "job_finished",
+            lease.job_id,
+            state="handed back" if outcome.state == PENDING else outcome.state,
+            exit_code=outcome.exit_code,
+            duration=round(outcome.duration, 6) if outcome.duration is not None else None,
+            queue=queue,
+            attempt=lease.attempt,
+            error=outcome.last_error.splitlines()[0] if outcome.last_error else None,
+            retry_in=retry_in,
+        )
+
+
+def _say(text: str, worker_id: str) -> None:
+    """Why the worker exits: the one plain line on stderr, or a record in a JSON log."""
+    if loglines.current_format() == "json":
+        loglines.emit(worker_id, "error", text)
+    else:
+        print(text, file=sys.stderr)
 
 
 def finished_line(job_id: str, outcome: Outcome, now: float) -> str:
@@ -659,9 +733,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--id", default=None)
     parser.add_argument("--burst", action="store_true")
+    parser.add_argument("--scale", default="")
     args = parser.parse_args(argv)
+    loglines.set_format(os.environ.pop(loglines.ENV_LOG_FORMAT, "text"))  # not in our jobs' environment
     queues = [q for q in args.queue.split(",") if q] or None
-    options = WorkerOptions(queues=queues, concurrency=max(1, args.concurrency), burst=args.burst)
+    options = WorkerOptions(queues=queues, concurrency=max(1, args.concurrency), burst=args.burst, scale=args.scale)
     if args.id:
         options.worker_id = args.id
     # under a supervisor the URL comes on a pipe: in our environment any job could read it
@@ -694,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(url or os.environ.get(ENV_DB) or resolve_db_url())
         return Worker(store, options).run()
     except QueuectlError as exc:
-        print(f"queuectl worker: {exc}", file=sys.stderr)
+        _say(f"queuectl worker: {exc}", options.worker_id)
         return EXIT_CORRUPT if isinstance(exc, StoreCorrupt) else exc.exit_code  # corrupt: no restart
 
 

@@ -36,6 +36,7 @@ class RunningJob:
     running_for: float | None = None
     elsewhere: str | None = None  # why it is not running here: its state, "gone" or "taken over"
     progress: str | None = None  # its latest report, as `list` shows it: 40% resizing (ETA 12s)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Failure:
     command: str
     retry_in: float | None = None  # failed jobs: seconds until the retry is due
     last_output: str = ""  # the last line the job printed, often the actual complaint
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -160,6 +162,7 @@ def collect(store: Store, now: float | None = None) -> Snapshot:
                     running.elsewhere = "gone"
                 else:
                     running.command = job.command
+                    running.labels = job.labels
                     if job.state == PROCESSING and job.locked_by == info.id and job.started_at:
                         running.running_for = max(0.0, now - job.started_at)
                         reported = progress_of(job)
@@ -181,6 +184,7 @@ def collect(store: Store, now: float | None = None) -> Snapshot:
             command=first_line(job.command),
             retry_in=(job.run_at - now) if job.state != DEAD and job.run_at > now else None,
             last_output=last_line(job.output),
+            labels=job.labels,
         )
         for job in store.recent_failures(FAILURES_SHOWN)
     ]

@@ -3,7 +3,7 @@ liveness, lag. The CLI's ``status``, the dashboard and the metrics all read thes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from queuectl.core.config import RuntimeConfig
 from queuectl.core.lifecycle import CLAIMABLE
@@ -41,6 +41,18 @@ def next_due(store: Store, counts: dict[str, dict[str, int]], paused: set[str]) 
     return store.next_due(ready) if ready else None  # next_due([]) would mean every queue
 
 
+def served_lag(store: Store, queues: list[str] | None, now: float) -> float | None:
+    """How long the oldest due, unclaimed job of ``queues`` (None: every queue) has waited, paused
+    queues left out; what an autoscaling supervisor grows on. Indexed reads only."""
+    paused = paused_queues(store)
+    if queues is None:
+        due = next_due(store, store.counts() if paused else {}, paused)
+    else:
+        ready = [queue for queue in queues if queue not in paused]
+        due = store.next_due(ready) if ready else None
+    return lag(due, now)
+
+
 def lag(due: float | None, now: float) -> float | None:
     """How long the oldest due, unclaimed job has waited (None: nothing is due)."""
     return now - due if due is not None and due <= now else None
@@ -55,12 +67,23 @@ class Status:
     paused: set[str]
     workers_alive: int
     workers_total: int
+    autoscaling: list[tuple[str, str, int]] = field(default_factory=list)  # (host, "min..max", alive)
 
 
 def status(store: Store, now: float) -> Status:
     queues = store.counts()
     workers, alive = _workers(store, now)
-    return Status(state_totals(queues), queues, paused_queues(store), alive, len(workers))
+    scaling = autoscaling(alive_workers(workers, load_config(store), now))
+    return Status(state_totals(queues), queues, paused_queues(store), alive, len(workers), scaling)
+
+
+def autoscaling(alive: list[WorkerInfo]) -> list[tuple[str, str, int]]:
+    """``(host, "min..max", workers alive)`` for each autoscaling range its alive workers carry."""
+    groups: dict[tuple[str, str], int] = {}
+    for worker in alive:
+        if worker.scale:
+            groups[(worker.host, worker.scale)] = groups.get((worker.host, worker.scale), 0) + 1
+    return [(host, scale, count) for (host, scale), count in sorted(groups.items())]
 
 
 def _workers(store: Store, now: float) -> tuple[list[WorkerInfo], int]:

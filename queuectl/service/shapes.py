@@ -9,7 +9,7 @@ view leaves out what only one job's page needs (its output tail: up to 64 KiB pe
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
 
 from queuectl.core.config import CONFIG_KEYS, RuntimeConfig
 from queuectl.core.errors import InvalidInput
@@ -97,7 +97,11 @@ def queues_json(counts: dict[str, dict[str, int]], paused: set[str]) -> list[dic
 
 
 def status_json(
-    counts: dict[str, dict[str, int]], paused: set[str], workers_alive: int, workers_total: int
+    counts: dict[str, dict[str, int]],
+    paused: set[str],
+    workers_alive: int,
+    workers_total: int,
+    autoscaling: Iterable[tuple[str, str, int]] = (),
 ) -> dict[str, Any]:
     """``queuectl status``: totals per state (zeros included) and in all, every queue, workers."""
     totals = {state: 0 for state in STATES}
@@ -109,7 +113,11 @@ def status_json(
         "total": sum(totals.values()),
         "queues": queues_json(counts, paused),
         "paused": sorted(paused),
-        "workers": {"alive": workers_alive, "registered": workers_total},
+        "workers": {
+            "alive": workers_alive,
+            "registered": workers_total,
+            "autoscaling": [{"host": host, "scale": scale, "alive": alive} for host, scale, alive in autoscaling],
+        },
     }
 
 

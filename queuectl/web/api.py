@@ -197,7 +197,9 @@ def overload(call: Call, settings: Settings, summary: observe.Status, now: float
 def status(call: Call, settings: Settings) -> Response:
     now = time.time()
     summary = observe.status(call.store, now)
-    body = shapes.status_json(summary.queues, summary.paused, summary.workers_alive, summary.workers_total)
+    body = shapes.status_json(
+        summary.queues, summary.paused, summary.workers_alive, summary.workers_total, summary.autoscaling
+    )
     body["overload"] = overload(call, settings, summary, now)
     return JSONResponse(body)
 

@@ -88,7 +88,7 @@ def screenshot(browser: Any, tmp_path: Path, name: str) -> Path:
 def test_the_dashboard_lives_follows_and_cancels(server: Server, browser: Any, tmp_path: Path) -> None:
     api = server.client("all")
     for n in range(3):
-        api.post("/api/jobs", json={"command": f"echo build {n}", "queue": "builds"})
+        api.post("/api/jobs", json={"command": f"echo build {n}", "queue": "builds", "labels": {"team": f"t{n}"}})
     api.post("/api/queues/hold/pause", params={"create": "1"})
     held = api.post("/api/jobs", json={"command": "sleep 60", "queue": "hold"}).json()["id"]
 
@@ -96,6 +96,8 @@ def test_the_dashboard_lives_follows_and_cancels(server: Server, browser: Any, t
     assert "control" in text(browser, "who")
     wait(browser, lambda: text(browser, "count-pending") == "4", what="4 pending")
     assert "4 shown of 4 matching" in text(browser, "jobs-shown")
+    table = text(browser, "jobs")
+    assert "labels" in table.splitlines()[0] and all(f"team=t{n}" in table for n in range(3))  # issue 15
     api.post("/api/jobs", json={"command": "echo one more", "queue": "builds"})
     wait(browser, lambda: text(browser, "count-pending") == "5", what="the count after an enqueue, live")
     assert "live" in text(browser, "live")

@@ -18,7 +18,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "schedules": {"last_fire_at": None, "paused": False},
     "queues": {"paused": False, "max_running": None, "rate_count": None, "rate_window": None},
     "config": {},
-    "workers": {"queues": "*", "concurrency": 1, "current_jobs": [], "stop_requested": False},
+    "workers": {"queues": "*", "concurrency": 1, "current_jobs": [], "stop_requested": False, "scale": ""},
     "batches": {"count": 0},
     "tokens": {},
 }

@@ -39,6 +39,8 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     "ALTER TABLE queues ADD COLUMN IF NOT EXISTS rate_count INTEGER;"
     + "ALTER TABLE queues ADD COLUMN IF NOT EXISTS rate_window DOUBLE PRECISION;"
     + "ALTER TABLE queues ADD COLUMN IF NOT EXISTS rate_log TEXT",
+    # 5: an autoscaling supervisor's range on its workers' rows
+    "ALTER TABLE workers ADD COLUMN IF NOT EXISTS scale TEXT NOT NULL DEFAULT ''",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

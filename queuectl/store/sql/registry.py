@@ -50,6 +50,7 @@ _TABLES = {
             "concurrency",
             "current_jobs",
             "stop_requested",
+            "scale",
         ),
         json=("current_jobs",),
         bools=("stop_requested",),

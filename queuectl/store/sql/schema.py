@@ -12,7 +12,7 @@ from queuectl.core.models import PROCESSING, Job
 from queuectl.store.sql.counters import SQLITE_COUNTERS, recount
 
 SCHEMA_VERSION = 9  # 7: staged bulk enqueues, API tokens, progress, history, events; 8: labels, retry policy;
-# 9: counters per (queue, state), kept by triggers, and a queue's rate limit
+# 9: counters per (queue, state), kept by triggers, a queue's rate limit, workers.scale (autoscaling)
 
 
 def sql_list(values: tuple[str, ...]) -> str:
@@ -138,7 +138,8 @@ CREATE TABLE IF NOT EXISTS workers (
     queues TEXT NOT NULL,
     concurrency INTEGER NOT NULL,
     current_jobs TEXT NOT NULL DEFAULT '[]',
-    stop_requested INTEGER NOT NULL DEFAULT 0
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    scale TEXT NOT NULL DEFAULT ''  -- schema 9: "min..max" of an autoscaling supervisor
 );
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
@@ -280,6 +281,9 @@ def migrate(conn: sqlite3.Connection) -> None:
     for column, kind in RATE_COLUMNS.items() if queue_columns else ():
         if column not in queue_columns:  # schema 9: a queue's rate limit
             conn.execute(f"ALTER TABLE queues ADD COLUMN {column} {kind}")
+    worker_columns = {row[1] for row in conn.execute("PRAGMA table_info(workers)")}
+    if worker_columns and "scale" not in worker_columns:  # schema 9: an autoscaling supervisor's range
+        conn.execute("ALTER TABLE workers ADD COLUMN scale TEXT NOT NULL DEFAULT ''")
     if existing and "ready" not in existing:  # schema 6: every waiting job starts not-ready; claims promote
         conn.execute("ALTER TABLE jobs ADD COLUMN ready INTEGER NOT NULL DEFAULT 0")
         conn.execute("DROP INDEX IF EXISTS jobs_ready_queue")

@@ -78,6 +78,18 @@ async function signOut() {
 
 // --- the dashboard ----------------------------------------------------------------------------
 
+// "team=infra env=prod": a job's labels in one short cell (the whole set in the cell's title)
+function labelsText(labels, max = 40) {
+  const text = Object.entries(labels || {}).map(([key, value]) => `${key}=${value}`).join(" ");
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+function labelsCell(labels) {
+  const cell = el("td", labelsText(labels) || "-", "labels");
+  cell.title = labelsText(labels, Infinity);
+  return cell;
+}
+
 function renderCounts(dash) {
   const cards = $("counts");
   if (!cards.children.length) {  // built once; each refresh changes only the numbers
@@ -123,7 +135,7 @@ function renderWorkers(dash) {
   for (const worker of dash.workers) {
     const row = el("tr", null, worker.unresponsive ? "unresponsive" : "");
     row.append(el("td", worker.id), el("td", worker.unresponsive ? "unresponsive" : worker.state),
-      el("td", `${worker.heartbeat_age.toFixed(1)}s`), el("td", worker.jobs.map((job) => job.progress ? `${job.id} ${job.progress}` : job.id).join(", ") || "-"));
+      el("td", `${worker.heartbeat_age.toFixed(1)}s`), el("td", worker.jobs.map((job) => job.id + (Object.keys(job.labels || {}).length ? ` [${labelsText(job.labels, 24)}]` : "") + (job.progress ? ` ${job.progress}` : "")).join(", ") || "-"));
     body.append(row);
   }
   if (!dash.workers.length) {
@@ -162,7 +174,9 @@ async function loadJobs() {
     link.href = `#/job/${encodeURIComponent(job.id)}`;
     const id = el("td");
     id.append(link);
-    row.append(id, el("td", job.state), el("td", job.queue), el("td", job.command, "cmd"), el("td", ago(job.created_at)));
+    row.append(id, el("td", job.state), el("td", job.queue));
+    row.append(labelsCell(job.labels));
+    row.append(el("td", job.command, "cmd"), el("td", ago(job.created_at)));
     body.append(row);
   }
   $("jobs-shown").textContent = `${page.jobs.length} shown of ${page.matched} matching`;
@@ -211,6 +225,7 @@ async function showJob(id) {
   }
   if (job.progress && job.state === "processing") fields.append(el("dt", "progress"), el("dd", job.progress.text));
   if (job.env && Object.keys(job.env).length) fields.append(el("dt", "env"), el("dd", Object.keys(job.env).join(", ")));
+  if (Object.keys(job.labels || {}).length) fields.append(el("dt", "labels"), el("dd", labelsText(job.labels, Infinity)));
   $("cancel").hidden = !can("control") || FINISHED.includes(job.state);
   $("retry").hidden = !can("control") || job.state !== "dead";
   return job;
