@@ -23,6 +23,12 @@ class AppContext:
             self._store = open_store(self.db_url, create_folder=self.db_url == default_db_url())
         return self._store
 
+    def close(self) -> None:
+        """Close the store, if one was opened (before this process becomes another: worker start)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     def command(self, *args: str) -> str:
         """A queuectl command line to show the user, with ``--db`` when the queue came from it
         (a password in the URL is not printed: the user has to put the URL back in)."""
