@@ -37,6 +37,12 @@ class AppContext:
             _OPENED.append(self._store)
         return self._store
 
+    def close(self) -> None:
+        """Close the store, if one was opened (before this process becomes another: worker start)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     def command(self, *args: str) -> str:
         """A queuectl command line to show the user, with ``--db`` when the queue came from it
         (a password in the URL is not printed: the user has to put the URL back in)."""

@@ -4,7 +4,7 @@ import io
 import os
 import sys
 import time
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -107,10 +107,13 @@ def enqueue(
             raise InvalidInput("give either a command or --file, not both")
         if "id" in options:
             raise InvalidInput("--id cannot apply to a whole file; put ids in the JSON lines")
-        ids: Optional[List[str]] = None if quiet else []
         batch = service.new_batch_id()
-        count = _enqueue_file(store, file, options, ids, batch)
-        sys.stdout.write(f"{batch}\n" if quiet else "".join(f"{job_id}\n" for job_id in ids or ()))
+        with _IdSpool() as ids:
+            count = _enqueue_file(store, file, options, None if quiet else ids.append, batch)
+            if quiet:
+                sys.stdout.write(f"{batch}\n")
+            else:
+                ids.write_to(sys.stdout)
         note(f"enqueued {count} job(s) as batch {batch}" + (f"; queuectl wait --batch {batch}" if count else ""))
         return
     if spec is None:
@@ -120,7 +123,43 @@ def enqueue(
         print(job)
 
 
-def _enqueue_file(store: Any, path: str, options: dict[str, Any], ids: Optional[List[str]], batch: str) -> int:
+class _IdSpool:
+    """The ids of an ``enqueue --file``, kept until it has committed (all or nothing: none is
+    printed before) in a temporary file rather than a list: 1,000,000 ids as str objects took
+    ~65 MB of memory, here 11 MB of file (in memory up to 1 MiB), streamed out at the end."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._file = tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b")  # a private file past that
+        self._pending: list[str] = []
+
+    def __enter__(self) -> "_IdSpool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def append(self, job_id: str) -> None:
+        self._pending.append(job_id)
+        if len(self._pending) >= 4096:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._file.write(("\n".join(self._pending) + "\n").encode())
+            self._pending.clear()
+
+    def write_to(self, out: Any) -> None:
+        self._flush()
+        self._file.seek(0)
+        for chunk in iter(lambda: self._file.read(1 << 16), b""):
+            out.write(chunk.decode("ascii"))  # job ids are ASCII
+
+
+def _enqueue_file(
+    store: Any, path: str, options: dict[str, Any], ids: Optional[Callable[[str], object]], batch: str
+) -> int:
     from queuectl.cli.output import progress_bar
 
     if path == "-" or (os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)):

@@ -76,17 +76,53 @@ def start(
             f"(pids {', '.join(str(w.pid) for w in stale)}); marked stopped, their jobs come back when their "
             "leases expire",
         )
+    flags = ["--log-format", log_format]
+    if scale is not None:
+        flags += ["--max-count", str(high), "--scale-lag", str(scale_lag), "--scale-idle", str(scale_idle)]
+        flags += ["--scale-cooldown", str(scale_cooldown)]
     if detach:
-        flags = ["--log-format", log_format]
-        if scale is not None:
-            flags += ["--max-count", str(high), "--scale-lag", str(scale_lag), "--scale-idle", str(scale_idle)]
-            flags += ["--scale-cooldown", str(scale_cooldown)]
         _detach(app_ctx.db_url, low, queue, concurrency, log_file, burst, app_ctx.command("worker", "stop"), flags)
         return
-    from queuectl.runtime.supervisor import Supervisor
+    app_ctx.close()
+    _become_supervisor(app_ctx.db_url, _supervisor_args(low, queues, concurrency, burst) + flags)
 
-    code = Supervisor(app_ctx.db_url, low, queues, concurrency, burst, scale, log_format).run()
-    raise typer.Exit(code)
+
+def _supervisor_args(count: int, queues: Optional[list[str]], concurrency: int, burst: bool) -> list[str]:
+    """The command line of the lean supervisor process (``python -m queuectl.runtime.supervisor``)."""
+    cmd = [sys.executable, "-m", "queuectl.runtime.supervisor", "--count", str(count)]
+    cmd += ["--concurrency", str(concurrency)]
+    if queues:
+        cmd += ["--queue", ",".join(queues)]
+    if burst:
+        cmd.append("--burst")
+    return cmd
+
+
+def _supervisor_env(url_fd: int) -> dict[str, str]:
+    # the URL (it may hold a password) goes over a pipe, not into an environment any job could
+    # read from /proc
+    from queuectl.runtime.supervisor import ENV_DB_FD
+
+    env = {key: value for key, value in os.environ.items() if key not in (ENV_DB, ENV_DB_FD)}
+    env[ENV_DB_FD] = str(url_fd)
+    return env
+
+
+def _become_supervisor(db_url: str, cmd: list[str]) -> None:
+    """Replace this process by the supervisor: with Typer, Rich and this command's store loaded
+    it stayed ~10 MB bigger for as long as the workers ran. exec keeps the pid, the terminal,
+    the signals a shell sends and the exit code, so to the caller nothing else changes."""
+    from queuectl.runtime.supervisor import url_pipe
+
+    url_fd = url_pipe(db_url)
+    os.set_inheritable(url_fd, True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(cmd[0], cmd, _supervisor_env(url_fd))
+    except OSError as exc:  # reached only if the exec failed
+        os.close(url_fd)
+        raise InvalidInput(f"cannot start the supervisor ({cmd[0]}): {exc.strerror}") from None
 
 
 def _warn(log_format: str, message: str) -> None:
@@ -115,18 +151,10 @@ def _detach(
 
     log_path = log_file or os.path.join(default_data_dir(), "workers.log")
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), mode=0o700, exist_ok=True)
-    from queuectl.runtime.supervisor import ENV_DB_FD, url_pipe
+    from queuectl.runtime.supervisor import url_pipe
 
-    # the supervisor itself, checked options and all: the URL (it may hold a password) goes over
-    # a pipe, not into its environment, where any job could read it from /proc
-    cmd = [sys.executable, "-m", "queuectl.runtime.supervisor", "--count", str(count)]
-    cmd += ["--concurrency", str(concurrency)]
-    queues = _parse_queues(queue)
-    if queues:
-        cmd += ["--queue", ",".join(queues)]
-    if burst:
-        cmd.append("--burst")
-    cmd += flags
+    # the supervisor itself, checked options and all
+    cmd = _supervisor_args(count, _parse_queues(queue), concurrency, burst) + flags
     try:
         # private: the log names jobs and errors; never through a symlink someone planted
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -135,9 +163,8 @@ def _detach(
         log = os.fdopen(fd, "ab")
     except OSError as exc:
         raise InvalidInput(f"cannot open log file {log_path}: {exc.strerror}") from None
-    env = {key: value for key, value in os.environ.items() if key not in (ENV_DB, ENV_DB_FD)}
     url_fd = url_pipe(db_url)
-    env[ENV_DB_FD] = str(url_fd)
+    env = _supervisor_env(url_fd)
     with log:
         try:
             proc = subprocess.Popen(

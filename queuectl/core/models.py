@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,15 +22,17 @@ STAGED = "staged"
 
 STATES = (PENDING, WAITING, HELD, PROCESSING, COMPLETED, FAILED, DEAD, CANCELLED)  # the states a user sees
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32: no i, l, o, u to misread
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ID_ALPHABET.encode())
+# a random byte's low 5 bits name its character (256 = 8 × 32: every character equally likely)
+_BYTE_TO_ID = bytes(_ID_ALPHABET.encode()[byte % 32] for byte in range(256))
 
 
 def new_job_id() -> str:
     """Ten base32 characters (50 random bits): short enough to type, unique at millions of jobs.
 
-    ``os.urandom`` rather than ``secrets``: the latter pulls in OpenSSL (+6 MB per worker).
+    ``os.urandom`` rather than ``secrets``: the latter pulls in OpenSSL (+6 MB per worker); one
+    ``translate`` rather than ``base64`` (pure Python: a bulk enqueue of 1M lines spent 2 s there).
     """
-    return base64.b32encode(os.urandom(10))[:10].translate(_TO_CROCKFORD).decode()
+    return os.urandom(10).translate(_BYTE_TO_ID).decode()
 
 
 @dataclass

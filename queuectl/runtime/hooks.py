@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import tempfile
 
 from queuectl.core.config import RuntimeConfig
 from queuectl.core.models import Job
@@ -28,6 +26,9 @@ def run_hook(job: Job, config: RuntimeConfig, base_env: dict[str, str]) -> str |
         }
     )
     cwd = job.cwd if job.cwd and os.path.isdir(job.cwd) else None
+    import subprocess  # lazily: an idle worker runs no hook (with tempfile's random and shutil, 1.8 MB)
+    import tempfile
+
     with tempfile.TemporaryFile() as output:  # a file, not a pipe: a background child can't hold it open
         try:
             proc = subprocess.Popen(

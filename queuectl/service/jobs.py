@@ -66,7 +66,7 @@ def enqueue_lines(
     lines: Iterable[str],
     overrides: dict[str, Any],
     progress: Callable[[int], None] | None = None,
-    ids: list[str] | None = None,
+    ids: Callable[[str], object] | None = None,
     batch: str | None = None,
 ) -> int:
     """Bulk enqueue from a file's lines (streamed; blank lines and # comments skipped).
@@ -74,7 +74,7 @@ def enqueue_lines(
     All or nothing: a bad line aborts the whole file, and the error names its line number and
     says that nothing was enqueued. The jobs share one batch id (their ``batch``); a file too
     long for one short transaction is staged. ``progress`` is told each line number read, now and then.
-    ``ids``, when given, receives the job ids in file order; ``batch`` is the batch id (default: a new one).
+    ``ids``, when given, is called with each job id in file order; ``batch`` is the batch id (default: a new one).
     """
     config = load_config(store)
     clock = _Clock(store)
@@ -100,7 +100,7 @@ def enqueue_lines(
                     first_seen[job.id] = number
             current[0] = number
             if ids is not None:
-                ids.append(job.id)
+                ids(job.id)
             yield job
 
     try:
@@ -138,7 +138,7 @@ def enqueue_stream(
     stream: IO[str],
     overrides: dict[str, Any],
     progress: Callable[[int], None] | None = None,
-    ids: list[str] | None = None,
+    ids: Callable[[str], object] | None = None,
     batch: str | None = None,
 ) -> int:
     """:func:`enqueue_lines` from an open text file, each line bounded."""
