@@ -40,6 +40,7 @@ class SqliteStore(SqlJobs, SqlRegistry, Store):
         return sqlite_error(self, exc)
 
     row_key = "rowid"
+    claim_by_id = True  # one writer at a time: reading then writing the claimed rows is atomic
 
     def hint(self, index: str) -> str:
         # the planner picks a worse index for a claim on some data shapes: name the partial one
