@@ -85,6 +85,8 @@ class Housekeeper:
             logged = self._chore(lambda: events.apply_retention(self.store, config, self.wall(), max_batches=1))
             full = full or (isinstance(logged, int) and logged >= jobs.RETENTION_BATCH)
             swept = self._chore(lambda: lifecycle.sweep_batches(self.store, self.wall()))
+            if self.store.transactional:  # PostgreSQL: fold the counters' delta rows (store/sql/counters.py)
+                self._chore(lambda: self.store.repair(self.wall()))
             self.next_retention = mono + (1.0 if full or swept else RETENTION_EVERY_S)
             if not self.store.transactional:
                 self._chore(self._resettle)

@@ -361,8 +361,7 @@ def repair(store: Store, now: float, grace: float = SETTLE_GRACE_S) -> int:
     """Resume the follow-ups a crash or an outage between steps left (stores without
     transactions): the store's own bookkeeping (bulk inserts), then the dependants of finished
     jobs still marked. Idempotent, safe from every worker at once; returns how much it did."""
-    if store.transactional:  # nothing to resume; the store may still tidy up (PostgreSQL: counters)
-        store.repair(now)
+    if store.transactional:
         return 0
     done = store.repair(now)
     released = settle_marked(store, now, grace)

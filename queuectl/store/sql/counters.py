@@ -11,7 +11,7 @@ counted, as they are invisible everywhere else.
 - PostgreSQL runs workers side by side: one hot row per (queue, state) would make every claim
   wait for the last one to commit. Each change *inserts* delta rows instead (no row is ever
   updated, so no transaction waits on another); a read sums them, and the housekeeper folds
-  them into one row per (queue, state) every few seconds (:data:`PG_COMPACT`), so a read sums
+  them into one row per (queue, state) every minute (:data:`PG_COMPACT`), so a read sums
   what changed since, never the jobs. Inserts and deletes are counted per statement (a bulk
   enqueue adds one delta row per queue, not one per job); updates per changed row.
 

@@ -201,7 +201,8 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
 
     def repair(self, now: float) -> int:
         """Fold the counters' delta rows into one row per (queue, state), so that a read sums a
-        few rows (run by the housekeeper every heartbeat interval). Nothing becomes claimable: 0."""
+        few rows (the housekeeper runs it with its retention pass, every minute). Nothing becomes
+        claimable by it: 0."""
         with self._write() as conn:
             conn.execute(PG_COMPACT)
         return 0
