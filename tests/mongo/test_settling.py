@@ -48,5 +48,9 @@ def test_a_repair_pass_stops_at_its_budget_and_the_next_one_goes_on() -> None:
 
     released = settling.settle_marked(w.store, T + 100, grace=0.0, budget=0.0)
     assert released <= 1 and w.store.unsettled(T + 100)
-    settling.settle_marked(w.store, T + 100, grace=0.0)
+    for _ in range(CHILDREN):  # each later pass goes on where the last stopped (on a loaded
+        # machine the default time budget may end a pass before all the children are released)
+        if not w.store.unsettled(T + 100):
+            break
+        settling.settle_marked(w.store, T + 100, grace=0.0)
     assert len(w.store.list_jobs(state="pending", limit=1000)) == CHILDREN and not w.store.unsettled(T + 100)
