@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 from typing import Iterator
 
 from queuectl.core.errors import StoreReadOnly, StoreUnavailable
@@ -116,14 +117,50 @@ def _check_file(path: str, follow: bool) -> None:
         )
 
 
+# Descriptors of database files this process opened for an flock, by resolved path, with how many
+# of our stores have that file open. POSIX drops *every* fcntl lock a process holds on a file when
+# any of its descriptors of that file is closed, and SQLite's locks are fcntl locks: closing ours
+# while a connection is open would drop the connection's shared lock, and the next process to
+# close would take itself for the last one and delete the -wal and -shm under that connection.
+# So a descriptor is closed only when the last of our stores on the file has closed.
+_HELD: dict[str, list[int]] = {}  # path -> [stores open, descriptor or -1]
+_HELD_LOCK = threading.Lock()
+
+
+def hold_file(path: str) -> None:
+    """A store opens ``path``: until :func:`release_file`, no descriptor of ours on it is closed."""
+    with _HELD_LOCK:
+        _HELD.setdefault(os.path.realpath(path), [0, -1])[0] += 1
+
+
+def release_file(path: str) -> None:
+    """A store on ``path`` closed (its connection first); the last one closes our descriptor."""
+    key = os.path.realpath(path)
+    with _HELD_LOCK:
+        entry = _HELD.get(key)
+        if entry is None:
+            return
+        entry[0] -= 1
+        if entry[0] <= 0:
+            del _HELD[key]
+            if entry[1] >= 0:
+                os.close(entry[1])
+
+
 @contextlib.contextmanager
 def exclusive_flock(path: str) -> Iterator[None]:
-    """An flock on the database file itself (SQLite's own locks are fcntl locks: no interference)."""
+    """An flock on the database file itself (SQLite's own locks are fcntl locks: no interference),
+    on a descriptor kept open while any store of ours has the file (see :data:`_HELD`)."""
     import fcntl
 
-    fd = os.open(path, os.O_RDONLY)
+    key = os.path.realpath(path)
+    with _HELD_LOCK:
+        entry = _HELD.setdefault(key, [0, -1])
+        if entry[1] < 0:
+            entry[1] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = entry[1]
+    fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)

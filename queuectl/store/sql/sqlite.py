@@ -15,7 +15,7 @@ from typing import Any, Iterable, NoReturn
 from queuectl.store.base import Store, Waker
 from queuectl.store.sql.errors import BUSY_TIMEOUT_S, is_full, sqlite_error
 from queuectl.store.sql.errors import translate_errors as _translate_errors
-from queuectl.store.sql.files import exclusive_flock, open_private_file
+from queuectl.store.sql.files import exclusive_flock, hold_file, open_private_file, release_file
 from queuectl.store.sql.jobs import SqlJobs
 from queuectl.store.sql.registry import SqlRegistry
 from queuectl.store.sql.schema import (
@@ -53,8 +53,14 @@ class SqliteStore(SqlJobs, SqlRegistry, Store):
         self._wake_dir = wake_dir_for(self.path)
         self._read_only = not os.access(self.path, os.W_OK)
         self._depth = 0  # 1 while this store's transaction is open
+        self._closed = False
         self._joined: contextlib.nullcontext[Any] = contextlib.nullcontext()
-        self._conn = self._connect(synchronous)
+        hold_file(self.path)
+        try:
+            self._conn = self._connect(synchronous)
+        except BaseException:
+            release_file(self.path)
+            raise
         self._joined = contextlib.nullcontext(self._conn)
         self._update_sql: dict[tuple[Any, ...], str] = {}
 
@@ -106,8 +112,12 @@ class SqliteStore(SqlJobs, SqlRegistry, Store):
         notify_all(self._wake_dir, b"s" if stop else b"!")
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
+        release_file(self.path)  # after the connection: see files.hold_file
 
     def _disk_full(self) -> None:
         """A write failed on a full disk: give the WAL's space back, so that it can recover.
