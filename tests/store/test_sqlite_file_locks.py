@@ -49,3 +49,30 @@ def test_closing_one_of_two_stores_on_a_file_leaves_the_other_seeing_writes(tmp_
         assert second.get("later") is not None
     finally:
         second.close()
+
+
+def test_threads_of_one_process_still_take_turns_in_the_flock(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from queuectl.store.sql.files import exclusive_flock, hold_file, release_file
+
+    path = tmp_path / "q.db"
+    path.write_bytes(b"")
+    hold_file(str(path))
+    inside, most = [0], [0]
+
+    def enter() -> None:
+        with exclusive_flock(str(path)):
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            time.sleep(0.05)
+            inside[0] -= 1
+
+    threads = [threading.Thread(target=enter) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    release_file(str(path))
+    assert most[0] == 1

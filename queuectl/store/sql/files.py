@@ -125,6 +125,8 @@ def _check_file(path: str, follow: bool) -> None:
 # So a descriptor is closed only when the last of our stores on the file has closed.
 _HELD: dict[str, list[int]] = {}  # path -> [stores open, descriptor or -1]
 _HELD_LOCK = threading.Lock()
+# an flock belongs to the open file description, which our threads now share: they take turns here
+_FLOCK_TURNS: dict[str, threading.Lock] = {}
 
 
 def hold_file(path: str) -> None:
@@ -159,8 +161,10 @@ def exclusive_flock(path: str) -> Iterator[None]:
         if entry[1] < 0:
             entry[1] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         fd = entry[1]
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        turn = _FLOCK_TURNS.setdefault(key, threading.Lock())
+    with turn:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
