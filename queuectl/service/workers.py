@@ -87,12 +87,10 @@ def request_stop(store: Store, worker_ids: list[str] | None = None) -> int:
 
 
 def prune_workers(store: Store, seen_before: float) -> int:
-    """Forget workers that stopped cleanly, and the dead or silent ones not seen since
-    ``seen_before``: a worker that died stays visible (red) until then, even when its replacement
-    starts at once and prunes (it used to be forgotten the moment its replacement started)."""
+    """Forget workers that stopped or have not beaten since ``seen_before``."""
     forgotten = 0
     for worker in list_workers(store):
-        if worker.state == STOPPED or worker.last_heartbeat < seen_before:
+        if worker.state in ENDED or worker.last_heartbeat < seen_before:
             # compare-and-delete: a worker that beat meanwhile stays
             forgotten += store.registry_delete("workers", worker.id, expect={"last_heartbeat": worker.last_heartbeat})
     return forgotten

@@ -1017,16 +1017,6 @@ def test_prune_workers_forgets_stopped_and_silent_workers(store: Store) -> None:
     assert worker_service.prune_workers(store, seen_before=900.0) == 0
 
 
-def test_a_dead_worker_stays_visible_until_it_is_old_even_when_its_replacement_prunes(store: Store) -> None:
-    # its supervisor marked it dead a moment ago; the replacement starting now prunes the registry
-    worker_service.register_worker(store, worker_info("killed", 100.0, state="dead", last_heartbeat=990.0))
-    worker_service.register_worker(store, worker_info("long-dead", 100.0, state="dead", last_heartbeat=500.0))
-
-    assert worker_service.prune_workers(store, seen_before=900.0) == 1
-
-    assert [w.id for w in worker_service.list_workers(store)] == ["killed"]
-
-
 # --- service rules on each backend: recovery, retries and backoff ------------------------------
 
 
