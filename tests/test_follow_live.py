@@ -19,6 +19,7 @@ from typing import Iterator
 
 import pytest
 from test_cli import CLI, Cli, ok
+from timed_lines import run_with_line_times
 
 from queuectl.core.errors import EXIT_JOB_CANCELLED, EXIT_JOB_DEAD, EXIT_OK
 from queuectl.store import spool
@@ -65,34 +66,7 @@ def worker(run: Cli) -> Iterator[subprocess.Popen[bytes]]:
 
 def follow(run: Cli, *args: str) -> tuple[list[tuple[float, str]], float, int, str]:
     """``logs ... --follow``: stdout lines with their arrival times, the exit time, code, stderr."""
-    proc = subprocess.Popen(
-        [*CLI, "logs", *args, "--follow"],
-        env=run.env,
-        cwd=run.tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = proc.stdout, proc.stderr
-    lines: list[tuple[float, str]] = []
-    errors: list[str] = []
-    readers = [
-        threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in out)),
-        threading.Thread(target=lambda: errors.extend(err)),
-    ]
-    for reader in readers:
-        reader.start()
-    try:
-        code = proc.wait(timeout=TIMEOUT_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    ended = time.monotonic()
-    for reader in readers:
-        reader.join(5)
-    return lines, ended, code, "".join(errors)
+    return run_with_line_times([*CLI, "logs", *args, "--follow"], run.env, run.tmp_path, TIMEOUT_S)
 
 
 def wait_for_state(run: Cli, job_id: str, state: str) -> None:

@@ -9,7 +9,6 @@ import random
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from timed_lines import run_with_line_times
 
 from queuectl.core import lifecycle
 from queuectl.core.errors import EXIT_JOB_DEAD, EXIT_NOT_FOUND, StoreUnavailable
@@ -253,34 +253,7 @@ def worker(tmp_path: Path, db: SqliteStore) -> Iterator[subprocess.Popen[bytes]]
 
 def follow_subprocess(tmp_path: Path, job_id: str) -> tuple[list[tuple[float, str]], float, int, str]:
     """Run ``logs ID --follow``: (stdout lines with their arrival time, exit time, code, stderr)."""
-    proc = subprocess.Popen(
-        [*CLI, "logs", job_id, "--follow"],
-        env=cli_env(tmp_path),
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    stdout, stderr = proc.stdout, proc.stderr
-    assert stdout is not None and stderr is not None  # both are PIPEs
-    lines: list[tuple[float, str]] = []
-    errors: list[str] = []
-    readers = [
-        threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in stdout)),
-        threading.Thread(target=lambda: errors.extend(stderr)),
-    ]
-    for reader in readers:
-        reader.start()
-    try:
-        code = proc.wait(timeout=TIMEOUT_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    ended = time.monotonic()
-    for reader in readers:
-        reader.join(5)
-    return lines, ended, code, "".join(errors)
+    return run_with_line_times([*CLI, "logs", job_id, "--follow"], cli_env(tmp_path), tmp_path, TIMEOUT_S)
 
 
 def test_logs_follow_streams_a_running_jobs_output(worker: Any, tmp_path: Path, db: SqliteStore) -> None:
