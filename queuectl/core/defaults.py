@@ -30,6 +30,10 @@ MONGO_INSERT_BATCH = 1000  # documents per insert_many of a bulk insert
 # --- workers and the housekeeper ----------------------------------------------------------------
 RETRY_WRITE_S = 0.5  # a worker retries writing kept outcomes this often during an outage
 FORGET_WORKERS_AFTER_S = 3600.0  # a dead worker stays visible (red) for an hour, then is forgotten
+RESTART_BACKOFF_MAX_S = 30.0  # a supervisor restarts a dead worker within this (its backoff doubles up to it)
+# a dead worker's row is asked to stop (worker stop) this long after its death, no longer: only until
+# then may its supervisor, waiting to restart it, read the request there (twice the backoff: a slow loop)
+DEAD_STOPPABLE_S = 2 * RESTART_BACKOFF_MAX_S
 CHORE_CHECK_S = 1.0  # schedules and hooks are looked at this often (or every poll interval, if less)
 RETENTION_EVERY_S = 60.0  # a retention pass (one batch) this often, sooner while a backlog remains
 FIRST_RETENTION_S = 6.0  # the first retention pass comes this soon after a worker starts

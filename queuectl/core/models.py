@@ -215,6 +215,13 @@ class Schedule:
         return asdict(self)
 
 
+def worker_id_for(pid: int, nonce: str | None = None) -> str:
+    """The registry id of the worker process ``pid``: the pid for people, and a random part
+    (``nonce``, or a new one) that keeps ids apart across hosts and reused pids (pid 1 in every
+    container). A supervisor picks the nonce, so it knows the id of each worker it spawns."""
+    return f"w{pid}-{nonce or os.urandom(6).hex()}"
+
+
 @dataclass
 class WorkerInfo:
     """A worker process as the registry knows it."""
@@ -222,7 +229,7 @@ class WorkerInfo:
     id: str
     host: str
     pid: int
-    state: str  # running | stopping | stopped
+    state: str  # running | stopping | stopped | dead
     started_at: float
     last_heartbeat: float
     queues: str = "*"

@@ -2,7 +2,7 @@
 supervisor's process handling so it can be read (and tested) on its own.
 
 The rule, checked about once a second from two cheap reads (the store's indexed ``next_due`` of
-the served queues, and this host's rows of the worker registry):
+the served queues, and the registry rows of our workers, by id):
 
 - **grow** by one worker while the oldest due, unclaimed job of the served queues has waited at
   least ``lag`` seconds (a paused queue's backlog is not lag), up to ``MAX``;
@@ -19,7 +19,6 @@ A queue held back by its ``queue limit`` shows lag that more workers cannot cure
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,17 +81,19 @@ class Autoscaler:
         return None
 
 
-def read_load(store: Any, queues: list[str] | None, pids: list[int]) -> tuple[float | None, dict[int, bool]]:
+def read_load(store: Any, queues: list[str] | None, workers: dict[int, str]) -> tuple[float | None, dict[int, bool]]:
     """The two cheap reads of a check: the served queues' lag, and for each of our workers
-    (``pids``, on this host) whether its registry row shows a running job (no row yet: it is
-    starting, so busy)."""
+    (``workers``: pid -> registry id) whether its registry row shows a running job (no row yet:
+    it is starting, so busy).
+
+    Rows are found by id, not by pid: a dead worker's row stays an hour, and its pid may be
+    reused by a worker of ours meanwhile (containers); its current jobs are not that worker's."""
     from queuectl.service import workers as registry
     from queuectl.service.observe import served_lag
 
     lag = served_lag(store, queues, store.now())
-    host = socket.gethostname()
-    rows = {row.pid: row for row in registry.list_workers(store) if row.host == host}
-    return lag, {pid: pid not in rows or bool(rows[pid].current_jobs) for pid in pids}
+    rows = {row.id: row for row in registry.list_workers(store)}
+    return lag, {pid: wid not in rows or bool(rows[wid].current_jobs) for pid, wid in workers.items()}
 
 
 def parse_count(text: str) -> tuple[int, int]:

@@ -12,6 +12,11 @@ within ``shutdown-grace``. ``worker stop`` reaches workers through the database,
 while a dead worker waits for its restart we look at its registry row, and a stop requested
 there means it is not replaced (nor is any other).
 
+We find our workers' registry rows by id, never by host and pid: we pick each worker's id (its
+``--nonce``) when we spawn it. A dead worker's row stays an hour (shown dead), and by then its pid
+may belong to a new worker of ours (pid reuse: containers, small pid namespaces); that old row's
+stop request and current jobs are not the new worker's.
+
 A worker stopped by a signal (a job ran ``kill -STOP $PPID``) is noticed through SIGCHLD
 (``WUNTRACED``) and resumed with SIGCONT. Each worker makes itself a child subreaper as well
 (``executor.adopt_orphans``), so a job's ``setsid`` children are re-parented to their worker, which
@@ -41,7 +46,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from queuectl.core.config import ENV_DB
+from queuectl.core.defaults import RESTART_BACKOFF_MAX_S
 from queuectl.core.errors import EXIT_CORRUPT
+from queuectl.core.models import worker_id_for
 from queuectl.runtime import loglines
 
 if TYPE_CHECKING:
@@ -53,7 +60,6 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_PDEATHSIG = 1
 _STOP_CHECK_S = 1.0  # while a restart is pending: how often the registry is read for a stop
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_RESTART_BACKOFF_MAX = 30.0
 
 
 def log(message: str, event: str = "message", **fields: Any) -> None:
@@ -83,6 +89,7 @@ class WorkerProcess:
     index: int
     proc: subprocess.Popen[bytes]
     started: float
+    worker_id: str  # its registry row's id
     failures: int = 0
 
 
@@ -118,7 +125,7 @@ class Supervisor:
         self.workers: dict[int, WorkerProcess] = {}
         self.stopping = False
         self.restart_at: dict[int, float] = {}
-        self.dead_pid: dict[int, int] = {}  # index waiting for a restart -> pid of the worker that died
+        self.dead_id: dict[int, str] = {}  # index waiting for a restart -> id of the worker that died
         self.stop_requested = False  # through the database: no restart any more
         self.failures: dict[int, int] = {}
         self._store: Any = None
@@ -134,6 +141,8 @@ class Supervisor:
             cmd.append("--burst")
         if self.scaler is not None:
             cmd += ["--scale", self.scaler.policy.label]
+        nonce = os.urandom(6).hex()  # the worker's id is worker_id_for(its pid, nonce)
+        cmd += ["--nonce", nonce]
         me = os.getpid()
         url_fd = url_pipe(self.db_url)
         env.update({ENV_DB_FD: str(url_fd), "QUEUECTL_SUPERVISED": "1", loglines.ENV_LOG_FORMAT: self.log_format})
@@ -143,7 +152,7 @@ class Supervisor:
             )
         finally:
             os.close(url_fd)
-        self.workers[proc.pid] = WorkerProcess(index, proc, time.monotonic())
+        self.workers[proc.pid] = WorkerProcess(index, proc, time.monotonic(), worker_id_for(proc.pid, nonce))
 
     def run(self) -> int:
         subreaper = become_subreaper()
@@ -230,7 +239,7 @@ class Supervisor:
                 if not self.stopping:
                     self._forward_stop()
                 continue
-            self._mark_dead(pid)
+            self._mark_dead(worker)
             if self.stopping or self.stop_requested:
                 log(f"worker {worker.index} (pid {pid}) ended with {how}")
                 continue
@@ -238,7 +247,7 @@ class Supervisor:
             if time.monotonic() - worker.started > 60:
                 failures = 1
             self.failures[worker.index] = failures
-            delay = min(_RESTART_BACKOFF_MAX, 0.5 * 2 ** (failures - 1))
+            delay = min(RESTART_BACKOFF_MAX_S, 0.5 * 2 ** (failures - 1))
             log(
                 f"worker {worker.index} (pid {pid}) died ({how}); restarting in {delay:g}s",
                 "worker_died",
@@ -246,7 +255,7 @@ class Supervisor:
                 error=how,
             )
             self.restart_at[worker.index] = time.monotonic() + delay
-            self.dead_pid[worker.index] = pid
+            self.dead_id[worker.index] = worker.worker_id
             self._next_stop_check = 0.0  # it may have died of the stop request's timing: look now
 
     def _autoscale(self) -> None:
@@ -259,7 +268,7 @@ class Supervisor:
             return
         from queuectl.runtime.autoscale import read_load
 
-        ours = [pid for pid in self.workers if pid not in self.retiring]
+        ours = {pid: w.worker_id for pid, w in self.workers.items() if pid not in self.retiring}
         try:
             lag, busy = read_load(self._open_store(), self.queues, ours)
         except Exception as exc:  # noqa: BLE001 - an outage must not stop the supervisor
@@ -309,15 +318,18 @@ class Supervisor:
         """Drop pending restarts once ``worker stop`` asked a dead worker (or its siblings) to stop.
 
         The stop request marks the registry rows of the workers alive at that moment, the dead
-        one included (its row still says running); a replacement would register afresh and
-        never see it. The database is opened only while a restart is pending.
+        one included (``request_stop`` asks a row that died in the last ``DEAD_STOPPABLE_S``,
+        longer than our restart backoff); a replacement would register afresh and never see it.
+        Only the rows of the workers we wait to restart count, found by id: an older dead row
+        with the same pid (reused) may carry a stop request of its own. The database is opened
+        only while a restart is pending.
         """
         if not self.restart_at or self.stopping or time.monotonic() < self._next_stop_check:
             return
         self._next_stop_check = time.monotonic() + _STOP_CHECK_S
-        rows = self._registry_rows()
+        waiting = set(self.dead_id.values())
         stopped = [
-            row for row in rows if row.stop_requested and row.state != "stopped" and row.pid in self.dead_pid.values()
+            row for row in self._registry_rows() if row.id in waiting and row.stop_requested and row.state != "stopped"
         ]
         if not stopped:
             return
@@ -331,17 +343,15 @@ class Supervisor:
 
                 registry.beat_worker(self._store, row.id, self._store.now(), "stopped", [])
 
-    def _mark_dead(self, pid: int) -> None:
+    def _mark_dead(self, worker: WorkerProcess) -> None:
         """A worker died without saying so (SIGKILL, a crash): mark its registry row dead now,
         so that ``worker list`` and the dashboard do not count it alive until its lease ends."""
-        import socket
-
         try:
             from queuectl.service import workers as registry
 
-            registry.mark_dead(self._open_store(), socket.gethostname(), pid)
+            registry.mark_dead(self._open_store(), worker.worker_id)
         except Exception as exc:  # noqa: BLE001 - an outage must not stop the supervisor
-            log(f"cannot mark worker pid {pid} dead in the registry ({exc}); its lease will tell")
+            log(f"cannot mark worker pid {worker.proc.pid} dead in the registry ({exc}); its lease will tell")
 
     def _open_store(self) -> Any:
         if self._store is None:
@@ -368,7 +378,7 @@ class Supervisor:
         for index, when in list(self.restart_at.items()):
             if now >= when and not self.stopping and not self.stop_requested:
                 del self.restart_at[index]
-                self.dead_pid.pop(index, None)
+                self.dead_id.pop(index, None)
                 self._spawn(index)
 
     def _kill_orphans(self) -> None:

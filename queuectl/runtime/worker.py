@@ -36,6 +36,7 @@ from queuectl.core.models import (
     Lease,
     Outcome,
     WorkerInfo,
+    worker_id_for,
 )
 from queuectl.runtime import loglines
 from queuectl.runtime.executor import Run, StartError, job_environment, spare_orphans_while, trim_heap
@@ -77,7 +78,7 @@ class WorkerOptions:
     burst: bool = False  # stop once nothing is eligible and nothing runs
     scale: str = ""  # the supervisor's autoscaling range ("1..4"), shown by `worker list`
     # PID 1 in every container: the random part alone must keep ids apart across hosts
-    worker_id: str = field(default_factory=lambda: f"w{os.getpid()}-{os.urandom(6).hex()}")
+    worker_id: str = field(default_factory=lambda: worker_id_for(os.getpid()))
 
 
 def log(worker_id: str, message: str, event: str = "message", job: str | None = None, **fields: object) -> None:
@@ -740,15 +741,16 @@ def finished_line(job_id: str, outcome: Outcome, now: float) -> str:
 
 
 def _arguments(argv: list[str]) -> dict[str, str]:
-    """The supervisor's command line for us: ``--queue Q --concurrency N --id ID --scale R --burst``. Not
-    argparse: it and gettext cost 0.4 MB in every idle worker, for a line only queuectl writes."""
+    """The supervisor's command line for us: ``--queue Q --concurrency N --id ID --nonce HEX --scale R
+    --burst`` (``--nonce``: our id's random part, so that our supervisor knows our id). Not argparse:
+    it and gettext cost 0.4 MB in every idle worker, for a line only queuectl writes."""
     args: dict[str, str] = {}
     words = iter(argv)
     for word in words:
         name, _, value = word.partition("=")
         if name == "--burst" and not value:
             args[name] = ""
-        elif name in ("--queue", "--concurrency", "--id", "--scale"):
+        elif name in ("--queue", "--concurrency", "--id", "--nonce", "--scale"):
             args[name] = value if value else next(words, "")
         else:
             raise ValueError(f"unknown argument {word!r}")
@@ -767,6 +769,8 @@ def main(argv: list[str] | None = None) -> int:
     options = WorkerOptions(
         queues=queues, concurrency=max(1, concurrency), burst="--burst" in args, scale=args.get("--scale", "")
     )
+    if args.get("--nonce"):
+        options.worker_id = worker_id_for(os.getpid(), args["--nonce"])
     if args.get("--id"):
         options.worker_id = args["--id"]
     # under a supervisor the URL comes on a pipe: in our environment any job could read it

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Callable
 
 from queuectl.core.config import RuntimeConfig
+from queuectl.core.defaults import DEAD_STOPPABLE_S
 from queuectl.core.lifecycle import events
 from queuectl.core.models import WorkerInfo
 from queuectl.service.config import load_config
@@ -55,17 +56,15 @@ def show_current_jobs(store: Store, worker_id: str, current_jobs: list[str]) -> 
     )
 
 
-def mark_dead(store: Store, host: str, pid: int) -> list[str]:
-    """Mark the registry row of the worker ``pid`` on ``host`` dead (its supervisor saw it die),
-    unless it stopped cleanly; returns the ids marked. Its jobs come back when their leases end."""
-    marked = []
-    for worker in list_workers(store):
-        if worker.host == host and worker.pid == pid and worker.state not in ENDED:
-            if store.registry_update(
-                "workers", {"state": DEAD}, key=worker.id, expect={"last_heartbeat": worker.last_heartbeat}
-            ):
-                marked.append(worker.id)
-    return marked
+def mark_dead(store: Store, worker_id: str) -> bool:
+    """Mark the registry row of ``worker_id`` dead (its supervisor saw it die), unless it stopped
+    cleanly; returns whether it was marked. Its jobs come back when their leases end.
+
+    By id, not by host and pid: a dead row stays for an hour, and a pid is soon reused (pid 1 in
+    every container). Its ``last_heartbeat`` becomes the time of its death, its last sign of life:
+    it is kept an hour from then, and asked to stop only while its supervisor may restart it."""
+    changes = {"state": DEAD, "last_heartbeat": store.now()}
+    return bool(store.registry_update("workers", changes, key=worker_id, expect={"state": (RUNNING, STOPPING)}))
 
 
 def list_workers(store: Store) -> list[WorkerInfo]:
@@ -75,22 +74,34 @@ def list_workers(store: Store) -> list[WorkerInfo]:
 
 
 def request_stop(store: Store, worker_ids: list[str] | None = None) -> int:
-    """Ask running workers (all, or the given ones) to stop gracefully; returns how many."""
+    """Ask running workers (all, or the given ones) to stop gracefully; returns how many.
+
+    A worker that died in the last ``DEAD_STOPPABLE_S`` is asked too: its supervisor, waiting to
+    restart it, reads the request on its row and does not restart it. An older dead row is not
+    asked nor counted: nobody reads it any more (it is only kept to be shown)."""
     asked = 0
-    # a dead worker's row too: its supervisor, waiting to restart it, reads the request there
-    alive = (RUNNING, STOPPING, DEAD)
     keys: list[str | None] = list(worker_ids) if worker_ids else [None]  # None: every worker
     for key in keys:
-        asked += store.registry_update("workers", {"stop_requested": True}, key=key, expect={"state": alive})
+        asked += store.registry_update(
+            "workers", {"stop_requested": True}, key=key, expect={"state": (RUNNING, STOPPING)}
+        )
+    died_after = store.now() - DEAD_STOPPABLE_S
+    for worker in list_workers(store):
+        if worker.state == DEAD and worker.last_heartbeat >= died_after and (not worker_ids or worker.id in worker_ids):
+            asked += store.registry_update("workers", {"stop_requested": True}, key=worker.id, expect={"state": DEAD})
     store.notify(stop=True)
     return asked
 
 
 def prune_workers(store: Store, seen_before: float) -> int:
-    """Forget workers that stopped or have not beaten since ``seen_before``."""
+    """Forget workers that stopped cleanly, and the others (dead or silent) not seen since
+    ``seen_before``: a worker that died stays visible (dead, red) until then, even though its
+    replacement prunes as it starts (it used to forget it at once: ``worker list`` raced the
+    restart). No lookup mistakes a lingering dead row for a live worker: the supervisor and the
+    autoscaler find their workers' rows by id, and ``request_stop`` skips old dead rows."""
     forgotten = 0
     for worker in list_workers(store):
-        if worker.state in ENDED or worker.last_heartbeat < seen_before:
+        if worker.state == STOPPED or worker.last_heartbeat < seen_before:
             # compare-and-delete: a worker that beat meanwhile stays
             forgotten += store.registry_delete("workers", worker.id, expect={"last_heartbeat": worker.last_heartbeat})
     return forgotten

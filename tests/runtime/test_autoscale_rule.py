@@ -50,7 +50,7 @@ def test_a_worker_that_exits_while_the_stop_is_forwarded_is_still_reaped() -> No
 
     sup = Supervisor("sqlite:////nonexistent", 1, None, 1)
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    sup.workers[proc.pid] = WorkerProcess(0, proc, time.monotonic())
+    sup.workers[proc.pid] = WorkerProcess(0, proc, time.monotonic(), f"w{proc.pid}-test")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # a zombie: exited, not reaped yet
         with open(f"/proc/{proc.pid}/stat", "rb") as handle:
