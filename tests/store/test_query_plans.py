@@ -171,6 +171,7 @@ def _stages(plan: Any) -> list[str]:
         ("next_due(queues)", lambda s: s.next_due(["q0", "q2"])),
         ("recent_failures", lambda s: s.recent_failures()),
         ("throughput", lambda s: s.throughput(NOW - 3600)),
+        ("count_purgeable(older)", lambda s: s.count_purgeable(["completed", "dead"], finished_before=NOW)),
     ],
 )
 def test_sqlite_reads_use_an_index(filled: Store, name: str, call: Callable[[Store], Any]) -> None:
@@ -204,3 +205,24 @@ def test_postgres_counters_are_read_from_the_delta_rows(filled: Store) -> None:
         pytest.skip("PostgreSQL only")
     plan = filled.query_plan(filled.counters_sql)
     assert any("job_count_deltas" in line for line in plan) and not any(" jobs" in line for line in plan), plan
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("call", "index"),
+    [
+        (lambda s: s.throughput(NOW - 3600), "jobs_finished_at"),
+        (lambda s: s.throughput(NOW - 3600), "jobs_failures"),
+        (lambda s: s.recent_failures(), "jobs_failures"),
+        (lambda s: s.count_purgeable(["completed"], finished_before=NOW), "jobs_finished_at"),
+    ],
+    ids=["throughput-completed", "throughput-failed", "recent_failures", "purge-older-than"],
+)
+def test_sqlite_finished_and_failed_reads_use_their_partial_indexes(
+    filled: Store, call: Callable[[Store], Any], index: str
+) -> None:
+    """These two indexes leave out the jobs their readers never ask for (pending, processing), so
+    that a claim moves neither; a reader whose WHERE stopped implying theirs would scan instead."""
+    assert isinstance(filled, SqliteStore)
+    plans = [filled.query_plan(sql) for sql in statements_of(filled, lambda: call(filled))]
+    assert any(f"INDEX {index} " in line for plan in plans for line in plan), plans

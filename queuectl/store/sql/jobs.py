@@ -40,6 +40,7 @@ from queuectl.store.sql.log import DUE_COLUMNS, SqlLog, enqueued_rows, event_row
 from queuectl.store.sql.log import EVENT_INSERT as _EVENT_SQL
 from queuectl.store.sql.schema import (
     CLAIMABLE_SQL,
+    FAILURES_SQL,
     FIELD_COLUMNS,
     INSERT_SQL,
     JOB_COLUMNS,
@@ -612,7 +613,7 @@ class SqlJobs(SqlLog):
             (
                 "failed",
                 f"SELECT {self.bucket('updated_at')}, count(*) FROM jobs "
-                f"WHERE state IN {sql_list((FAILED, DEAD))} AND updated_at >= ? GROUP BY 1",
+                f"WHERE {FAILURES_SQL} AND updated_at >= ? GROUP BY 1",
             ),
         )
         for name, sql in queries:

@@ -14,7 +14,7 @@ from typing import Any
 
 from queuectl.core.errors import StoreUnavailable
 from queuectl.store.sql.counters import PG_COUNTERS, recount
-from queuectl.store.sql.schema import SCHEMA, log_schema
+from queuectl.store.sql.schema import RETIRED_INDEXES, SCHEMA, log_schema
 
 # REAL is a 4-byte float on PostgreSQL: times need the 8 bytes SQLite's REAL has
 # the history and event log: seq an identity column (never reused), attempts a plain table
@@ -41,6 +41,10 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     + "ALTER TABLE queues ADD COLUMN IF NOT EXISTS rate_log TEXT",
     # 5: an autoscaling supervisor's range on its workers' rows
     "ALTER TABLE workers ADD COLUMN IF NOT EXISTS scale TEXT NOT NULL DEFAULT ''",
+    # 6: the finished and failures indexes hold only the jobs their readers ask for
+    ";".join(f"DROP INDEX IF EXISTS {index}" for index in RETIRED_INDEXES)
+    + ";"
+    + ";".join(part for part in PG_SCHEMA.split(";") if "jobs_finished_at" in part or "jobs_failures" in part),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
