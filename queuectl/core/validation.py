@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from queuectl.core.config import RuntimeConfig
 from queuectl.core.defaults import MAX_COMMAND_BYTES, MAX_ENV_BYTES, MAX_RUN_AT
@@ -84,8 +84,9 @@ def is_utf8(text: str) -> bool:
     return True
 
 
-def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
-    """Validate a spec (JSON fields or CLI options) and make the Job to insert."""
+def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float, new_id: Callable[[], str] = new_job_id) -> Job:
+    """Validate a spec (JSON fields or CLI options) and make the Job to insert; ``new_id`` makes
+    its id when the spec gives none (a bulk enqueue passes :func:`~queuectl.core.models.bulk_job_ids`)."""
     _check_utf8(spec)
     command = spec.get("command")
     if not isinstance(command, str) or not command.strip():
@@ -96,7 +97,7 @@ def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float) -> Job:
         raise InvalidInput(f"the command is over {MAX_COMMAND_BYTES // 1024} KiB; put it in a script and enqueue that")
     job_id = spec.get("id")
     if job_id is None:
-        job_id = new_job_id()
+        job_id = new_id()
     elif not isinstance(job_id, str) or not _ID_RE.fullmatch(job_id):
         raise InvalidInput(f"invalid job id {job_id!r}: use 1-64 letters, digits, '.', '_', ':' or '-'")
     queue = spec.get("queue")

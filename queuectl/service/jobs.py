@@ -15,7 +15,7 @@ from queuectl.core.config import RuntimeConfig
 from queuectl.core.defaults import MAX_LINE_BYTES, PURGE_YIELD_S, RETENTION_BATCH
 from queuectl.core.errors import Conflict, DuplicateJobId, InvalidInput, NotFound, UniqueKeyTaken
 from queuectl.core.lifecycle import FINISHED
-from queuectl.core.models import CANCELLED, COMPLETED, DEAD, Job, new_job_id
+from queuectl.core.models import CANCELLED, COMPLETED, DEAD, Job, bulk_job_ids, new_job_id
 from queuectl.core.validation import build_job, check_state, label_filters, parse_spec
 from queuectl.service.config import load_config
 from queuectl.store import Store
@@ -81,6 +81,7 @@ def enqueue_lines(
     current = [0]  # the line of the job being inserted: a parent refused names it
     first_seen: dict[str, int] = {}  # the line of each id given in the file (a duplicate names both)
     repeated: dict[str, int] = {}
+    new_id = bulk_job_ids().__next__  # they count up: the id index grows at one place
 
     def jobs() -> Iterator[Job]:
         for number, line in enumerate(lines, start=1):
@@ -90,7 +91,7 @@ def enqueue_lines(
                 continue
             try:
                 spec = {**overrides, **parse_spec(line.rstrip("\r\n"))}
-                job = build_job(spec, config, clock())
+                job = build_job(spec, config, clock(), new_id)
             except InvalidInput as exc:
                 raise InvalidInput(f"line {number}: {exc}; nothing was enqueued") from None
             if "id" in spec:
