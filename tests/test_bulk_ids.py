@@ -10,6 +10,9 @@ import itertools
 import re
 from pathlib import Path
 
+import pytest
+
+from queuectl.core.errors import Conflict
 from queuectl.core.models import bulk_job_ids
 from queuectl.service.jobs import enqueue_lines
 from queuectl.store import open_store
@@ -40,5 +43,25 @@ def test_enqueue_file_ids_sort_in_file_order_and_a_single_enqueue_stays_random(t
         again: list[str] = []
         enqueue_lines(store, ["echo again\n"], {}, ids=again.append)
         assert again[0][:7] != seen[0][:7]  # a new enqueue, a new prefix
+    finally:
+        store.close()
+
+
+def test_two_enqueues_that_draw_the_same_block_refuse_the_second_whole(tmp_path: Path, monkeypatch) -> None:
+    import queuectl.service.jobs as service_jobs
+
+    def same_block():  # what one chance in 34 billion per pair of blocks looks like
+        return (f"sameblk{n:03d}" for n in range(1000))
+
+    monkeypatch.setattr(service_jobs, "bulk_job_ids", same_block)
+    store = open_store(f"sqlite:///{tmp_path / 'q.db'}")
+    try:
+        enqueue_lines(store, ["echo a\n", "echo b\n"], {})
+        with pytest.raises(
+            Conflict,
+            match=r"sameblk000.*an id made for this enqueue; running it again draws new ones\); nothing was enqueued",
+        ):
+            enqueue_lines(store, ["echo c\n", "echo d\n", "echo e\n"], {})
+        assert sorted(job.command for job in store.list_jobs()) == ["echo a", "echo b"]
     finally:
         store.close()

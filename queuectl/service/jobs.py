@@ -111,8 +111,8 @@ def enqueue_lines(
             where = f"line {repeated[exc.job_id]}: job id {exc.job_id!r} is also on line {first_seen[exc.job_id]}"
         elif exc.job_id in first_seen:
             where = f"line {first_seen[exc.job_id]}: {exc}"
-        else:
-            where = str(exc)
+        else:  # one of the ids made for this enqueue: another bulk enqueue drew the same block
+            where = f"{exc} (an id made for this enqueue; running it again draws new ones)"
         raise Conflict(f"{where}; nothing was enqueued") from None
     except UniqueKeyTaken as exc:  # found in a batch: which line is not known
         raise Conflict(f"{exc}; nothing was enqueued") from None
@@ -246,7 +246,8 @@ def purge(
 
     Between two batches the write lock stays free as long as the last batch held it (at most
     PURGE_YIELD_S): taken again at once, it left other writers (workers' heartbeats, claims),
-    whose busy handler polls every 1-100 ms, hardly a moment to get in."""
+    who ask again every 1-20 ms while they wait (every 1-100 ms with SQLite's own handler),
+    hardly a moment to get in."""
     check_purgeable(states)
     before = None if older_than is None else now - older_than
     if dry_run:

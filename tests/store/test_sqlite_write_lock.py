@@ -66,3 +66,42 @@ def test_a_writer_gives_up_after_the_busy_timeout_with_a_clear_error(tmp_path, m
     with store.unit():  # the busy handler is back for the statements of the next transaction
         assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 300
     store.close()
+
+
+def test_an_error_other_than_busy_at_begin_is_raised_at_once(tmp_path):
+    """Only a busy lock is waited for: e.g. a connection left inside a transaction fails at once."""
+    store = SqliteStore(str(tmp_path / "q.db"))
+    conn = store._conn  # test-only access: BEGIN on a connection already in a transaction
+    conn.execute("BEGIN")
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="within a transaction"):
+        sqlite_store._begin_immediate(conn)
+    assert time.monotonic() - started < 0.5
+    conn.execute("ROLLBACK")
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == int(sqlite_store.BUSY_TIMEOUT_S * 1000)
+    store.close()
+
+
+def test_a_long_wait_costs_little_cpu(tmp_path, monkeypatch):
+    """Behind a lock held for long (a migration, a big purge batch) the pauses grow to 20 ms."""
+    path = str(tmp_path / "q.db")
+    store = SqliteStore(path)
+    held = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, 1.0, held))
+    holder.start()
+    held.wait(5)
+    cpu = time.thread_time()
+    with store.unit():
+        pass
+    spent = time.thread_time() - cpu
+    holder.join()
+    store.close()
+    assert spent < 0.06, spent  # polling every 1 ms throughout took ~0.12 s of CPU per second
+
+
+def test_busy_is_told_by_its_code_or_on_python_3_10_by_its_message():
+    with_code = sqlite3.OperationalError("database is locked")
+    with_code.sqlite_errorcode = 5 | (1 << 8)  # type: ignore[attr-defined]  # SQLITE_BUSY_RECOVERY
+    assert sqlite_store._is_busy(with_code)
+    assert sqlite_store._is_busy(sqlite3.OperationalError("database is locked"))  # no code (3.10)
+    assert not sqlite_store._is_busy(sqlite3.OperationalError("disk I/O error"))
