@@ -156,7 +156,7 @@ def _begin_immediate(conn: sqlite3.Connection) -> None:
 
     SQLite's own busy handler sleeps 1, 2, 5, 10 ms... between its tries: a worker whose turn
     comes 0.3 ms after it asked waits a whole millisecond or more, and two busy workers, taking
-    turns on every job, lost about a tenth of their drain so. After a tenth of a second the
+    turns on every job, drained 5-10 % slower for it. After a tenth of a second the
     pauses grow to 20 ms (a waiter costs no CPU to speak of behind a long purge). The wait is
     bounded by the same busy timeout; statements inside the transaction keep SQLite's handler
     (set back at once). Any other error is raised at once.
