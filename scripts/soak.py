@@ -162,9 +162,10 @@ def insert_completed(url: str, count: int, queue: str = "done") -> None:
     """The documented shortcut: ``count`` jobs inserted already completed, through the store's
     bulk insert, finished during the last hour (the default retention, 7 days, leaves them be)."""
     from queuectl.core import lifecycle
-    from queuectl.core.models import COMPLETED, Job, new_job_id
+    from queuectl.core.models import COMPLETED, Job, bulk_job_ids
     from queuectl.store import open_store
 
+    new_job_id = bulk_job_ids().__next__  # as enqueue --file makes them: random ids cost 2x here
     store = open_store(url)
     start = time.time() - 3600
     step = 3000 / max(count, 1)
