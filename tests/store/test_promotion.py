@@ -13,7 +13,7 @@ import pytest
 from queuectl.core import lifecycle
 from queuectl.core.models import Job
 from queuectl.store.base import Store
-from queuectl.store.sql import jobs as sql_jobs
+from queuectl.store.sql import claims as sql_claims
 
 NOW = 1000.0
 BOUND = 10
@@ -28,7 +28,7 @@ def promoted_pending(store: Store) -> int:
 def test_a_claim_promotes_a_bounded_number_of_due_jobs_earliest_first(
     store: Store, make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sql_jobs, "PROMOTE_BATCH", BOUND, raising=False)
+    monkeypatch.setattr(sql_claims, "PROMOTE_BATCH", BOUND, raising=False)
     # 35 jobs not due when enqueued (so not ready), all due by the time of the claims
     lifecycle.enqueue(store, [make_job(f"j{i:02d}", created_at=NOW + i, run_at=NOW + 100 + i) for i in range(35)])
     later = NOW + 500

@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import json
 import operator
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from queuectl.core.models import STAGED, Attempt, Event, Job
-from queuectl.store.base import translating_errors
-
-
-def _classify(store: Any, exc: Exception) -> Exception | None:
-    return store.classify_error(exc)
-
-
-_dialect_errors = translating_errors(_classify)
+from queuectl.store.sql.dialect import SqlDialect
+from queuectl.store.sql.dialect import dialect_errors as _dialect_errors
 
 ATTEMPT_FIELDS = (
     "attempt",
@@ -79,19 +72,8 @@ def _row_event(row: tuple[Any, ...]) -> Event:
     return Event(kind, at, job_id, queue, state, json.loads(data) if data else {}, seq)
 
 
-class SqlLog:
-    """History and event primitives; needs ``_conn`` and ``_write`` from the dialect."""
-
-    _conn: Any
-    row_key: str  # the dialect's: rowid on SQLite, id on PostgreSQL
-
-    if TYPE_CHECKING:  # provided by the dialect
-
-        def _write(self, conn: Any = None) -> AbstractContextManager[Any]: ...
-
-        def classify_error(self, exc: Exception) -> Exception | None: ...
-
-        def hint(self, index: str) -> str: ...
+class SqlLog(SqlDialect):
+    """History and event primitives, in the dialect's connection and transaction."""
 
     def _log_in(
         self, conn: Any, job_id: str | None, attempt: Attempt | None, keep_outputs: int, events: Sequence[Event]

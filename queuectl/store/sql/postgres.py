@@ -1,4 +1,4 @@
-"""PostgreSQL backend: the shared SQL of :mod:`queuectl.store.sql.jobs` on a server many hosts use.
+"""PostgreSQL backend: the shared SQL mixins of :mod:`queuectl.store.sql` on a server many hosts use.
 
 A unit of work is one transaction (``BEGIN`` ... ``COMMIT``) on an autocommit connection, so each
 primitive outside a unit is a transaction of its own, as on SQLite. What differs from SQLite:

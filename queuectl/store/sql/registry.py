@@ -8,15 +8,13 @@ dialect spells the upsert (:meth:`SqlRegistry.upsert`) and classifies its driver
 from __future__ import annotations
 
 import json
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from queuectl.core.errors import InvalidInput
 from queuectl.core.models import Event
-from queuectl.store.base import translating_errors
-
-_translate_errors = translating_errors(lambda store, exc: store.classify_error(exc))
+from queuectl.store.sql.dialect import SqlDialect
+from queuectl.store.sql.dialect import dialect_errors as _translate_errors
 
 
 @dataclass(frozen=True)
@@ -94,16 +92,10 @@ def _where(table: _Table, key: str | None, expect: dict[str, Any] | None) -> tup
     return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
-class SqlRegistry:
-    """Records in the small tables; needs ``_conn``, ``_write`` and ``classify_error``."""
+class SqlRegistry(SqlDialect):
+    """Records in the small tables, in the dialect's connection and transaction."""
 
-    _conn: Any
-
-    if TYPE_CHECKING:  # provided by the dialect
-
-        def _write(self, conn: Any = None) -> AbstractContextManager[Any]: ...
-
-        def classify_error(self, exc: Exception) -> Exception | None: ...
+    if TYPE_CHECKING:  # SqlLog's, beside it in the store's classes
 
         def _log_in(self, conn: Any, job_id: str | None, attempt: Any, keep: int, events: Sequence[Event]) -> None: ...
 
