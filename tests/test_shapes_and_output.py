@@ -11,7 +11,7 @@ from queuectl.cli.output import Column, fit_columns
 from queuectl.core.config import RuntimeConfig
 from queuectl.core.models import STATES, Job, Outcome, WorkerInfo
 from queuectl.runtime.burst import Leftover
-from queuectl.runtime.worker import finished_line
+from queuectl.runtime.slots import finished_line
 from queuectl.service import shapes
 
 

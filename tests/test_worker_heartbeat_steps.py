@@ -16,7 +16,8 @@ import pytest
 from queuectl.core import lifecycle
 from queuectl.core.errors import StoreUnavailable
 from queuectl.core.models import Job, WorkerInfo
-from queuectl.runtime.worker import Slot, Worker, WorkerOptions
+from queuectl.runtime.slots import Slot
+from queuectl.runtime.worker import Worker, WorkerOptions
 from queuectl.service import config as config_service
 from queuectl.service.workers import beat_worker, list_workers, prune_workers, register_worker
 from queuectl.store.sql.sqlite import SqliteStore

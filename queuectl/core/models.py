@@ -236,11 +236,17 @@ class Schedule:
         return asdict(self)
 
 
+def new_worker_nonce() -> str:
+    """The random part of a worker id (12 hex digits): a supervisor draws it for each worker it
+    spawns, so that it knows the worker's id before the worker has written a row."""
+    return os.urandom(6).hex()
+
+
 def worker_id_for(pid: int, nonce: str | None = None) -> str:
     """The registry id of the worker process ``pid``: the pid for people, and a random part
     (``nonce``, or a new one) that keeps ids apart across hosts and reused pids (pid 1 in every
-    container). A supervisor picks the nonce, so it knows the id of each worker it spawns."""
-    return f"w{pid}-{nonce or os.urandom(6).hex()}"
+    container)."""
+    return f"w{pid}-{nonce or new_worker_nonce()}"
 
 
 @dataclass

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from queuectl.core.config import ENV_DB
 from queuectl.core.defaults import RESTART_BACKOFF_MAX_S
 from queuectl.core.errors import EXIT_CORRUPT
-from queuectl.core.models import worker_id_for
+from queuectl.core.models import new_worker_nonce, worker_id_for
 from queuectl.runtime import loglines
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class Supervisor:
             cmd.append("--burst")
         if self.scaler is not None:
             cmd += ["--scale", self.scaler.policy.label]
-        nonce = os.urandom(6).hex()  # the worker's id is worker_id_for(its pid, nonce)
+        nonce = new_worker_nonce()  # the worker's id is worker_id_for(its pid, nonce)
         cmd += ["--nonce", nonce]
         me = os.getpid()
         url_fd = url_pipe(self.db_url)

@@ -19,18 +19,14 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from queuectl.core import lifecycle
 from queuectl.core.config import ENV_DB, RuntimeConfig, output_limit_for, resolve_db_url
 from queuectl.core.defaults import FORGET_WORKERS_AFTER_S as _FORGET_WORKERS_AFTER_S
 from queuectl.core.defaults import RETRY_WRITE_S as _RETRY_WRITE_S
 from queuectl.core.errors import EXIT_CORRUPT, EXIT_ERROR, QueuectlError, StoreCorrupt, StoreReadOnly, StoreUnavailable
-from queuectl.core.lifecycle.rules import handed_back_outcome
 from queuectl.core.models import (
-    ENDED_NOT_STARTED,
-    ENDED_SHUTDOWN,
-    ENDED_TIMEOUT,
     PENDING,
     Job,
     Lease,
@@ -42,6 +38,7 @@ from queuectl.runtime import loglines
 from queuectl.runtime.executor import Run, StartError, job_environment, spare_orphans_while, trim_heap
 from queuectl.runtime.housekeeper import Housekeeper
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
+from queuectl.runtime.slots import Slot, finished_line, outcome_of
 from queuectl.service.config import load_config
 from queuectl.service.workers import beat_worker, prune_workers, register_worker, show_current_jobs
 from queuectl.store import Store, open_store
@@ -53,22 +50,6 @@ STARVED_STARTS_GIVE_UP = 3  # starts in a row failing for want of resources with
 IDLE_TRIM_AFTER_S = 1.0  # idle this long: the heap's free pages go back to the system (see _trim_when_idle)
 FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
 STORE_DOWN = (StoreUnavailable, StoreReadOnly)  # a full disk is an outage too: keep the outcome
-
-
-@dataclass
-class Slot:
-    """A job this worker holds: its lease, its run, and why we stopped it (if we did)."""
-
-    job: Job
-    lease: Lease
-    run: Run | None
-    deadline: float | None = None  # monotonic time the job's timeout ends
-    stop_reason: str | None = None  # timeout | shutdown | lost
-    kill_at: float | None = None  # monotonic time SIGTERM turns into SIGKILL
-    start_error: str | None = None
-    handed_back: bool = False  # not started for want of the worker's own resources: requeue it
-    output_unsaved: bool = False  # a heartbeat carrying its output failed: send it all next time
-    started_at: float | None = None  # the store's time the command was started
 
 
 @dataclass
@@ -437,7 +418,7 @@ class Worker:
             else:
                 code = None
             del self.slots[job_id]
-            outcome = self._outcome(slot, code)
+            outcome = outcome_of(slot, code, self.config, self.store.now(), self.host)
             if outcome is not None:
                 if self.fault == "die-before-record":
                     os.kill(os.getpid(), signal.SIGKILL)
@@ -452,55 +433,6 @@ class Worker:
         run.read()
         if run.eof:
             self.selector.unregister(run)
-
-    def _outcome(self, slot: Slot, code: int | None) -> Outcome | None:
-        """The outcome to record, with what its history row says about the run."""
-        outcome = self._bare_outcome(slot, code)
-        if outcome is None:
-            return None
-        rss, cpu = slot.run.resources() if slot.run is not None else (None, None)
-        ended = outcome.ended
-        if slot.handed_back or slot.start_error is not None:
-            ended = ENDED_NOT_STARTED
-        elif slot.stop_reason == "shutdown":
-            ended = ENDED_SHUTDOWN
-        elif slot.stop_reason == "timeout":
-            ended = ENDED_TIMEOUT
-        return replace(
-            outcome,
-            ended=ended,
-            claimed_at=slot.job.started_at,
-            started_at=slot.started_at if slot.run is not None else None,
-            host=self.host,
-            pid=slot.run.pid if slot.run is not None else None,
-            signal=-code if code is not None and code < 0 else None,
-            max_rss_kb=rss,
-            cpu_s=cpu,
-            keep_outputs=self.config.attempt_outputs_kept,
-        )
-
-    def _bare_outcome(self, slot: Slot, code: int | None) -> Outcome | None:
-        now = self.store.now()
-        job = slot.job
-        if slot.stop_reason == "lost":
-            return None  # somebody else owns the job now: write nothing
-        if slot.handed_back:
-            return handed_back_outcome(job, now, f"not started: {slot.start_error}")
-        if slot.start_error is not None:
-            return lifecycle.failure_outcome(job, self.config, now, slot.start_error)
-        assert slot.run is not None and code is not None
-        output, duration = slot.run.output(), slot.run.elapsed
-        if slot.stop_reason == "shutdown":
-            return lifecycle.shutdown_outcome(job, now, output, duration)
-        if slot.stop_reason == "timeout":
-            error = f"timeout: still running after {job.timeout:g}s, process group killed"
-            return lifecycle.failure_outcome(job, self.config, now, error, code, output, duration)
-        if code == 0:
-            return lifecycle.success_outcome(now, output, duration)
-        if code > 0 and code == lifecycle.snooze_code(job, self.config):
-            return lifecycle.snooze_outcome(job, self.config, now, output, duration)
-        error = f"exit code {code}" if code > 0 else f"killed by {signal.Signals(-code).name}"
-        return lifecycle.failure_outcome(job, self.config, now, error, code, output, duration)
 
     def _stop_run(self, slot: Slot, reason: str, mono: float) -> None:
         slot.stop_reason = reason
@@ -721,23 +653,6 @@ def _say(text: str, worker_id: str) -> None:
         loglines.emit(worker_id, "error", text)
     else:
         print(text, file=sys.stderr)
-
-
-def finished_line(job_id: str, outcome: Outcome, now: float) -> str:
-    """``job k3v9q2mx7d completed (exit code 0, ran 12ms)``: one log line per finished attempt."""
-    from queuectl.core.durations import format_duration
-
-    detail = []
-    if outcome.exit_code is not None:
-        detail.append(f"exit code {outcome.exit_code}")
-    elif outcome.last_error:
-        detail.append(outcome.last_error.splitlines()[0])
-    if outcome.duration is not None:
-        detail.append(f"ran {format_duration(outcome.duration)}")
-    if outcome.state == "failed" and outcome.run_at is not None:
-        detail.append(f"retry in {format_duration(max(0.0, outcome.run_at - now))}")
-    state = "handed back" if outcome.state == PENDING else outcome.state
-    return f"job {job_id} {state}" + (f" ({', '.join(detail)})" if detail else "")
 
 
 def _arguments(argv: list[str]) -> dict[str, str]:
