@@ -172,7 +172,7 @@ class Worker:
                         self._on_signals(sig_read)
                     elif key.data == "wake":
                         if b"s" in waker.drain():  # type: ignore[union-attr]
-                            next_beat = 0.0  # a stop request: look at it now
+                            next_beat = 0.0  # a stop request or a cancelled running job: renew and look now
                         self.want_claim = True
                     else:
                         self._read_output(key.data)

@@ -355,7 +355,8 @@ class Store(abc.ABC):
         return None
 
     def notify(self, stop: bool = False) -> None:
-        """Wake idle workers now (after changes that make jobs eligible; ``stop``: check for a stop)."""
+        """Wake idle workers now (after changes that make jobs eligible); ``stop``: have every worker
+        renew its leases and read its registry row now (a stop request, a cancelled running job)."""
 
     def close(self) -> None:
         """Release the connection."""

@@ -3,6 +3,7 @@ paused queues, and queue order per worker."""
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -59,6 +60,24 @@ def test_cancel_of_a_running_job_kills_it_within_a_heartbeat(queue: Queue, tmp_p
     assert job.state == "cancelled"  # the killed run wrote nothing over it
     again = queue.cli("cancel", job_id, check=False)
     assert again.returncode == 4 and "already finished" in again.stderr
+
+
+def test_a_cancelled_running_job_is_killed_at_once_not_at_the_next_heartbeat(queue: Queue, tmp_path: Path) -> None:
+    """Before: the worker learnt of the cancel from its next lease renewal, up to a heartbeat (5 s
+    by default, 30 s here) later, and the command ran on until then."""
+    queue.config(lease=60, heartbeat=30)
+    supervisor = queue.start_workers()
+    pid_file = tmp_path / "pid"
+    job_id = queue.enqueue(f"echo $$ > {pid_file}; exec sleep 60")
+    pid = wait_until(lambda: read_pid(pid_file), 15, message="the job to start")
+    queue.wait_state(job_id, "processing", 5)
+
+    queue.cli("cancel", job_id)
+
+    wait_until(lambda: not pid_alive(pid), 3, message="the cancelled job's process to die")
+    assert queue.job(job_id).state == "cancelled"
+    supervisor.send_signal(signal.SIGTERM)
+    assert queue.wait_exit(supervisor, 10) == 0
 
 
 def test_paused_queue_is_not_drained_until_resumed(queue: Queue, tmp_path: Path) -> None:

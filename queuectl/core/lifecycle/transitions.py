@@ -273,8 +273,10 @@ def _cancelled_run(job: Job, now: float) -> Attempt | None:
 def cancel(store: Store, job_id: str, now: float) -> Job:
     """Cancel a job that has not finished and settle the jobs waiting on it; returns it.
 
-    A processing job's worker sees its lease gone at its next heartbeat and kills the run.
-    NotFound for an unknown id; Conflict for a job that already finished.
+    A processing job's worker sees its lease gone when it next renews its leases and kills the
+    run: the workers are woken to renew now (on SQLite and PostgreSQL; on MongoDB, which has no
+    wake-ups, that is the next heartbeat). NotFound for an unknown id; Conflict for a job that
+    already finished.
     """
     with store.unit():
         for _ in range(_CANCEL_TRIES):  # without transactions the job may change under us: look again
@@ -296,6 +298,8 @@ def cancel(store: Store, job_id: str, now: float) -> Job:
             raise Conflict(f"job {job_id} keeps changing; try the cancel again")
         released = settle_finished(store, job_id, CANCELLED, now)
         cancelled = store.get(job_id)
+    if job.state == PROCESSING:
+        store.notify(stop=True)  # "look now": its worker renews, finds the lease gone, kills the run
     if released:
         store.notify()
     assert cancelled is not None
