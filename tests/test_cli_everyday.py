@@ -50,25 +50,34 @@ def in_terminal(
         close_fds=True,
     )
     os.close(slave)
-    shown = b""
+    shown = piped = b""
     typed = False
+    # a piped stdout is read as it comes: left unread, a command printing more than the pipe
+    # holds (64 KiB) would block until the deadline, and the test would only be slow
+    out = proc.stdout.fileno() if proc.stdout else None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
+        ready, _, _ = select.select([master] + ([out] if out is not None else []), [], [], 0.1)
+        if out is not None and out in ready:
+            chunk = os.read(out, 65536)
+            piped += chunk
+            if not chunk:
+                out = None
+        if master in ready:
             try:
                 chunk = os.read(master, 65536)
             except OSError:  # EIO: every writer is gone
                 chunk = b""
             shown += chunk
-            if not chunk and proc.poll() is not None:
+            if not chunk and proc.poll() is not None and out is None:
                 break
         if answer and not typed and b"?" in shown:
             os.write(master, answer.encode())
             typed = True
         if proc.poll() is not None and not ready:
             break
-    stdout = proc.stdout.read().decode() if proc.stdout else ""
+    assert time.monotonic() < deadline, f"{args} did not end within {timeout:g}s"
+    stdout = (piped + (proc.stdout.read() if proc.stdout else b"")).decode()
     code = proc.wait(timeout=10)
     os.close(master)
     return code, shown.decode(errors="replace"), stdout
