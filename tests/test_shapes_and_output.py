@@ -13,6 +13,7 @@ from queuectl.core.models import STATES, Job, Outcome, WorkerInfo
 from queuectl.runtime.burst import Leftover
 from queuectl.runtime.slots import finished_line
 from queuectl.service import shapes
+from queuectl.service.queues import QueueRow
 
 
 def test_rfc3339_is_utc_with_milliseconds() -> None:
@@ -31,12 +32,18 @@ def test_one_job_shape_with_and_without_the_output() -> None:
 
 
 def test_queue_and_status_shapes_have_every_state() -> None:
-    counts = {"b": {"pending": 2}, "a": {"dead": 1, "completed": 3}}
-    status = shapes.status_json(counts, {"c"}, 1, 2)
+    rows = [
+        QueueRow("a", False, {"dead": 1, "completed": 3}),
+        QueueRow("b", False, {"pending": 2}, limit=2, rate="10/m"),
+        QueueRow("c", True, {}),
+    ]
+    status = shapes.status_json(rows, 1, 2)
     assert status["total"] == 6 and status["paused"] == ["c"]
     assert [q["name"] for q in status["queues"]] == ["a", "b", "c"]
     assert all(list(q["states"]) == list(STATES) for q in status["queues"])
     assert status["queues"][2] == {"name": "c", "paused": True, "states": dict.fromkeys(STATES, 0), "total": 0}
+    assert (status["queues"][1]["limit"], status["queues"][1]["rate"]) == (2, "10/m")  # as queue list --json
+    assert "limit" not in status["queues"][0] and "rate" not in status["queues"][0]
 
 
 def test_config_values_are_numbers() -> None:

@@ -224,3 +224,20 @@ def test_status_and_workers_show_an_autoscaling_range_on_every_backend(
         "w1": "1..4",
         "fixed": "",
     }
+
+
+def test_queues_show_their_limit_and_rate_as_queue_list_json_does(
+    api: tuple[httpx.Client, dict[str, str]], store: Store
+) -> None:
+    """Before: /api/queues and a pause's answer left out the limit and the rate that ``queue list
+    --json`` shows, so a dashboard could not tell a throttled queue from an idle one."""
+    from queuectl.service import queues
+
+    client, secrets = api
+    queues.set_limit(store, "builds", 2)
+    queues.set_rate(store, "builds", "10/m")
+    listed = client.get("/api/queues", headers=bearer(secrets["read"])).json()
+    builds = next(row for row in listed if row["name"] == "builds")
+    assert (builds["limit"], builds["rate"], builds["paused"]) == (2, "10/m", False)
+    paused = client.post("/api/queues/builds/pause", headers=bearer(secrets["control"])).json()
+    assert (paused["limit"], paused["rate"], paused["paused"]) == (2, "10/m", True)

@@ -308,11 +308,7 @@ def status(
     if chosen == "json":
         from queuectl.service.shapes import status_json
 
-        print_json(
-            status_json(
-                summary.queues, summary.paused, summary.workers_alive, summary.workers_total, summary.autoscaling
-            )
-        )
+        print_json(status_json(summary.rows, summary.workers_alive, summary.workers_total, summary.autoscaling))
         return
     from queuectl.cli.output import Column, emit
     from queuectl.cli.render import STATE_STYLES

@@ -23,7 +23,7 @@ def list_(ctx: typer.Context, as_json: bool = json_option(), fmt: Optional[str] 
     if chosen == "json":
         from queuectl.service.shapes import queue_json
 
-        print_json([queue_json(row.name, row.paused, row.states, row.limit, row.rate) for row in rows])
+        print_json([queue_json(row) for row in rows])
         return
     from queuectl.cli.output import Column, emit
 
@@ -49,7 +49,7 @@ def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = js
     if as_json:
         from queuectl.service.shapes import queue_json
 
-        print_json(queue_json(row.name, row.paused, row.states, row.limit, row.rate))
+        print_json(queue_json(row))
         return
     counts = ", ".join(f"{state} {row.states[state]}" for state in STATES if row.states.get(state))
     print(f"queue:   {row.name}")

@@ -9,7 +9,7 @@ from queuectl.core.config import RuntimeConfig
 from queuectl.core.lifecycle import CLAIMABLE
 from queuectl.core.models import STATES, WorkerInfo
 from queuectl.service.config import load_config
-from queuectl.service.queues import paused_queues
+from queuectl.service.queues import QueueRow, list_queues, paused_queues
 from queuectl.service.workers import list_workers, worker_is_alive
 from queuectl.store import Store
 
@@ -65,16 +65,19 @@ class Status:
     states: dict[str, int]
     queues: dict[str, dict[str, int]]
     paused: set[str]
+    rows: list[QueueRow]  # every queue with its counts, pause, limit and rate (queue list's rows)
     workers_alive: int
     workers_total: int
     autoscaling: list[tuple[str, str, int]] = field(default_factory=list)  # (host, "min..max", alive)
 
 
 def status(store: Store, now: float) -> Status:
-    queues = store.counts()
+    rows = list_queues(store)  # the counters and the queue records: two small reads
+    queues = {row.name: row.states for row in rows if row.states}
     workers, alive = _workers(store, now)
     scaling = autoscaling(alive_workers(workers, load_config(store), now))
-    return Status(state_totals(queues), queues, paused_queues(store), alive, len(workers), scaling)
+    paused = {row.name for row in rows if row.paused}
+    return Status(state_totals(queues), queues, paused, rows, alive, len(workers), scaling)
 
 
 def autoscaling(alive: list[WorkerInfo]) -> list[tuple[str, str, int]]:

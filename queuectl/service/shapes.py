@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from queuectl.core.config import CONFIG_KEYS, RuntimeConfig
 from queuectl.core.errors import InvalidInput
 from queuectl.core.models import STATES, Attempt, Job, Schedule, WorkerInfo
+from queuectl.service.queues import QueueRow
 from queuectl.service.workers import ENDED, worker_is_alive
 
 JOB_TIMES = ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at", "progress_at")
@@ -77,42 +78,35 @@ def worker_json(worker: WorkerInfo, config: RuntimeConfig, now: float) -> dict[s
     return data
 
 
-def queue_json(
-    name: str, paused: bool, states: dict[str, int], limit: int | None = None, rate: str | None = None
-) -> dict[str, Any]:
+def queue_json(row: QueueRow) -> dict[str, Any]:
     """One queue: every state (zeros included), its total, whether it is paused, and its limit
     and rate when it has them (``queue limit``, ``queue rate``)."""
-    counts = {state: int(states.get(state, 0)) for state in STATES}
-    data: dict[str, Any] = {"name": name, "paused": paused, "states": counts, "total": sum(counts.values())}
-    if limit is not None:
-        data["limit"] = limit
-    if rate is not None:
-        data["rate"] = rate
+    counts = {state: int(row.states.get(state, 0)) for state in STATES}
+    data: dict[str, Any] = {"name": row.name, "paused": row.paused, "states": counts, "total": sum(counts.values())}
+    if row.limit is not None:
+        data["limit"] = row.limit
+    if row.rate is not None:
+        data["rate"] = row.rate
     return data
 
 
-def queues_json(counts: dict[str, dict[str, int]], paused: set[str]) -> list[dict[str, Any]]:
-    """Every queue that holds a job or is paused, by name."""
-    return [queue_json(name, name in paused, counts.get(name, {})) for name in sorted(set(counts) | paused)]
-
-
 def status_json(
-    counts: dict[str, dict[str, int]],
-    paused: set[str],
+    rows: list[QueueRow],
     workers_alive: int,
     workers_total: int,
     autoscaling: Iterable[tuple[str, str, int]] = (),
 ) -> dict[str, Any]:
-    """``queuectl status``: totals per state (zeros included) and in all, every queue, workers."""
+    """``queuectl status``: totals per state (zeros included) and in all, every queue (as ``queue
+    list --json`` shows it), workers."""
     totals = {state: 0 for state in STATES}
-    for per_state in counts.values():
-        for state, count in per_state.items():
+    for row in rows:
+        for state, count in row.states.items():
             totals[state] = totals.get(state, 0) + count
     return {
         "states": totals,
         "total": sum(totals.values()),
-        "queues": queues_json(counts, paused),
-        "paused": sorted(paused),
+        "queues": [queue_json(row) for row in rows],
+        "paused": sorted(row.name for row in rows if row.paused),
         "workers": {
             "alive": workers_alive,
             "registered": workers_total,

@@ -197,9 +197,7 @@ def overload(call: Call, settings: Settings, summary: observe.Status, now: float
 def status(call: Call, settings: Settings) -> Response:
     now = time.time()
     summary = observe.status(call.store, now)
-    body = shapes.status_json(
-        summary.queues, summary.paused, summary.workers_alive, summary.workers_total, summary.autoscaling
-    )
+    body = shapes.status_json(summary.rows, summary.workers_alive, summary.workers_total, summary.autoscaling)
     body["overload"] = overload(call, settings, summary, now)
     return JSONResponse(body)
 
@@ -215,7 +213,7 @@ def dashboard_view(call: Call) -> Response:
 
 
 def list_queues(call: Call) -> Response:
-    return JSONResponse([shapes.queue_json(row.name, row.paused, row.states) for row in queues.list_queues(call.store)])
+    return JSONResponse([shapes.queue_json(row) for row in queues.list_queues(call.store)])
 
 
 def pause_queue(call: Call, paused: bool) -> Response:
@@ -224,9 +222,8 @@ def pause_queue(call: Call, paused: bool) -> Response:
         queues.set_paused(call.store, name, paused, create=call.flag("create"))
     except NotFound as exc:  # the service's hint names the CLI's flag: say it as this API does
         raise NotFound(str(exc).replace("--create", "?create=1")) from None
-    rows = {row.name: row for row in queues.list_queues(call.store)}
-    row = rows.get(name)
-    return JSONResponse(shapes.queue_json(name, paused, row.states if row else {}))
+    rows = {row.name: row for row in queues.list_queues(call.store)}  # a resumed empty queue is in no list
+    return JSONResponse(shapes.queue_json(rows.get(name) or queues.QueueRow(name, paused, {})))
 
 
 def list_workers(call: Call) -> Response:
