@@ -52,6 +52,11 @@ def test_list_marks_what_a_waiting_job_waits_for(run: Cli) -> None:
     rows = {row["id"]: row for row in ok_json(run("list", "--json"))}
     assert rows["docs"]["waits_for"] == ["build", "fetch"]
     assert "waits_for" not in rows["fetch"]
+    header, *body = ok(run("list", "--format", "tsv")).splitlines()  # every id, not the sentence
+    assert header.split("\t")[-1] == "waits for"
+    cells = {line.split("\t")[0]: line.split("\t") for line in body}
+    assert cells["docs"][-1] == "build,fetch" and cells["build"][-1] == "fetch" and cells["fetch"][-1] == ""
+    assert all(len(row) == len(header.split("\t")) for row in cells.values())
 
 
 def test_tree_draws_the_chain_and_follows_the_jobs_as_they_run(run: Cli) -> None:

@@ -88,7 +88,8 @@ def jobs_table(
     waits: Optional[dict[str, list[str]]] = None,
 ) -> None:
     """Jobs as a table (the command column shrinks first) or as TSV rows with every value whole.
-    ``waits``: what each waiting job still waits for, shown in its ``when`` cell."""
+    ``waits``: what each waiting job still waits for, shown in its ``when`` cell (TSV: every id,
+    comma-separated, in a last ``waits for`` column, so a script never parses the sentence)."""
     from queuectl.cli.output import Column, emit
 
     now = now or time.time()
@@ -105,6 +106,8 @@ def jobs_table(
     ]
     if wide:
         columns.append(Column("last error", shrink=True))
+    if tsv and waits is not None:
+        columns.append(Column("waits for"))
     rows = []
     for job in jobs:
         due = job.state in ("pending", "failed")
@@ -133,6 +136,8 @@ def jobs_table(
         ]
         if wide:
             row.append(job.last_error or "")
+        if tsv and waits is not None:
+            row.append(",".join(waits.get(job.id, ())))
         rows.append(row)
     emit(fmt, title, columns, rows)
 
