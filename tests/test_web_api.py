@@ -241,3 +241,33 @@ def test_queues_show_their_limit_and_rate_as_queue_list_json_does(
     assert (builds["limit"], builds["rate"], builds["paused"]) == (2, "10/m", False)
     paused = client.post("/api/queues/builds/pause", headers=bearer(secrets["control"])).json()
     assert (paused["limit"], paused["rate"], paused["paused"]) == (2, "10/m", True)
+
+
+def test_logs_take_head_and_tail_as_the_cli_does(api: tuple[httpx.Client, dict[str, str]], store: Store) -> None:
+    """Before: /api/jobs/{id}/logs gave the whole tail only; a client wanting the last lines of
+    a long output had to fetch all of it (``logs --tail`` and ``--head`` had no HTTP form)."""
+    from queuectl.core import lifecycle
+    from queuectl.core.models import COMPLETED, Lease, Outcome
+
+    client, secrets = api
+    auth = bearer(secrets["read"])
+    job_id = client.post("/api/jobs", json={"command": "seq 5"}, headers=bearer(secrets["all"])).json()["id"]
+    (job,) = lifecycle.claim(store, "w1", None, time.time(), 30.0, 1)
+    output = "".join(f"line {i}\n" for i in range(1, 6))
+    assert lifecycle.finish(store, Lease(job_id, "w1", job.attempts), Outcome(COMPLETED, time.time(), output=output))
+    url = f"/api/jobs/{job_id}/logs"
+    whole = client.get(url, headers=auth)
+    assert whole.text == output and whole.headers["X-Output-Dropped"] == "0"
+    assert client.get(url, params={"tail": "2"}, headers=auth).text == "line 4\nline 5\n"
+    assert client.get(url, params={"head": "1"}, headers=auth).text == "line 1\n"
+    assert client.get(url, params={"tail": "0"}, headers=auth).text == ""
+    with client.stream("GET", url, params={"follow": "1", "tail": "1"}, headers=auth) as followed:
+        assert followed.status_code == 200 and followed.read().decode() == "line 5\n"  # a finished job: then it ends
+    for params, said in (
+        ({"head": "1", "tail": "1"}, "not both"),
+        ({"tail": "x"}, "whole number"),
+        ({"tail": "-1"}, "0 to"),
+        ({"follow": "1", "head": "2"}, "cannot be combined with follow"),
+    ):
+        refused = client.get(url, params=params, headers=auth)
+        assert refused.status_code == 400 and said in refused.json()["error"], (params, refused.text)

@@ -16,7 +16,7 @@ from queuectl.core.lifecycle import CLAIMABLE
 from queuectl.core.models import DEAD, Job
 from queuectl.service import dashboard, dlq, handling, history, observe, queues, schedules, shapes, workers
 from queuectl.service import jobs as service
-from queuectl.service.logtail import split_marker
+from queuectl.service.logtail import excerpt, split_marker
 from queuectl.service.tokens import CONTROL
 from queuectl.web.http import Call, HttpError, Settings
 
@@ -91,11 +91,31 @@ def get_job(call: Call) -> Response:
     return JSONResponse(job_shape(call, service.get_job(call.store, call.request.path_params["id"]), detail=True))
 
 
+MAX_LOG_LINES = 1_000_000  # ?head / ?tail beyond this are a typo: a stored output is 64 KiB by default
+
+
+def log_lines_asked(call: Call, follow: bool = False) -> tuple[int | None, int | None]:
+    """``?head=N`` / ``?tail=N`` of a logs request, as ``logs --head/--tail`` takes them: not
+    both, and no head of a followed output (it grows at the end)."""
+    head = call.integer("head", 0, 0, MAX_LOG_LINES) if call.query("head") is not None else None
+    tail = call.integer("tail", 0, 0, MAX_LOG_LINES) if call.query("tail") is not None else None
+    if head is not None and tail is not None:
+        raise HttpError(400, "give head or tail, not both")
+    if head is not None and follow:
+        raise HttpError(400, "head reads the start of the output: it cannot be combined with follow=1")
+    return head, tail
+
+
 def job_logs(call: Call) -> Response:
-    """The stored output tail as text (``?follow=1`` is served by :mod:`queuectl.web.streams`)."""
+    """The stored output tail as text; ``?head=N`` / ``?tail=N``: its first or last N lines;
+    ``X-Output-Dropped``: the bytes the output limit dropped before what is kept (``?follow=1``
+    is served by :mod:`queuectl.web.streams`)."""
+    head, tail = log_lines_asked(call)
     job = service.get_job(call.store, call.request.path_params["id"])
-    _, text = split_marker(job.output or "")
-    return PlainTextResponse(text, headers={"X-Job-State": job.state})
+    dropped, text = split_marker(job.output or "")
+    if head is not None or tail is not None:
+        text, _ = excerpt(job.output, head, tail)
+    return PlainTextResponse(text, headers={"X-Job-State": job.state, "X-Output-Dropped": str(dropped)})
 
 
 def _accepted(call: Call, ids: list[str]) -> list[dict[str, Any]]:

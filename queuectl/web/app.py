@@ -96,7 +96,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
 
 
 STREAMS = [
-    ("GET", "/api/jobs/{id}/logs", READ, "A job's output (text/plain); follow=1 streams until it ends"),
+    ("GET", "/api/jobs/{id}/logs", READ, "A job's output (text/plain); head=N, tail=N; follow=1 streams until it ends"),
     ("GET", "/api/events", READ, "Server-Sent Events: job state changes"),
     ("POST", "/api/session", None, "Web page login: {token} -> HttpOnly cookie + CSRF cookie"),
     ("DELETE", "/api/session", None, "Web page logout"),

@@ -18,9 +18,10 @@ from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import Event
 from queuectl.service import events, tokens
 from queuectl.service import jobs as service
-from queuectl.service.logtail import Follower
+from queuectl.service.logtail import Follower, tail_lines
 from queuectl.service.tokens import READ
-from queuectl.web.http import Settings, as_response, authorise, presented_token
+from queuectl.web.api import log_lines_asked
+from queuectl.web.http import Call, Settings, as_response, authorise, presented_token
 
 FOLLOW_INTERVAL = 0.5  # seconds between two reads of a followed job (as `logs --follow`)
 EVENTS_INTERVAL = 0.5  # seconds between two reads of the event log
@@ -28,8 +29,9 @@ KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing a qui
 RECHECK_S = 10.0  # a revoked token's stream ends within this
 
 
-def follow_logs(settings: Settings, request: Request) -> AsyncIterator[bytes]:
-    """The job's stored output, then each new part, until it completed, died or was cancelled."""
+def follow_logs(settings: Settings, request: Request, tail: int | None = None) -> AsyncIterator[bytes]:
+    """The job's stored output (``tail``: its last N lines), then each new part, until it
+    completed, died or was cancelled."""
     job_id = request.path_params["id"]
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -38,8 +40,9 @@ def follow_logs(settings: Settings, request: Request) -> AsyncIterator[bytes]:
             return
         follower = Follower(job)
         for event in follower.first(job):
-            if event.text:
-                yield event.text.encode()
+            text = tail_lines(event.text, tail) if tail is not None and event.text else event.text
+            if text:
+                yield text.encode()
         while job.state not in FINISHED:
             await asyncio.sleep(FOLLOW_INTERVAL)
             latest = await run_in_threadpool(service.find_job, settings.store(), job_id)
@@ -56,16 +59,19 @@ def follow_logs(settings: Settings, request: Request) -> AsyncIterator[bytes]:
 async def logs(settings: Settings, request: Request) -> Response:
     """``GET /api/jobs/{id}/logs?follow=1``: ``text/plain`` streamed until the job ends."""
 
-    def check() -> None:
-        authorise(settings.store(), request, READ)
+    def check() -> int | None:
+        token = authorise(settings.store(), request, READ)
+        _, tail = log_lines_asked(Call(request, settings.store(), token), follow=True)
         service.get_job(settings.store(), request.path_params["id"])
+        return tail
 
     try:
-        await run_in_threadpool(check)
+        tail = await run_in_threadpool(check)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
         return as_response(exc)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return StreamingResponse(follow_logs(settings, request), media_type="text/plain; charset=utf-8", headers=headers)
+    chunks = follow_logs(settings, request, tail)
+    return StreamingResponse(chunks, media_type="text/plain; charset=utf-8", headers=headers)
 
 
 def _sse(event: Event) -> bytes:
