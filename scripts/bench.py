@@ -30,7 +30,9 @@ Scenarios (``--only`` takes these names, comma separated):
   cli     wall time of ``queuectl enqueue true`` and ``queuectl --help`` against
           ``python -c pass`` and ``python -c "import typer"`` (same interpreter).
   idle    supervisor + 2 idle workers: VmRSS of each worker and CPU % of one core over a window.
-          Baseline: an idle ``python -c "import time; time.sleep(...)"`` over the same window.
+          Baseline: an idle ``python -c "import time; time.sleep(...)"`` over the same window;
+          the worker's RSS also against a floor: a python holding only the standard library a
+          SQLite worker needs (sqlite3, selectors, socket, json, ctypes) with the queue open.
   bulk    ``enqueue --file`` of many lines: jobs/s and the peak RSS of that process (wait4, through
           a small wrapper process so that the bench's own RSS does not leak into the figure).
           Baseline: the same rows inserted with sqlite3 ``executemany`` into the same schema.
@@ -852,6 +854,23 @@ def scenario_cli(bench: Bench, backend: str, run: int) -> None:
 # --- 4. idle cost -------------------------------------------------------------------------------
 
 
+# The floor under an idle worker's RSS: a python that imports only the standard library a SQLite
+# worker cannot do without (the driver, a selector, the wake-up socket, json, ctypes for the
+# subreaper and the heap trim), opens the queue's database, reads as a claim and a heartbeat do,
+# trims its heap and sleeps. What queuectl's own code (and dataclasses, typing) adds is above it.
+_IDLE_FLOOR = r"""
+import ctypes, json, selectors, socket, sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+for _ in range(3):
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("SELECT * FROM jobs WHERE state = 'pending' LIMIT 1").fetchall()
+    conn.execute("SELECT * FROM workers").fetchall()
+    conn.execute("COMMIT")
+ctypes.CDLL(None).malloc_trim(0)
+time.sleep(3600)
+"""
+
+
 def scenario_idle(bench: Bench, backend: str, run: int) -> None:
     res = bench.results
     seconds = bench.sizes.idle_seconds
@@ -864,6 +883,8 @@ def scenario_idle(bench: Bench, backend: str, run: int) -> None:
         baseline=base_rss,
         target=Target("value", 15, "<= 15 MB"),  # issue 18
     )
+    floor_rss = res.define("raw.idle_floor.rss", "stdlib floor: sqlite3 + selectors + socket + json + ctypes", "MB")
+    over_floor = res.define("sqlite.idle.worker_vs_floor", "idle worker RSS, against the floor", "MB", floor_rss)
     sup_rss = res.define("sqlite.idle.supervisor_rss", "idle supervisor RSS", "MB", baseline=base_rss)
     base_set = res.define("raw.idle_python.rss_x3", "3 idle pythons (time.sleep) RSS", "MB")
     set_rss = res.define("sqlite.idle.set_rss", "idle supervisor + 2 workers RSS, total", "MB", baseline=base_set)
@@ -876,12 +897,15 @@ def scenario_idle(bench: Bench, backend: str, run: int) -> None:
     )
     with bench.queue(backend, "idle") as queue:
         sleeper = PROCS.spawn([bench.python, "-c", "import time; time.sleep(3600)"], env=queue.env, cwd=queue.dir)
+        floor = None
         try:
-            supervisor, worker_pids = start_workers(bench, queue, 2)
+            supervisor, worker_pids = start_workers(bench, queue, 2)  # creates the database first
         except BaseException:
             PROCS.stop(sleeper, grace=0)
             raise
         try:
+            database = queue.url.removeprefix("sqlite:///")
+            floor = PROCS.spawn([bench.python, "-c", _IDLE_FLOOR, database], env=queue.env, cwd=queue.dir)
             time.sleep(1.0)  # start-up work done; from here on they are idle
             pids = [supervisor.pid, *worker_pids]
             before = [proc_cpu_seconds(pid) for pid in pids]
@@ -894,12 +918,16 @@ def scenario_idle(bench: Bench, backend: str, run: int) -> None:
             res.add(base_cpu, run, (proc_cpu_seconds(sleeper.pid) - base_before) / window * 100)
             for pid in worker_pids:
                 res.add(rss, run, proc_rss_mb(pid))
+                res.add(over_floor, run, proc_rss_mb(pid))
+            res.add(floor_rss, run, proc_rss_mb(floor.pid))
             res.add(sup_rss, run, proc_rss_mb(supervisor.pid))
             res.add(set_rss, run, sum(proc_rss_mb(pid) for pid in pids))
             res.add(base_rss, run, proc_rss_mb(sleeper.pid))
             res.add(base_set, run, 3 * proc_rss_mb(sleeper.pid))
         finally:
             PROCS.stop(sleeper, grace=0)
+            if floor is not None:
+                PROCS.stop(floor, grace=0)
             stop_workers(supervisor, queue)
 
 
