@@ -646,6 +646,53 @@ def warm_up(bench: Bench) -> None:
 # --- 1. drain -----------------------------------------------------------------------------------
 
 
+# The floor under a drain: K python loops on one SQLite file (WAL, synchronous=NORMAL), each
+# job one transaction that records the last outcome and claims the next row (the shape of a
+# worker's busy path), then posix_spawn("sh -c true") and a wait. No queue beyond that: no
+# indexes but one, no events, counters, leases, heartbeats or captured output. What a drain
+# costs above it is queuectl's; what it costs above xargs, the floor's too.
+_DRAIN_FLOOR_LOOP = r"""
+import os, sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+conn.execute("PRAGMA synchronous=NORMAL")
+env, me, current = dict(os.environ), os.getpid(), None
+while True:
+    delay = 5e-5
+    while True:  # the write lock, asked for again in fine steps (SQLite's own handler sleeps ms)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError:
+            time.sleep(delay)
+            delay = min(delay * 2, 1e-3)
+    if current is not None:
+        conn.execute("UPDATE q SET state = 2 WHERE id = ?", (current,))
+    row = conn.execute("SELECT id FROM q WHERE state = 0 ORDER BY id LIMIT 1").fetchone()
+    if row is not None:
+        conn.execute("UPDATE q SET state = 1, worker = ? WHERE id = ?", (me, row[0]))
+    conn.execute("COMMIT")
+    if row is None:
+        break
+    current = row[0]
+    os.waitpid(os.posix_spawn("/bin/sh", ["sh", "-c", "true"], env), 0)
+"""
+_DRAIN_FLOOR = r"""
+import sqlite3, subprocess, sys
+path, jobs, loops, loop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+conn = sqlite3.connect(path, isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("CREATE TABLE q (id INTEGER PRIMARY KEY, state INTEGER NOT NULL, worker INTEGER)")
+conn.execute("CREATE INDEX q_state ON q (state, id)")
+conn.execute("BEGIN")
+conn.executemany("INSERT INTO q (state) VALUES (0)", [()] * jobs)
+conn.execute("COMMIT")
+running = [subprocess.Popen([sys.executable, "-c", loop, path]) for _ in range(loops)]
+codes = [proc.wait() for proc in running]
+done = conn.execute("SELECT count(*) FROM q WHERE state = 2").fetchone()[0]
+sys.exit(max(codes) or (0 if done == jobs else 3))
+"""
+
+
 def scenario_drain(bench: Bench, backend: str, run: int) -> None:
     n = bench.sizes.drain_jobs
     res = bench.results
@@ -660,6 +707,16 @@ def scenario_drain(bench: Bench, backend: str, run: int) -> None:
         drain_s = res.define(f"{key}.s", f"{prefix(backend)}drain {shape} (K={slots}), {n} jobs", "s", baseline=raw_s)
         rate = res.define(f"{key}.jobs_per_s", f"{prefix(backend)}drain {shape} jobs/s", "jobs/s", baseline=raw_rate)
         cpu = res.define(f"{key}.cpu_s", f"{prefix(backend)}drain {shape} CPU (all processes)", "s", baseline=raw_cpu)
+        floor_rate = res.define(
+            f"raw.floor{slots}.jobs_per_s", f"python + SQLite floor, {slots} loops, jobs/s (see _DRAIN_FLOOR)", "jobs/s"
+        )
+        floor_cpu = res.define(f"raw.floor{slots}.cpu_s", f"python + SQLite floor, {slots} loops, CPU", "s")
+        vs_floor = res.define(
+            f"{key}.vs_floor", f"{prefix(backend)}drain {shape} jobs/s, against the floor", "jobs/s", floor_rate
+        )
+        cpu_vs_floor = res.define(
+            f"{key}.cpu_vs_floor", f"{prefix(backend)}drain {shape} CPU, against the floor", "s", floor_cpu
+        )
         with bench.queue(backend, f"drain-{shape}") as queue:
             raw = run_cmd(
                 ["xargs", "-P", str(slots), "-I{}", "sh", "-c", "true"], queue.env, queue.dir, stdin_path=lines
@@ -667,6 +724,14 @@ def scenario_drain(bench: Bench, backend: str, run: int) -> None:
             res.add(raw_s, run, raw.wall)
             res.add(raw_rate, run, n / raw.wall)
             res.add(raw_cpu, run, raw.cpu)
+            floor_db = os.path.join(queue.dir, "floor.db")
+            floor = run_cmd(
+                [bench.python, "-c", _DRAIN_FLOOR, floor_db, str(n), str(slots), _DRAIN_FLOOR_LOOP],
+                queue.env,
+                queue.dir,
+            ).check("the drain floor")
+            res.add(floor_rate, run, n / floor.wall)
+            res.add(floor_cpu, run, floor.cpu)
             enqueue_file(bench, queue, lines, n)
             ran = run_cmd(
                 bench.q("worker", "start", "--count", str(count), "--concurrency", str(concurrency), "--burst"),
@@ -677,7 +742,9 @@ def scenario_drain(bench: Bench, backend: str, run: int) -> None:
             queue.expect_all("completed", n, f"drain {shape} on {backend}")
             res.add(drain_s, run, ran.wall)
             res.add(rate, run, n / ran.wall)
+            res.add(vs_floor, run, n / ran.wall)
             res.add(cpu, run, ran.cpu)
+            res.add(cpu_vs_floor, run, ran.cpu)
 
 
 # --- 2. pickup latency --------------------------------------------------------------------------
