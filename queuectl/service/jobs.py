@@ -216,7 +216,7 @@ def list_jobs(
 
 
 def cancel(store: Store, job_id: str) -> Job:
-    """Cancel a job: a waiting one never runs; a running one is killed within a heartbeat."""
+    """Cancel a job: a waiting one never runs; a running one is killed at once (MongoDB: within a heartbeat)."""
     return lifecycle.cancel(store, job_id, store.now())
 
 

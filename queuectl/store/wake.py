@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import socket
 import stat
@@ -32,6 +33,16 @@ def wake_dir_for(db_path: str) -> str:
         return beside
     digest = f"{zlib.crc32(db_path.encode()):08x}"  # not hashlib: it loads OpenSSL into every worker
     return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"queuectl-{os.getuid()}-{digest}")
+
+
+@functools.lru_cache(maxsize=1)
+def _queue_length() -> int:
+    """How many datagrams a Unix socket holds unread before senders are refused (Linux's sysctl)."""
+    try:
+        with open("/proc/sys/net/unix/max_dgram_qlen", "rb") as handle:
+            return max(1, int(handle.read()))
+    except (OSError, ValueError):
+        return 10  # the kernel's default
 
 
 class UnsafeWakeDir(OSError):
@@ -109,11 +120,18 @@ class SocketWaker:
         return self._sock.fileno()
 
     def drain(self) -> bytes:
-        """Empty the socket; returns what was sent (``s`` asks the worker to check for a stop)."""
+        """Empty the socket; returns what was sent (``s`` asks the worker to renew its leases and
+        check for a stop now). A queue found full may have refused an ``s`` (the kernel holds
+        ``net.unix.max_dgram_qlen`` datagrams, 10 by default, and a sender's is then dropped), so a
+        full queue reads as one: an extra renewal costs little, a lost stop a whole heartbeat."""
         received = b""
+        datagrams = 0
         with contextlib.suppress(OSError):
             while chunk := self._sock.recv(64):
                 received += chunk
+                datagrams += 1
+        if datagrams >= _queue_length():
+            received += b"s"
         return received
 
     def close(self) -> None:

@@ -7,6 +7,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import Queue, pid_alive, read_pid, wait_until
 
 FAST = {"heartbeat": 0.2, "lease": 2}
@@ -62,17 +64,23 @@ def test_cancel_of_a_running_job_kills_it_within_a_heartbeat(queue: Queue, tmp_p
     assert again.returncode == 4 and "already finished" in again.stderr
 
 
-def test_a_cancelled_running_job_is_killed_at_once_not_at_the_next_heartbeat(queue: Queue, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["queue", "pg_queue"])
+@pytest.mark.parametrize("how", [("cancel",), ("cancel", "--all", "--yes")])
+def test_a_cancelled_running_job_is_killed_at_once_not_at_the_next_heartbeat(
+    backend: str, how: tuple[str, ...], request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """Before: the worker learnt of the cancel from its next lease renewal, up to a heartbeat (5 s
-    by default, 30 s here) later, and the command ran on until then."""
+    by default, 30 s here) later, and the command ran on until then. One cancel and a bulk one,
+    with two workers, on SQLite and PostgreSQL (the MongoDB store's wake-ups carry no stop)."""
+    queue: Queue = request.getfixturevalue(backend)
     queue.config(lease=60, heartbeat=30)
-    supervisor = queue.start_workers()
+    supervisor = queue.start_workers("--count", "2")
     pid_file = tmp_path / "pid"
     job_id = queue.enqueue(f"echo $$ > {pid_file}; exec sleep 60")
     pid = wait_until(lambda: read_pid(pid_file), 15, message="the job to start")
     queue.wait_state(job_id, "processing", 5)
 
-    queue.cli("cancel", job_id)
+    queue.cli(*how, *([job_id] if len(how) == 1 else []))
 
     wait_until(lambda: not pid_alive(pid), 3, message="the cancelled job's process to die")
     assert queue.job(job_id).state == "cancelled"

@@ -270,13 +270,13 @@ def _cancelled_run(job: Job, now: float) -> Attempt | None:
     return Attempt(0, job.attempts, job.locked_by, ENDED_CANCELLED, now, claimed_at=job.started_at, output=job.output)
 
 
-def cancel(store: Store, job_id: str, now: float) -> Job:
+def cancel(store: Store, job_id: str, now: float, wake: bool = True) -> Job:
     """Cancel a job that has not finished and settle the jobs waiting on it; returns it.
 
     A processing job's worker sees its lease gone when it next renews its leases and kills the
-    run: the workers are woken to renew now (on SQLite and PostgreSQL; on MongoDB, which has no
-    wake-ups, that is the next heartbeat). NotFound for an unknown id; Conflict for a job that
-    already finished.
+    run: the workers are woken to renew now (on SQLite and PostgreSQL; MongoDB's wake-ups carry
+    no stop, so there it is the next heartbeat). ``wake=False``: the caller wakes them once for
+    many cancels. NotFound for an unknown id; Conflict for a job that already finished.
     """
     with store.unit():
         for _ in range(_CANCEL_TRIES):  # without transactions the job may change under us: look again
@@ -298,7 +298,7 @@ def cancel(store: Store, job_id: str, now: float) -> Job:
             raise Conflict(f"job {job_id} keeps changing; try the cancel again")
         released = settle_finished(store, job_id, CANCELLED, now)
         cancelled = store.get(job_id)
-    if job.state == PROCESSING:
+    if wake and job.state == PROCESSING:
         store.notify(stop=True)  # "look now": its worker renews, finds the lease gone, kills the run
     if released:
         store.notify()
