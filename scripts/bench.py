@@ -708,9 +708,9 @@ def scenario_drain(bench: Bench, backend: str, run: int) -> None:
         rate = res.define(f"{key}.jobs_per_s", f"{prefix(backend)}drain {shape} jobs/s", "jobs/s", baseline=raw_rate)
         cpu = res.define(f"{key}.cpu_s", f"{prefix(backend)}drain {shape} CPU (all processes)", "s", baseline=raw_cpu)
         floor_rate = res.define(
-            f"raw.floor{slots}.jobs_per_s", f"python + SQLite floor, {slots} loops, jobs/s (see _DRAIN_FLOOR)", "jobs/s"
+            f"raw.floor{slots}.jobs_per_s", f"python + SQLite floor, {slots} one-slot loops, jobs/s", "jobs/s"
         )
-        floor_cpu = res.define(f"raw.floor{slots}.cpu_s", f"python + SQLite floor, {slots} loops, CPU", "s")
+        floor_cpu = res.define(f"raw.floor{slots}.cpu_s", f"python + SQLite floor, {slots} one-slot loops, CPU", "s")
         vs_floor = res.define(
             f"{key}.vs_floor", f"{prefix(backend)}drain {shape} jobs/s, against the floor", "jobs/s", floor_rate
         )

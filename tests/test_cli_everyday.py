@@ -102,7 +102,7 @@ def test_tables_in_a_pipe_are_tsv_with_a_header_and_nothing_cut(run: Cli) -> Non
         ("list", "--json", "--format", "tsv"),
     )
     rows = tsv(listed)
-    assert rows[0] == ["id", "state", "queue", "pri", "tries", "command", "when", "last error"]
+    assert rows[0] == ["id", "state", "queue", "pri", "tries", "command", "when", "last error", "waits for"]
     by_id = {row[0]: row for row in rows[1:]}
     assert by_id["long"][:6] == ["long", "pending", "builds", "0", "0/4", long_command.replace("\t", "\\t")]
     assert RFC3339.match(by_id["long"][6])  # an absolute time, not "3s ago"

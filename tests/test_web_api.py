@@ -271,3 +271,28 @@ def test_logs_take_head_and_tail_as_the_cli_does(api: tuple[httpx.Client, dict[s
     ):
         refused = client.get(url, params=params, headers=auth)
         assert refused.status_code == 400 and said in refused.json()["error"], (params, refused.text)
+
+
+def test_logs_follow_with_tail_leaves_the_dropped_marker_out_and_odd_follow_values_are_refused(
+    api: tuple[httpx.Client, dict[str, str]], store: Store
+) -> None:
+    """Found by review: ``?follow=1&tail=N`` counted the "[... N earlier bytes ...]" marker as one
+    of the N lines (plain ``?tail=N`` leaves it out), and ``?follow=TRUE&head=1`` was served as a
+    snapshot instead of a stream or a 400."""
+    from queuectl.core import lifecycle
+    from queuectl.core.models import COMPLETED, Lease, Outcome
+
+    client, secrets = api
+    auth = bearer(secrets["read"])
+    job_id = client.post("/api/jobs", json={"command": "true"}, headers=bearer(secrets["all"])).json()["id"]
+    (job,) = lifecycle.claim(store, "w1", None, time.time(), 30.0, 1)
+    output = "[... 123 earlier bytes of output dropped ...]\na\nb\n"
+    assert lifecycle.finish(store, Lease(job_id, "w1", job.attempts), Outcome(COMPLETED, time.time(), output=output))
+    url = f"/api/jobs/{job_id}/logs"
+    plain = client.get(url, params={"tail": "3"}, headers=auth)
+    assert plain.text == "a\nb\n" and plain.headers["X-Output-Dropped"] == "123"
+    with client.stream("GET", url, params={"follow": "TRUE", "tail": "3"}, headers=auth) as followed:
+        assert followed.read().decode() == "a\nb\n"
+    for follow in ("True", "yes"):
+        refused = client.get(url, params={"follow": follow, "head": "1"}, headers=auth)
+        assert refused.status_code == 400, (follow, refused.text)

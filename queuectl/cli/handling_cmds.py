@@ -81,7 +81,7 @@ def cancel(
     everything: bool = _all_option("Cancel"),
     yes: bool = _yes_option(),
 ) -> None:
-    """Cancel jobs: a waiting one never runs; a running one is killed at once.
+    """Cancel jobs: a waiting one never runs; a running one is killed at once (MongoDB: within a heartbeat).
 
     Example: queuectl cancel job1 job2; queuectl cancel --queue builds --state pending
     """

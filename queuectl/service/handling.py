@@ -98,14 +98,20 @@ def _bulk(
 
 
 def cancel_jobs(store: Store, selection: Selection) -> BulkResult:
-    """Cancel each selected job that has not finished; the workers are woken once at the end to
-    renew their leases, so a running one is killed at once (on MongoDB within a heartbeat)."""
-    result = _bulk(
-        store, selection, CANCELLABLE, "cancel", lambda job_id, now: lifecycle.cancel(store, job_id, now, wake=False)
-    )
-    if result.done:
-        store.notify(stop=True)  # once, not once per job: each wake makes every worker renew all its leases
-    return result
+    """Cancel each selected job that has not finished. If any was running, the workers are woken
+    once at the end (even when a failure cuts the bulk short) to renew their leases, so a running
+    one is killed at once (on MongoDB within a heartbeat); once, because each wake makes every
+    worker renew all its leases."""
+    stopped: list[str] = []
+
+    def cancel(job_id: str, now: float) -> Job:
+        return lifecycle.cancel(store, job_id, now, on_running=lambda: stopped.append(job_id))
+
+    try:
+        return _bulk(store, selection, CANCELLABLE, "cancel", cancel)
+    finally:
+        if stopped:
+            store.notify(stop=True)
 
 
 REMOVABLE = tuple(state for state in STATES if state != PROCESSING)

@@ -43,6 +43,12 @@ def tail_lines(text: str, count: int) -> str:
     return "".join(lines[-count:])
 
 
+def stored_tail(text: str, count: int) -> str:
+    """The last ``count`` lines of a stored output, its dropped-bytes marker left out (as
+    :func:`excerpt` gives them): the marker is no line of the job's."""
+    return tail_lines(split_marker(text)[1], count)
+
+
 def excerpt(text: str | None, head: int | None, tail: int | None) -> tuple[str, int]:
     """``logs --head/--tail``: the lines asked for of a stored output (its dropped-bytes marker
     left out) and how many bytes the output limit dropped before the text kept."""
@@ -239,7 +245,7 @@ def follow(
     else:
         events = follower.first(job)
         if tail is not None:
-            events = [FollowEvent(text=tail_lines(e.text, tail), note=e.note) for e in events]
+            events = [FollowEvent(text=stored_tail(e.text, tail), note=e.note) for e in events]
         _printed(events, job, from_db)
         _emit(events, write, note)
     next_read = time.monotonic() + interval

@@ -121,16 +121,16 @@ class SocketWaker:
 
     def drain(self) -> bytes:
         """Empty the socket; returns what was sent (``s`` asks the worker to renew its leases and
-        check for a stop now). A queue found full may have refused an ``s`` (the kernel holds
-        ``net.unix.max_dgram_qlen`` datagrams, 10 by default, and a sender's is then dropped), so a
-        full queue reads as one: an extra renewal costs little, a lost stop a whole heartbeat."""
+        check for a stop now). A queue found full may have refused an ``s`` (Linux queues one
+        datagram more than ``net.unix.max_dgram_qlen``, 10 by default, and refuses the next), so
+        a full queue reads as one: an extra renewal costs little, a lost stop a whole heartbeat."""
         received = b""
         datagrams = 0
         with contextlib.suppress(OSError):
             while chunk := self._sock.recv(64):
                 received += chunk
                 datagrams += 1
-        if datagrams >= _queue_length():
+        if datagrams > _queue_length():
             received += b"s"
         return received
 

@@ -110,7 +110,7 @@ def job_logs(call: Call) -> Response:
     """The stored output tail as text; ``?head=N`` / ``?tail=N``: its first or last N lines;
     ``X-Output-Dropped``: the bytes the output limit dropped before what is kept (``?follow=1``
     is served by :mod:`queuectl.web.streams`)."""
-    head, tail = log_lines_asked(call)
+    head, tail = log_lines_asked(call, follow=call.flag("follow"))  # a follow value it cannot read: 400
     job = service.get_job(call.store, call.request.path_params["id"])
     dropped, text = split_marker(job.output or "")
     if head is not None or tail is not None:

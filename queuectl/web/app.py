@@ -223,6 +223,6 @@ def create_app(settings: Settings) -> Starlette:
 
 
 async def _logs(settings: Settings, request: Request) -> Response:
-    if request.query_params.get("follow", "0") in ("1", "true"):
+    if request.query_params.get("follow", "0").lower() in ("1", "true"):  # as Call.flag reads it
         return await streams.logs(settings, request)
     return await handler(settings, READ, api.job_logs)(request)

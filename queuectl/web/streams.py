@@ -18,7 +18,7 @@ from queuectl.core.lifecycle import FINISHED
 from queuectl.core.models import Event
 from queuectl.service import events, tokens
 from queuectl.service import jobs as service
-from queuectl.service.logtail import Follower, tail_lines
+from queuectl.service.logtail import Follower, stored_tail
 from queuectl.service.tokens import READ
 from queuectl.web.api import log_lines_asked
 from queuectl.web.http import Call, Settings, as_response, authorise, presented_token
@@ -40,7 +40,7 @@ def follow_logs(settings: Settings, request: Request, tail: int | None = None) -
             return
         follower = Follower(job)
         for event in follower.first(job):
-            text = tail_lines(event.text, tail) if tail is not None and event.text else event.text
+            text = stored_tail(event.text, tail) if tail is not None and event.text else event.text
             if text:
                 yield text.encode()
         while job.state not in FINISHED:

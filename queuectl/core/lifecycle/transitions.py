@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from queuectl.core.errors import Conflict, NotFound, StoreReadOnly, StoreUnavailable, UniqueKeyTaken
 from queuectl.core.lifecycle import batches, events
@@ -270,13 +270,14 @@ def _cancelled_run(job: Job, now: float) -> Attempt | None:
     return Attempt(0, job.attempts, job.locked_by, ENDED_CANCELLED, now, claimed_at=job.started_at, output=job.output)
 
 
-def cancel(store: Store, job_id: str, now: float, wake: bool = True) -> Job:
+def cancel(store: Store, job_id: str, now: float, on_running: Callable[[], None] | None = None) -> Job:
     """Cancel a job that has not finished and settle the jobs waiting on it; returns it.
 
     A processing job's worker sees its lease gone when it next renews its leases and kills the
     run: the workers are woken to renew now (on SQLite and PostgreSQL; MongoDB's wake-ups carry
-    no stop, so there it is the next heartbeat). ``wake=False``: the caller wakes them once for
-    many cancels. NotFound for an unknown id; Conflict for a job that already finished.
+    no stop, so there it is the next heartbeat). ``on_running`` is called instead of that wake
+    when the job was running: a bulk cancel wakes the workers once for all its jobs. NotFound for
+    an unknown id; Conflict for a job that already finished.
     """
     with store.unit():
         for _ in range(_CANCEL_TRIES):  # without transactions the job may change under us: look again
@@ -298,7 +299,9 @@ def cancel(store: Store, job_id: str, now: float, wake: bool = True) -> Job:
             raise Conflict(f"job {job_id} keeps changing; try the cancel again")
         released = settle_finished(store, job_id, CANCELLED, now)
         cancelled = store.get(job_id)
-    if wake and job.state == PROCESSING:
+    if job.state == PROCESSING and on_running is not None:
+        on_running()
+    elif job.state == PROCESSING:
         store.notify(stop=True)  # "look now": its worker renews, finds the lease gone, kills the run
     if released:
         store.notify()
