@@ -19,7 +19,7 @@ stop request and current jobs are not the new worker's.
 
 A worker stopped by a signal (a job ran ``kill -STOP $PPID``) is noticed through SIGCHLD
 (``WUNTRACED``) and resumed with SIGCONT. Each worker makes itself a child subreaper as well
-(``executor.adopt_orphans``), so a job's ``setsid`` children are re-parented to their worker, which
+(``orphans.adopt_orphans``), so a job's ``setsid`` children are re-parented to their worker, which
 kills them with the job. A worker
 that exits with ``EXIT_CORRUPT`` found the database damaged: restarting it would only fail again
 (or make it worse), so the others are stopped and we exit with that code.

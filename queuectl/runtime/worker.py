@@ -35,8 +35,9 @@ from queuectl.core.models import (
     worker_id_for,
 )
 from queuectl.runtime import loglines
-from queuectl.runtime.executor import Run, StartError, job_environment, spare_orphans_while, trim_heap
+from queuectl.runtime.executor import Run, StartError, job_environment, trim_heap
 from queuectl.runtime.housekeeper import Housekeeper
+from queuectl.runtime.orphans import spare_orphans_while
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 from queuectl.runtime.slots import Slot, finished_line, outcome_of
 from queuectl.service.config import load_config
@@ -693,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     from queuectl.runtime.urlpipe import read_url_fd
 
     url = read_url_fd()
-    from queuectl.runtime.executor import adopt_orphans
+    from queuectl.runtime.orphans import adopt_orphans
 
     adopt_orphans()  # a job's setsid children are re-parented to us, and killed when the job ends
     fault = os.environ.get(FAULT_ENV, "")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 SCRIPT = textwrap.dedent("""
     import os, subprocess, sys, threading, time
-    from queuectl.runtime import executor
+    from queuectl.runtime import executor, orphans
 
-    assert executor.adopt_orphans()
+    assert orphans.adopt_orphans()
     hook_running = threading.Event()
-    executor.spare_orphans_while(hook_running.is_set)  # what the worker does with its housekeeper
+    orphans.spare_orphans_while(hook_running.is_set)  # what the worker does with its housekeeper
     pid_file, result = sys.argv[1], {}
 
     def hook():
@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent("""
     run.finish()
     thread.join()
     print(result["out"])
-    executor.sweep_orphans()  # the hook is done: its leftover goes now
+    orphans.sweep_orphans()  # the hook is done: its leftover goes now
     pid = int(open(pid_file).read())
     time.sleep(0.2)
     state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] if os.path.exists(f"/proc/{pid}") else "gone"
