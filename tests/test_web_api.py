@@ -296,3 +296,30 @@ def test_logs_follow_with_tail_leaves_the_dropped_marker_out_and_odd_follow_valu
     for follow in ("True", "yes"):
         refused = client.get(url, params={"follow": follow, "head": "1"}, headers=auth)
         assert refused.status_code == 400, (follow, refused.text)
+
+
+def test_a_followed_log_stream_stops_its_thread_when_the_client_goes_away(
+    api: tuple[httpx.Client, dict[str, str]], store: Store
+) -> None:
+    """Each ``logs?follow=1`` stream runs ``logs --follow``'s loop in a thread of its own: a client
+    that leaves before the job ends must not leave that thread polling the store for ever."""
+    import threading
+
+    from queuectl.core import lifecycle
+
+    client, secrets = api
+    job_id = client.post("/api/jobs", json={"command": "sleep 60"}, headers=bearer(secrets["all"])).json()["id"]
+    lifecycle.claim(store, "w1", None, time.time(), 300.0, 1)  # running (on no host here): no end in sight
+
+    def followers() -> list[threading.Thread]:
+        return [thread for thread in threading.enumerate() if thread.name == f"follow {job_id}"]
+
+    with client.stream("GET", f"/api/jobs/{job_id}/logs", params={"follow": "1"}, headers=bearer(secrets["read"])):
+        deadline = time.monotonic() + 5
+        while not followers():
+            assert time.monotonic() < deadline, "no follower thread started"
+            time.sleep(0.02)
+    deadline = time.monotonic() + 5  # the client left: within the next short wait (0.5 s)
+    while followers():
+        assert time.monotonic() < deadline, "the follower thread outlived its client"
+        time.sleep(0.05)

@@ -1,25 +1,27 @@
 """The two endpoints that stream: a job's output as it grows (``logs?follow=1``) and the event
-log (``GET /api/events``, Server-Sent Events). Both poll the store from a worker
-thread; neither holds a transaction or a connection of another thread while it waits."""
+log (``GET /api/events``, Server-Sent Events). Both read the store from threads, never the
+event loop; neither holds a transaction while it waits."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from queuectl.core.errors import InvalidInput
-from queuectl.core.lifecycle import FINISHED
-from queuectl.core.models import Event
+from queuectl.core.errors import InvalidInput, QueuectlError, StoreUnavailable
+from queuectl.core.models import Event, Job
 from queuectl.service import events, tokens
 from queuectl.service import jobs as service
-from queuectl.service.logtail import Follower, stored_tail
+from queuectl.service.livetail import opener
+from queuectl.service.logtail import follow
 from queuectl.service.tokens import READ
+from queuectl.store import Store
 from queuectl.web.api import log_lines_asked
 from queuectl.web.http import Call, Settings, as_response, authorise, presented_token
 
@@ -30,30 +32,67 @@ RECHECK_S = 10.0  # a revoked token's stream ends within this
 
 
 def follow_logs(settings: Settings, request: Request, tail: int | None = None) -> AsyncIterator[bytes]:
-    """The job's stored output (``tail``: its last N lines), then each new part, until it
-    completed, died or was cancelled."""
+    """The job's output until it completed, died or was cancelled (``tail``: first only its last
+    N lines), from ``logs --follow``'s own loop (:func:`queuectl.service.logtail.follow`): live
+    from the worker's spool while the job runs on this host, else as the store has it.
+
+    That loop blocks, so it runs in a thread of its own per stream (not the server's pool, which
+    it would hold for as long as the job runs), handing each part to this generator; when the
+    client goes away, the thread stops within its next short wait."""
     job_id = request.path_params["id"]
 
     async def chunks() -> AsyncIterator[bytes]:
-        job = await run_in_threadpool(service.find_job, settings.store(), job_id)
-        if job is None:
-            return
-        follower = Follower(job)
-        for event in follower.first(job):
-            text = stored_tail(event.text, tail) if tail is not None and event.text else event.text
-            if text:
-                yield text.encode()
-        while job.state not in FINISHED:
-            await asyncio.sleep(FOLLOW_INTERVAL)
-            latest = await run_in_threadpool(service.find_job, settings.store(), job_id)
-            if latest is None:
-                return
-            job = latest
-            for event in follower.update(job):
-                if event.text:
-                    yield event.text.encode()
+        loop = asyncio.get_running_loop()
+        parts: asyncio.Queue[bytes | None] = asyncio.Queue()
+        gone = threading.Event()
+
+        def put(part: bytes | None) -> None:
+            try:
+                loop.call_soon_threadsafe(parts.put_nowait, part)
+            except RuntimeError:  # the server's loop closed: nobody reads any more
+                gone.set()
+
+        store = settings.store()
+        args = (store, job_id, tail, gone, put)
+        threading.Thread(target=_follow, args=args, name=f"follow {job_id}", daemon=True).start()
+        try:
+            while (part := await parts.get()) is not None:
+                yield part
+        finally:
+            gone.set()
 
     return chunks()
+
+
+class _ClientGone(Exception):
+    """The stream's client went away: its follower stops."""
+
+
+def _follow(store: Store, job_id: str, tail: int | None, gone: threading.Event, put: Any) -> None:
+    def read() -> Job | None:
+        if gone.is_set():
+            raise _ClientGone
+        return service.find_job(store, job_id)
+
+    def sleep(seconds: float) -> None:
+        if gone.wait(seconds):
+            raise _ClientGone
+
+    try:
+        follow(
+            read,
+            lambda text: put(text.encode()),
+            lambda note: None,  # the CLI's notes go to its stderr; a stream has only the output
+            interval=FOLLOW_INTERVAL,
+            sleep=sleep,
+            on_error=lambda exc: isinstance(exc, StoreUnavailable),  # an outage: keep following
+            live=opener(store),
+            tail=tail,
+        )
+    except (_ClientGone, QueuectlError):
+        pass  # the client left, or the store failed: the stream ends (its headers are long sent)
+    finally:
+        put(None)
 
 
 async def logs(settings: Settings, request: Request) -> Response:

@@ -192,6 +192,26 @@ def test_logs_follow_streams_a_running_jobs_output_until_it_ends(server: Server)
         assert client.get(f"/api/jobs/{job['id']}/logs").text == "line 1\nline 2\nline 3\n"
 
 
+def test_logs_follow_reads_a_job_running_on_this_host_live_not_at_each_heartbeat(server: Server) -> None:
+    """Before: the stream read the stored output, which a running job saves at each heartbeat,
+    so with the default 5 s (30 s here) every line came that late. Now, as ``logs --follow``,
+    it reads the worker's spool on this host: each line within a fraction of a second."""
+    server.queue.config(lease=60, heartbeat=30)  # the lease first: a heartbeat is at most half of it
+    with server.client("all") as client:
+        job = enqueue(client, command="for i in 1 2 3; do echo line $i; sleep 0.7; done")
+        server.queue.start_workers()
+        server.queue.wait_state(job["id"], "processing", 15)
+        chunks: list[tuple[float, str]] = []
+        with client.stream("GET", f"/api/jobs/{job['id']}/logs", params={"follow": "1"}) as response:
+            assert response.status_code == 200
+            for text in response.iter_text():
+                chunks.append((time.monotonic(), text))
+        assert "".join(text for _, text in chunks) == "line 1\nline 2\nline 3\n"
+        arrivals = [at for at, text in chunks if text.strip()]
+        assert len(arrivals) >= 2 and arrivals[-1] - arrivals[0] > 0.8  # as printed, 0.7 s apart
+        assert server.queue.state(job["id"]) == "completed"
+
+
 def test_the_event_stream_sees_a_job_go_pending_processing_completed(server: Server) -> None:
     seen: list[dict[str, Any]] = []
     ready = threading.Event()
