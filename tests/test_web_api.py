@@ -323,3 +323,44 @@ def test_a_followed_log_stream_stops_its_thread_when_the_client_goes_away(
     while followers():
         assert time.monotonic() < deadline, "the follower thread outlived its client"
         time.sleep(0.05)
+
+
+def test_a_follower_waits_for_a_slow_client_instead_of_buffering_without_bound() -> None:
+    """A live follow hands out all a job writes: a client that reads nothing must hold its
+    follower back at ``size`` parts (as a slow terminal holds ``logs --follow``), and a follower
+    so held must stop once the client is gone."""
+    import asyncio
+    import threading
+
+    from queuectl.web.streams import Handoff, _ClientGone
+
+    loop = asyncio.new_event_loop()
+    running = threading.Thread(target=loop.run_forever, daemon=True)
+    running.start()
+    handoff = Handoff(loop, size=4)
+    handed: list[int] = []
+    outcome: list[str] = []
+
+    def follower() -> None:
+        try:
+            for n in range(100):
+                handoff.put(b"x" * 1000)
+                handed.append(n)
+        except _ClientGone:
+            outcome.append("stopped")
+
+    thread = threading.Thread(target=follower, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        assert len(handed) == 4 and thread.is_alive()  # held back at the bound, nothing lost
+        assert asyncio.run_coroutine_threadsafe(handoff.get(), loop).result(5) == b"x" * 1000
+        time.sleep(0.3)
+        assert len(handed) == 5  # one read, one more handed
+        handoff.gone.set()  # the client went away
+        thread.join(5)
+        assert not thread.is_alive() and outcome == ["stopped"]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        running.join(5)
+        loop.close()

@@ -5,10 +5,12 @@ event loop; neither holds a transaction while it waits."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import json
 import threading
 import time
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -42,33 +44,58 @@ def follow_logs(settings: Settings, request: Request, tail: int | None = None) -
     job_id = request.path_params["id"]
 
     async def chunks() -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        parts: asyncio.Queue[bytes | None] = asyncio.Queue()
-        gone = threading.Event()
-
-        def put(part: bytes | None) -> None:
-            try:
-                loop.call_soon_threadsafe(parts.put_nowait, part)
-            except RuntimeError:  # the server's loop closed: nobody reads any more
-                gone.set()
-
+        handoff = Handoff(asyncio.get_running_loop())
         store = settings.store()
-        args = (store, job_id, tail, gone, put)
+        args = (store, job_id, tail, handoff)
         threading.Thread(target=_follow, args=args, name=f"follow {job_id}", daemon=True).start()
         try:
-            while (part := await parts.get()) is not None:
+            while (part := await handoff.get()) is not None:
                 yield part
         finally:
-            gone.set()
+            handoff.gone.set()
 
     return chunks()
+
+
+class Handoff:
+    """Parts from a follower's thread to the stream's generator, at most ``size`` waiting: a
+    client that reads slower than the job writes holds the thread back (as a slow terminal holds
+    ``logs --follow``), so the server never buffers more than that much of a job's output."""
+
+    WAIT_S = 0.5  # a blocked follower looks this often whether its client went away
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int = 64) -> None:
+        self.loop = loop
+        self.parts: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=size)
+        self.gone = threading.Event()  # the client went away (or the server's loop closed)
+
+    def put(self, part: bytes | None) -> None:
+        """From the follower's thread: wait for room; _ClientGone once nobody reads any more."""
+        try:
+            handed = asyncio.run_coroutine_threadsafe(self.parts.put(part), self.loop)
+        except RuntimeError:  # the server's loop closed
+            self.gone.set()
+            raise _ClientGone from None
+        while True:
+            try:
+                handed.result(timeout=self.WAIT_S)
+                return
+            except concurrent.futures.TimeoutError:
+                if self.gone.is_set():
+                    handed.cancel()
+                    raise _ClientGone from None
+
+    async def get(self) -> bytes | None:
+        return await self.parts.get()
 
 
 class _ClientGone(Exception):
     """The stream's client went away: its follower stops."""
 
 
-def _follow(store: Store, job_id: str, tail: int | None, gone: threading.Event, put: Any) -> None:
+def _follow(store: Store, job_id: str, tail: int | None, handoff: Handoff) -> None:
+    gone, put = handoff.gone, handoff.put
+
     def read() -> Job | None:
         if gone.is_set():
             raise _ClientGone
@@ -91,8 +118,10 @@ def _follow(store: Store, job_id: str, tail: int | None, gone: threading.Event, 
         )
     except (_ClientGone, QueuectlError):
         pass  # the client left, or the store failed: the stream ends (its headers are long sent)
-    finally:
-        put(None)
+    finally:  # whatever ended the loop (a bug too), the stream ends rather than hang
+        with contextlib.suppress(_ClientGone):
+            if not gone.is_set():
+                put(None)
 
 
 async def logs(settings: Settings, request: Request) -> Response:
