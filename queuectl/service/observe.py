@@ -62,22 +62,31 @@ def lag(due: float | None, now: float) -> float | None:
 class Status:
     """What ``queuectl status`` shows."""
 
-    states: dict[str, int]
-    queues: dict[str, dict[str, int]]
-    paused: set[str]
     rows: list[QueueRow]  # every queue with its counts, pause, limit and rate (queue list's rows)
     workers_alive: int
     workers_total: int
     autoscaling: list[tuple[str, str, int]] = field(default_factory=list)  # (host, "min..max", alive)
 
+    @property
+    def queues(self) -> dict[str, dict[str, int]]:
+        """Jobs per state of each queue that holds any."""
+        return {row.name: row.states for row in self.rows if row.states}
+
+    @property
+    def paused(self) -> set[str]:
+        return {row.name for row in self.rows if row.paused}
+
+    @property
+    def states(self) -> dict[str, int]:
+        """Jobs per state over every queue."""
+        return state_totals(self.queues)
+
 
 def status(store: Store, now: float) -> Status:
     rows = list_queues(store)  # the counters and the queue records: two small reads
-    queues = {row.name: row.states for row in rows if row.states}
     workers, alive = _workers(store, now)
     scaling = autoscaling(alive_workers(workers, load_config(store), now))
-    paused = {row.name for row in rows if row.paused}
-    return Status(state_totals(queues), queues, paused, rows, alive, len(workers), scaling)
+    return Status(rows, alive, len(workers), scaling)
 
 
 def autoscaling(alive: list[WorkerInfo]) -> list[tuple[str, str, int]]:

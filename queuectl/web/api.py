@@ -16,7 +16,7 @@ from queuectl.core.lifecycle import CLAIMABLE
 from queuectl.core.models import DEAD, Job
 from queuectl.service import dashboard, dlq, handling, history, observe, queues, schedules, shapes, workers
 from queuectl.service import jobs as service
-from queuectl.service.logtail import excerpt, split_marker
+from queuectl.service.logtail import head_lines, split_marker, tail_lines
 from queuectl.service.tokens import CONTROL
 from queuectl.web.http import Call, HttpError, Settings
 
@@ -113,8 +113,10 @@ def job_logs(call: Call) -> Response:
     head, tail = log_lines_asked(call, follow=call.flag("follow"))  # a follow value it cannot read: 400
     job = service.get_job(call.store, call.request.path_params["id"])
     dropped, text = split_marker(job.output or "")
-    if head is not None or tail is not None:
-        text, _ = excerpt(job.output, head, tail)
+    if head is not None:
+        text = head_lines(text, head)
+    elif tail is not None:
+        text = tail_lines(text, tail)
     return PlainTextResponse(text, headers={"X-Job-State": job.state, "X-Output-Dropped": str(dropped)})
 
 

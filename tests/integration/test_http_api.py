@@ -175,17 +175,27 @@ def test_pages_walk_10000_jobs_by_cursor_and_are_never_unbounded(server: Server)
         assert pages == 10 and seen == ids[::-1]  # newest first, each job once
 
 
+def follow_running(
+    server: Server, client: httpx.Client, command: str
+) -> tuple[dict[str, Any], str, list[tuple[float, str]]]:
+    """Enqueue ``command``, start workers, and follow its logs once it runs until the stream
+    ends: the job, the stream's content type and each part with the time it came."""
+    job = enqueue(client, command=command)
+    server.queue.start_workers()
+    server.queue.wait_state(job["id"], "processing", 15)
+    chunks: list[tuple[float, str]] = []
+    with client.stream("GET", f"/api/jobs/{job['id']}/logs", params={"follow": "1"}) as response:
+        assert response.status_code == 200
+        for text in response.iter_text():
+            chunks.append((time.monotonic(), text))
+    return job, response.headers["content-type"], chunks
+
+
 def test_logs_follow_streams_a_running_jobs_output_until_it_ends(server: Server) -> None:
     server.queue.config(heartbeat=0.5)  # a running job saves its output at each heartbeat
     with server.client("all") as client:
-        job = enqueue(client, command="for i in 1 2 3; do echo line $i; sleep 0.8; done")
-        server.queue.start_workers()
-        server.queue.wait_state(job["id"], "processing", 15)
-        chunks: list[tuple[float, str]] = []
-        with client.stream("GET", f"/api/jobs/{job['id']}/logs", params={"follow": "1"}) as response:
-            assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-            for text in response.iter_text():
-                chunks.append((time.monotonic(), text))
+        job, content_type, chunks = follow_running(server, client, "for i in 1 2 3; do echo line $i; sleep 0.8; done")
+        assert content_type.startswith("text/plain")
         assert "".join(text for _, text in chunks) == "line 1\nline 2\nline 3\n"
         assert len(chunks) >= 2 and chunks[-1][0] - chunks[0][0] > 0.5  # it came as it was printed
         assert server.queue.state(job["id"]) == "completed"  # and the stream ended with the job
@@ -198,14 +208,7 @@ def test_logs_follow_reads_a_job_running_on_this_host_live_not_at_each_heartbeat
     it reads the worker's spool on this host: each line within a fraction of a second."""
     server.queue.config(lease=60, heartbeat=30)  # the lease first: a heartbeat is at most half of it
     with server.client("all") as client:
-        job = enqueue(client, command="for i in 1 2 3; do echo line $i; sleep 0.7; done")
-        server.queue.start_workers()
-        server.queue.wait_state(job["id"], "processing", 15)
-        chunks: list[tuple[float, str]] = []
-        with client.stream("GET", f"/api/jobs/{job['id']}/logs", params={"follow": "1"}) as response:
-            assert response.status_code == 200
-            for text in response.iter_text():
-                chunks.append((time.monotonic(), text))
+        job, _, chunks = follow_running(server, client, "for i in 1 2 3; do echo line $i; sleep 0.7; done")
         assert "".join(text for _, text in chunks) == "line 1\nline 2\nline 3\n"
         arrivals = [at for at, text in chunks if text.strip()]
         assert len(arrivals) >= 2 and arrivals[-1] - arrivals[0] > 0.8  # as printed, 0.7 s apart

@@ -300,7 +300,7 @@ def cancel(store: Store, job_id: str, now: float, on_running: Callable[[], None]
         released = settle_finished(store, job_id, CANCELLED, now)
         cancelled = store.get(job_id)
     if job.state == PROCESSING and on_running is not None:
-        on_running()
+        on_running()  # the caller wakes the workers, once for many cancels
     elif job.state == PROCESSING:
         store.notify(stop=True)  # "look now": its worker renews, finds the lease gone, kills the run
     if released:
