@@ -86,3 +86,9 @@ def silence() -> None:
 def current_format() -> str:
     """``text`` or ``json``: what :func:`emit` renders."""
     return _format
+
+
+def log(worker_id: str, message: str, event: str = "message", job: str | None = None, **fields: object) -> None:
+    """A worker's record: :func:`emit` with the message first. A closed terminal (EIO) silences
+    the log; it never stops the worker."""
+    emit(worker_id, event, message, job, **fields)

@@ -25,7 +25,7 @@ from queuectl.core import lifecycle
 from queuectl.core.config import ENV_DB, RuntimeConfig, output_limit_for, resolve_db_url
 from queuectl.core.defaults import FORGET_WORKERS_AFTER_S as _FORGET_WORKERS_AFTER_S
 from queuectl.core.defaults import RETRY_WRITE_S as _RETRY_WRITE_S
-from queuectl.core.errors import EXIT_CORRUPT, EXIT_ERROR, QueuectlError, StoreCorrupt, StoreReadOnly, StoreUnavailable
+from queuectl.core.errors import EXIT_CORRUPT, EXIT_ERROR, QueuectlError, StoreCorrupt
 from queuectl.core.models import (
     PENDING,
     Job,
@@ -37,6 +37,8 @@ from queuectl.core.models import (
 from queuectl.runtime import loglines
 from queuectl.runtime.executor import Run, StartError, job_environment, trim_heap
 from queuectl.runtime.housekeeper import Housekeeper
+from queuectl.runtime.leasekeeping import STORE_DOWN, LeaseKeeping
+from queuectl.runtime.loglines import log
 from queuectl.runtime.orphans import spare_orphans_while
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 from queuectl.runtime.slots import Slot, finished_line, outcome_of
@@ -50,7 +52,6 @@ SHORT_OF_RESOURCES_BACKOFF_S = 1.0  # after a start failed for want of descripto
 STARVED_STARTS_GIVE_UP = 3  # starts in a row failing for want of resources with nothing running: give up
 IDLE_TRIM_AFTER_S = 1.0  # idle this long: the heap's free pages go back to the system (see _trim_when_idle)
 FAULT_ENV = "QUEUECTL_TEST_FAULT"  # tests only: "die-after-claim", "die-before-record"
-STORE_DOWN = (StoreUnavailable, StoreReadOnly)  # a full disk is an outage too: keep the outcome
 
 
 @dataclass
@@ -63,13 +64,7 @@ class WorkerOptions:
     worker_id: str = field(default_factory=lambda: worker_id_for(os.getpid()))
 
 
-def log(worker_id: str, message: str, event: str = "message", job: str | None = None, **fields: object) -> None:
-    """One record on stderr (text or JSON, see runtime/loglines.py); a closed terminal (EIO)
-    silences the log, it never stops the worker."""
-    loglines.emit(worker_id, event, message, job, **fields)
-
-
-class Worker:
+class Worker(LeaseKeeping):
     """The loop of one worker process; :meth:`run` returns its exit code."""
 
     def __init__(self, store: Store, options: WorkerOptions) -> None:
@@ -85,7 +80,7 @@ class Worker:
         self.fault = os.environ.get(FAULT_ENV, "")
         self.selector = selectors.DefaultSelector()
         self.last_ok_beat = time.monotonic()
-        self.store_down = False  # the last renewal failed: leases run out unless one succeeds
+        self.store_down = False
         self.info: WorkerInfo | None = None  # the registry record, re-created if it was pruned
         self.host = socket.gethostname()
         self.want_claim = True
@@ -96,7 +91,7 @@ class Worker:
         self.starved_starts = 0  # resource failures in a row with no job of ours running
         self.gave_up: str | None = None  # why this worker stopped on its own (it then exits 1)
         self.claim_after = 0.0  # monotonic: no claim before (a start just failed for want of them)
-        self.saving_output = True  # False while the store refuses writes (a full disk)
+        self.saving_output = True
         self.next_write_try = 0.0
         self.published_jobs: list[str] = []  # the current jobs the registry row shows
         self.next_publish = 0.0
@@ -480,115 +475,6 @@ class Worker:
             self.next_publish = mono + self.config.heartbeat  # an outage: the heartbeat tries again
             return
         self.published_jobs = current
-
-    def _writes_refused(self, exc: Exception) -> None:
-        """The store refuses writes (a full disk, above all): from now on heartbeats renew leases
-        only. Each one re-saving up to 64 KiB of output per job would take back every bit of space
-        SQLite frees, and the outcomes, which matter, would never get written."""
-        if isinstance(exc, StoreReadOnly) and self.saving_output:
-            self.saving_output = False
-            log(self.id, "writes are refused: heartbeats stop saving job output until a write succeeds")
-
-    def _writes_accepted(self) -> None:
-        """A write went through and no outcome waits: heartbeats may save output again."""
-        if not self.saving_output and not self.unsent:
-            self.saving_output = True
-            log(self.id, "writes succeed again: heartbeats save job output again")
-
-    def _beat_output(self, slot: Slot) -> str | None:
-        if slot.run is None or not self.saving_output:
-            return None  # not taken: it stays marked as changed, and a later heartbeat saves it
-        return slot.run.output(only_if_changed=not slot.output_unsaved)
-
-    def _warn_of_skew(self) -> None:
-        """One line when this host's clock is off the store's by over a quarter of the lease:
-        leases are compared on the store's clock, but the operator should fix NTP."""
-        skew = self.store.now() - time.time()
-        if abs(skew) > self.config.lease / 4:
-            direction = "behind" if skew > 0 else "ahead of"
-            log(
-                self.id,
-                f"warning: this host's clock is {abs(skew):.1f}s {direction} the database's; using the database's",
-            )
-
-    def _heartbeat(self) -> None:
-        """Renew the leases, then beat the registry, then reload the config: each step fails on
-        its own, so the lost leases a successful renewal reports are acted on whatever follows."""
-        now, mono = self.store.now(), time.monotonic()
-        carried = [slot for slot in self.slots.values() if slot.stop_reason != "lost"]
-        beats = [(slot.lease, self._beat_output(slot)) for slot in carried]
-        with_output = [slot for slot, (_, output) in zip(carried, beats, strict=True) if output is not None]
-        beats += [(lease, None) for lease, _ in self.unsent]
-        progress = {}
-        for running in carried:
-            channel = running.run.progress if running.run is not None else None
-            if channel is not None:
-                channel.read()  # read here, not in the event loop: see runtime/progress.py
-            report = channel.take_changed() if channel is not None else None
-            if report is not None:
-                progress[running.job.id] = report
-        try:
-            lost = lifecycle.heartbeat(self.store, self.id, beats, now, self.config.lease, progress)
-        except STORE_DOWN as exc:
-            for held in with_output:
-                held.output_unsaved = True
-            for job_id, report in progress.items():  # sent again at the next beat
-                held_slot = self.slots.get(job_id)
-                channel = held_slot.run.progress if held_slot and held_slot.run else None
-                if channel is not None and not channel.changed:
-                    channel.latest, channel.changed = report, True
-            self._writes_refused(exc)
-            self._on_store_down(exc)
-            return
-        for held in with_output:
-            held.output_unsaved = False
-        self._writes_accepted()
-        self.last_ok_beat = mono  # the leases now run from the time they were written with
-        self.store_down = False
-        for job_id in lost:
-            slot = self.slots.get(job_id)
-            if slot is not None and slot.stop_reason != "lost":
-                log(
-                    self.id,
-                    f"lost the lease on job {job_id} (cancelled or taken over): killing it",
-                    "lease_lost",
-                    job_id,
-                )
-                slot.stop_reason = "lost"
-                if slot.run is not None:
-                    slot.run.signal(signal.SIGKILL)
-            self.unsent = [(lease, out) for lease, out in self.unsent if lease.job_id != job_id]
-        try:
-            state = "stopping" if self.stopping else "running"
-            if beat_worker(self.store, self.id, now, state, sorted(self.slots), info=self.info):
-                self.request_stop("stop requested through the database")
-        except STORE_DOWN as exc:
-            log(self.id, f"cannot update the worker registry: {exc}")
-        try:
-            self.config = load_config(self.store)
-        except STORE_DOWN as exc:
-            log(self.id, f"cannot reload the config: {exc}")
-
-    def _on_store_down(self, exc: Exception) -> None:
-        """Keep jobs running through a short outage; kill them before their leases could lapse."""
-        log(self.id, f"heartbeat failed ({exc}); no contact for {time.monotonic() - self.last_ok_beat:.1f}s")
-        self.store_down = True
-        self._kill_if_leases_may_lapse()
-
-    def _kill_if_leases_may_lapse(self) -> None:
-        """Measured now (a failed call may have blocked for seconds) from the last renewal that
-        succeeded: once the leases may lapse within a margin, another host may take the jobs."""
-        if not self.slots:
-            return
-        silent_for = time.monotonic() - self.last_ok_beat
-        margin = min(self.config.heartbeat, self.config.lease / 4)
-        if silent_for >= self.config.lease - margin:
-            for slot in self.slots.values():
-                if slot.stop_reason != "lost":
-                    log(self.id, f"killing job {slot.job.id}: its lease may be taken over")
-                    slot.stop_reason = "lost"
-                    if slot.run is not None:
-                        slot.run.signal(signal.SIGKILL)
 
     def _send_outcomes(self) -> None:
         """Write finished attempts; on an outage keep them and retry (fenced: at most once)."""
