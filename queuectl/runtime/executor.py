@@ -42,15 +42,6 @@ def job_environment(base: dict[str, str], extra: dict[str, str]) -> dict[str, st
     return env
 
 
-def trim_heap() -> None:
-    """``malloc_trim(0)``: hand the heap's free pages back to the system (glibc only; elsewhere
-    nothing). ctypes is loaded already, for :func:`queuectl.runtime.orphans.adopt_orphans`."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
-
-
 # the worker ran out of something of its own: the job is not to blame and may start later
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.EAGAIN)
 

@@ -16,12 +16,13 @@ import signal
 import time
 from typing import Callable
 
+from queuectl.runtime.libc import PR_SET_CHILD_SUBREAPER, prctl
+
 _SWEEP_EVERY_S = 1.0
 _live_shells: set[int] = set()  # pids of the job shells this process started and has not finished
 _next_sweep = 0.0
 _adopting = False  # set by adopt_orphans(): only then is a child we did not start an orphan
 _spare_all: Callable[[], bool] = bool  # bool() is False: until set, orphans are swept (spare_orphans_while)
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 def adopt_orphans() -> bool:
@@ -31,12 +32,7 @@ def adopt_orphans() -> bool:
     say) the children it did not start as job shells are its own, and must not be killed.
     """
     global _adopting
-    import ctypes
-
-    try:
-        _adopting = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        _adopting = False
+    _adopting = prctl(PR_SET_CHILD_SUBREAPER, 1)
     return _adopting
 
 

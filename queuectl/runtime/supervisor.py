@@ -35,7 +35,6 @@ The database URL (it may hold a password) reaches a worker over an inherited pip
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import select
 import signal
@@ -53,11 +52,10 @@ from queuectl.runtime import loglines
 
 if TYPE_CHECKING:
     from queuectl.runtime.autoscale import Autoscaler, ScalePolicy
+from queuectl.runtime.libc import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
 from queuectl.runtime.urlpipe import ENV_DB_FD, read_url_fd, url_pipe
 
-_PR_SET_CHILD_SUBREAPER = 36
-_PR_SET_PDEATHSIG = 1
 _STOP_CHECK_S = 1.0  # while a restart is pending: how often the registry is read for a stop
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -69,17 +67,12 @@ def log(message: str, event: str = "message", **fields: Any) -> None:
 
 def become_subreaper() -> bool:
     """Ask Linux to re-parent orphaned descendants to us (not available elsewhere: then False)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def _die_with(parent: int) -> None:
     """In the child before exec: get SIGTERM when the supervisor dies (it survives the exec)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # it died before the prctl: do not start an orphan
         os._exit(1)
 

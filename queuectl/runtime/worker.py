@@ -35,9 +35,10 @@ from queuectl.core.models import (
     worker_id_for,
 )
 from queuectl.runtime import loglines
-from queuectl.runtime.executor import Run, StartError, job_environment, trim_heap
+from queuectl.runtime.executor import Run, StartError, job_environment
 from queuectl.runtime.housekeeper import Housekeeper
 from queuectl.runtime.leasekeeping import STORE_DOWN, LeaseKeeping
+from queuectl.runtime.libc import malloc_trim
 from queuectl.runtime.loglines import log
 from queuectl.runtime.orphans import spare_orphans_while
 from queuectl.runtime.signalpipe import open_signal_pipe, read_signals
@@ -207,7 +208,7 @@ class Worker(LeaseKeeping):
         if self.slots:
             self.busy_at, self.heap_trimmed = mono, False
         elif not self.heap_trimmed and mono - self.busy_at >= IDLE_TRIM_AFTER_S:
-            trim_heap()
+            malloc_trim()
             self.heap_trimmed = True
 
     def _abandon_jobs(self) -> None:
