@@ -16,7 +16,9 @@ from typing import Any, Iterator
 import pytest
 from rich.console import Console
 
-from queuectl.cli.dashboard_view import DashboardState, render, status_view, watch
+from queuectl.cli.dashboard_live import DashboardState
+from queuectl.cli.dashboard_view import render, status_view
+from queuectl.cli.live import watch
 from queuectl.core import lifecycle
 from queuectl.core.errors import EXIT_UNAVAILABLE, StoreUnavailable
 from queuectl.core.models import Job, WorkerInfo

@@ -1,25 +1,23 @@
-"""The dashboard on screen: render a snapshot with Rich, and the live loop (keys, refresh, errors).
+"""The dashboard on screen: a snapshot rendered with Rich (and ``status`` as ``--watch`` shows it).
 
 Imported only by the commands that draw (``dashboard``, ``status --watch``), so Rich is loaded only
-there. :func:`render` is a pure function of a snapshot, so tests render it to a recording console.
+there. :func:`render` is a pure function of a snapshot, so tests render it to a recording console;
+the live loop around it is :mod:`queuectl.cli.dashboard_live`.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from queuectl.cli.live import run_live, watch
 from queuectl.cli.render import STATE_STYLES, printable
 from queuectl.core.durations import format_duration
-from queuectl.core.errors import QueuectlError
 from queuectl.core.models import STATES
-from queuectl.service.dashboard import BUCKET_S, BUCKETS, History, Snapshot, collect, sparkline
+from queuectl.service.dashboard import BUCKET_S, BUCKETS, History, Snapshot, sparkline
 from queuectl.store import Store
 
 WIDE = 120  # columns from which the wide layout is used
@@ -376,73 +374,6 @@ def render(
     return Group(*parts)
 
 
-# --- the live loop ------------------------------------------------------------------------------
-
-
-class DashboardState:
-    """What the live view keeps between refreshes: the last good snapshot, the history, the error.
-
-    :meth:`refresh` may run on another thread than :meth:`view`; a lock keeps them consistent.
-    """
-
-    def __init__(self, store: Store, source: str = "", clock: Callable[[], float] = time.time) -> None:
-        self.store = store
-        self.source = source
-        self.clock = clock
-        self.history = History()
-        self.snapshot: Optional[Snapshot] = None
-        self.error: Optional[str] = None
-        self.reading_since: Optional[float] = None  # a refresh is under way since (monotonic)
-        self._lock = threading.Lock()
-
-    def refresh(self) -> bool:
-        """Read a new snapshot; on a store error keep the last one and remember the error."""
-        self.reading_since = time.monotonic()
-        try:
-            snapshot = collect(self.store, self.clock())
-        except QueuectlError as exc:
-            with self._lock:
-                self.error = str(exc)
-            return False
-        finally:
-            self.reading_since = None
-        with self._lock:
-            self.snapshot, self.error = snapshot, None
-            self.history.add(snapshot)
-        return True
-
-    def view(self, width: int, height: Optional[int], interval: Optional[float]) -> RenderableType:
-        with self._lock:
-            view = render(
-                self.snapshot,
-                self.history,
-                width=width,
-                height=height,
-                error=self.error,
-                source=self.source,
-                interval=interval,
-                now=self.clock(),
-            )
-        since = self.reading_since
-        if interval is not None and since is not None and time.monotonic() - since > max(2.0, 2 * interval):
-            stalled = Text(
-                f" still reading the database ({time.monotonic() - since:.0f}s)… ", style="bold black on yellow"
-            )
-            view = Group(view, stalled)
-        return view
-
-
-def run_dashboard(store: Store, source: str, interval: float, once: bool, console: Optional[Console] = None) -> None:
-    """``queuectl dashboard``: the live view on a terminal, else (or with ``once``) one snapshot."""
-    console = console or Console(highlight=False)
-    state = DashboardState(store, source)
-    if once or not console.is_terminal:
-        snapshot = collect(store)  # a store error ends the command with its exit code
-        console.print(render(snapshot, None, width=console.width, source=source))
-        return
-    run_live(lambda width, height: state.view(width, height, interval), state.refresh, interval, console, screen=True)
-
-
 # --- status --watch -----------------------------------------------------------------------------
 
 
@@ -461,8 +392,3 @@ def status_view(store: Store, now: Optional[float] = None) -> RenderableType:
     if summary.paused:
         lines.append(Text(printable(f"paused queues: {', '.join(sorted(summary.paused))}")))
     return Group(*lines)
-
-
-def watch_status(store: Store, interval: float = 2.0) -> None:
-    """``queuectl status --watch``."""
-    watch(lambda: status_view(store), interval)

@@ -300,7 +300,7 @@ def status(
     """
     chosen = pick_format(fmt, as_json)
     if watch:
-        from queuectl.cli.dashboard_view import watch_status
+        from queuectl.cli.dashboard_live import watch_status
 
         return watch_status(store_of(ctx))
     now = time.time()

@@ -24,7 +24,7 @@ def dashboard(
 
     Example: queuectl dashboard --interval 2
     """
-    from queuectl.cli.dashboard_view import run_dashboard
+    from queuectl.cli.dashboard_live import run_dashboard
     from queuectl.store import redact_url
 
     run_dashboard(store_of(ctx), redact_url(context_of(ctx).db_url), interval, once)
