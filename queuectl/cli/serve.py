@@ -23,6 +23,9 @@ def serve(
         300.0, "--max-lag", min=0, help="Overloaded when the oldest due job waited longer (s)."
     ),
     max_depth: int = typer.Option(100_000, "--max-depth", min=0, help="Overloaded with more claimable jobs than this."),
+    max_follows: int = typer.Option(
+        64, "--max-follows", min=1, help="Live log streams (logs?follow=1) at once; more get a 503."
+    ),
 ) -> None:
     """Serve the HTTP API and the web dashboard (every request but /healthz needs a token).
 
@@ -36,7 +39,10 @@ def serve(
 
     url = context_of(ctx).db_url
     store_of(ctx)  # a bad --db fails here, with the CLI's own message
-    run(Settings(url, max_lag=max_lag, max_depth=max_depth, create_folder=url == default_db_url()), host, port)
+    settings = Settings(
+        url, max_lag=max_lag, max_depth=max_depth, max_follows=max_follows, create_folder=url == default_db_url()
+    )
+    run(settings, host, port)
 
 
 @app.command("create")

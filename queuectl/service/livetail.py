@@ -40,6 +40,10 @@ class LiveSource:
     def ended(self) -> bool:
         return self.reader.ended()
 
+    def drop(self) -> None:
+        """Close the file without reading what is left (the follow ended early)."""
+        self.reader.close()
+
     def close(self) -> str:
         """Everything left, the decoder flushed; the file is closed."""
         text = self.read()

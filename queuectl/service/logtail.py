@@ -210,6 +210,7 @@ def final_note(job: Job) -> str:
 
 
 LIVE_READ_S = 0.05  # how often a live spool is read: output shows within this (plus a write)
+SPOOL_LOOK_S = 0.25  # how often a running job's spool is looked for until it has one (its first output)
 SPOOL_GONE_GRACE_S = 5.0  # a spool closed this long while its attempt still runs: it failed
 ENDING_READ_S = 0.1  # how often the job is read while its ended spool waits for the outcome
 
@@ -238,73 +239,85 @@ def follow(
         return None
     follower = Follower(job)
     from_db: set[int] = set()  # attempts whose stored output was printed: no spool for those
-    source = _open_live(live, job, from_db)
-    if source is not None:
-        first = source.read()
-        write_some(tail_lines(first, tail) if tail is not None else first, write)
-    else:
-        events = follower.first(job)
-        if tail is not None:
-            events = [FollowEvent(text=stored_tail(e.text, tail), note=e.note) for e in events]
-        _printed(events, job, from_db)
-        _emit(events, write, note)
-    next_read = time.monotonic() + interval
-    spool_gone: Optional[float] = None
-    while job.state not in FINISHED:
-        watching = live is not None and job.state == PROCESSING
-        sleep(LIVE_READ_S if watching else interval)
+    source = None
+    try:
+        source = _open_live(live, job, from_db)
         if source is not None:
-            write_some(source.read(), write)
-        elif watching:
-            source = _open_live(live, job, from_db)
-            if source is not None:  # this attempt from its start, from the spool
-                spool_gone = None
+            first = source.read()
+            if tail is not None:  # the last lines of all the attempt wrote, not of the first read's MiB
+                first = tail_lines(first, tail)
+                while more := source.read():
+                    first = tail_lines(first + more, tail)
+            write_some(first, write)
+        else:
+            events = follower.first(job)
+            if tail is not None:
+                events = [FollowEvent(text=stored_tail(e.text, tail), note=e.note) for e in events]
+            _printed(events, job, from_db)
+            _emit(events, write, note)
+        next_read = time.monotonic() + interval
+        spool_gone: Optional[float] = None
+        while job.state not in FINISHED:
+            watching = live is not None and job.state == PROCESSING
+            if not watching:
+                sleep(interval)
+            else:  # a live spool is read often; one that is not there yet (no output) looked for less
+                sleep(LIVE_READ_S if source is not None else min(interval, SPOOL_LOOK_S))
+            if source is not None:
                 write_some(source.read(), write)
-        just_ended = source is not None and spool_gone is None and source.ended()
-        if watching and time.monotonic() < next_read and not just_ended:
-            continue  # the database is read at once when the spool ends, else every interval
-        # while an ended spool waits for its outcome, the database is read often (it comes at once)
-        next_read = time.monotonic() + (min(interval, ENDING_READ_S) if spool_gone or just_ended else interval)
-        try:
-            latest = read()
-        except Exception as exc:  # noqa: BLE001 - the caller decides which errors to ride out
-            if on_error is not None and on_error(exc):
-                continue
-            raise
-        if latest is None:
-            return None
-        job = latest
-        if source is not None:
-            same = job.state == PROCESSING and job.attempts == source.attempt
-            if same:
-                if not source.ended():
+            elif watching:
+                source = _open_live(live, job, from_db)
+                if source is not None:  # this attempt from its start, from the spool
+                    spool_gone = None
+                    write_some(source.read(), write)
+            just_ended = source is not None and spool_gone is None and source.ended()
+            if watching and time.monotonic() < next_read and not just_ended:
+                continue  # the database is read at once when the spool ends, else every interval
+            # while an ended spool waits for its outcome, the database is read often (it comes at once)
+            next_read = time.monotonic() + (min(interval, ENDING_READ_S) if spool_gone or just_ended else interval)
+            try:
+                latest = read()
+            except Exception as exc:  # noqa: BLE001 - the caller decides which errors to ride out
+                if on_error is not None and on_error(exc):
                     continue
-                # the worker closes the spool just before it records the outcome: wait for that;
-                # a spool closed long before (a full disk) while the job runs: read the database
-                spool_gone = spool_gone or time.monotonic()
-                if time.monotonic() - spool_gone < SPOOL_GONE_GRACE_S:
-                    continue
-                from_db.add(job.attempts)
-            write_some(source.close(), write)
-            if not same and job.attempts == source.attempt:  # over: what the database kept beyond
-                from queuectl.service.livetail import beyond
+                raise
+            if latest is None:
+                return None
+            job = latest
+            if source is not None:
+                same = job.state == PROCESSING and job.attempts == source.attempt
+                if same:
+                    if not source.ended():
+                        continue
+                    # the worker closes the spool just before it records the outcome: wait for that;
+                    # a spool closed long before (a full disk) while the job runs: read the database
+                    spool_gone = spool_gone or time.monotonic()
+                    if time.monotonic() - spool_gone < SPOOL_GONE_GRACE_S:
+                        continue
+                    from_db.add(job.attempts)
+                write_some(source.close(), write)
+                if not same and job.attempts == source.attempt:  # over: what the database kept beyond
+                    from queuectl.service.livetail import beyond
 
-                write_some(beyond(source.shown, job.output), write)
-            follower.adopt(job, source.shown, attempt_over=not same)
-            source, spool_gone = None, None
-            if not same:
-                _emit(follower._notes(job), write, note)
-            continue
-        events = follower.update(job)
-        if job.state == PROCESSING and live is not None and job.attempts not in from_db:
-            source = _open_live(live, job, from_db)
-            if source is not None:  # the new attempt's own output comes from its spool
-                _emit([FollowEvent(note=e.note) for e in events if e.note], write, note)
-                write_some(source.read(), write)
+                    write_some(beyond(source.shown, job.output), write)
+                follower.adopt(job, source.shown, attempt_over=not same)
+                source, spool_gone = None, None
+                if not same:
+                    _emit(follower._notes(job), write, note)
                 continue
-        _printed(events, job, from_db)
-        _emit(events, write, note)
-    return job
+            events = follower.update(job)
+            if job.state == PROCESSING and live is not None and job.attempts not in from_db:
+                source = _open_live(live, job, from_db)
+                if source is not None:  # the new attempt's own output comes from its spool
+                    _emit([FollowEvent(note=e.note) for e in events if e.note], write, note)
+                    write_some(source.read(), write)
+                    continue
+            _printed(events, job, from_db)
+            _emit(events, write, note)
+        return job
+    finally:
+        if source is not None:  # ended early: the client left, the job was deleted, a read failed
+            source.drop()
 
 
 def _printed(events: list[FollowEvent], job: Job, from_db: set[int]) -> None:

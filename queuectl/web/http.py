@@ -82,6 +82,7 @@ class Settings:
     batch_limit: int = 16 * 1024 * 1024  # POST /api/jobs:batch
     max_lag: float = 300.0  # overload: the oldest due job waited longer than this (seconds)
     max_depth: int = 100_000  # overload: more pending jobs than this
+    max_follows: int = 64  # live log streams at once: each holds a thread while its job runs
     create_folder: bool = False  # the default data folder only, as the CLI
     opener: Callable[[], Store] | None = None  # tests: one shared store (mongomock) instead of the URL
     stores: threading.local = field(default_factory=threading.local)
@@ -90,6 +91,10 @@ class Settings:
     # writes of this process queue here rather than in SQLite's busy handler, whose sleeps
     # (up to 100 ms each) would be the latency of a write that found the lock taken
     write_lock: threading.Lock = field(default_factory=threading.Lock)
+    follows: threading.BoundedSemaphore = field(init=False)  # the free places of max_follows
+
+    def __post_init__(self) -> None:
+        self.follows = threading.BoundedSemaphore(max(1, self.max_follows))
 
     def store(self) -> Store:
         """This thread's store (opened on first use). A store without transactions (MongoDB: its

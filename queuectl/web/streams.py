@@ -10,6 +10,7 @@ import contextlib
 import json
 import threading
 import time
+import weakref
 from typing import AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
@@ -25,7 +26,7 @@ from queuectl.service.logtail import follow
 from queuectl.service.tokens import READ
 from queuectl.store import Store
 from queuectl.web.api import log_lines_asked
-from queuectl.web.http import Call, Settings, as_response, authorise, presented_token
+from queuectl.web.http import Call, Settings, as_response, authorise, error_response, presented_token
 
 FOLLOW_INTERVAL = 0.5  # seconds between two reads of a followed job (as `logs --follow`)
 EVENTS_INTERVAL = 0.5  # seconds between two reads of the event log
@@ -33,7 +34,25 @@ KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing a qui
 RECHECK_S = 10.0  # a revoked token's stream ends within this
 
 
-def follow_logs(settings: Settings, request: Request, tail: int | None = None) -> AsyncIterator[bytes]:
+class FollowPlace:
+    """One of ``serve --max-follows`` places, held by a live follow from its request until its
+    stream ends (or, a stream never started, its generator is dropped); given back once."""
+
+    def __init__(self, places: threading.BoundedSemaphore) -> None:
+        self._places = places
+        self._held = True
+        self._lock = threading.Lock()
+
+    def give_back(self) -> None:
+        with self._lock:
+            if self._held:
+                self._held = False
+                self._places.release()
+
+
+def follow_logs(
+    settings: Settings, request: Request, tail: int | None = None, place: FollowPlace | None = None
+) -> AsyncIterator[bytes]:
     """The job's output until it completed, died or was cancelled (``tail``: first only its last
     N lines), from ``logs --follow``'s own loop (:func:`queuectl.service.logtail.follow`): live
     from the worker's spool while the job runs on this host, else as the store has it.
@@ -53,8 +72,13 @@ def follow_logs(settings: Settings, request: Request, tail: int | None = None) -
                 yield part
         finally:
             handoff.gone.set()
+            if place is not None:
+                place.give_back()
 
-    return chunks()
+    stream = chunks()
+    if place is not None:
+        weakref.finalize(stream, place.give_back)  # a stream whose client left before it started
+    return stream
 
 
 class Handoff:
@@ -137,8 +161,15 @@ async def logs(settings: Settings, request: Request) -> Response:
         tail = await run_in_threadpool(check)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
         return as_response(exc)
+    if not settings.follows.acquire(blocking=False):
+        return error_response(
+            503,
+            f"this server already streams {settings.max_follows} live logs (serve --max-follows): "
+            "try again later, or read the logs without follow",
+            {"Retry-After": "5"},
+        )
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    chunks = follow_logs(settings, request, tail)
+    chunks = follow_logs(settings, request, tail, FollowPlace(settings.follows))
     return StreamingResponse(chunks, media_type="text/plain; charset=utf-8", headers=headers)
 
 

@@ -325,3 +325,32 @@ def test_serve_refuses_a_public_address_until_tokens_exist(queue: Queue) -> None
     assert token not in json.dumps(record) and record["name"] == "ci"  # only its hash is kept
     listed = queue.cli_json("token", "list")
     assert [t["name"] for t in listed] == ["ci"] and token not in json.dumps(listed)
+
+
+def test_live_log_streams_are_capped_and_a_closed_one_gives_its_place_back(queue: Queue) -> None:
+    """Each live follow holds a thread of serve's for as long as its job runs: any read token
+    could otherwise open them until the server runs out. Above ``--max-follows`` a follow gets a
+    503 that says so (with Retry-After); the place is free again once a stream's client left."""
+    server = Server(queue, "--max-follows", "1")
+    try:
+        with server.client("all") as client, server.client("read") as other:
+            job = enqueue(client, command="sleep 30")
+            server.queue.start_workers()
+            server.queue.wait_state(job["id"], "processing", 15)
+            url = f"/api/jobs/{job['id']}/logs"
+            with client.stream("GET", url, params={"follow": "1"}) as first:
+                assert first.status_code == 200
+                refused = other.get(url, params={"follow": "1"})
+                assert refused.status_code == 503
+                assert "--max-follows" in json_of(refused)["error"] and refused.headers["retry-after"]
+                assert other.get(url).status_code == 200  # a snapshot of the logs holds no place
+            deadline = time.monotonic() + 10
+            while True:  # the first stream's place comes back once serve sees its client gone
+                with other.stream("GET", url, params={"follow": "1"}) as again:
+                    if again.status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "a closed stream never gave its place back"
+                time.sleep(0.2)
+            client.post(f"/api/jobs/{job['id']}/cancel")
+    finally:
+        server.stop()
