@@ -107,3 +107,21 @@ def test_success_keeps_the_output_and_the_configured_history(tmp_path: os.PathLi
     assert outcome is not None
     assert (outcome.state, outcome.exit_code, outcome.keep_outputs) == ("completed", 0, 4)
     assert outcome.output == "hello\n"
+
+
+@pytest.mark.parametrize("stopped", ["kill -TERM $$", "exit 143"])
+def test_a_timeout_has_no_exit_code_and_is_retried_whatever_the_policy(
+    tmp_path: os.PathLike[str], stopped: str
+) -> None:
+    """The README: "A timeout or a lost lease has no exit code and is always retried". The code
+    a timed-out run ends with is the worker's SIGTERM (-15), or what the job's shell made of it
+    (143): neither is the job's answer, so neither is recorded as one, nor judged by --retry-on."""
+    slot = held(stopped, attempts=1, max_retries=3)
+    slot.job.retry = {"retry_on": [75]}
+    slot.stop_reason = "timeout"
+    slot.job.timeout = 1.0
+    code = ran(slot, tmp_path)
+    outcome = outcome_of(slot, code, RuntimeConfig(), NOW, "h")
+    assert outcome is not None
+    assert (outcome.state, outcome.exit_code, outcome.ended) == (FAILED, None, ENDED_TIMEOUT)
+    assert outcome.signal == (15 if code < 0 else None)

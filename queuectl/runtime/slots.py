@@ -76,7 +76,8 @@ def _bare_outcome(slot: Slot, code: int | None, config: RuntimeConfig, now: floa
         return lifecycle.shutdown_outcome(job, now, output, duration)
     if slot.stop_reason == "timeout":
         error = f"timeout: still running after {job.timeout:g}s, process group killed"
-        return lifecycle.failure_outcome(job, config, now, error, code, output, duration)
+        # no exit code: the code it ended with is our SIGTERM's (or what its shell made of it)
+        return lifecycle.failure_outcome(job, config, now, error, None, output, duration)
     if code == 0:
         return lifecycle.success_outcome(now, output, duration)
     if code > 0 and code == lifecycle.snooze_code(job, config):
