@@ -1095,6 +1095,24 @@ def test_worker_list_and_stop_with_no_workers(run: Cli) -> None:
     fails(bad_queue, EXIT_USAGE, "invalid queue name")
 
 
+def test_worker_start_refuses_an_empty_queue_list_and_a_log_in_a_missing_folder(run: Cli, tmp_path: Path) -> None:
+    """``--queue "$Q"`` with Q unset must not serve every queue (``*`` says that), and a mistyped
+    ``--log`` folder is refused rather than made (as a mistyped ``--db`` folder is)."""
+    ok(run("status", "--json"))
+    missing = tmp_path / "no" / "such" / "w.log"
+    empty, blank, commas, log = run.many(
+        ("worker", "start", "--queue", "", "--burst"),
+        ("worker", "start", "--queue", "  ", "--burst"),
+        ("worker", "start", "--queue", ",", "--burst"),
+        ("worker", "start", "--detach", "--burst", "--log", str(missing)),
+    )
+    for proc in (empty, blank, commas):
+        fails(proc, EXIT_USAGE, "--queue", "'*'")
+        assert "started" not in proc.stdout + proc.stderr
+    fails(log, EXIT_USAGE, str(missing.parent))
+    assert not (tmp_path / "no").exists()
+
+
 # --- help ---------------------------------------------------------------------------------------
 
 

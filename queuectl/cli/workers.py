@@ -17,9 +17,14 @@ app = typer.Typer(no_args_is_help=True)
 
 
 def _parse_queues(text: Optional[str]) -> Optional[list[str]]:
-    if not text or text.strip() in ("*", "all"):
+    """``--queue``: None (every queue) when not given or ``*``/``all``. An empty list is refused:
+    ``--queue "$Q"`` with Q unset must not serve every queue."""
+    if text is None or text.strip() in ("*", "all"):
         return None
-    return [check_queue_name(name.strip()) for name in text.split(",") if name.strip()]
+    names = [check_queue_name(name.strip()) for name in text.split(",") if name.strip()]
+    if not names:
+        raise InvalidInput(f"--queue {text!r} names no queue: give them (builds,default), or '*' for every queue")
+    return names
 
 
 @app.command()
@@ -65,6 +70,8 @@ def start(
         raise InvalidInput(f"--log-format {log_format!r}: use text or json")
     scale = ScalePolicy(low, high, scale_lag, scale_idle, scale_cooldown) if high > low else None
     queues = _parse_queues(queue)
+    if detach and log_file is not None:
+        _log_path(log_file)  # refused before anything is said or started
     app_ctx = context_of(ctx)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         _warn(log_format, "workers run as root, so every job runs as root; prefer an unprivileged user")
@@ -137,6 +144,19 @@ def _warn(log_format: str, message: str) -> None:
         print(f"queuectl: warning: {message}", file=sys.stderr)
 
 
+def _log_path(log_file: Optional[str]) -> str:
+    """Where a detached supervisor logs: ``--log``, whose folder must exist (a mistyped one is
+    refused, not made, as ``--db``'s is), else workers.log in the data folder (made if need be)."""
+    if log_file is None:
+        path = os.path.join(default_data_dir(), "workers.log")
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        return path
+    folder = os.path.dirname(os.path.abspath(log_file))
+    if not os.path.isdir(folder):
+        raise InvalidInput(f"cannot open log file {log_file}: no folder {folder}; create it first")
+    return log_file
+
+
 def _detach(
     db_url: str,
     count: int,
@@ -149,8 +169,7 @@ def _detach(
 ) -> None:
     import subprocess
 
-    log_path = log_file or os.path.join(default_data_dir(), "workers.log")
-    os.makedirs(os.path.dirname(os.path.abspath(log_path)), mode=0o700, exist_ok=True)
+    log_path = _log_path(log_file)
     from queuectl.runtime.supervisor import url_pipe
 
     # the supervisor itself, checked options and all
