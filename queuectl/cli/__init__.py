@@ -97,6 +97,20 @@ def _register() -> None:
 _register()
 
 
+def _show_usage_error(error: typer.BadParameter, file: object = None) -> None:
+    """Click's usage error as every other error: one ``queuectl: error:`` line on stderr (not
+    its usage line, hint and message), naming the command's help. Set as ``UsageError.show``;
+    the no-arguments help (a subclass with its own ``show``) is unchanged."""
+    import re
+
+    message = error.format_message().rstrip(".")
+    option = getattr(error, "option_name", None)
+    if isinstance(option, str) and re.fullmatch(r"-\d+(\.\d*)?", option):  # "-1" reads as an option
+        message = f"invalid value {option}: a negative number is not allowed here"
+    command = error.ctx.command_path if error.ctx is not None else "queuectl"
+    print(f"queuectl: error: {message}; see {command} --help", file=sys.stderr)
+
+
 def main() -> None:
     """Run one command; errors become one line on stderr and their exit code (SystemExit)."""
     for position, argument in enumerate(sys.argv[1:], start=1):
@@ -109,6 +123,9 @@ def main() -> None:
         from typer._completion_classes import completion_init
 
         completion_init()
+    # Typer's own copy of Click raises these; its public BadParameter is one (a UsageError)
+    usage_error = next(kind for kind in typer.BadParameter.__mro__ if kind.__name__ == "UsageError")
+    usage_error.show = _show_usage_error  # type: ignore[attr-defined]
     try:
         app(prog_name="queuectl", complete_var=COMPLETE_VAR)
     except QueuectlError as exc:
