@@ -144,6 +144,8 @@ def test_wait_queue_returns_once_the_queue_holds_nothing_unfinished(run: Cli, tm
     out, err = waiting.communicate(timeout=60)
     assert (waiting.returncode, out) == (EXIT_OK, "queue q1: finished\n"), err
     assert run("wait", "--queue", "q2", "--timeout", "0.2s").returncode == EXIT_WAIT_TIMEOUT
+    # a queue that never held a job is a typo (biulds): refused, not "finished" (as queue pause)
+    fails(run("wait", "--queue", "q3", "--timeout", "1s"), EXIT_NOT_FOUND, "no queue named 'q3'", "q1, q2")
 
 
 def test_a_held_job_is_never_claimed_until_released(run: Cli) -> None:

@@ -196,6 +196,10 @@ def wait_for_group(
         raise InvalidInput("wait: give job ids, --batch B or --queue Q")
     if batch is not None and not store.list_jobs(batch=batch, limit=1):
         raise NotFound(f"no batch {batch!r} (enqueue --file prints its batch id)")
+    if queue is not None:
+        from queuectl.service.queues import check_known
+
+        check_known(store, queue)
     deadline = None if timeout is None else clock() + timeout
     interval = 0.05
     while True:

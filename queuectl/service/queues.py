@@ -21,15 +21,20 @@ def set_paused(store: Store, queue: str, paused: bool, create: bool = True) -> N
     """
     check_queue_name(queue)
     if not create:
-        known = set(store.counts()) | {record["name"] for record in store.registry_list("queues")}
-        if queue not in known:
-            names = ", ".join(sorted(known)) or "none yet"
-            hint = "; --create pauses it before its first job" if paused else ""
-            raise NotFound(f"no queue named {queue!r} (known queues: {names}){hint}")
+        check_known(store, queue, "; --create pauses it before its first job" if paused else "")
     store.registry_put("queues", queue, {"paused": paused}, replace=False)  # created if new
     store.registry_update("queues", {"paused": paused}, key=queue)  # its limit stays
     if not paused:
         store.notify()
+
+
+def check_known(store: Store, queue: str, hint: str = "") -> None:
+    """NotFound, naming the known queues, for a queue that never held a job and has no settings:
+    most likely a typo (``biulds``) that would otherwise pass in silence."""
+    known = set(store.counts()) | {record["name"] for record in store.registry_list("queues")}
+    if queue not in known:
+        names = ", ".join(sorted(known)) or "none yet"
+        raise NotFound(f"no queue named {queue!r} (known queues: {names}){hint}")
 
 
 MAX_LIMIT = 100_000
