@@ -377,6 +377,15 @@ def test_enqueue_options_are_stored(run: Cli, tmp_path: Path) -> None:
     assert ovr["priority"] == 4
 
 
+def test_a_relative_cwd_is_where_it_was_typed(run: Cli, tmp_path: Path) -> None:
+    """``--cwd .`` means the folder the user is in, not wherever a worker was started."""
+    project = tmp_path / "proj"
+    (project / "sub").mkdir(parents=True)
+    enqueue = run_cli("enqueue", "pwd", "--id", "here", "--cwd", "sub", env=run.env, cwd=project)
+    assert ok(enqueue) == "here\n"
+    assert shown_job(run("show", "here", "--json"))["cwd"] == str(project / "sub")
+
+
 def test_enqueue_uses_configured_max_retries_and_job_timeout(run: Cli) -> None:
     assert [
         ok(proc) for proc in run.many(("config", "set", "max-retries", "6"), ("config", "set", "job-timeout", "90s"))

@@ -86,7 +86,7 @@ def enqueue(
         "delay": delay,
         "run_at": run_at,
         "timeout": timeout,
-        "cwd": cwd,
+        "cwd": os.path.abspath(cwd) if cwd else cwd,  # relative to where it was typed, not to a worker
         "env": env or None,
         "labels": label or None,
         "backoff_base": backoff_base,
