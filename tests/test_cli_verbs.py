@@ -254,6 +254,8 @@ def test_labels_on_enqueue_and_schedules_filter_list_and_the_bulk_verbs(run: Cli
     assert states(run) == {"w1": "cancelled", "w2": "pending", "d1": "pending"}
     fails(run("enqueue", "true", "--label", "nokey"), EXIT_USAGE, "KEY=VALUE")
     fails(run("list", "--label", "bad key=x"), EXIT_USAGE, "invalid name")
+    # one value per label: a second one is a mistake to say, not a silent overwrite
+    fails(run("enqueue", "true", "--label", "a=1", "--label", "a=2"), EXIT_USAGE, "a=1", "a=2")
     ok(run("schedule", "add", "tick", "* * * * * *", "true", "--label", "team=ops"))
     store = run._store()
     try:  # fire it now, as a worker's housekeeper does (a burst worker may stop before the next second)

@@ -276,6 +276,10 @@ def labels_field(value: Any) -> dict[str, str]:
             key, sep, val = str(item).partition("=")
             if not sep:
                 raise InvalidInput(f"label: expected KEY=VALUE, got {item!r}")
+            if pairs.get(key, val) != val:
+                raise InvalidInput(
+                    f"label {key} given twice ({key}={pairs[key]}, {key}={val}): a job has one value of each"
+                )
             pairs[key] = val
         value = pairs
     if not isinstance(value, dict):
