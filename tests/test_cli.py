@@ -1176,6 +1176,8 @@ def test_every_command_has_help_and_example() -> None:
             missing.append(f"{name}: no help")
         elif not is_group(command) and f"Example: queuectl {name}" not in text:
             missing.append(f"{name}: no 'Example: queuectl {name} ...' in {text!r}")
+        elif is_group(command) and path and "Example: queuectl" not in (command.epilog or ""):
+            missing.append(f"{name}: a group without an example in its epilog")
     assert missing == []
 
 

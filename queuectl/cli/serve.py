@@ -104,4 +104,9 @@ def _when(epoch: float) -> str:
 
 def register(root: typer.Typer) -> None:
     root.command()(serve)
-    root.add_typer(app, name="token", help="API tokens for queuectl serve: create, list, revoke.")
+    root.add_typer(
+        app,
+        name="token",
+        help="API tokens for queuectl serve: create, list, revoke.",
+        epilog="Example: queuectl token create --scope read,control --name me",
+    )
