@@ -38,5 +38,8 @@ def test_dead_and_long_silent_workers_collapse_to_a_count(tmp_path: Path) -> Non
     text = console.export_text()
     assert len(text.rstrip("\n").splitlines()) <= 24
     assert "9 dead (not listed)" in text and "1 unresponsive" in text
+    # the header line counts them the same way: 9 dead, 1 unresponsive (it said "10 unresponsive")
+    header = next(line for line in text.splitlines() if line.startswith("lag "))
+    assert "1 alive, 1 unresponsive, 9 dead" in header, header
     assert "web-1:10" in text and "web-2:11" in text and "web-3" not in text and "web-4" not in text
     assert "queue" in text  # the queue panel is still on screen

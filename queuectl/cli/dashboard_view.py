@@ -123,8 +123,11 @@ def _summary(snapshot: Snapshot) -> Text:
     text.append(_num(snapshot.dlq), style="bold red" if snapshot.dlq else "green")
     text.append(" · workers ")
     text.append(f"{snapshot.workers_alive} alive", style="green" if snapshot.workers_alive else "yellow")
-    if snapshot.workers_unresponsive:
-        text.append(f", {snapshot.workers_unresponsive} unresponsive", style="bold red")
+    listed = snapshot.workers_unresponsive - snapshot.workers_gone  # as the workers section counts
+    if listed:
+        text.append(f", {listed} unresponsive", style="bold red")
+    if snapshot.workers_gone:
+        text.append(f", {snapshot.workers_gone} dead", style="red")
     if snapshot.paused:
         text.append(" · paused: ")
         text.append(printable(", ".join(snapshot.paused)), style="bold yellow")
