@@ -558,6 +558,19 @@ def test_enqueue_file_duplicate_id_inserts_nothing(run: Cli, tmp_path: Path) -> 
     assert [(job["id"], job["command"]) for job in listed] == [("existing", "echo existing")]
 
 
+def test_enqueue_file_with_a_unique_key_twice_names_both_lines(run: Cli, tmp_path: Path) -> None:
+    ok(run("enqueue", "sleep 60", "--unique-key", "held", "--id", "holder"))
+    (tmp_path / "twice.txt").write_text("echo a\necho b\n")
+    (tmp_path / "taken.txt").write_text('echo a\n{"command": "echo b", "unique_key": "held"}\n')
+    twice, taken = run.many(
+        ("enqueue", "--file", "twice.txt", "--unique-key", "UK"), ("enqueue", "--file", "taken.txt")
+    )
+    # the clash is inside the file: no other job holds the key, so the error says which lines
+    fails(twice, EXIT_CONFLICT, "line 2: unique key 'UK' is also line 1's", "nothing was enqueued")
+    fails(taken, EXIT_CONFLICT, "line 2:", "'held'", "nothing was enqueued")
+    assert listed_ids(run("list", "--json")) == ["holder"]
+
+
 def test_enqueue_file_from_stdin(run: Cli) -> None:
     good, empty, bad = run.many(
         (("enqueue", "--file", "-"), 'echo a\n# comment\n\n{"id": "stdin-b", "command": "echo b"}\necho c\n'),

@@ -81,6 +81,8 @@ def enqueue_lines(
     current = [0]  # the line of the job being inserted: a parent refused names it
     first_seen: dict[str, int] = {}  # the line of each id given in the file (a duplicate names both)
     repeated: dict[str, int] = {}
+    key_lines: dict[str, int] = {}  # the same for unique keys (a store cannot tell which line clashed)
+    keys_repeated: dict[str, int] = {}
     new_id = bulk_job_ids().__next__  # they count up: the id index grows at one place
 
     def jobs() -> Iterator[Job]:
@@ -99,6 +101,11 @@ def enqueue_lines(
                     repeated.setdefault(job.id, number)
                 else:
                     first_seen[job.id] = number
+            if job.unique_key is not None:
+                if job.unique_key in key_lines:
+                    keys_repeated.setdefault(job.unique_key, number)
+                else:
+                    key_lines[job.unique_key] = number
             current[0] = number
             if ids is not None:
                 ids(job.id)
@@ -114,8 +121,15 @@ def enqueue_lines(
         else:  # one of the ids made for this enqueue: another bulk enqueue drew the same block
             where = f"{exc} (an id made for this enqueue; running it again draws new ones)"
         raise Conflict(f"{where}; nothing was enqueued") from None
-    except UniqueKeyTaken as exc:  # found in a batch: which line is not known
-        raise Conflict(f"{exc}; nothing was enqueued") from None
+    except UniqueKeyTaken as exc:  # found in a batch: the line is the one that gave the key
+        key = exc.key
+        if key in keys_repeated:
+            where = f"line {keys_repeated[key]}: unique key {key!r} is also line {key_lines[key]}'s"
+        elif key in key_lines:
+            where = f"line {key_lines[key]}: {exc}"
+        else:
+            where = str(exc)
+        raise Conflict(f"{where}; nothing was enqueued") from None
     except (InvalidInput, NotFound, Conflict) as exc:
         if str(exc).startswith("line "):
             raise  # a line that did not parse: it says so already
