@@ -271,7 +271,7 @@ def labels_field(value: Any) -> dict[str, str]:
     if value is None:
         return {}
     if isinstance(value, list):
-        pairs = {}
+        pairs: dict[str, str] = {}
         for item in value:
             key, sep, val = str(item).partition("=")
             if not sep:
