@@ -321,6 +321,13 @@ def test_enqueue_errors_say_what_and_where(run: Cli) -> None:
     in_file = run("enqueue", "--file", "-", input='echo 1\n{"command": "x", "after": ["nope"]}\n')
     fails(in_file, EXIT_NOT_FOUND, "line 2:", "no job 'nope'", "nothing was enqueued")
     assert run.stored_ids() == []
+    # a shell brace group is a command, not broken JSON; a JSON command of another type says so
+    brace, number = run.many(
+        ("enqueue", "{ echo a; echo b; } > out.txt", "--id", "brace"), ("enqueue", '{"command": 5}')
+    )
+    assert ok(brace) == "brace\n"
+    assert json.loads(ok(run("show", "brace", "--json")))["command"] == "{ echo a; echo b; } > out.txt"
+    fails(number, EXIT_USAGE, "command", "a string")
 
 
 # --- long operations say what they do -----------------------------------------------------------

@@ -44,6 +44,8 @@ JOB_FIELDS = (
 def parse_spec(text: str) -> dict[str, Any]:
     """A job spec from the command line or one line of a file: a JSON object, or a plain command."""
     stripped = text.strip().lstrip("\ufeff")  # a UTF-8 byte order mark is not part of the job
+    if stripped.startswith("{") and stripped[1:].lstrip()[:1] not in ('"', "}", ""):
+        return {"command": text}  # a shell brace group ({ a; b; } > f): JSON has a name or } next
     if stripped.startswith(("{", "[")):
         try:
             spec = json.loads(stripped)
@@ -89,6 +91,8 @@ def build_job(spec: dict[str, Any], config: RuntimeConfig, now: float, new_id: C
     its id when the spec gives none (a bulk enqueue passes :func:`~queuectl.core.models.bulk_job_ids`)."""
     _check_utf8(spec)
     command = spec.get("command")
+    if command is not None and not isinstance(command, str):
+        raise InvalidInput(f"command: expected a string (the shell command), got {command!r}")
     if not isinstance(command, str) or not command.strip():
         raise InvalidInput('empty command: give the shell command to run, e.g. queuectl enqueue "echo hi"')
     if "\x00" in command:
