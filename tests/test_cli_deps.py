@@ -90,3 +90,12 @@ def test_ten_thousand_dependants_are_never_printed_line_by_line(run: Cli, tmp_pa
     shown = ok(run("show", "test"))
     assert "… and 9,980 more (queuectl tree)" in shown
     assert ok_json(run("tree", "test", "--json"))["job"]["more"] == 9_980
+
+
+def test_a_waiting_job_has_one_shape_in_list_and_show(run: Cli) -> None:
+    """QA: ``list --json`` gave a waiting job ``waits_for``, ``show --json`` did not."""
+    listed = {row["id"]: row for row in ok_json(run("list", "--json"))}
+    shown = ok_json(run("show", "docs", "--json"))
+    assert shown["waits_for"] == ["build", "fetch"]
+    assert {key: value for key, value in shown.items() if key not in ("output", "history")} == listed["docs"]
+    assert "waits_for" not in ok_json(run("show", "fetch", "--json"))

@@ -24,7 +24,7 @@ def test_rfc3339_is_utc_with_milliseconds() -> None:
 
 def test_one_job_shape_with_and_without_the_output() -> None:
     job = Job(id="a", command="true", output="x" * 100, created_at=1.5, updated_at=2.0, run_at=1.5)
-    full, listed = shapes.job_json(job), shapes.jobs_json([job])[0]
+    full, listed = shapes.job_json(job, waits={}), shapes.jobs_json([job], {})[0]
     assert full["output"] == "x" * 100 and "output" not in listed
     assert {key: value for key, value in full.items() if key != "output"} == listed
     assert full["created_at"] == "1970-01-01T00:00:01.500Z" and full["started_at"] is None

@@ -364,3 +364,34 @@ def test_a_follower_waits_for_a_slow_client_instead_of_buffering_without_bound()
         loop.call_soon_threadsafe(loop.stop)
         running.join(5)
         loop.close()
+
+
+def test_a_waiting_job_has_its_waits_for_in_the_api_too(
+    api: tuple[httpx.Client, dict[str, str]], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QA: ``list --json`` had ``waits_for``, ``GET /api/jobs`` and ``/api/jobs/{id}`` did not;
+    a page reads its parents' states once, not once per job."""
+    client, secrets = api
+    auth = bearer(secrets["read"])
+    client.post("/api/jobs", json={"command": "sleep 1", "id": "par"}, headers=bearer(secrets["all"]))
+    for n in range(3):
+        made = client.post(
+            "/api/jobs",
+            json={"command": "true", "id": f"chi{n}", "after": ["par"]},
+            headers=bearer(secrets["all"]),
+        )
+        assert made.status_code == 202, made.text
+    reads: list[list[str]] = []
+    real = store.job_states
+
+    def counted(ids: list[str]) -> dict[str, str]:
+        reads.append(ids)
+        return real(ids)
+
+    monkeypatch.setattr(store, "job_states", counted)
+    page = {job["id"]: job for job in client.get("/api/jobs", headers=auth).json()["jobs"]}
+    assert len(reads) == 1
+    assert all(page[f"chi{n}"]["waits_for"] == ["par"] for n in range(3)) and "waits_for" not in page["par"]
+    one = client.get("/api/jobs/chi0", headers=auth).json()
+    assert one["waits_for"] == ["par"]
+    assert {key: value for key, value in one.items() if key not in ("output", "history")} == page["chi0"]

@@ -26,9 +26,10 @@ def list_dead(
     chosen = pick_format(fmt, as_json)
     jobs = service.list_dead(store_of(ctx), limit)
     if chosen == "json":
+        from queuectl.service.deps import waits_for
         from queuectl.service.shapes import jobs_json
 
-        print_json(jobs_json(jobs))
+        print_json(jobs_json(jobs, waits_for(store_of(ctx), jobs)))  # dead jobs wait for nothing: no read
     else:
         from queuectl.cli.render import jobs_table
 

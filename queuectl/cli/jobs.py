@@ -241,11 +241,7 @@ def list_jobs(
     if chosen == "json":
         from queuectl.service.shapes import jobs_json
 
-        rows = jobs_json(page.jobs)
-        for row in rows:
-            if row["id"] in waits:
-                row["waits_for"] = waits[row["id"]]
-        print_json(rows)
+        print_json(jobs_json(page.jobs, waits))
     else:
         from queuectl.cli.render import jobs_table
 
@@ -275,7 +271,8 @@ def show(
     if as_json:
         from queuectl.service.shapes import job_json
 
-        print_json(job_json(job, attempts=runs))  # the job's one shape; tree --json has its chain
+        # the job's one shape; tree --json has its chain
+        print_json(job_json(job, attempts=runs, waits=deps.waits_for(store, [job])))
         return
     from queuectl.cli.render import attempts_table, job_detail
 

@@ -75,8 +75,11 @@ def relatives(store: Store, job_id: str) -> tuple[list[Relative], Dependants]:
 
 
 def waits_for(store: Store, jobs: list[Job]) -> dict[str, list[str]]:
-    """``list``: for each waiting job of a page, the parents it still waits for (one read)."""
+    """For each waiting job of a page, the parents it still waits for (one read; none when no job
+    waits): ``list``'s ``when`` cell, and ``waits_for`` in every job JSON (service.shapes)."""
     waiting = [job for job in jobs if job.state == WAITING]
+    if not waiting:
+        return {}
     states = store.job_states(sorted({parent for job in waiting for parent in parents_of(job)}))
     return {
         job.id: [parent for parent in parents_of(job) if states.get(parent) not in (*FINISHED, None)] for job in waiting

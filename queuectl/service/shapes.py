@@ -9,11 +9,11 @@ view leaves out what only one job's page needs (its output tail: up to 64 KiB pe
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from queuectl.core.config import CONFIG_KEYS, RuntimeConfig
 from queuectl.core.errors import InvalidInput
-from queuectl.core.models import STATES, Attempt, Job, Schedule, WorkerInfo
+from queuectl.core.models import STATES, WAITING, Attempt, Job, Schedule, WorkerInfo
 from queuectl.service.queues import QueueRow
 from queuectl.service.workers import ENDED, worker_is_alive
 
@@ -39,15 +39,22 @@ def _with_times(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     return data
 
 
-def job_json(job: Job, with_output: bool = True, attempts: list[Attempt] | None = None) -> dict[str, Any]:
+def job_json(
+    job: Job, with_output: bool = True, attempts: list[Attempt] | None = None, *, waits: Mapping[str, list[str]]
+) -> dict[str, Any]:
     """One job, with its latest ``progress`` (percent, message, ETA: None if it reported none);
     ``with_output=False`` for list views (the output tail is for ``show`` and ``logs``); with
-    ``attempts`` (``show``), its ``history``, one entry per attempt."""
+    ``attempts`` (``show``), its ``history``, one entry per attempt. A waiting job has
+    ``waits_for``, the parents it still waits for: ``waits`` is :func:`service.deps.waits_for`
+    of the jobs being shown (one read for a whole page), a required argument so that no front end
+    gives a job without it (``show`` and the API once did)."""
     from queuectl.service import history
 
     data = _with_times(job.to_dict(), JOB_TIMES)
     progress = history.progress_of(job)
     data["progress"] = progress.to_dict() if progress else None
+    if job.state == WAITING:
+        data["waits_for"] = list(waits[job.id])
     if not with_output:
         del data["output"]
     if attempts is not None:
@@ -55,9 +62,9 @@ def job_json(job: Job, with_output: bool = True, attempts: list[Attempt] | None 
     return data
 
 
-def jobs_json(jobs: list[Job]) -> list[dict[str, Any]]:
+def jobs_json(jobs: list[Job], waits: Mapping[str, list[str]]) -> list[dict[str, Any]]:
     """A list view of jobs: each one as :func:`job_json` without its output."""
-    return [job_json(job, with_output=False) for job in jobs]
+    return [job_json(job, with_output=False, waits=waits) for job in jobs]
 
 
 def worker_liveness(worker: WorkerInfo, config: RuntimeConfig, now: float) -> str:

@@ -7,14 +7,14 @@ import base64
 import json
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Mapping
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from queuectl.core.errors import InvalidInput, NotFound
 from queuectl.core.lifecycle import CLAIMABLE
 from queuectl.core.models import DEAD, Job
-from queuectl.service import dashboard, dlq, handling, history, observe, queues, schedules, shapes, workers
+from queuectl.service import dashboard, deps, dlq, handling, history, observe, queues, schedules, shapes, workers
 from queuectl.service import jobs as service
 from queuectl.service.logtail import head_lines, split_marker, tail_lines
 from queuectl.service.tokens import CONTROL
@@ -25,12 +25,21 @@ PAGE_MAX = 1000  # a page is never unbounded: follow next_cursor for more
 HIDDEN = "***"
 
 
-def job_shape(call: Call, job: Job, with_output: bool = True, detail: bool = False) -> dict[str, Any]:
+def job_shape(
+    call: Call,
+    job: Job,
+    with_output: bool = True,
+    detail: bool = False,
+    waits: Mapping[str, list[str]] | None = None,
+) -> dict[str, Any]:
     """:func:`shapes.job_json` (``detail``: with its history, as ``queuectl show``), with ``env``
     values hidden unless asked for (``?env=1``, which takes the control scope: a job's
-    environment often holds its secrets)."""
+    environment often holds its secrets). ``waits``: :func:`deps.waits_for` of a whole page,
+    read once for it; without it, read for this job alone."""
     attempts = history.attempts(call.store, job.id) if detail else None
-    data = shapes.job_json(job, with_output, attempts)
+    data = shapes.job_json(
+        job, with_output, attempts, waits=deps.waits_for(call.store, [job]) if waits is None else waits
+    )
     if not wants_env(call) and data.get("env"):
         data["env"] = {name: HIDDEN for name in data["env"]}
     return data
@@ -66,9 +75,10 @@ def _page(call: Call, states: list[str] | None) -> Response:
     page = service.list_jobs(call.store, states, queue, limit + 1, before, count=count, labels=labels)
     shown = page.jobs[:limit]
     more = len(page.jobs) > limit
+    waits = deps.waits_for(call.store, shown)  # one read for the page
     return JSONResponse(
         {
-            "jobs": [job_shape(call, job, with_output=False) for job in shown],
+            "jobs": [job_shape(call, job, with_output=False, waits=waits) for job in shown],
             "matched": page.matched if page.counted else None,  # count=1: from the per-queue totals
             "next_cursor": _cursor(shown[-1]) if more and shown else None,
         }
