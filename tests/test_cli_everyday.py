@@ -369,3 +369,21 @@ def test_piped_runs_print_no_progress(run: Cli, tmp_path: Path) -> None:
 
 if sys.platform != "linux":  # pragma: no cover
     pytest.skip("pseudo-terminals and /proc: Linux", allow_module_level=True)
+
+
+def test_show_in_a_pipe_cuts_no_attempt(run: Cli) -> None:
+    """QA: piped, ``show``'s attempts table was drawn 80 columns wide, the worker id, pid and
+    times ending in ellipses; now it is TSV like every other table in a pipe."""
+    ok(run("enqueue", "echo hi", "--id", "a1"))
+    proc = run("worker", "start", "--burst")
+    assert proc.returncode == EXIT_OK, describe(proc)
+    attempt = ok_json(run("show", "a1", "--json"))["history"][0]
+    run.env["COLUMNS"] = "80"  # what a pipe gets without COLUMNS
+    piped = ok(run("show", "a1"))
+    assert "…" not in piped
+    header, row = [line.split("\t") for line in piped.splitlines()[-2:]]
+    assert header[:6] == ["#", "worker", "host", "pid", "claimed", "ended"]
+    cells = dict(zip(header, row, strict=True))
+    assert (cells["#"], cells["worker"], cells["pid"]) == ("1", attempt["worker"], str(attempt["pid"]))
+    assert cells["claimed"] == attempt["claimed_at"] and cells["ended"] == attempt["ended_at"]
+    assert cells["how"] == attempt["ended"] and cells["exit"] == "0"

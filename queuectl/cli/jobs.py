@@ -278,7 +278,7 @@ def show(
 
     job_detail(job, history.progress_text(job), deps.relatives(store, job_id))
     if runs:
-        attempts_table(runs)
+        attempts_table(runs, pick_format(None, False))  # TSV in a pipe, whole
 
 
 def status(

@@ -213,45 +213,39 @@ def job_detail(job: Job, progress: str = "-", relatives: Any = None) -> None:
     out.print(printable(shown.rstrip("\n")) or "(none)", markup=False, highlight=False)
 
 
-def attempts_table(attempts: Iterable[Attempt]) -> None:
-    """A job's history: one row per attempt that ended (``queuectl logs ID --attempt N`` prints its output)."""
-    from rich.table import Table
+def attempts_table(attempts: Iterable[Attempt], fmt: str = "table") -> None:
+    """A job's history: one row per attempt that ended (``queuectl logs ID --attempt N`` prints its
+    output). A table that fits the terminal, or TSV in a pipe, like every table: drawn into a
+    pipe's 80 columns it cut the worker id, pid and times."""
+    from queuectl.cli.output import Column, emit
 
-    table = Table(title="attempts", title_justify="left")
-    for column in (
-        "#",
-        "worker",
-        "host",
-        "pid",
-        "claimed",
-        "ended",
-        "how",
-        "exit",
-        "duration",
-        "max rss",
-        "cpu",
-        "error",
-    ):
-        table.add_column(column)
+    optional = {"max rss": 1, "cpu": 2, "host": 3, "ended": 4, "claimed": 5, "duration": 6}
+    names = ("#", "worker", "host", "pid", "claimed", "ended", "how", "exit", "duration", "max rss", "cpu", "error")
+    columns = [Column(name, shrink=name == "error", drop=optional.get(name, 0)) for name in names]
+    rows = []
     for row in attempts:
         exit_text = "-" if row.exit_code is None else str(row.exit_code)
         if row.signal:
             exit_text = f"signal {row.signal}"
-        table.add_row(
-            str(row.number),
-            safe(row.worker) or "-",
-            safe(row.host) or "-",
-            "-" if row.pid is None else str(row.pid),
-            when(row.claimed_at),
-            when(row.ended_at),
-            safe(row.ended),
-            exit_text,
-            format_duration(row.duration),
-            "-" if row.max_rss_kb is None else f"{row.max_rss_kb / 1024:.1f} MiB",
-            "-" if row.cpu_s is None else f"{row.cpu_s:.2f}s",
-            safe(row.error) or "-",
+        rows.append(
+            [
+                str(row.number),
+                row.worker or "-",
+                row.host or "-",
+                "-" if row.pid is None else str(row.pid),
+                when(row.claimed_at),
+                when(row.ended_at),
+                row.ended,
+                exit_text,
+                format_duration(row.duration),
+                "-" if row.max_rss_kb is None else f"{row.max_rss_kb / 1024:.1f} MiB",
+                "-" if row.cpu_s is None else f"{row.cpu_s:.2f}s",
+                row.error or "-",
+            ]
         )
-    console().print(table)
+    if fmt == "tsv":  # TSV has no title: where the output above ends, for a reader of the file
+        print("attempts:", flush=True)
+    emit(fmt, "attempts", columns, rows)
 
 
 def _hook_text(job: Job) -> str:
