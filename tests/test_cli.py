@@ -731,7 +731,8 @@ def test_status_counts(run: Cli) -> None:
     ]
     assert summary["workers"] == {"alive": 0, "registered": 0, "autoscaling": []} and summary["paused"] == []
     assert "pending" in ok(text) and "workers alive: 0" in text.stdout
-    assert ok(tsv).splitlines() == ["state\tcount", *(f"{s}\t{summary['states'][s]}" for s in STATES), "total\t5"]
+    states = [f"{s}\t{summary['states'][s]}" for s in STATES]
+    assert ok(tsv).splitlines() == ["state\tcount", *states, "total\t5", "workers alive\t0", "paused queues\t"]
 
 
 def test_cancel(run: Cli) -> None:

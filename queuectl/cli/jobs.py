@@ -312,6 +312,12 @@ def status(
 
     rows = [[(s, STATE_STYLES[s]), str(summary.states.get(s, 0))] for s in STATES]
     rows.append(["total", str(sum(summary.states.values()))])
+    if chosen == "tsv":
+        # what the terminal prints below the table, as rows of the same two columns: `status |
+        # grep workers` finds it, and a row is there (empty) even with no queue paused
+        rows.append(["workers alive", str(summary.workers_alive)])
+        rows += [[f"autoscaling {scale} on {host}", str(alive)] for host, scale, alive in summary.autoscaling]
+        rows.append(["paused queues", ",".join(sorted(summary.paused))])
     emit(chosen, "jobs", [Column("state"), Column("count", justify="right")], rows)
     if chosen == "tsv":
         return
