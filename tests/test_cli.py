@@ -422,7 +422,7 @@ ENQUEUE_INVALID = {
     "json-not-object-field": (('{"command": "x", "colour": "red"}',), ("unknown job field", "colour", "valid fields")),
     "misspelt-command": (('{"cmd": "x"}',), ("unknown job field", "cmd")),
     "json-empty-command": (('{"command": ""}',), ("empty command",)),
-    "json-command-number": (('{"command": 5}',), ("empty command",)),
+    "json-command-number": (('{"command": 5}',), ("command", "expected a string")),
     "nul-byte": (('{"command": "a\\u0000b"}',), ("NUL byte",)),
     "json-bool-priority": (('{"command": "x", "priority": true}',), ("priority",)),
     "bad-delay": (("x", "--delay", "soon"), ("delay", "'soon'")),

@@ -148,6 +148,17 @@ def test_own_files_in_own_folder_are_accepted(tmp_path: Path) -> None:
     open_private_file(str(db))
 
 
+def test_a_side_file_removed_while_it_is_checked_is_no_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last process to close a queue removes its -wal and -shm: one that opens the queue at
+    that moment saw them, then found them gone, and failed with "cannot open q.db-wal" (exit 5,
+    seen from two CLI commands run at once). A side file that is gone has nothing to check."""
+    db = tmp_path / "q.db"
+    open_private_file(str(db))
+    seen = os.path.lexists
+    monkeypatch.setattr(os.path, "lexists", lambda path: True if str(path).endswith("-wal") else seen(path))
+    open_private_file(str(db))  # the -wal "exists", then is gone when looked at
+
+
 @pytest.fixture
 def shared_tmp() -> Iterator[Path]:
     """A sticky, world-writable folder (like /tmp) that uid 65534 can reach."""

@@ -44,7 +44,7 @@ JOB_FIELDS = (
 def parse_spec(text: str) -> dict[str, Any]:
     """A job spec from the command line or one line of a file: a JSON object, or a plain command."""
     stripped = text.strip().lstrip("\ufeff")  # a UTF-8 byte order mark is not part of the job
-    if stripped.startswith("{") and stripped[1:].lstrip()[:1] not in ('"', "}", ""):
+    if stripped[:1] == "{" and stripped[1:2].isspace() and stripped[1:].lstrip()[:1] not in ('"', "}", ""):
         return {"command": text}  # a shell brace group ({ a; b; } > f): JSON has a name or } next
     if stripped.startswith(("{", "[")):
         try:

@@ -93,6 +93,8 @@ def _check_file(path: str, follow: bool) -> None:
     try:
         info = os.stat(path) if follow else os.lstat(path)
     except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and not follow:
+            return  # a side file the last connection to close removed meanwhile: nothing to check
         raise StoreUnavailable(f"cannot open {path}: {exc.strerror}") from None
     if stat.S_ISDIR(info.st_mode) and follow:
         raise StoreUnavailable(
