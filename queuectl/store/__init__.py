@@ -8,20 +8,48 @@ import re
 from queuectl.core.errors import InvalidInput
 from queuectl.store.base import Store
 
-__all__ = ["Store", "open_store", "redact_url"]
+__all__ = ["Store", "open_store", "redact_message", "redact_url"]
 
 
-# URL options whose value is a secret (MongoDB option names are case-insensitive); the
-# legacy ``sslPEMKeyPassword`` is the old name of ``tlsCertificateKeyFilePassword``
-_SECRET_OPTIONS = ("tlsCertificateKeyFilePassword", "sslPEMKeyPassword", "authMechanismProperties", "proxyPassword")
-_SECRET_OPTION = re.compile(r"([?&;](?:" + "|".join(_SECRET_OPTIONS) + r")=)[^&;#]*", re.IGNORECASE)
+# URL options whose value is a secret, by one rule for every driver: any name ending in
+# "password" (libpq's ``password`` and ``sslpassword``, MongoDB's ``tlsCertificateKeyFilePassword``,
+# its legacy ``sslPEMKeyPassword``, ``proxyPassword``), and MongoDB's ``authMechanismProperties``
+# (it can carry an AWS session token). Names are compared percent-decoded and case-insensitively:
+# libpq decodes ``%70assword`` to ``password``, and MongoDB option names ignore case.
+_OPTION = re.compile(r"([?&;])([^=&;#]*)=([^&;#]*)")
+# the password runs to the last "@" of the authority, even when "/" or "@" were not escaped
+_USERINFO = re.compile(r"(://[^:/@]*:)(.*)@(?=[^@]*$)")
+
+
+def _is_secret(name: str) -> bool:
+    from urllib.parse import unquote
+
+    name = unquote(name).lower()
+    return name.endswith("password") or name == "authmechanismproperties"
+
+
+def _secrets(url: str) -> list[str]:
+    """The URL's secret values as written, and percent-decoded (a driver may quote either)."""
+    from urllib.parse import unquote
+
+    found = [value for _, name, value in _OPTION.findall(url) if _is_secret(name)]
+    found += [match.group(2) for match in _USERINFO.finditer(url)]
+    return [text for value in found for text in {value, unquote(value)} if text]
 
 
 def redact_url(url: str) -> str:
     """The URL with any password, and the secret options of its query, replaced by ``***``."""
-    url = _SECRET_OPTION.sub(r"\1***", url)
-    # the password runs to the last "@" of the authority, even when "/" or "@" were not escaped
-    return re.sub(r"(://[^:/@]*:).*@(?=[^@]*$)", r"\1***@", url)
+    url = _OPTION.sub(lambda m: f"{m[1]}{m[2]}=***" if _is_secret(m[2]) else m[0], url)
+    return _USERINFO.sub(r"\1***@", url)
+
+
+def redact_message(text: str, url: str) -> str:
+    """A driver's message about ``url`` made safe to print: the URL (psycopg's parse errors quote
+    it whole) and any secret of it (or a part a driver quotes, such as a bad percent-escape) redacted."""
+    text = text.replace(url, redact_url(url))
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def open_store(url: str, create_folder: bool = True) -> Store:

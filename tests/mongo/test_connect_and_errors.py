@@ -62,6 +62,7 @@ def test_options_the_url_sets_are_its_own(fake_client: type[FakeClient]) -> None
 
 
 class Store:
+    url = "mongodb://u:pw@db"
     safe_url = "mongodb://u:***@db"
 
 

@@ -59,14 +59,16 @@ def open_client(url: str) -> tuple[Any, str]:
     import pymongo
     from pymongo.uri_parser import parse_uri
 
-    from queuectl.store import redact_url
+    from queuectl.store import redact_message, redact_url
 
     try:
         parsed = parse_uri(url)
     except Exception as exc:  # pymongo raises InvalidURI, ConfigurationError, ValueError
         if _dns_failure(url, exc):
-            raise StoreUnavailable(f"cannot resolve MongoDB at {redact_url(url)}: {first_line(exc)}") from None
-        raise InvalidInput(f"invalid MongoDB URL {redact_url(url)}: {first_line(exc)}") from None
+            raise StoreUnavailable(
+                f"cannot resolve MongoDB at {redact_url(url)}: {redact_message(first_line(exc), url)}"
+            ) from None
+        raise InvalidInput(f"invalid MongoDB URL {redact_url(url)}: {redact_message(first_line(exc), url)}") from None
     hosts = [host for host, _ in parsed.get("nodelist", [])]
     options = parsed.get("options", {})
     tls = options.get("tls") or url.startswith("mongodb+srv://")
@@ -80,5 +82,7 @@ def open_client(url: str) -> tuple[Any, str]:
         client.admin.command("ping")
     except Exception as exc:
         client.close()
-        raise StoreUnavailable(f"cannot reach MongoDB at {redact_url(url)}: {first_line(exc)}") from None
+        raise StoreUnavailable(
+            f"cannot reach MongoDB at {redact_url(url)}: {redact_message(first_line(exc), url)}"
+        ) from None
     return client, parsed.get("database") or "queuectl"

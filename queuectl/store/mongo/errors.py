@@ -43,17 +43,19 @@ def _mongo_error(store: Any, exc: Exception) -> Exception | None:
     """pymongo's exceptions as queuectl's, with the URL's password redacted."""
     import pymongo.errors as perr
 
+    from queuectl.store import redact_message
+
     where = f"MongoDB at {store.safe_url}"
+    message = redact_message(first_line(exc), store.url)
     if isinstance(exc, (perr.ServerSelectionTimeoutError, perr.ConnectionFailure)):
-        return StoreUnavailable(f"cannot reach {where}: {first_line(exc)}")
+        return StoreUnavailable(f"cannot reach {where}: {message}")
     if isinstance(exc, perr.DocumentTooLarge):
-        return QueuectlError(f"{where} refused a request over its 16 MiB limit: {first_line(exc)}")
+        return QueuectlError(f"{where} refused a request over its 16 MiB limit: {message}")
     if isinstance(exc, perr.OperationFailure):
         code = exc.code
         if isinstance(exc, perr.BulkWriteError):
             errors = exc.details.get("writeErrors") or exc.details.get("writeConcernErrors") or [{}]
             code = errors[0].get("code", code)
-        message = first_line(exc)
         if code == AUTH_FAILED:
             return StoreUnavailable(f"{where} refused the credentials")
         if code == UNAUTHORIZED:
@@ -64,7 +66,7 @@ def _mongo_error(store: Any, exc: Exception) -> Exception | None:
             return StoreUnavailable(f"{where}: {message}")
         return QueuectlError(f"{where} refused the request: {message}")
     if isinstance(exc, perr.PyMongoError) and getattr(exc, "timeout", False):
-        return StoreUnavailable(f"{where}: {first_line(exc)}")
+        return StoreUnavailable(f"{where}: {message}")
     return None
 
 

@@ -30,10 +30,12 @@ def pg_error(store: Any, exc: Exception) -> Exception | None:
     """The queuectl error for a psycopg exception raised by ``store`` (None: re-raise it)."""
     import psycopg
 
+    from queuectl.store import redact_message
+
     if not isinstance(exc, psycopg.Error) or isinstance(exc, psycopg.IntegrityError):
         return None
     where = f"PostgreSQL at {store.safe_url}"
-    line = scrub(first_line(exc), store.password)
+    line = scrub(redact_message(first_line(exc), store.url), store.password)
     state = getattr(exc, "sqlstate", None)
     if state in _READ_ONLY_STATES:
         return StoreReadOnly(f"{where} {_READ_ONLY_STATES[state]}: writes are refused ({line})")

@@ -81,7 +81,7 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
         import psycopg
         from psycopg.conninfo import conninfo_to_dict
 
-        from queuectl.store import redact_url
+        from queuectl.store import redact_message, redact_url
 
         self.url = url
         self.safe_url = redact_url(url)
@@ -89,7 +89,9 @@ class PostgresStore(SqlJobs, SqlRegistry, Store):
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
-            raise InvalidInput(f"invalid PostgreSQL URL {self.safe_url}: {first_line(exc)}") from None
+            raise InvalidInput(
+                f"invalid PostgreSQL URL {self.safe_url}: {redact_message(first_line(exc), url)}"
+            ) from None
         self.password = str(params.get("password") or "") or None
         self._params = _with_timeouts(params)
         _warn_without_tls(self._params, self.safe_url)
