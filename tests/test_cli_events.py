@@ -62,3 +62,16 @@ def test_events_json_is_one_object_per_line(tmp_path: Path) -> None:
     after_first = cli("events", "--json", "--since", str(rows[0]["seq"]), "--queue", "q").stdout.splitlines()
     assert [json.loads(line)["job_id"] for line in after_first] == ids[1:]
     assert cli("events", "--job", ids[0]).stdout.count("enqueued") == 1
+
+
+def test_a_since_past_64_bits_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    cli("enqueue", "echo hi")
+    for value in ("99999999999999999999", "9223372036854775808"):
+        for follow in ((), ("--follow",)):
+            result = cli("events", "--since", value, *follow)
+            # observed: OverflowError: Python int too large to convert to SQLite INTEGER
+            assert result.returncode == 2, (value, follow, result.stderr)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("queuectl: error: ") and value in lines[0], result.stderr
+    assert cli("events", "--since", "9223372036854775807").returncode == 0  # the largest is still a number

@@ -133,7 +133,7 @@ def test_the_event_stream_resumes_from_last_event_id_without_a_gap_or_a_repeat(
     ]
     one = read_sse(client, auth, 2, since="0", job=first[0])  # the filters of `queuectl events`
     assert [m["data"]["kind"] for m in one] == ["enqueued", "cancelled"]
-    for bad_id in ("yesterday", "1796141929.5", "-1"):
+    for bad_id in ("yesterday", "1796141929.5", "-1", "99999999999999999999", "9223372036854775808"):
         bad = client.get("/api/events", headers={**auth, "Last-Event-ID": bad_id})
         assert bad.status_code == 422 and "Last-Event-ID" in bad.json()["error"]
 

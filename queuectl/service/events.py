@@ -26,6 +26,9 @@ from queuectl.store import Store
 PAGE = 1000
 GAP_WAIT_S = 2.0
 TAIL = 100  # events shown without --since
+# the largest sequence number any store holds or can compare with (SQLite INTEGER, PostgreSQL
+# bigint, BSON int64): past it SQLite raises OverflowError rather than finding nothing
+MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ def parse_since(text: str | None, now: float) -> Since | None:
         return None
     text = text.strip()
     if re.fullmatch(r"\d+", text):
-        return Since(seq=int(text))
+        return Since(seq=parse_seq(text, "--since"))
     try:
         age = parse_duration(text, "--since")
     except InvalidInput:
@@ -50,6 +53,17 @@ def parse_since(text: str | None, now: float) -> Since | None:
             f"--since {text!r}: give a sequence number (e.g. 1234) or an age such as 30s, 10m, 2h, 1d"
         ) from None
     return Since(at=now - age)
+
+
+def parse_seq(text: str, name: str) -> int:
+    """A client's sequence number (digits, checked by the caller) as an int, bounded here once
+    for every front end (``--since``, ``?since=``, ``Last-Event-ID``) so no store sees one past 64 bits."""
+    seq = int(text)
+    if seq > MAX_SEQ:
+        raise InvalidInput(
+            f"{name} {text.strip()[:40]!r}: no event has a sequence number that large (at most {MAX_SEQ})"
+        )
+    return seq
 
 
 def _matches(event: Event, job_id: str | None, queue: str | None) -> bool:

@@ -187,7 +187,7 @@ def _start(settings: Settings, request: Request) -> events.Cursor:
     resume = request.headers.get("last-event-id")
     if resume is not None and not (resume.strip().isascii() and resume.strip().isdigit()):
         raise InvalidInput(f"bad Last-Event-ID {resume[:40]!r}: send the id (seq) of the last event received")
-    since = events.Since(seq=int(resume)) if resume is not None else None
+    since = events.Since(seq=events.parse_seq(resume, "Last-Event-ID")) if resume is not None else None
     since = since or events.parse_since(request.query_params.get("since"), time.time())
     after = events.start_of(store, since)
     query = request.query_params

@@ -125,6 +125,10 @@ def test_every_bad_request_gets_a_json_error_with_its_status(server: Server) -> 
         error(client.post("/api/jobs", json={"command": ""}), 422, "empty command")
         error(client.post("/api/jobs", json={"command": "true", "priority": "high"}), 422, "priority")
         error(client.get("/api/jobs", params={"state": "sleeping"}), 422, "sleeping")
+        # observed: 200, and an ASGI exception (OverflowError) in the server's log
+        huge = "99999999999999999999"
+        error(client.get("/api/events", params={"since": huge}, timeout=10), 422, huge)
+        error(client.get("/api/events", headers={"Last-Event-ID": huge}, timeout=10), 422, "Last-Event-ID")
         # a batch is all or nothing: a bad line, a duplicate id, a bad job each leave nothing behind
         before = server.queue.counts()
         error(client.post("/api/jobs:batch", content=b'{"command": "true"}\n{"command": '), 400, "line 2")
