@@ -35,6 +35,8 @@ def test_bad_input_is_one_line_and_an_exit_code(tmp_path: Path) -> None:
     job_id = cli("enqueue", "echo hi").stdout.strip()
     for args, code, words in (
         (("events", "--since", "last tuesday"), 2, "sequence number"),
+        (("events", "--limit", "99999999999999999999"), 2, "--limit"),  # once a traceback
+        (("dlq", "list", "--limit", "99999999999999999999"), 2, "--limit"),
         (("logs", job_id, "--attempt", "1"), 3, "no finished attempt"),
         (("logs", "nope", "--attempt", "1"), 3, "no job"),
         (("logs", job_id, "--attempt", "1", "--follow"), 2, "--follow"),

@@ -15,7 +15,7 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("list")
 def list_dead(
     ctx: typer.Context,
-    limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many, newest first."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=100000, help="At most this many, newest first."),
     as_json: bool = json_option(),
     fmt: Optional[str] = format_option(),
 ) -> None:

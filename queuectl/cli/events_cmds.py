@@ -23,7 +23,7 @@ def events(
     job_id: Optional[str] = typer.Option(None, "--job", metavar="ID", help="Only this job's events."),
     queue: Optional[str] = typer.Option(None, "--queue", "-q", help="Only this queue's events."),
     limit: Optional[int] = typer.Option(
-        None, "--limit", "-n", min=1, help="At most this many (default without --since: the newest 100)."
+        None, "--limit", "-n", min=1, max=100000, help="At most this many (default without --since: the newest 100)."
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line (NDJSON), for jq."),
 ) -> None:
