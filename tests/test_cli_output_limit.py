@@ -119,17 +119,3 @@ def test_the_executor_keeps_the_exact_tail_with_a_large_limit() -> None:
     dropped, kept = split_marker(run.output() or "")
     assert len(kept) == limit and kept.endswith("aend\n")
     assert dropped == total + 4 - limit
-
-
-def test_a_cut_output_starts_at_a_whole_line(run: Cli) -> None:
-    """The limit cuts bytes, so the kept tail began inside a line (``796`` of ``1796``), and
-    ``logs --head`` showed a number the job never printed. The kept part starts at the next
-    whole line; the marker counts the fragment with the rest that was dropped."""
-    ok(run("config", "set", "output-limit", "1KiB"))
-    ok(run("enqueue", "seq 1 2000", "--id", "j"))
-    burst(run)
-    dropped, kept = split_marker(ok(run("logs", "j")))
-    numbers = [int(line) for line in kept.splitlines()]
-    assert numbers == list(range(numbers[0], 2001))
-    assert dropped == sum(len(f"{n}\n") for n in range(1, numbers[0]))  # what came before, exactly
-    assert run("logs", "j", "--head", "1").stdout == f"{numbers[0]}\n"

@@ -42,9 +42,6 @@ def job_environment(base: dict[str, str], extra: dict[str, str]) -> dict[str, st
     return env
 
 
-_NEWLINE = ord("\n")
-_FRAGMENT_MAX = 4096  # a cut output starts at its next whole line if one starts this soon (else as cut)
-
 # the worker ran out of something of its own: the job is not to blame and may start later
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.EAGAIN)
 
@@ -122,7 +119,6 @@ class Run:
         self.started = time.monotonic()
         self._tail = bytearray()
         self._dropped = 0
-        self._line_start = True  # whether the last byte trimmed off _tail ended a line
         self._dirty = True
         self.spool: Any = None  # a SpoolWriter: each chunk read is written there too (logs --follow)
         self.eof = False
@@ -217,7 +213,6 @@ class Run:
             # trimmed once it holds twice the limit: a 16 MiB tail is not moved on every chunk
             excess = len(self._tail) - self.limit
             if excess > max(self.limit, _READ_BUDGET):
-                self._line_start = self._tail[excess - 1] == _NEWLINE
                 del self._tail[:excess]
                 self._dropped += excess
 
@@ -287,25 +282,14 @@ class Run:
         kept_bytes = bytes(self._tail[-self.limit :])
         text = kept_bytes.decode("utf-8", errors="replace").replace("\x00", "\\0")
         dropped = self._dropped + len(self._tail) - len(kept_bytes)
-        at_line = self._starts_a_line(len(kept_bytes))
         encoded = text.encode()
         if len(encoded) > self.limit:  # replacements grew it: keep the last `limit` bytes of text
             kept = encoded[-self.limit :].decode("utf-8", errors="ignore")
             dropped += len(kept_bytes) - len(kept.encode())  # roughly, in the job's own bytes
-            text, at_line = kept, False
+            text = kept
         if dropped > 0:
-            if not at_line:  # cut inside a line: from the next whole one
-                cut = text.find("\n", 0, _FRAGMENT_MAX)
-                if 0 <= cut < len(text) - 1:
-                    dropped += len(text[: cut + 1].encode())
-                    text = text[cut + 1 :]
             text = f"[... {dropped} earlier bytes of output dropped ...]\n{text}"
         return text
-
-    def _starts_a_line(self, kept: int) -> bool:
-        """Whether the last ``kept`` bytes of the tail begin a line (the byte before them ends one)."""
-        before = len(self._tail) - kept
-        return self._tail[before - 1] == _NEWLINE if before > 0 else self._line_start
 
     @property
     def elapsed(self) -> float:
