@@ -3,12 +3,11 @@ likewise a PostgreSQL URL's ``password``/``sslpassword`` options, and a driver's
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_cli import clean_env, run_cli
 
 from queuectl.store import redact_url
 
@@ -69,17 +68,7 @@ def test_redact_message_hides_the_url_and_every_secret_a_driver_quotes() -> None
 
 
 def _cli(tmp_path: Path, *args: str, db: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("QUEUECTL_")}
-    env.update(XDG_DATA_HOME=str(tmp_path), QUEUECTL_DB=db or f"sqlite:///{tmp_path / 'q.db'}")
-    return subprocess.run(
-        [sys.executable, "-m", "queuectl", *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
+    return run_cli(*args, env=clean_env(tmp_path, db or "default"), cwd=tmp_path)
 
 
 @pytest.mark.parametrize(

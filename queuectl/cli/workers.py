@@ -70,8 +70,7 @@ def start(
         raise InvalidInput(f"--log-format {log_format!r}: use text or json")
     scale = ScalePolicy(low, high, scale_lag, scale_idle, scale_cooldown) if high > low else None
     queues = _parse_queues(queue)
-    if detach and log_file is not None:
-        _log_path(log_file)  # refused before anything is said or started
+    log_path = _log_path(log_file) if detach else None  # a bad --log: refused before anything starts
     app_ctx = context_of(ctx)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         _warn(log_format, "workers run as root, so every job runs as root; prefer an unprivileged user")
@@ -87,8 +86,8 @@ def start(
     if scale is not None:
         flags += ["--max-count", str(high), "--scale-lag", str(scale_lag), "--scale-idle", str(scale_idle)]
         flags += ["--scale-cooldown", str(scale_cooldown)]
-    if detach:
-        _detach(app_ctx.db_url, low, queue, concurrency, log_file, burst, app_ctx.command("worker", "stop"), flags)
+    if log_path is not None:  # --detach
+        _detach(app_ctx.db_url, low, queues, concurrency, log_path, burst, app_ctx.command("worker", "stop"), flags)
         return
     app_ctx.close()
     _become_supervisor(app_ctx.db_url, _supervisor_args(low, queues, concurrency, burst) + flags)
@@ -160,20 +159,19 @@ def _log_path(log_file: Optional[str]) -> str:
 def _detach(
     db_url: str,
     count: int,
-    queue: Optional[str],
+    queues: Optional[list[str]],
     concurrency: int,
-    log_file: Optional[str],
+    log_path: str,
     burst: bool,
     stop_hint: str,
     flags: list[str],
 ) -> None:
     import subprocess
 
-    log_path = _log_path(log_file)
     from queuectl.runtime.supervisor import url_pipe
 
     # the supervisor itself, checked options and all
-    cmd = _supervisor_args(count, _parse_queues(queue), concurrency, burst) + flags
+    cmd = _supervisor_args(count, queues, concurrency, burst) + flags
     try:
         # private: the log names jobs and errors; never through a symlink someone planted
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

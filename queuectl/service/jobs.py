@@ -79,10 +79,8 @@ def enqueue_lines(
     config = load_config(store)
     clock = _Clock(store)
     current = [0]  # the line of the job being inserted: a parent refused names it
-    first_seen: dict[str, int] = {}  # the line of each id given in the file (a duplicate names both)
-    repeated: dict[str, int] = {}
-    key_lines: dict[str, int] = {}  # the same for unique keys (a store cannot tell which line clashed)
-    keys_repeated: dict[str, int] = {}
+    # the lines of each id and unique key the file gives: a store's refusal cannot say which line
+    ids_given, keys_given = _Lines(), _Lines()
     new_id = bulk_job_ids().__next__  # they count up: the id index grows at one place
 
     def jobs() -> Iterator[Job]:
@@ -97,15 +95,9 @@ def enqueue_lines(
             except InvalidInput as exc:
                 raise InvalidInput(f"line {number}: {exc}; nothing was enqueued") from None
             if "id" in spec:
-                if job.id in first_seen:
-                    repeated.setdefault(job.id, number)
-                else:
-                    first_seen[job.id] = number
+                ids_given.note(job.id, number)
             if job.unique_key is not None:
-                if job.unique_key in key_lines:
-                    keys_repeated.setdefault(job.unique_key, number)
-                else:
-                    key_lines[job.unique_key] = number
+                keys_given.note(job.unique_key, number)
             current[0] = number
             if ids is not None:
                 ids(job.id)
@@ -114,19 +106,20 @@ def enqueue_lines(
     try:
         return lifecycle.enqueue(store, jobs(), batch=batch or new_batch_id())
     except DuplicateJobId as exc:
-        if exc.job_id in repeated:
-            where = f"line {repeated[exc.job_id]}: job id {exc.job_id!r} is also on line {first_seen[exc.job_id]}"
-        elif exc.job_id in first_seen:
-            where = f"line {first_seen[exc.job_id]}: {exc}"
+        if exc.job_id in ids_given.again:
+            first, again = ids_given.first[exc.job_id], ids_given.again[exc.job_id]
+            where = f"line {again}: job id {exc.job_id!r} is also on line {first}"
+        elif exc.job_id in ids_given.first:
+            where = f"line {ids_given.first[exc.job_id]}: {exc}"
         else:  # one of the ids made for this enqueue: another bulk enqueue drew the same block
             where = f"{exc} (an id made for this enqueue; running it again draws new ones)"
         raise Conflict(f"{where}; nothing was enqueued") from None
     except UniqueKeyTaken as exc:  # found in a batch: the line is the one that gave the key
         key = exc.key
-        if key in keys_repeated:
-            where = f"line {keys_repeated[key]}: unique key {key!r} is also line {key_lines[key]}'s"
-        elif key in key_lines:
-            where = f"line {key_lines[key]}: {exc}"
+        if key in keys_given.again:
+            where = f"line {keys_given.again[key]}: unique key {key!r} is also line {keys_given.first[key]}'s"
+        elif key in keys_given.first:
+            where = f"line {keys_given.first[key]}: {exc}"
         else:
             where = str(exc)
         raise Conflict(f"{where}; nothing was enqueued") from None
@@ -135,6 +128,20 @@ def enqueue_lines(
             raise  # a line that did not parse: it says so already
         # a parent refused: the job being inserted is the one that names it
         raise type(exc)(f"line {current[0]}: {exc}; nothing was enqueued") from None
+
+
+class _Lines:
+    """Where a file gave each value: the line it first came on, and the first line repeating it."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, int] = {}
+        self.again: dict[str, int] = {}
+
+    def note(self, value: str, number: int) -> None:
+        if value in self.first:
+            self.again.setdefault(value, number)
+        else:
+            self.first[value] = number
 
 
 def bounded_lines(stream: IO[str], limit: int = MAX_LINE_BYTES) -> Iterator[str]:

@@ -43,6 +43,11 @@ class FollowPlace:
         self._held = True
         self._lock = threading.Lock()
 
+    @classmethod
+    def take(cls, places: threading.BoundedSemaphore) -> FollowPlace | None:
+        """A free place, or None when every one is held."""
+        return cls(places) if places.acquire(blocking=False) else None
+
     def give_back(self) -> None:
         with self._lock:
             if self._held:
@@ -50,9 +55,7 @@ class FollowPlace:
                 self._places.release()
 
 
-def follow_logs(
-    settings: Settings, request: Request, tail: int | None = None, place: FollowPlace | None = None
-) -> AsyncIterator[bytes]:
+def follow_logs(settings: Settings, request: Request, tail: int | None, place: FollowPlace) -> AsyncIterator[bytes]:
     """The job's output until it completed, died or was cancelled (``tail``: first only its last
     N lines), from ``logs --follow``'s own loop (:func:`queuectl.service.logtail.follow`): live
     from the worker's spool while the job runs on this host, else as the store has it.
@@ -72,12 +75,10 @@ def follow_logs(
                 yield part
         finally:
             handoff.gone.set()
-            if place is not None:
-                place.give_back()
+            place.give_back()
 
     stream = chunks()
-    if place is not None:
-        weakref.finalize(stream, place.give_back)  # a stream whose client left before it started
+    weakref.finalize(stream, place.give_back)  # a stream whose client left before it started
     return stream
 
 
@@ -161,7 +162,8 @@ async def logs(settings: Settings, request: Request) -> Response:
         tail = await run_in_threadpool(check)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
         return as_response(exc)
-    if not settings.follows.acquire(blocking=False):
+    place = FollowPlace.take(settings.follows)
+    if place is None:
         return error_response(
             503,
             f"this server already streams {settings.max_follows} live logs (serve --max-follows): "
@@ -169,7 +171,7 @@ async def logs(settings: Settings, request: Request) -> Response:
             {"Retry-After": "5"},
         )
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    chunks = follow_logs(settings, request, tail, FollowPlace(settings.follows))
+    chunks = follow_logs(settings, request, tail, place)
     return StreamingResponse(chunks, media_type="text/plain; charset=utf-8", headers=headers)
 
 
